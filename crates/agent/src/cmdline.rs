@@ -1,0 +1,71 @@
+//! banger's kernel command-line parameters (`banger.*`), the only channel through
+//! which the host configures early boot. The Debian cloud kernel has no `ip=`
+//! support (no CONFIG_IP_PNP), so addressing travels here instead.
+
+use std::net::Ipv4Addr;
+
+/// What banger asked for on the command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BootParams {
+    /// Guest address and prefix (`banger.ip=172.30.0.2/24`).
+    pub ip: Option<(Ipv4Addr, u8)>,
+    /// Default gateway (`banger.gw=172.30.0.1`).
+    pub gateway: Option<Ipv4Addr>,
+    /// Hostname (`banger.hostname=dev`).
+    pub hostname: Option<String>,
+    /// The init to hand over to (`banger.init=/sbin/init`).
+    pub init: Option<String>,
+    /// Accelerator probe: print [`PROBE_OK`] and power off (`banger.probe`).
+    pub probe: bool,
+}
+
+/// What the init prints in probe mode; the host looks for it on the console.
+pub const PROBE_OK: &str = "BANGER-PROBE-OK";
+
+/// Parse `/proc/cmdline` text.
+pub fn parse(cmdline: &str) -> BootParams {
+    let mut p = BootParams::default();
+    for word in cmdline.split_whitespace() {
+        if word == "banger.probe" {
+            p.probe = true;
+        }
+        let Some((k, v)) = word.split_once('=') else {
+            continue;
+        };
+        match k {
+            "banger.ip" => {
+                p.ip = v.split_once('/').and_then(|(a, n)| {
+                    Some((a.parse().ok()?, n.parse().ok().filter(|n| *n <= 32)?))
+                })
+            }
+            "banger.gw" => p.gateway = v.parse().ok(),
+            "banger.hostname" => p.hostname = Some(v.to_string()),
+            "banger.init" => p.init = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_banger_params_and_ignores_the_rest() {
+        let p = parse(
+            "console=ttyS0 banger.ip=172.30.0.2/24 banger.gw=172.30.0.1 quiet banger.hostname=dev",
+        );
+        assert_eq!(p.ip, Some((Ipv4Addr::new(172, 30, 0, 2), 24)));
+        assert_eq!(p.gateway, Some(Ipv4Addr::new(172, 30, 0, 1)));
+        assert_eq!(p.hostname.as_deref(), Some("dev"));
+        assert_eq!(p.init, None);
+    }
+
+    #[test]
+    fn malformed_values_are_dropped() {
+        let p = parse("banger.ip=1.2.3.4 banger.gw=nope banger.ip=1.2.3.4/40");
+        assert_eq!(p.ip, None);
+        assert_eq!(p.gateway, None);
+    }
+}

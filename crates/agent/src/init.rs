@@ -1,0 +1,269 @@
+//! PID 1 of banger's initrd.
+//!
+//! The guest's early boot belongs to banger rather than to Debian's 15 MB
+//! initramfs: load the handful of virtio modules, find the three disks by their ext4
+//! labels (device order is not stable across VMMs), stack the per-VM overlay disk on
+//! the shared read-only base, mount the work disk at /root, configure eth0 and the
+//! hostname from `banger.*` parameters, then switch into the new root and exec its init.
+//!
+//! Every failure is printed on the console (which banger keeps as the VM's log) and
+//! the machine powers off, so the host sees the VMM exit instead of a silent hang.
+
+use crate::{cmdline, netconf, sys};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// ext4 label of the shared read-only base image.
+pub const LABEL_ROOT: &str = "banger-root";
+/// ext4 label of the per-VM overlay (upper layer of /).
+pub const LABEL_OVERLAY: &str = "banger-overlay";
+/// ext4 label of the per-VM work disk, mounted at /root.
+pub const LABEL_WORK: &str = "banger-work";
+
+/// Where the module list lives inside the initrd, one file name per line, in load order.
+const MODULE_LIST: &str = "/etc/banger/modules";
+const MODULE_DIR: &str = "/lib/modules";
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn log(msg: &str) {
+    println!("[{:>8}] banger-init: {msg}", uptime());
+}
+
+/// Run as PID 1; never returns (powers off when boot fails or after a probe).
+pub fn run() -> ! {
+    match boot() {
+        Ok(()) => {} // probe mode: done
+        Err(e) => {
+            log(&format!("boot failed: {e}"));
+            log("powering off so the host sees the failure (the VM log above says why)");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    sys::power_off()
+}
+
+fn boot() -> std::io::Result<()> {
+    for d in [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/newroot",
+        "/mnt/lower",
+        "/mnt/upper",
+    ] {
+        std::fs::create_dir_all(d)?;
+    }
+    sys::mount(
+        "devtmpfs",
+        Path::new("/dev"),
+        "devtmpfs",
+        0,
+        Some("mode=0755"),
+    )?;
+    attach_console();
+    sys::mount("proc", Path::new("/proc"), "proc", 0, None)?;
+    sys::mount("sysfs", Path::new("/sys"), "sysfs", 0, None)?;
+    log("started");
+
+    let params = cmdline::parse(&std::fs::read_to_string("/proc/cmdline")?);
+    if params.probe {
+        // The accelerator probe only needs to know the kernel reached userspace.
+        println!("{}", cmdline::PROBE_OK);
+        return Ok(());
+    }
+    load_modules()?;
+
+    let disks = find_disks(&[LABEL_ROOT, LABEL_OVERLAY], Duration::from_secs(10))?;
+    let dev = |label: &str| -> std::io::Result<String> {
+        disks
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, d)| d.display().to_string())
+            .ok_or_else(|| std::io::Error::other(format!("no disk labelled {label} was attached")))
+    };
+    let ro = libc::MS_RDONLY;
+    sys::mount(&dev(LABEL_ROOT)?, Path::new("/mnt/lower"), "ext4", ro, None)?;
+    sys::mount(
+        &dev(LABEL_OVERLAY)?,
+        Path::new("/mnt/upper"),
+        "ext4",
+        0,
+        None,
+    )?;
+    std::fs::create_dir_all("/mnt/upper/upper")?;
+    std::fs::create_dir_all("/mnt/upper/work")?;
+    sys::mount(
+        "overlay",
+        Path::new("/newroot"),
+        "overlay",
+        0,
+        Some("lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work"),
+    )?;
+    if let Ok(work) = dev(LABEL_WORK) {
+        std::fs::create_dir_all("/newroot/root")?;
+        sys::mount(&work, Path::new("/newroot/root"), "ext4", 0, None)?;
+    }
+    log("root filesystem ready (overlay over the read-only base)");
+
+    if let Some(h) = &params.hostname {
+        sys::set_hostname(h)?;
+        std::fs::write("/newroot/etc/hostname", format!("{h}\n"))?;
+        std::fs::write(
+            "/newroot/etc/hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            ),
+        )?;
+    }
+    if let Some((ip, prefix)) = params.ip {
+        wait_for(Path::new("/sys/class/net/eth0"), Duration::from_secs(5))?;
+        netconf::configure("eth0", ip, prefix, params.gateway)?;
+        log(&format!("eth0 is {ip}/{prefix}"));
+    }
+
+    for d in ["dev", "proc", "sys"] {
+        sys::mount_move(&Path::new("/").join(d), &Path::new("/newroot").join(d))?;
+    }
+    std::env::set_current_dir("/newroot")?;
+    sys::mount_move(Path::new("."), Path::new("/"))?;
+    sys::chroot_here()?;
+    let init = params.init.as_deref().unwrap_or("/sbin/init");
+    log(&format!("handing over to {init}"));
+    Err(sys::exec(init, &[init]))
+}
+
+/// The kernel gives PID 1 a console only if the initrd has /dev/console; ours gets
+/// it from devtmpfs instead, so reopen stdio once /dev is mounted.
+fn attach_console() {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `f` stays open during the call.
+            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn load_modules() -> std::io::Result<()> {
+    let list = match std::fs::read_to_string(MODULE_LIST) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let t = Instant::now();
+    let mut n = 0;
+    for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        sys::load_module(&Path::new(MODULE_DIR).join(name))?;
+        n += 1;
+    }
+    log(&format!(
+        "loaded {n} modules in {} ms",
+        t.elapsed().as_millis()
+    ));
+    Ok(())
+}
+
+fn wait_for(p: &Path, timeout: Duration) -> std::io::Result<()> {
+    let t = Instant::now();
+    while !p.exists() {
+        if t.elapsed() > timeout {
+            return Err(std::io::Error::other(format!(
+                "{} did not appear within {timeout:?}",
+                p.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Poll block devices until every label in `required` is found; return all labelled disks.
+fn find_disks(required: &[&str], timeout: Duration) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let t = Instant::now();
+    loop {
+        let mut found = vec![];
+        if let Ok(rd) = std::fs::read_dir("/sys/block") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with("vd") {
+                    continue;
+                }
+                let dev = PathBuf::from("/dev").join(&name);
+                if let Ok(Some(label)) = ext4_label(&dev) {
+                    found.push((label, dev));
+                }
+            }
+        }
+        if required.iter().all(|r| found.iter().any(|(l, _)| l == r)) {
+            return Ok(found);
+        }
+        if t.elapsed() > timeout {
+            let seen: Vec<String> = found
+                .iter()
+                .map(|(l, d)| format!("{}={l}", d.display()))
+                .collect();
+            return Err(std::io::Error::other(format!(
+                "disks {required:?} not found within {timeout:?} (saw: {seen:?})"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Read the volume label of an ext2/3/4 filesystem, `None` if it is not one.
+pub fn ext4_label(dev: &Path) -> std::io::Result<Option<String>> {
+    let mut f = std::fs::File::open(dev)?;
+    f.seek(SeekFrom::Start(1024))?;
+    let mut sb = [0u8; 0x88];
+    f.read_exact(&mut sb)?;
+    Ok(label_from_superblock(&sb))
+}
+
+fn label_from_superblock(sb: &[u8]) -> Option<String> {
+    if sb.len() < 0x88 || u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return None;
+    }
+    let raw = &sb[0x78..0x88];
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    Some(String::from_utf8_lossy(&raw[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_label_of_a_real_ext4_image() {
+        let dir = std::env::temp_dir().join(format!("banger-agent-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("x.ext4");
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", LABEL_WORK])
+            .arg(&img)
+            .arg("8M")
+            .status();
+        match ok {
+            Ok(s) if s.success() => {
+                assert_eq!(ext4_label(&img).unwrap().as_deref(), Some(LABEL_WORK));
+            }
+            _ => eprintln!("skipping: mkfs.ext4 not available"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn non_ext4_has_no_label() {
+        assert_eq!(label_from_superblock(&[0u8; 0x88]), None);
+    }
+}

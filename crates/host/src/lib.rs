@@ -1,0 +1,26 @@
+//! Host network plumbing for banger: the bridge every guest hangs off, one persistent
+//! tap per VM, and the single nftables table that NATs guest traffic.
+//!
+//! Everything here needs root (CAP_NET_ADMIN). The daemon never calls it directly: it
+//! goes through `banger-helper`, which validates each request first.
+//!
+//! Every operation does its privileged work (opening netlink sockets, tun ioctls,
+//! spawning `nft`, writing sysctls) on the *calling thread*, never on a blocking pool.
+//! Network namespaces are per-thread, so this is what lets a caller (and the tests)
+//! run the whole crate inside a namespace it created with `unshare(CLONE_NEWNET)`.
+//! The async functions need a tokio runtime, because the netlink connection is driven
+//! by a spawned task.
+
+mod bridge;
+mod error;
+mod names;
+mod nat;
+mod netlink;
+mod tap;
+
+pub use bridge::ensure_bridge;
+pub use error::NetError;
+pub use names::{tap_name, validate_ifname, IFNAMSIZ_MAX};
+pub use nat::{disable_nat, enable_nat, nat_ruleset, NatError, NAT_TABLE};
+pub use netlink::{delete_link, link_exists, link_state, LinkState};
+pub use tap::{create_tap, open_tap};

@@ -1,0 +1,270 @@
+//! Real bridge, tap and NAT operations, each test inside its own network namespace.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use banger_host::*;
+use banger_model::Subnet;
+use common::{in_netns, root_or_skip, sh};
+
+const GW: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
+
+#[test]
+fn bridge_is_idempotent_with_one_address_and_a_pinned_mac() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        let t = Instant::now();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        eprintln!("ensure_bridge (create): {:?}", t.elapsed());
+        let t = Instant::now();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        eprintln!("ensure_bridge (already there): {:?}", t.elapsed());
+
+        let st = link_state("bgtest0").await.unwrap().unwrap();
+        assert_eq!(st.kind.as_deref(), Some("bridge"));
+        assert!(st.up);
+        let addrs = sh(&["ip", "-4", "-o", "addr", "show", "dev", "bgtest0"]);
+        assert_eq!(addrs.lines().count(), 1, "{addrs}");
+        assert!(addrs.contains("inet 172.30.0.1/24"), "{addrs}");
+        let link = sh(&["ip", "-o", "link", "show", "dev", "bgtest0"]);
+        assert!(link.contains("link/ether 06:ba:ac:1e:00:01"), "{link}");
+    });
+}
+
+#[test]
+fn bridge_address_is_readded_when_removed() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        sh(&["ip", "addr", "flush", "dev", "bgtest0"]);
+        sh(&["ip", "link", "set", "bgtest0", "down"]);
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        let addrs = sh(&["ip", "-4", "-o", "addr", "show", "dev", "bgtest0"]);
+        assert!(addrs.contains("inet 172.30.0.1/24"), "{addrs}");
+        assert!(link_state("bgtest0").await.unwrap().unwrap().up);
+    });
+}
+
+#[test]
+fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        sh(&[
+            "ip", "link", "add", "notbr", "type", "veth", "peer", "name", "notbr1",
+        ]);
+        let err = ensure_bridge("notbr", GW, 24).await.unwrap_err();
+        assert!(
+            matches!(err, NetError::WrongKind { want: "bridge", .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            ensure_bridge("bgtest0", GW, 31).await,
+            Err(NetError::BadPrefix(31))
+        ));
+    });
+}
+
+#[test]
+fn tap_is_created_owned_enslaved_reusable_and_deleted() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        let tap = tap_name("0123456789abcdef");
+        assert_eq!(tap, "bgr0123456789ab");
+
+        let t = Instant::now();
+        create_tap(&tap, "bgtest0", Some(1234)).await.unwrap();
+        eprintln!("create_tap: {:?}", t.elapsed());
+        let st = link_state(&tap).await.unwrap().unwrap();
+        assert_eq!(st.kind.as_deref(), Some("tun"));
+        assert_eq!(st.master.as_deref(), Some("bgtest0"));
+        assert!(st.up);
+        assert!(st.tap_persist);
+        assert_eq!(st.tap_owner, Some(1234));
+        assert!(!st.lower_up, "nobody holds the tap yet");
+
+        // Attach the way QEMU's -netdev tap,ifname= does; then it is busy for others.
+        let fd = open_tap(&tap).unwrap();
+        assert!(link_state(&tap).await.unwrap().unwrap().lower_up);
+        assert!(matches!(open_tap(&tap), Err(NetError::TapBusy(_))));
+        assert!(matches!(
+            create_tap(&tap, "bgtest0", None).await,
+            Err(NetError::TapBusy(_))
+        ));
+        drop(fd);
+
+        // A leftover tap is taken over: new owner, still enslaved and persistent.
+        create_tap(&tap, "bgtest0", Some(4321)).await.unwrap();
+        let st = link_state(&tap).await.unwrap().unwrap();
+        assert_eq!(st.tap_owner, Some(4321));
+        assert_eq!(st.master.as_deref(), Some("bgtest0"));
+
+        let t = Instant::now();
+        delete_link(&tap).await.unwrap();
+        eprintln!("delete_link (tap): {:?}", t.elapsed());
+        assert!(!link_exists(&tap).await.unwrap());
+        delete_link(&tap).await.unwrap();
+        assert!(
+            link_exists("bgtest0").await.unwrap(),
+            "deleting the tap keeps the bridge"
+        );
+    });
+}
+
+#[test]
+fn create_tap_needs_an_existing_bridge_and_valid_names() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        assert!(matches!(
+            create_tap("bgr1", "nobridge", None).await,
+            Err(NetError::Missing(b)) if b == "nobridge"
+        ));
+        assert!(!link_exists("bgr1").await.unwrap(), "no tap left behind");
+        sh(&[
+            "ip", "link", "add", "dum0", "type", "veth", "peer", "name", "dum1",
+        ]);
+        assert!(matches!(
+            create_tap("bgr1", "dum0", None).await,
+            Err(NetError::WrongKind { .. })
+        ));
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        assert!(matches!(
+            create_tap("dum0", "bgtest0", None).await,
+            Err(NetError::WrongKind { want: "tap", .. })
+        ));
+        assert!(matches!(
+            create_tap("bgr0123456789abc", "bgtest0", None).await,
+            Err(NetError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            ensure_bridge("bad name", GW, 24).await,
+            Err(NetError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            delete_link("a/b").await,
+            Err(NetError::InvalidName { .. })
+        ));
+    });
+}
+
+#[test]
+fn qemu_opens_the_persistent_tap_with_vnet_hdr() {
+    if !root_or_skip() {
+        return;
+    }
+    let qemu = "/usr/bin/qemu-system-x86_64";
+    if !std::path::Path::new(qemu).exists() {
+        eprintln!("skipping: {qemu} not installed");
+        return;
+    }
+    in_netns(move || async move {
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        create_tap("bgrq1", "bgtest0", None).await.unwrap();
+        // No machine, no guest: QEMU only opens the tap (paused, -S), sending nothing.
+        let mut child = tokio::process::Command::new(qemu)
+            .args([
+                "-M",
+                "none",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+                "-monitor",
+                "none",
+            ])
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=bgrq1,script=no,downscript=no,vnet_hdr=on",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let attached = loop {
+            if link_state("bgrq1").await.unwrap().unwrap().lower_up {
+                break true;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().await.unwrap();
+                panic!(
+                    "qemu exited {status}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        child.kill().await.unwrap();
+        assert!(attached, "qemu never attached to the tap");
+        // Once QEMU is gone the tap stays (persistent) and is free again.
+        assert!(link_exists("bgrq1").await.unwrap());
+        drop(open_tap("bgrq1").unwrap());
+    });
+}
+
+fn read_ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
+}
+
+#[test]
+fn nat_table_is_idempotent_and_removed_whole() {
+    if !root_or_skip() {
+        return;
+    }
+    let host_forward = read_ip_forward();
+    in_netns(|| async {
+        let subnet: Subnet = "172.30.0.0/24".parse().unwrap();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        let t = Instant::now();
+        enable_nat("bgtest0", subnet).await.unwrap();
+        eprintln!("enable_nat: {:?}", t.elapsed());
+        enable_nat("bgtest0", subnet).await.unwrap();
+
+        let rules = sh(&["nft", "list", "ruleset"]);
+        assert_eq!(rules.matches("table ip banger").count(), 1, "{rules}");
+        assert_eq!(rules.matches("masquerade").count(), 1, "{rules}");
+        assert!(
+            rules.contains("ip saddr 172.30.0.0/24 oifname != \"bgtest0\" masquerade"),
+            "{rules}"
+        );
+        assert_eq!(
+            read_ip_forward().trim(),
+            "1",
+            "forwarding on inside the namespace"
+        );
+
+        // Re-enabling with another subnet replaces the rule rather than adding one.
+        enable_nat("bgtest0", "10.77.0.0/16".parse().unwrap())
+            .await
+            .unwrap();
+        let rules = sh(&["nft", "list", "ruleset"]);
+        assert_eq!(rules.matches("masquerade").count(), 1, "{rules}");
+        assert!(rules.contains("10.77.0.0/16"), "{rules}");
+
+        disable_nat().await.unwrap();
+        assert!(!sh(&["nft", "list", "tables"]).contains("banger"));
+        disable_nat().await.unwrap();
+    });
+    assert_eq!(read_ip_forward(), host_forward, "host ip_forward untouched");
+}
+
+#[test]
+fn outside_a_runtime_is_an_error_not_a_panic() {
+    let r = futures::executor::block_on(link_exists("lo"));
+    assert!(matches!(r, Err(NetError::NoRuntime)), "{r:?}");
+}

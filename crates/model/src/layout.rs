@@ -1,0 +1,132 @@
+//! Every path banger touches comes from one [`Layout`], so tests can point the whole
+//! system at a temp dir with one environment variable (`BANGER_HOME`).
+
+use std::path::{Path, PathBuf};
+
+/// Where state, cache and runtime files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Durable state: database, images, VM disks.
+    pub state: PathBuf,
+    /// Re-creatable downloads and build caches.
+    pub cache: PathBuf,
+    /// Sockets, pid files, console logs: gone after a host reboot.
+    pub runtime: PathBuf,
+}
+
+impl Layout {
+    /// Everything under one root directory (tests, `BANGER_HOME`).
+    pub fn under(root: &Path) -> Self {
+        Self {
+            state: root.join("state"),
+            cache: root.join("cache"),
+            runtime: root.join("run"),
+        }
+    }
+
+    /// Resolve from the environment: `BANGER_HOME` wins; otherwise XDG base
+    /// directories; root without XDG variables gets the system paths.
+    pub fn from_env() -> Self {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(home) = var("BANGER_HOME") {
+            return Self::under(&home);
+        }
+        let home = var("HOME").unwrap_or_else(|| PathBuf::from("/root"));
+        let is_root = nix_like_getuid() == 0;
+        let state = var("XDG_STATE_HOME")
+            .map(|p| p.join("banger"))
+            .unwrap_or_else(|| {
+                if is_root {
+                    PathBuf::from("/var/lib/banger")
+                } else {
+                    home.join(".local/state/banger")
+                }
+            });
+        let cache = var("XDG_CACHE_HOME")
+            .map(|p| p.join("banger"))
+            .unwrap_or_else(|| {
+                if is_root {
+                    PathBuf::from("/var/cache/banger")
+                } else {
+                    home.join(".cache/banger")
+                }
+            });
+        let runtime = var("XDG_RUNTIME_DIR")
+            .map(|p| p.join("banger"))
+            .unwrap_or_else(|| {
+                if is_root {
+                    PathBuf::from("/run/banger")
+                } else {
+                    state.join("run")
+                }
+            });
+        Self {
+            state,
+            cache,
+            runtime,
+        }
+    }
+
+    /// The SQLite database.
+    pub fn db(&self) -> PathBuf {
+        self.state.join("banger.db")
+    }
+    /// The daemon's RPC socket.
+    pub fn socket(&self) -> PathBuf {
+        self.runtime.join("bangerd.sock")
+    }
+    /// The daemon's log file when auto-started by the CLI.
+    pub fn daemon_log(&self) -> PathBuf {
+        self.state.join("bangerd.log")
+    }
+    /// banger's own ssh key pair (private key; `.pub` beside it).
+    pub fn ssh_key(&self) -> PathBuf {
+        self.state.join("ssh/id_ed25519")
+    }
+    /// A published image's directory.
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.state.join("images").join(id)
+    }
+    /// Scratch space for image builds (same filesystem as images, so publish is a rename).
+    pub fn image_staging(&self) -> PathBuf {
+        self.state.join("images/.staging")
+    }
+    /// A VM's durable directory (disks, pinned host key).
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.state.join("vms").join(id)
+    }
+    /// A VM's runtime directory (sockets, pid file, console log).
+    pub fn vm_runtime(&self, id: &str) -> PathBuf {
+        self.runtime.join("vms").join(id)
+    }
+}
+
+fn nix_like_getuid() -> u32 {
+    // Reading /proc/self/status avoids a libc dependency in the model crate.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_root_puts_everything_inside() {
+        let l = Layout::under(Path::new("/tmp/x"));
+        for p in [l.db(), l.socket(), l.vm_dir("ab"), l.image_dir("cd")] {
+            assert!(p.starts_with("/tmp/x"), "{}", p.display());
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Plain data shared by every banger crate.
+//!
+//! Nothing here does I/O except [`Layout::from_env`], which only reads environment
+//! variables: the model must stay cheap to depend on (the CLI links it too).
+
+pub mod layout;
+pub mod name;
+pub mod net;
+pub mod record;
+pub mod size;
+
+pub use layout::Layout;
+pub use name::{NameError, VmName};
+pub use net::{GuestNet, NetError, Subnet};
+pub use record::{ImageRecord, VmRecord, VmState};
+pub use size::{parse_size_mib, SizeError};
+
+/// The image `vm run` and `vm create` use when none is named.
+pub const DEFAULT_IMAGE: &str = "debian-bookworm";

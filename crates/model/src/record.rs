@@ -1,0 +1,103 @@
+//! Durable records: what a VM or image *is*. Transient handles (pids, taps,
+//! sockets) are deliberately not here; they live with the daemon's runtime state.
+
+use crate::name::VmName;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Lifecycle state of a VM as recorded in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Reserved, disks being prepared or the VMM starting.
+    Creating,
+    /// The guest answered on ssh.
+    Running,
+    /// No VMM process; disks kept.
+    Stopped,
+    /// A step failed; `VmRecord::error` says which and why.
+    Error,
+}
+
+impl VmState {
+    /// Stable lower-case name, as stored in SQLite and shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "creating",
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+            VmState::Error => "error",
+        }
+    }
+
+    /// Inverse of [`VmState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => VmState::Creating,
+            "running" => VmState::Running,
+            "stopped" => VmState::Stopped,
+            "error" => VmState::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// A VM's durable intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Short random hex id; names the state and runtime directories.
+    pub id: String,
+    /// Unique name, also the guest hostname.
+    pub name: VmName,
+    /// Id of the image the VM was created from.
+    pub image_id: String,
+    /// Recorded lifecycle state.
+    pub state: VmState,
+    /// Guest IPv4 address, unique among VMs.
+    pub ip: Ipv4Addr,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Work disk (/root) size in MiB.
+    pub disk_mib: u64,
+    /// Unix seconds at creation.
+    pub created_at: i64,
+    /// Why the VM is in `error`, if it is.
+    pub error: Option<String>,
+}
+
+/// A published, read-only base image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Short random hex id; names `state/images/<id>/`.
+    pub id: String,
+    /// Unique, user-facing name (e.g. `debian-bookworm`).
+    pub name: String,
+    /// Where it came from (e.g. `debian:bookworm`).
+    pub source: String,
+    /// Kernel release of the image's own kernel (e.g. `6.1.0-40-cloud-amd64`).
+    pub kernel_release: String,
+    /// Size of rootfs.ext4 in bytes.
+    pub size_bytes: u64,
+    /// Unix seconds at publication.
+    pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips() {
+        for s in [
+            VmState::Creating,
+            VmState::Running,
+            VmState::Stopped,
+            VmState::Error,
+        ] {
+            assert_eq!(VmState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(VmState::parse("zombie"), None);
+    }
+}

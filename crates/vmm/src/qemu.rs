@@ -1,0 +1,259 @@
+//! QEMU `-M microvm` backend.
+//!
+//! microvm has no PCI, so every device is virtio-mmio, discovered through ACPI (the
+//! Debian cloud kernel lacks virtio-mmio command-line discovery, so ACPI stays on).
+//! QEMU daemonizes itself (`-daemonize`): it reports configuration errors
+//! synchronously on stderr, then detaches into its own session, so guests survive a
+//! daemon restart and are never our zombies.
+
+use crate::accel::Accel;
+use crate::process;
+use crate::{Handles, MachineSpec, Vmm, VmmError};
+use std::path::Path;
+use std::time::Duration;
+
+/// Name of the guest agent's virtio-serial port (see banger-agent).
+pub const AGENT_PORT: &str = "org.banger.agent";
+
+/// The QEMU backend.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    /// qemu-system-x86_64 binary.
+    pub binary: String,
+    /// Accelerator decided by the probe.
+    pub accel: Accel,
+    /// Host TSC rate for `tsc_early_khz`.
+    pub tsc_khz: u64,
+}
+
+/// File names inside a VM's runtime directory.
+pub mod files {
+    /// QMP socket.
+    pub const QMP: &str = "qmp.sock";
+    /// Agent channel socket.
+    pub const AGENT: &str = "agent.sock";
+    /// Serial console log.
+    pub const CONSOLE: &str = "console.log";
+    /// QEMU pid file.
+    pub const PID: &str = "qemu.pid";
+}
+
+impl Qemu {
+    /// Full argument list for `spec` (pure: unit-tested without QEMU).
+    pub fn args(&self, spec: &MachineSpec) -> Vec<String> {
+        let rt = &spec.runtime_dir;
+        let p = |f: &str| rt.join(f).display().to_string();
+        let mut a: Vec<String> = vec![];
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&[
+            "-name",
+            &format!("banger-{},process=banger-{}", spec.id, spec.id),
+        ]);
+        push(&["-M", "microvm,pit=on,pic=on,rtc=on"]);
+        match self.accel {
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        }
+        push(&[
+            "-smp",
+            &spec.cpus.to_string(),
+            "-m",
+            &format!("{}M", spec.memory_mib),
+        ]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        push(&["-serial", &format!("file:{}", p(files::CONSOLE))]);
+        push(&["-kernel", &spec.kernel.display().to_string()]);
+        if let Some(i) = &spec.initrd {
+            push(&["-initrd", &i.display().to_string()]);
+        }
+        let cmdline = format!(
+            "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz={} tsc=reliable {}",
+            self.tsc_khz,
+            spec.cmdline.trim()
+        );
+        push(&["-append", cmdline.trim()]);
+        for (i, d) in spec.disks.iter().enumerate() {
+            let ro = if d.read_only { ",readonly=on" } else { "" };
+            push(&[
+                "-drive",
+                &format!(
+                    "id=disk{i},file={},format=raw,if=none,cache=none,aio=threads{ro}",
+                    d.path.display()
+                ),
+            ]);
+            push(&["-device", &format!("virtio-blk-device,drive=disk{i}")]);
+        }
+        if let Some(n) = &spec.net {
+            push(&[
+                "-netdev",
+                &format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-net-device,netdev=net0,mac={}", n.mac),
+            ]);
+        }
+        push(&["-device", "virtio-serial-device"]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                p(files::AGENT)
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!("virtserialport,chardev=agent,name={AGENT_PORT}"),
+        ]);
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", p(files::QMP)),
+        ]);
+        push(&["-pidfile", &p(files::PID), "-daemonize"]);
+        a
+    }
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[async_trait::async_trait]
+impl Vmm for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn launch(&self, spec: &MachineSpec) -> Result<Handles, VmmError> {
+        let rt = &spec.runtime_dir;
+        for f in [files::QMP, files::AGENT, files::PID] {
+            let _ = std::fs::remove_file(rt.join(f));
+        }
+        let out = tokio::process::Command::new(&self.binary)
+            .args(self.args(spec))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => VmmError::Missing(self.binary.clone()),
+                _ => VmmError::Io {
+                    what: format!("run {}", self.binary),
+                    source: e,
+                },
+            })?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(VmmError::Launch(if msg.is_empty() {
+                out.status.to_string()
+            } else {
+                msg
+            }));
+        }
+        let pid_path = rt.join(files::PID);
+        let pid = read_pid(&pid_path).ok_or_else(|| VmmError::NoPid(pid_path.clone()))?;
+        Ok(Handles {
+            backend: "qemu".into(),
+            pid,
+            control_socket: rt.join(files::QMP),
+            agent_socket: rt.join(files::AGENT),
+            console_log: rt.join(files::CONSOLE),
+            accel: self.accel,
+        })
+    }
+
+    async fn kill(&self, h: &Handles) -> Result<(), VmmError> {
+        let tag = h.control_socket.display().to_string();
+        if !process::alive_with_tag(h.pid, &tag) {
+            return Ok(());
+        }
+        // Ask QEMU to quit (flushes its block layer), then insist.
+        let _ = crate::qmp::execute(&h.control_socket, "quit", Duration::from_secs(2)).await;
+        if process::wait_exit(h.pid, &tag, Duration::from_secs(3)).await {
+            return Ok(());
+        }
+        process::signal(h.pid, libc::SIGKILL);
+        if process::wait_exit(h.pid, &tag, Duration::from_secs(5)).await {
+            Ok(())
+        } else {
+            Err(VmmError::Io {
+                what: format!("kill QEMU pid {}", h.pid),
+                source: std::io::Error::other("process still running after SIGKILL"),
+            })
+        }
+    }
+
+    fn is_alive(&self, h: &Handles, _vm_id: &str) -> bool {
+        process::alive_with_tag(h.pid, &h.control_socket.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DiskSpec, NetSpec};
+    use std::path::PathBuf;
+
+    fn spec() -> MachineSpec {
+        MachineSpec {
+            id: "abc123".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            kernel: "/img/vmlinuz".into(),
+            initrd: Some("/img/initrd.img".into()),
+            cmdline: "banger.ip=172.30.0.2/24".into(),
+            disks: vec![
+                DiskSpec {
+                    path: "/img/rootfs.ext4".into(),
+                    read_only: true,
+                },
+                DiskSpec {
+                    path: "/vm/overlay.ext4".into(),
+                    read_only: false,
+                },
+            ],
+            net: Some(NetSpec {
+                tap: "bgrabc123".into(),
+                mac: "06:ba:ac:1e:00:02".into(),
+            }),
+            runtime_dir: PathBuf::from("/run/vm"),
+        }
+    }
+
+    #[test]
+    fn tcg_args_carry_the_measured_boot_requirements() {
+        let q = Qemu {
+            binary: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 2599998,
+        };
+        let a = q.args(&spec()).join(" ");
+        assert!(a.contains("-M microvm,pit=on,pic=on,rtc=on"));
+        assert!(a.contains("-accel tcg,thread=multi"));
+        assert!(a.contains("tsc_early_khz=2599998 tsc=reliable"));
+        assert!(a.contains("banger.ip=172.30.0.2/24"));
+        assert!(a.contains(
+            "file=/img/rootfs.ext4,format=raw,if=none,cache=none,aio=threads,readonly=on"
+        ));
+        assert!(!a.contains("overlay.ext4,format=raw,if=none,cache=none,aio=threads,readonly=on"));
+        assert!(a.contains("ifname=bgrabc123,script=no,downscript=no"));
+        assert!(a.contains("name=org.banger.agent"));
+        assert!(a.contains("-qmp unix:/run/vm/qmp.sock,server=on,wait=off"));
+        assert!(a.ends_with("-daemonize"));
+    }
+
+    #[test]
+    fn kvm_uses_host_cpu() {
+        let q = Qemu {
+            binary: "q".into(),
+            accel: Accel::Kvm,
+            tsc_khz: 1,
+        };
+        assert!(q.args(&spec()).join(" ").contains("-accel kvm -cpu host"));
+    }
+}
