@@ -1,0 +1,132 @@
+//! Reaching bangerd: check the socket is ours, start the daemon when nobody answers,
+//! and wait until it answers a ping.
+
+use anyhow::{bail, Context};
+use banger_model::Layout;
+use banger_rpc::{methods, Client, ClientError, NoParams, PingResult};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn daemon_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_DAEMON") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("bangerd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("bangerd"))
+}
+
+/// Refuse a socket that belongs to somebody else: talking to it would hand them our
+/// requests (and the daemon would refuse us anyway).
+fn check_owner(layout: &Layout) -> anyhow::Result<()> {
+    let sock = layout.socket();
+    if let Ok(md) = std::fs::symlink_metadata(&sock) {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if md.uid() != me {
+            bail!(
+                "the daemon socket {} belongs to uid {}, not to you (uid {me}); \
+                 use your own state directory (BANGER_HOME or XDG_RUNTIME_DIR) or run banger as that user",
+                sock.display(),
+                md.uid()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Connect to bangerd, starting it if needed.
+pub async fn connect(layout: &Layout) -> anyhow::Result<Client> {
+    check_owner(layout)?;
+    match Client::connect(layout.socket()).await {
+        Ok(c) => return Ok(c),
+        Err(ClientError::Connect { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    start(layout).await?;
+    Client::connect(layout.socket())
+        .await
+        .context("bangerd started but its socket does not accept connections")
+}
+
+async fn start(layout: &Layout) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&layout.state)
+        .with_context(|| format!("creating {}", layout.state.display()))?;
+    let log_path = layout.daemon_log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening the daemon log {}", log_path.display()))?;
+    let bin = daemon_binary();
+    let mut child = std::process::Command::new(&bin)
+        .arg("--detach")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting the daemon {}", bin.display()))?;
+    let start = Instant::now();
+    loop {
+        if let Ok(mut c) = Client::connect(layout.socket()).await {
+            if c.call::<_, PingResult>(methods::PING, &NoParams {}, |_| {})
+                .await
+                .is_ok()
+            {
+                // Reap the child later without blocking: it keeps running detached.
+                std::thread::spawn(move || child.wait());
+                return Ok(());
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "bangerd exited ({status}) right after starting; its log {} ends with:\n  {}",
+                log_path.display(),
+                tail.join("\n  ")
+            );
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "bangerd did not answer within 15 s of starting; see its log {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ping a running daemon without starting one.
+pub async fn ping_running(layout: &Layout) -> Option<PingResult> {
+    check_owner(layout).ok()?;
+    let mut c = Client::connect(layout.socket()).await.ok()?;
+    c.call(methods::PING, &NoParams {}, |_| {}).await.ok()
+}
+
+/// Ask the daemon to exit (SIGTERM) and wait until its socket is gone.
+pub async fn stop(layout: &Layout, pid: u32) -> anyhow::Result<()> {
+    let p = libc::pid_t::try_from(pid).context("daemon pid out of range")?;
+    // SAFETY: kill(2) with a positive pid.
+    if unsafe { libc::kill(p, libc::SIGTERM) } != 0 {
+        bail!(
+            "could not signal bangerd (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let start = Instant::now();
+    while layout.socket().exists() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "bangerd (pid {pid}) did not exit within 20 s; see its log {}",
+                layout.daemon_log().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Terminal output: progress on stderr (a spinner on a TTY, nothing otherwise, so
+//! scripts see only the guest's output), error rendering, tables.
+
+use anstyle::{AnsiColor, Style};
+use banger_rpc::{ClientError, Progress, StageTiming};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// Live progress of one long call.
+pub struct Spinner {
+    bar: Option<ProgressBar>,
+    notices: Vec<String>,
+}
+
+impl Spinner {
+    /// A spinner on stderr if it is a terminal.
+    pub fn new(what: &str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>3} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b.set_message(what.to_string());
+            b
+        });
+        Self {
+            bar,
+            notices: vec![],
+        }
+    }
+
+    /// Show a progress line; some stages carry a notice the user must see once.
+    pub fn update(&mut self, p: &Progress) {
+        if p.stage == "accel" || p.stage == "image" {
+            if let Some(d) = &p.detail {
+                if !self.notices.contains(d) {
+                    self.notices.push(d.clone());
+                    self.println(&format!("note: {d}"));
+                }
+            }
+            return;
+        }
+        if let Some(b) = &self.bar {
+            let msg = match &p.detail {
+                Some(d) => format!("{}: {}", p.stage, d),
+                None => p.stage.clone(),
+            };
+            b.set_message(msg);
+        }
+    }
+
+    /// Print a line above the spinner (or plainly on stderr).
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => anstream::eprintln!("{line}"),
+        }
+    }
+
+    /// Remove the spinner.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Print an error the way every banger command does: the message, then the op id
+/// dimmed so it can be found in the daemon log.
+pub fn print_error(e: &anyhow::Error) {
+    let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
+    let dim = Style::new().dimmed();
+    let mut msg = format!("{e}");
+    for cause in e.chain().skip(1) {
+        msg.push_str(&format!(": {cause}"));
+    }
+    anstream::eprintln!("{red}error:{red:#} {msg}");
+    if let Some(ClientError::Rpc(r)) = e.downcast_ref::<ClientError>() {
+        if let Some(op) = &r.op_id {
+            anstream::eprintln!("{dim}(op {op}: grep the daemon log for it){dim:#}");
+        }
+    }
+}
+
+/// Stage timings as an aligned block on stderr.
+pub fn print_timings(timings: &[StageTiming]) {
+    let total: u64 = timings.iter().map(|t| t.ms).sum();
+    for t in timings {
+        anstream::eprintln!("  {:<10} {:>7} ms", t.stage, t.ms);
+    }
+    anstream::eprintln!("  {:<10} {:>7} ms", "total", total);
+}
+
+/// A table with banger's standard look.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}

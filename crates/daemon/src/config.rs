@@ -1,0 +1,88 @@
+//! Daemon configuration. Environment variables for now (one place, documented in the
+//! README); a config file can feed the same struct later.
+
+use banger_model::Subnet;
+use banger_vmm::Accel;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// BANGER_SUBNET is malformed.
+    #[error("BANGER_SUBNET: {0}")]
+    Subnet(#[from] banger_model::NetError),
+    /// BANGER_ACCEL is not kvm or tcg.
+    #[error("BANGER_ACCEL must be kvm or tcg, not {0:?}")]
+    Accel(String),
+    /// A numeric variable is not a number.
+    #[error("{0} must be a whole number of seconds")]
+    Number(&'static str),
+}
+
+/// Everything the daemon can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Guest subnet (`BANGER_SUBNET`, default 172.30.0.0/24).
+    pub subnet: Subnet,
+    /// Host bridge (`BANGER_BRIDGE`, default banger0).
+    pub bridge: String,
+    /// QEMU binary (`BANGER_QEMU`).
+    pub qemu: String,
+    /// Static guest agent (`BANGER_AGENT`, default: `banger-agent` beside bangerd).
+    pub agent: PathBuf,
+    /// Forced accelerator (`BANGER_ACCEL`); probed when unset.
+    pub accel: Option<Accel>,
+    /// Debian mirror for image builds (`BANGER_DEBIAN_MIRROR`).
+    pub debian_mirror: Option<String>,
+    /// How long a guest may take from VMM launch to answering ssh (`BANGER_BOOT_TIMEOUT`).
+    pub boot_timeout: Duration,
+    /// Defaults for new VMs.
+    pub default_cpus: u32,
+    /// Default guest memory in MiB.
+    pub default_memory_mib: u64,
+    /// Default work disk in MiB.
+    pub default_disk_mib: u64,
+}
+
+impl Config {
+    /// Read the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let subnet = match var("BANGER_SUBNET") {
+            Some(s) => s.parse()?,
+            None => Subnet::default(),
+        };
+        let accel = match var("BANGER_ACCEL").as_deref() {
+            None => None,
+            Some("kvm") => Some(Accel::Kvm),
+            Some("tcg") => Some(Accel::Tcg),
+            Some(other) => return Err(ConfigError::Accel(other.into())),
+        };
+        let agent = var("BANGER_AGENT").map(PathBuf::from).unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("banger-agent")))
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/banger/banger-agent"))
+        });
+        let boot_timeout = match var("BANGER_BOOT_TIMEOUT") {
+            Some(s) => Duration::from_secs(
+                s.parse()
+                    .map_err(|_| ConfigError::Number("BANGER_BOOT_TIMEOUT"))?,
+            ),
+            None => Duration::from_secs(180),
+        };
+        Ok(Self {
+            subnet,
+            bridge: var("BANGER_BRIDGE").unwrap_or_else(|| "banger0".into()),
+            qemu: var("BANGER_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into()),
+            agent,
+            accel,
+            debian_mirror: var("BANGER_DEBIAN_MIRROR"),
+            boot_timeout,
+            default_cpus: 2,
+            default_memory_mib: 1024,
+            default_disk_mib: 8 * 1024,
+        })
+    }
+}

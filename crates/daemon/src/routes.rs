@@ -1,0 +1,60 @@
+//! The method table: RPC method name → service call. A test pins the list.
+
+use crate::app::App;
+use crate::{images, vms};
+use banger_rpc::{
+    methods as m, CallCtx, ImageBuildParams, ImageInfo, NoParams, PingResult, Router, RouterError,
+    VmCreateParams, VmNameParams,
+};
+use std::sync::Arc;
+
+/// Build the router over `app`.
+pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
+    let mut r = Router::new();
+    r.add(m::PING, |_c: CallCtx, _p: NoParams| async {
+        Ok(PingResult {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+        })
+    })?;
+    let a = app.clone();
+    r.add(m::VM_CREATE, move |c: CallCtx, p: VmCreateParams| {
+        let a = a.clone();
+        async move { vms::create(&a, p, &c.progress).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_LIST, move |_c: CallCtx, _p: NoParams| {
+        let a = a.clone();
+        async move { vms::list(&a) }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_SHOW, move |_c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::show(&a, &p.name) }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_DELETE, move |_c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::delete(&a, &p.name).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_SSH_INFO, move |_c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::ssh_info(&a, &p.name) }
+    })?;
+    let a = app.clone();
+    r.add(m::IMAGE_BUILD, move |c: CallCtx, p: ImageBuildParams| {
+        let a = a.clone();
+        async move {
+            images::build(&a, p.name, p.release, &c.progress, false)
+                .await
+                .map(|r| ImageInfo::from(&r))
+        }
+    })?;
+    let a = app;
+    r.add(m::IMAGE_LIST, move |_c: CallCtx, _p: NoParams| {
+        let a = a.clone();
+        async move { images::list(&a) }
+    })?;
+    Ok(r)
+}

@@ -1,0 +1,274 @@
+//! Method names and their typed params and results.
+//!
+//! The daemon registers handlers under these names and the CLI calls them; both
+//! sides share these structs so a field rename breaks the build, not a user.
+//! `METHODS` is the pinned list: a daemon test compares it with the router.
+
+use banger_model::{ImageRecord, VmName, VmRecord};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// `ping` -> [`PingResult`]: liveness and version check (no params).
+pub const PING: &str = "ping";
+/// `vm.create` [`VmCreateParams`] -> [`VmInfo`].
+pub const VM_CREATE: &str = "vm.create";
+/// `vm.list` (no params) -> `Vec<VmInfo>`.
+pub const VM_LIST: &str = "vm.list";
+/// `vm.show` [`VmNameParams`] -> [`VmInfo`].
+pub const VM_SHOW: &str = "vm.show";
+/// `vm.delete` [`VmNameParams`] -> `null`.
+pub const VM_DELETE: &str = "vm.delete";
+/// `vm.ssh_info` [`VmNameParams`] -> [`SshInfo`].
+pub const VM_SSH_INFO: &str = "vm.ssh_info";
+/// `image.build` [`ImageBuildParams`] -> [`ImageInfo`].
+pub const IMAGE_BUILD: &str = "image.build";
+/// `image.list` (no params) -> `Vec<ImageInfo>`.
+pub const IMAGE_LIST: &str = "image.list";
+
+/// Every method name, sorted (the order `Router::methods` returns).
+pub const METHODS: &[&str] = &[
+    IMAGE_BUILD,
+    IMAGE_LIST,
+    PING,
+    VM_CREATE,
+    VM_DELETE,
+    VM_LIST,
+    VM_SHOW,
+    VM_SSH_INFO,
+];
+
+/// Params of methods that take none. Accepts `null`, a missing `params` or `{}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoParams {}
+
+/// Reply to `ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResult {
+    /// The daemon's version (crate version), so the CLI can warn on mismatch.
+    pub version: String,
+    /// The daemon's pid, for `banger daemon status` and debugging.
+    pub pid: u32,
+}
+
+/// Params of `vm.create`. Every field is optional: the daemon fills defaults
+/// (generated name, default image and sizes) so `{}` is a valid request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCreateParams {
+    /// Name (and hostname); generated when absent.
+    #[serde(default)]
+    pub name: Option<VmName>,
+    /// Image name; the default image when absent.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Virtual CPUs.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Guest memory in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Work disk size in MiB.
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
+}
+
+/// Params of methods addressing one VM by name (`vm.show`, `vm.delete`,
+/// `vm.ssh_info`). A plain string, not a `VmName`: a malformed name simply
+/// matches no VM, and the daemon answers `not_found` with a useful hint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNameParams {
+    /// The VM's name.
+    pub name: String,
+}
+
+/// How long one lifecycle stage took, for `vm create` timing output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageTiming {
+    /// Stage name (`disks`, `boot`, `ssh`, ...).
+    pub stage: String,
+    /// Duration in milliseconds.
+    pub ms: u64,
+}
+
+/// A VM as shown to users: the durable record plus live facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Short hex id.
+    pub id: String,
+    /// Name (and hostname).
+    pub name: String,
+    /// Lifecycle state (`creating`, `running`, `stopped`, `error`).
+    pub state: String,
+    /// Guest IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Image name (falls back to the image id if the image is gone).
+    pub image: String,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+    /// Work disk size in MiB.
+    pub disk_mib: u64,
+    /// Unix seconds at creation.
+    pub created_at: i64,
+    /// Why the VM is in `error`, if it is.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// VMM process id while running.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Stage durations of the call that produced this (empty otherwise).
+    #[serde(default)]
+    pub timings: Vec<StageTiming>,
+}
+
+impl VmInfo {
+    /// Build from a store record; live facts (`pid`, `timings`) start empty for
+    /// the daemon to fill in.
+    pub fn from_record(rec: &VmRecord, image_name: &str) -> Self {
+        Self {
+            id: rec.id.clone(),
+            name: rec.name.to_string(),
+            state: rec.state.as_str().to_string(),
+            ip: rec.ip,
+            image: image_name.to_string(),
+            cpus: rec.cpus,
+            memory_mib: rec.memory_mib,
+            disk_mib: rec.disk_mib,
+            created_at: rec.created_at,
+            error: rec.error.clone(),
+            pid: None,
+            timings: Vec::new(),
+        }
+    }
+}
+
+/// Everything the CLI needs to open an ssh session to a VM itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshInfo {
+    /// VM name.
+    pub name: String,
+    /// Guest address.
+    pub ip: Ipv4Addr,
+    /// Login user inside the guest.
+    pub user: String,
+    /// banger's private key.
+    pub key_path: PathBuf,
+    /// known_hosts file pinning this VM's host key.
+    pub known_hosts_path: PathBuf,
+}
+
+/// Params of `image.build`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageBuildParams {
+    /// Image name; derived from the release when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Distribution release (e.g. `bookworm`); the default when absent.
+    #[serde(default)]
+    pub release: Option<String>,
+}
+
+/// A published image as shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Short hex id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Where it came from.
+    pub source: String,
+    /// Kernel release of the image's kernel.
+    pub kernel_release: String,
+    /// Size of the root filesystem in bytes.
+    pub size_bytes: u64,
+    /// Unix seconds at publication.
+    pub created_at: i64,
+}
+
+impl From<&ImageRecord> for ImageInfo {
+    fn from(r: &ImageRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            source: r.source.clone(),
+            kernel_release: r.kernel_release.clone(),
+            size_bytes: r.size_bytes,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// One progress line: which stage a long call has reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Stage name (`disks`, `boot`, ...).
+    pub stage: String,
+    /// Optional human detail (`copying work seed, 120 MiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Milliseconds since the call started on the daemon.
+    pub elapsed_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_list_is_sorted_unique_and_complete() {
+        let mut sorted = METHODS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, METHODS);
+        assert_eq!(
+            METHODS,
+            [
+                "image.build",
+                "image.list",
+                "ping",
+                "vm.create",
+                "vm.delete",
+                "vm.list",
+                "vm.show",
+                "vm.ssh_info"
+            ]
+        );
+    }
+
+    #[test]
+    fn create_params_accept_empty_object_and_validate_name() {
+        let p: VmCreateParams = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, VmCreateParams::default());
+        let p: VmCreateParams =
+            serde_json::from_str(r#"{"name":"dev","cpus":4,"memory_mib":4096}"#).unwrap();
+        assert_eq!(p.name.unwrap().as_str(), "dev");
+        assert_eq!(p.cpus, Some(4));
+        assert!(serde_json::from_str::<VmCreateParams>(r#"{"name":"Bad Name"}"#).is_err());
+    }
+
+    #[test]
+    fn vm_info_from_record_copies_durable_fields() {
+        let rec = VmRecord {
+            id: "0123456789ab".into(),
+            name: VmName::parse("dev").unwrap(),
+            image_id: "img1".into(),
+            state: banger_model::VmState::Running,
+            ip: Ipv4Addr::new(172, 30, 0, 2),
+            cpus: 2,
+            memory_mib: 1024,
+            disk_mib: 8192,
+            created_at: 1_700_000_000,
+            error: None,
+        };
+        let info = VmInfo::from_record(&rec, "debian-bookworm");
+        assert_eq!(info.name, "dev");
+        assert_eq!(info.state, "running");
+        assert_eq!(info.image, "debian-bookworm");
+        assert_eq!(info.pid, None);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["ip"], "172.30.0.2");
+        let back: VmInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(back, info);
+    }
+}

@@ -1,0 +1,425 @@
+//! The accept loop and the per-connection request loop.
+//!
+//! One task per connection; within a connection requests are answered strictly
+//! in order, which keeps the client trivial (no reordering by id). Handlers run
+//! in their own task so a client that disconnects mid-`vm.create` cannot cancel
+//! the daemon half-way through a lifecycle step.
+
+use super::context::{CallCtx, ProgressSink};
+use super::router::{unknown_method, Router};
+use crate::error::{ErrorCode, RpcError};
+use crate::methods::Progress;
+use crate::wire::{encode, new_op_id, valid_op_id, ErrorLine, ProgressLine, Request, ResultLine};
+use crate::{MAX_REQUEST_LINE, PROTOCOL_VERSION};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+use tokio_util::codec::{Framed, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn, Instrument};
+
+type Conn = Framed<UnixStream, LinesCodec>;
+
+/// Who may talk to the daemon.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Access {
+    /// The daemon's own effective uid.
+    pub owner: u32,
+    /// Whether root may connect too (it could read the state anyway).
+    pub allow_root: bool,
+}
+
+impl Access {
+    fn owner_or_root() -> Self {
+        Self {
+            owner: nix::unistd::geteuid().as_raw(),
+            allow_root: true,
+        }
+    }
+
+    fn allows(self, uid: u32) -> bool {
+        uid == self.owner || (self.allow_root && uid == 0)
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves.
+///
+/// Only the daemon's own user and root may connect (SO_PEERCRED); anyone else
+/// gets one `unauthorized` line and is disconnected. The socket's 0600 mode is
+/// a second fence, not the only one.
+///
+/// On shutdown the loop stops accepting, lets every in-flight call finish and
+/// send its final line, then returns. Wrap it in a timeout if a bounded stop
+/// matters more than finishing calls.
+pub async fn serve(
+    listener: UnixListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, router, shutdown, Access::owner_or_root()).await;
+}
+
+pub(crate) async fn serve_with(
+    listener: UnixListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+    access: Access,
+) {
+    let stop = CancellationToken::new();
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    conns.spawn(connection(stream, Arc::clone(&router), access, stop.child_token()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the
+                    // daemon must keep serving once descriptors free up.
+                    warn!(error = %e, "accepting an RPC connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(done) = conns.join_next(), if !conns.is_empty() => log_join(done),
+        }
+    }
+    drop(listener);
+    stop.cancel();
+    while let Some(done) = conns.join_next().await {
+        log_join(done);
+    }
+}
+
+fn log_join(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        error!(error = %e, "an RPC connection task failed");
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    router: Arc<Router>,
+    access: Access,
+    stop: CancellationToken,
+) {
+    let peer_uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            warn!(error = %e, "could not read the peer credentials of an RPC connection; closing it");
+            return;
+        }
+    };
+    let mut conn = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST_LINE));
+    if !access.allows(peer_uid) {
+        let op_id = new_op_id();
+        warn!(op_id = %op_id, peer_uid, "refused an RPC connection from another user");
+        let err = RpcError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "uid {peer_uid} may not use this bangerd (it serves uid {}); run banger as that user or as root",
+                access.owner
+            ),
+        )
+        .with_op_id(op_id);
+        if send_error(&mut conn, 0, &err).await.is_ok() {
+            close_gracefully(conn).await;
+        }
+        return;
+    }
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => break,
+            next = conn.next() => next,
+        };
+        let outcome = match next {
+            None => break,
+            Some(Ok(line)) if line.trim().is_empty() => continue,
+            Some(Ok(line)) => handle_line(&mut conn, &router, peer_uid, &line).await,
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                let err = reject(
+                    RpcError::bad_request(format!(
+                        "request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"
+                    )),
+                    None,
+                );
+                if send_error(&mut conn, 0, &err).await.is_ok() {
+                    close_gracefully(conn).await;
+                }
+                return;
+            }
+            Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let err = reject(
+                    RpcError::bad_request(
+                        "request line is not valid UTF-8; closing the connection",
+                    ),
+                    None,
+                );
+                if send_error(&mut conn, 0, &err).await.is_ok() {
+                    close_gracefully(conn).await;
+                }
+                return;
+            }
+            Some(Err(LinesCodecError::Io(e))) => {
+                debug!(error = %e, "RPC connection read failed");
+                break;
+            }
+        };
+        if let Err(e) = outcome {
+            debug!(error = %e, "RPC client went away before its reply was written");
+            break;
+        }
+    }
+}
+
+/// A request that passed envelope checks.
+struct Call {
+    id: u64,
+    op_id: String,
+    method: String,
+    params: Value,
+}
+
+/// Check the envelope. Errors carry the request's id when it could be read
+/// (0 otherwise) and always an op id, so even a rejected request can be found
+/// in the log.
+fn parse(line: &str) -> Result<Call, (u64, RpcError)> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        let err = RpcError::bad_request(format!(
+            "request is not valid JSON ({e}); send one JSON object per line"
+        ));
+        (0, reject(err, None))
+    })?;
+    let id = value.get("id").and_then(Value::as_u64).unwrap_or(0);
+    let client_op_id = value
+        .get("op_id")
+        .and_then(Value::as_str)
+        .filter(|s| valid_op_id(s))
+        .map(str::to_string);
+    match value.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        other => {
+            let got = other.map_or_else(|| "no version".to_string(), |v| format!("version {v}"));
+            let err = RpcError::new(
+                ErrorCode::BadVersion,
+                format!(
+                    "request speaks {got}, this bangerd speaks version {PROTOCOL_VERSION}; use a banger CLI matching the daemon (restart bangerd after upgrading)"
+                ),
+            );
+            return Err((id, reject(err, client_op_id)));
+        }
+    }
+    let req: Request = serde_json::from_value(value).map_err(|e| {
+        let err = RpcError::bad_request(format!("malformed request envelope: {e}"));
+        (id, reject(err, client_op_id.clone()))
+    })?;
+    let op_id = match req.op_id {
+        None => new_op_id(),
+        Some(o) if valid_op_id(&o) => o,
+        Some(_) => {
+            let err = RpcError::bad_request(
+                "op_id must be 1 to 64 characters from A-Z a-z 0-9 . _ -; or leave it out and bangerd picks one",
+            );
+            return Err((id, reject(err, None)));
+        }
+    };
+    Ok(Call {
+        id,
+        op_id,
+        method: req.method,
+        params: req.params,
+    })
+}
+
+/// Tag a rejected request with an op id and log it under that id.
+fn reject(err: RpcError, op_id: Option<String>) -> RpcError {
+    let op_id = op_id.unwrap_or_else(new_op_id);
+    warn!(op_id = %op_id, code = %err.code, "rejected RPC request: {}", err.message);
+    err.with_op_id(op_id)
+}
+
+async fn handle_line(
+    conn: &mut Conn,
+    router: &Router,
+    peer_uid: u32,
+    line: &str,
+) -> Result<(), LinesCodecError> {
+    let call = match parse(line) {
+        Ok(call) => call,
+        Err((id, err)) => return send_error(conn, id, &err).await,
+    };
+    let Some(handler) = router.get(&call.method) else {
+        let err = reject(unknown_method(&call.method), Some(call.op_id));
+        return send_error(conn, call.id, &err).await;
+    };
+
+    let span = tracing::info_span!("rpc", op_id = %call.op_id, method = %call.method);
+    let (progress, mut rx) = ProgressSink::channel();
+    let ctx = CallCtx {
+        op_id: call.op_id.clone(),
+        peer_uid,
+        progress,
+    };
+    let started = Instant::now();
+    // Raw handlers may do work before returning their future; keep it in the span too.
+    let fut = span.in_scope(|| handler(ctx, call.params));
+    let mut task = tokio::spawn(
+        async move {
+            debug!(peer_uid, "call started");
+            let result = fut.await;
+            let elapsed_ms = started.elapsed().as_millis();
+            match &result {
+                Ok(_) => info!(elapsed_ms, "call succeeded"),
+                Err(e) => warn!(elapsed_ms, code = %e.code, "call failed: {}", e.message),
+            }
+            result
+        }
+        .instrument(span),
+    );
+
+    let joined = loop {
+        tokio::select! {
+            biased;
+            Some(p) = rx.recv() => send_progress(conn, call.id, &p).await?,
+            joined = &mut task => break joined,
+        }
+    };
+    while let Ok(p) = rx.try_recv() {
+        send_progress(conn, call.id, &p).await?;
+    }
+
+    match joined {
+        Ok(Ok(result)) => {
+            let line = ResultLine {
+                v: PROTOCOL_VERSION,
+                id: call.id,
+                op_id: &call.op_id,
+                result: &result,
+            };
+            conn.send(encode(call.id, &line)).await
+        }
+        Ok(Err(mut err)) => {
+            if err.op_id.is_none() {
+                err.op_id = Some(call.op_id);
+            }
+            send_error(conn, call.id, &err).await
+        }
+        Err(join) => {
+            error!(op_id = %call.op_id, method = %call.method, error = %join, "RPC handler panicked");
+            let err = RpcError::operation_failed(format!(
+                "bangerd hit an internal error while running {} (a bug); the daemon log has details under {}",
+                call.method, call.op_id
+            ))
+            .with_op_id(call.op_id);
+            send_error(conn, call.id, &err).await
+        }
+    }
+}
+
+/// Close after a final error line without destroying it. Closing a unix socket
+/// with unread input makes the kernel reset the connection, and the peer then
+/// sees ECONNRESET instead of our error line. So: stop writing, swallow what
+/// the peer is still sending (bounded in time and bytes), then close.
+async fn close_gracefully(conn: Conn) {
+    const DRAIN_LIMIT: usize = 4 * MAX_REQUEST_LINE;
+    let mut stream = conn.into_inner();
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        while total < DRAIN_LIMIT {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+async fn send_progress(conn: &mut Conn, id: u64, p: &Progress) -> Result<(), LinesCodecError> {
+    let line = ProgressLine {
+        v: PROTOCOL_VERSION,
+        id,
+        progress: p,
+    };
+    conn.send(encode(id, &line)).await
+}
+
+async fn send_error(conn: &mut Conn, id: u64, err: &RpcError) -> Result<(), LinesCodecError> {
+    let line = ErrorLine {
+        v: PROTOCOL_VERSION,
+        id,
+        error: err,
+    };
+    conn.send(encode(id, &line)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    #[test]
+    fn access_policy() {
+        let a = Access {
+            owner: 1000,
+            allow_root: true,
+        };
+        assert!(a.allows(1000));
+        assert!(a.allows(0));
+        assert!(!a.allows(1001));
+        let strict = Access {
+            owner: 1000,
+            allow_root: false,
+        };
+        assert!(!strict.allows(0));
+    }
+
+    #[tokio::test]
+    async fn other_users_get_one_unauthorized_line_and_are_disconnected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Nobody real has this uid, so the test process (whatever its uid) is a stranger.
+        let access = Access {
+            owner: u32::MAX - 1,
+            allow_root: false,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(
+            listener,
+            Arc::new(Router::new()),
+            async {
+                let _ = rx.await;
+            },
+            access,
+        ));
+        let stream = UnixStream::connect(&path).await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let _ = w
+            .write_all(b"{\"v\":1,\"id\":1,\"method\":\"ping\"}\n")
+            .await;
+        let mut lines = BufReader::new(r).lines();
+        let first: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first["error"]["code"], "unauthorized");
+        assert!(first["error"]["op_id"].as_str().unwrap().starts_with("op-"));
+        assert_eq!(
+            lines.next_line().await.unwrap(),
+            None,
+            "connection must be closed"
+        );
+        drop(w);
+        tx.send(()).unwrap();
+        server.await.unwrap();
+    }
+}

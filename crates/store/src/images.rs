@@ -1,0 +1,93 @@
+//! Image rows: published base images that VMs are created from.
+
+use crate::error::StoreError;
+use crate::rows::{to_sql_int, ImageRow, IMAGE_COLUMNS};
+use crate::store::Store;
+use crate::vms::exists;
+use banger_model::ImageRecord;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+impl Store {
+    /// Record a published image. [`StoreError::ImageNameTaken`] if the name is
+    /// in use; the caller picks the id (see [`crate::new_id`]).
+    pub fn insert_image(&self, img: &ImageRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if exists(&tx, "SELECT 1 FROM images WHERE name = ?1", &img.name)? {
+            return Err(StoreError::ImageNameTaken(img.name.clone()));
+        }
+        tx.execute(
+            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                img.id,
+                img.name,
+                img.source,
+                img.kernel_release,
+                to_sql_int("image size", img.size_bytes)?,
+                img.created_at,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The image named `name`.
+    pub fn get_image_by_name(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        self.query_image("name", name)?
+            .ok_or_else(|| StoreError::ImageNotFound(name.to_string()))
+    }
+
+    /// The image with id `id`.
+    pub fn get_image(&self, id: &str) -> Result<ImageRecord, StoreError> {
+        self.query_image("id", id)?
+            .ok_or_else(|| StoreError::ImageIdNotFound(id.to_string()))
+    }
+
+    /// All images, oldest first (ties broken by name).
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY created_at, name"
+        ))?;
+        let rows = stmt.query_map([], ImageRow::read)?;
+        rows.map(|r| r.map_err(StoreError::from)?.into_record())
+            .collect()
+    }
+
+    /// Forget an image. Refused with [`StoreError::ImageInUse`] while any VM
+    /// was created from it, since its overlay disks depend on the base.
+    pub fn delete_image(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let name: String = tx
+            .query_row("SELECT name FROM images WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::ImageIdNotFound(id.to_string()))?;
+        let users: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT name FROM vms WHERE image_id = ?1 ORDER BY name")?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if !users.is_empty() {
+            return Err(StoreError::ImageInUse {
+                image: name,
+                vms: users,
+            });
+        }
+        tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn query_image(&self, column: &str, value: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {IMAGE_COLUMNS} FROM images WHERE {column} = ?1"),
+                [value],
+                ImageRow::read,
+            )
+            .optional()?;
+        row.map(ImageRow::into_record).transpose()
+    }
+}
