@@ -61,6 +61,7 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening the daemon log {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let bin = daemon_binary();
     let mut child = std::process::Command::new(&bin)
         .arg("--detach")
@@ -82,13 +83,17 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let fresh = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
+            let reason = fresh
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("bangerd: error:"))
+                .map(str::to_string)
+                .unwrap_or_else(|| fresh.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
             bail!(
-                "bangerd exited ({status}) right after starting; its log {} ends with:\n  {}",
-                log_path.display(),
-                tail.join("\n  ")
+                "bangerd exited ({status}) right after starting: {reason} (log: {})",
+                log_path.display()
             );
         }
         if start.elapsed() > Duration::from_secs(15) {

@@ -16,6 +16,20 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The remote command line for `argv`: a single argument is a shell command line, as
+/// with `ssh host 'cd x && make'`; several arguments keep their exact boundaries, so
+/// `-- sh -c 'echo a; exit 7'` means what it says.
+pub fn remote_line(argv: &[String]) -> String {
+    match argv {
+        [one] => one.clone(),
+        many => many
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 /// The ssh command for `info`, running `argv` (interactive login when empty).
 pub fn command(info: &SshInfo, argv: &[String], tty: bool) -> Command {
     let mut c = Command::new("ssh");
@@ -40,12 +54,7 @@ pub fn command(info: &SshInfo, argv: &[String], tty: bool) -> Command {
     c.arg(format!("{}@{}", info.user, info.ip));
     if !argv.is_empty() {
         c.arg("--");
-        c.arg(
-            argv.iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+        c.arg(remote_line(argv));
     }
     c
 }
@@ -53,6 +62,17 @@ pub fn command(info: &SshInfo, argv: &[String], tty: bool) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_argument_is_a_shell_line_several_are_argv() {
+        let one = vec!["cd /tmp && ls".to_string()];
+        assert_eq!(remote_line(&one), "cd /tmp && ls");
+        let many: Vec<String> = ["sh", "-c", "echo a; exit 7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(remote_line(&many), "sh -c 'echo a; exit 7'");
+    }
 
     #[test]
     fn quoting_preserves_argv_through_a_shell() {

@@ -27,7 +27,18 @@ struct Args {
     detach: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain: the CLI shows it to the user.
+            eprintln!("bangerd: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let layout = Layout::from_env();
     if args.check_migrations {

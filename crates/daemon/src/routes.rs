@@ -58,3 +58,26 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     })?;
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_model::Layout;
+
+    #[test]
+    fn method_table_matches_the_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::under(dir.path());
+        let store = banger_store::Store::open(&layout.db()).unwrap();
+        let config = crate::config::Config::from_env().unwrap();
+        let app = Arc::new(App::new(
+            layout,
+            config,
+            store,
+            Arc::new(banger_helper::InProcess),
+            "ssh-ed25519 AAAA test".into(),
+        ));
+        let r = router(app).unwrap();
+        assert_eq!(r.methods(), m::METHODS);
+    }
+}

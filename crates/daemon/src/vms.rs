@@ -251,8 +251,12 @@ async fn start_steps(
         .map_err(|e| op_failed(format!("creating tap {tap} failed: {e}")))?;
     undo.push(Undo::DeleteTap(tap.clone()));
 
-    st.begin("boot");
+    if app.qemu.get().is_none() {
+        // Once per daemon: decide KVM vs TCG by booting the kernel (cached per host boot).
+        st.begin("accel-probe");
+    }
     let q = backend(app, &image_dir, st.progress).await?;
+    st.begin("boot");
     std::fs::create_dir_all(&rt_dir)
         .map_err(|e| op_failed(format!("create {}: {e}", rt_dir.display())))?;
     undo.push(Undo::RemoveDir(rt_dir.clone()));

@@ -1,0 +1,343 @@
+//! End-to-end: the CLI as a user drives it, booting real guests.
+//!
+//! Runs only with `BANGER_E2E=1` (set by `make test`) and as root: it builds the
+//! default image (on the host network, which reaches Debian's archive) and then boots
+//! guests through a daemon that runs inside a network namespace this test creates, so
+//! the bridge, taps and guest traffic never touch the host's network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    home: tempfile::TempDir,
+    netns: String,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Best effort: stop the daemon (it keeps VMs running), kill any guest this
+        // test left, remove the namespace.
+        let _ = self.banger_host(&["daemon", "stop"]);
+        let home = self.home.path().display().to_string();
+        let _ = Command::new("pkill").args(["-9", "-f", &home]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+fn skip_reason() -> Option<&'static str> {
+    if std::env::var("BANGER_E2E").as_deref() != Ok("1") {
+        return Some("set BANGER_E2E=1 to boot real guests (make test does)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespace, bridge, taps)");
+    }
+    None
+}
+
+fn banger_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_banger"))
+}
+
+impl Env {
+    fn new() -> Env {
+        let bangerd = banger_bin().with_file_name("bangerd");
+        assert!(
+            bangerd.exists(),
+            "{} missing: run `cargo build --workspace` first (make test does)",
+            bangerd.display()
+        );
+        let home = tempfile::Builder::new()
+            .prefix("banger-e2e-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let netns = format!("banger-e2e-{}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &netns]));
+        run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
+        Env { home, netns }
+    }
+
+    fn cmd(&self, in_netns: bool, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg("900");
+        if in_netns {
+            c.args(["ip", "netns", "exec", &self.netns]);
+        }
+        c.arg(banger_bin()).args(args);
+        c.env("BANGER_HOME", self.home.path());
+        c.env_remove("XDG_RUNTIME_DIR");
+        c
+    }
+
+    /// Run banger inside the test's network namespace.
+    fn banger(&self, args: &[&str]) -> Output {
+        let out = self.cmd(true, args).output().unwrap();
+        log(args, &out);
+        out
+    }
+
+    /// Run banger on the host network (image builds need Debian's archive).
+    fn banger_host(&self, args: &[&str]) -> Output {
+        let out = self.cmd(false, args).output().unwrap();
+        log(args, &out);
+        out
+    }
+
+    fn state(&self) -> PathBuf {
+        self.home.path().join("state")
+    }
+
+    /// Nothing of any VM is left: no VMM process, no tap, no VM dir, no row.
+    fn assert_nothing_left(&self) {
+        let home = self.home.path().display().to_string();
+        let ps = Command::new("pgrep")
+            .args(["-af", "qemu-system"])
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(
+            !ps.lines().any(|l| l.contains(&home)),
+            "a VMM process is left: {ps}"
+        );
+        let links = Command::new("ip")
+            .args(["-n", &self.netns, "-br", "link"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(!links.contains("bgr"), "a tap is left: {links}");
+        for d in [self.state().join("vms"), self.home.path().join("run/vms")] {
+            let n = std::fs::read_dir(&d).map(|r| r.count()).unwrap_or(0);
+            assert_eq!(n, 0, "{} is not empty", d.display());
+        }
+        let list = self.banger(&["vm", "list", "--json"]);
+        let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        assert_eq!(vms, serde_json::json!([]), "VM rows are left");
+    }
+}
+
+fn log(args: &[&str], out: &Output) {
+    eprintln!(
+        "$ banger {} -> {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_ok(c: &mut Command) {
+    let s = c.status().unwrap();
+    assert!(s.success(), "{c:?} failed: {s}");
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn walking_skeleton() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping e2e walking_skeleton: {why}");
+        return;
+    }
+    let env = Env::new();
+
+    // `vm run` whose image build fails (an unreachable mirror, on loopback): banger's
+    // own failure status, no image, no VM, no staging debris.
+    let mut c = env.cmd(false, &["vm", "run", "--", "true"]);
+    c.env("BANGER_DEBIAN_MIRROR", "http://127.0.0.1:9/debian");
+    let failed = c.output().unwrap();
+    log(
+        &["vm", "run", "--", "true", "(unreachable mirror)"],
+        &failed,
+    );
+    assert_eq!(failed.status.code(), Some(125));
+    assert!(
+        stderr(&failed).contains("building image debian-bookworm failed"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(
+        stdout(&env.banger_host(&["image", "list", "--json"])).trim(),
+        "[]"
+    );
+    assert_eq!(
+        stdout(&env.banger_host(&["vm", "list", "--json"])).trim(),
+        "[]"
+    );
+    assert!(env.banger_host(&["daemon", "stop"]).status.success());
+
+    // A build that fails half-way publishes nothing and leaves no staging debris.
+    let bad = env.banger_host(&[
+        "image",
+        "build",
+        "debian",
+        "--release",
+        "no-such-release",
+        "--name",
+        "broken",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("mmdebstrap"), "{}", stderr(&bad));
+    let imgs = env.banger_host(&["image", "list", "--json"]);
+    assert!(!stdout(&imgs).contains("broken"));
+    let staging = env.state().join("images/.staging");
+    assert_eq!(
+        std::fs::read_dir(&staging).map(|r| r.count()).unwrap_or(0),
+        0
+    );
+
+    // The default image, built from Debian's archive on the host network.
+    let built = env.banger_host(&["image", "build", "debian"]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert!(stdout(&built).contains("debian-bookworm"));
+    // From here on the daemon runs inside the namespace.
+    assert!(env.banger_host(&["daemon", "stop"]).status.success());
+
+    // Output and exit status come from the guest; nothing is left afterwards.
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo hello-from-guest; exit 7",
+    ]);
+    assert_eq!(stdout(&out), "hello-from-guest\n");
+    assert_eq!(out.status.code(), Some(7));
+    env.assert_nothing_left();
+
+    // A kept VM is listed running with its IP and reachable by name.
+    let keep = env.banger(&[
+        "vm",
+        "run",
+        "--keep",
+        "--name",
+        "dev",
+        "--timings",
+        "--",
+        "true",
+    ]);
+    assert!(keep.status.success(), "{}", stderr(&keep));
+    for stage in ["disks", "network", "boot", "agent", "ssh", "total"] {
+        assert!(
+            stderr(&keep).contains(stage),
+            "no {stage} timing in {}",
+            stderr(&keep)
+        );
+    }
+    let list = env.banger(&["vm", "list", "--json"]);
+    let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(vms[0]["name"], "dev");
+    assert_eq!(vms[0]["state"], "running");
+    assert!(vms[0]["ip"].as_str().unwrap().starts_with("172.30.0."));
+    assert!(stdout(&env.banger(&["vm", "list"])).contains("dev"));
+    let host = env.banger(&["vm", "ssh", "dev", "--", "hostname"]);
+    assert_eq!(stdout(&host), "dev\n");
+    // /root is the work disk, with banger's key; / is the overlay.
+    let mounts = env.banger(&[
+        "vm",
+        "ssh",
+        "dev",
+        "--",
+        "findmnt -n -o FSTYPE / ; findmnt -n -o FSTYPE /root",
+    ]);
+    assert_eq!(stdout(&mounts), "overlay\next4\n");
+    // The host key was pinned on first contact.
+    let pinned = std::fs::read_dir(env.state().join("vms"))
+        .unwrap()
+        .flatten()
+        .any(|d| {
+            std::fs::read_to_string(d.path().join("known_hosts"))
+                .is_ok_and(|k| k.contains("ssh-ed25519"))
+        });
+    assert!(pinned, "no pinned host key");
+
+    // Bad input: clear errors, nothing changes.
+    let dup = env.banger(&["vm", "create", "dev"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+    let unknown = env.banger(&["vm", "ssh", "nope", "--", "true"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("no VM named nope"),
+        "{}",
+        stderr(&unknown)
+    );
+    assert!(
+        stderr(&unknown).contains("op-"),
+        "no op id in {}",
+        stderr(&unknown)
+    );
+    let bad_name = env.banger(&["vm", "run", "--name", "Not_A_Host", "--", "true"]);
+    assert_eq!(bad_name.status.code(), Some(2));
+    assert!(
+        stderr(&bad_name).contains("lower-case"),
+        "{}",
+        stderr(&bad_name)
+    );
+    assert!(env.banger(&["vm", "delete", "nope"]).status.code() == Some(1));
+    let list = env.banger(&["vm", "list", "--json"]);
+    let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(vms.as_array().unwrap().len(), 1);
+
+    // Delete removes everything.
+    assert!(env.banger(&["vm", "delete", "dev"]).status.success());
+    env.assert_nothing_left();
+
+    // A database written by a newer banger is refused, not modified.
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    let bangerd = banger_bin().with_file_name("bangerd");
+    let check = Command::new(&bangerd)
+        .arg("--check-migrations")
+        .env("BANGER_HOME", env.home.path())
+        .status()
+        .unwrap();
+    assert!(check.success());
+    let db = env.state().join("banger.db");
+    run_ok(Command::new("python3").args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version=999'); c.commit()"]).arg(&db));
+    let check = Command::new(&bangerd)
+        .arg("--check-migrations")
+        .env("BANGER_HOME", env.home.path())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("newer"));
+    let refused = env.banger(&["vm", "list"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("newer"), "{}", stderr(&refused));
+}
+
+#[test]
+fn refuses_a_socket_owned_by_another_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "skipping refuses_a_socket_owned_by_another_user: needs root to chown the socket"
+        );
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let run = home.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let sock = run.join("bangerd.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::os::unix::fs::chown(&sock, Some(65534), Some(65534)).unwrap();
+    let out = Command::new(banger_bin())
+        .args(["vm", "list"])
+        .env("BANGER_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to uid 65534"), "{err}");
+    assert!(
+        !Path::new(&home.path().join("state/banger.db")).exists(),
+        "a daemon was started"
+    );
+}
