@@ -71,8 +71,25 @@ fn handle(line: &str) -> Value {
             "uptime_s": read_trim("/proc/uptime").split_whitespace().next().and_then(|s| s.parse::<f64>().ok()),
         }),
         Some("ports") => json!({"ok": true, "ports": listening_ports()}),
+        Some("shutdown") => shutdown(),
         Some(other) => json!({"ok": false, "error": format!("unknown op {other:?}")}),
         None => json!({"ok": false, "error": "request has no \"op\""}),
+    }
+}
+
+/// Flush every filesystem, then ask systemd for a clean poweroff (it unmounts /root
+/// and the overlay). The reply goes out before the guest goes down; the host watches
+/// the VMM exit. Falls back to the kernel's poweroff if there is no systemctl.
+fn shutdown() -> Value {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    let spawned = std::process::Command::new("systemctl")
+        .args(["poweroff", "--no-block"])
+        .spawn()
+        .or_else(|_| std::process::Command::new("poweroff").spawn());
+    match spawned {
+        Ok(_) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": format!("cannot start poweroff: {e}")}),
     }
 }
 

@@ -10,8 +10,9 @@ mod ui;
 use anyhow::Context;
 use banger_model::{parse_size_mib, Layout, VmName};
 use banger_rpc::{
-    methods as m, Client, ImageBuildParams, ImageInfo, NoParams, SshInfo, VmCreateParams, VmInfo,
-    VmNameParams,
+    methods as m, Client, ImageBuildParams, ImageInfo, NoParams, OperationInfo, PruneResult,
+    SshInfo, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams, VmSetParams,
+    VmStats,
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -39,6 +40,13 @@ enum Cmd {
     /// Build and list base images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Long operations in flight on the daemon (create, start, stop, image build).
+    #[command(alias = "ops")]
+    Operations {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
     Daemon(DaemonCmd),
@@ -103,17 +111,99 @@ enum VmCmd {
         /// Print how long each start stage took.
         #[arg(long)]
         timings: bool,
+        /// Reserve the VM (name, address) without booting it; start it later.
+        #[arg(long)]
+        no_start: bool,
         #[command(flatten)]
         sizes: Sizes,
     },
-    /// List VMs.
+    /// Boot a stopped VM (its disks, and so its files, are kept).
+    ///
+    /// Example: banger vm start dev
+    Start {
+        /// VM name.
+        name: String,
+        /// Print how long each start stage took.
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Stop a VM gracefully: flush its disks and power it off (forced after 30 s).
+    ///
+    /// Example: banger vm stop dev      (see also: kill, which does not wait)
+    Stop {
+        /// VM name.
+        name: String,
+    },
+    /// Stop then start a VM (a fresh boot; files are kept).
+    ///
+    /// Example: banger vm restart dev
+    Restart {
+        /// VM name.
+        name: String,
+    },
+    /// Force a VM off now, like pulling the plug. Unflushed guest writes may be lost.
+    ///
+    /// Example: banger vm kill dev      (prefer stop; kill is for hung guests)
+    Kill {
+        /// VM name.
+        name: String,
+    },
+    /// Delete every VM that is not running (stopped or failed). Irreversible.
+    ///
+    /// Example: banger vm prune -f
+    Prune {
+        /// Do it without asking.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Change a stopped VM's size. The work disk can only grow.
+    ///
+    /// Example: banger vm set dev --cpus 4 --memory 4G --disk 32G
+    Set {
+        /// VM name.
+        name: String,
+        /// Virtual CPUs.
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Guest memory, e.g. 4G.
+        #[arg(long, value_parser = parse_size)]
+        memory: Option<u64>,
+        /// Work disk size (grow only), e.g. 32G.
+        #[arg(long, value_parser = parse_size)]
+        disk: Option<u64>,
+    },
+    /// Show a VM's console (kernel and boot messages).
+    ///
+    /// Example: banger vm logs dev -f
+    Logs {
+        /// VM name.
+        name: String,
+        /// Keep printing new output until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// CPU, memory and disk use of a VM (measured on the host).
+    ///
+    /// Example: banger vm stats dev
+    Stats {
+        /// VM name.
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List VMs with their state, address and size.
+    ///
+    /// Example: banger vm list --json
     #[command(alias = "ps")]
     List {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
-    /// Show one VM.
+    /// Show one VM, including why it failed if it is in the error state.
+    ///
+    /// Example: banger vm show dev
     Show {
         /// VM name.
         name: String,
@@ -132,6 +222,8 @@ enum VmCmd {
         command: Vec<String>,
     },
     /// Delete a VM: stop it and remove its disks. Irreversible.
+    ///
+    /// Example: banger vm delete dev      (see also: stop, which keeps the disks)
     #[command(alias = "rm")]
     Delete {
         /// VM names.
@@ -202,6 +294,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Vm(v) => vm(&mut c, v).await,
         Cmd::Image(i) => image(&mut c, i).await,
+        Cmd::Operations { json } => operations(&mut c, json).await,
         Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -238,6 +331,61 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
         cpus: s.cpus,
         memory_mib: s.memory,
         disk_mib: s.disk,
+        no_start: false,
+    }
+}
+
+async fn operations(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
+    let ops: Vec<OperationInfo> = c.call(m::OPERATIONS_LIST, &NoParams {}, |_| {}).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ops)?);
+    } else {
+        let mut t = ui::table(&["OP", "METHOD", "TARGET", "STAGE", "ELAPSED"]);
+        for o in &ops {
+            t.add_row(vec![
+                o.op_id.clone(),
+                o.method.clone(),
+                o.target.clone(),
+                o.stage.clone(),
+                format!("{:.1}s", o.elapsed_ms as f64 / 1000.0),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A call on one VM that reports stages (start, stop, restart), with a spinner.
+async fn staged(c: &mut Client, method: &str, name: &str, what: &str) -> anyhow::Result<VmInfo> {
+    let mut sp = ui::Spinner::new(&format!("{what} {name}"));
+    let r: Result<VmInfo, _> = c
+        .call(
+            method,
+            &VmNameParams {
+                name: name.to_string(),
+            },
+            |p| sp.update(&p),
+        )
+        .await;
+    sp.finish();
+    Ok(r?)
+}
+
+fn print_vm(v: &VmInfo) {
+    println!(
+        "name:    {}\nid:      {}\nstate:   {}\nip:      {}\nimage:   {}\ncpus:    {}\nmemory:  {}M\ndisk:    {}M\npid:     {}",
+        v.name,
+        v.id,
+        v.state,
+        v.ip,
+        v.image,
+        v.cpus,
+        v.memory_mib,
+        v.disk_mib,
+        v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    );
+    if let Some(e) = &v.error {
+        println!("error:   {e}");
     }
 }
 
@@ -337,10 +485,140 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
         VmCmd::Create {
             name,
             timings,
+            no_start,
             sizes,
         } => {
-            let info = create(c, &create_params(Some(name), sizes), timings).await?;
+            let mut p = create_params(Some(name), sizes);
+            p.no_start = no_start;
+            let info = create(c, &p, timings).await?;
+            if no_start {
+                println!(
+                    "{} is created (stopped); start it with banger vm start {}",
+                    info.name, info.name
+                );
+            } else {
+                println!("{} is running at {}", info.name, info.ip);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Start { name, timings } => {
+            let info = staged(c, m::VM_START, &name, "starting").await?;
+            if timings {
+                ui::print_timings(&info.timings);
+            }
             println!("{} is running at {}", info.name, info.ip);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Stop { name } => {
+            let info = staged(c, m::VM_STOP, &name, "stopping").await?;
+            let total: u64 = info.timings.iter().map(|t| t.ms).sum();
+            println!("{} stopped ({:.1} s)", info.name, total as f64 / 1000.0);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Restart { name } => {
+            let info = staged(c, m::VM_RESTART, &name, "restarting").await?;
+            println!("{} is running at {}", info.name, info.ip);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Kill { name } => {
+            let info: VmInfo = c.call(m::VM_KILL, &VmNameParams { name }, |_| {}).await?;
+            println!("{} killed", info.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Prune { force } => {
+            if !force {
+                let vms: Vec<VmInfo> = c.call(m::VM_LIST, &NoParams {}, |_| {}).await?;
+                let doomed: Vec<&str> = vms
+                    .iter()
+                    .filter(|v| v.state == "stopped" || v.state == "error")
+                    .map(|v| v.name.as_str())
+                    .collect();
+                if doomed.is_empty() {
+                    println!("nothing to prune: every VM is running");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if !confirm(&format!(
+                    "delete {} VM(s) and their disks: {}?",
+                    doomed.len(),
+                    doomed.join(", ")
+                ))? {
+                    anyhow::bail!("not pruned (use banger vm prune -f to skip this question)");
+                }
+            }
+            let r: PruneResult = c.call(m::VM_PRUNE, &NoParams {}, |_| {}).await?;
+            for n in &r.deleted {
+                println!("deleted {n}");
+            }
+            if r.deleted.is_empty() {
+                println!("nothing to prune: every VM is running");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Set {
+            name,
+            cpus,
+            memory,
+            disk,
+        } => {
+            let p = VmSetParams {
+                name,
+                cpus,
+                memory_mib: memory,
+                disk_mib: disk,
+            };
+            let v: VmInfo = c.call(m::VM_SET, &p, |_| {}).await?;
+            print_vm(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Logs { name, follow } => {
+            let mut offset = None;
+            loop {
+                let r: VmLogsResult = c
+                    .call(
+                        m::VM_LOGS,
+                        &VmLogsParams {
+                            name: name.clone(),
+                            offset,
+                        },
+                        |_| {},
+                    )
+                    .await?;
+                print!("{}", r.data);
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                offset = Some(r.next_offset);
+                if !follow {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
+        VmCmd::Stats { name, json } => {
+            let s: VmStats = c.call(m::VM_STATS, &VmNameParams { name }, |_| {}).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                println!("name:     {}\nstate:    {}", s.name, s.state);
+                println!(
+                    "cpu:      {} (VMM, of one host CPU)",
+                    opt(s.cpu_percent.map(|p| format!("{p:.1}%")))
+                );
+                println!(
+                    "memory:   {} resident of {}M",
+                    opt(s.rss_bytes.map(|b| format!("{}M", b >> 20))),
+                    s.memory_mib
+                );
+                println!(
+                    "disk:     /root {}M used on host of {}M; / changes {}M",
+                    s.work_bytes >> 20,
+                    s.disk_mib,
+                    s.overlay_bytes >> 20
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         VmCmd::List { json } => {
@@ -372,12 +650,7 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("name:    {}\nid:      {}\nstate:   {}\nip:      {}\nimage:   {}\ncpus:    {}\nmemory:  {}M\ndisk:    {}M\npid:     {}",
-                    v.name, v.id, v.state, v.ip, v.image, v.cpus, v.memory_mib, v.disk_mib,
-                    v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
-                if let Some(e) = &v.error {
-                    println!("error:   {e}");
-                }
+                print_vm(&v);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -407,6 +680,16 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 fn generated_name() -> anyhow::Result<VmName> {

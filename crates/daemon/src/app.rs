@@ -4,11 +4,12 @@
 use crate::config::Config;
 use banger_helper::Privileged;
 use banger_model::Layout;
-use banger_rpc::RpcError;
+use banger_rpc::{OperationInfo, RpcError};
 use banger_store::{Store, StoreError};
 use banger_vmm::{AccelChoice, Qemu};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::OnceCell;
 
 /// Shared daemon state.
@@ -29,6 +30,72 @@ pub struct App {
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Image builds of the same name coalesce behind this lock.
     pub image_build: tokio::sync::Mutex<()>,
+    /// Long calls in flight, for `banger operations`.
+    pub ops: Operations,
+}
+
+/// Registry of long-running calls (create, start, stop, image build).
+#[derive(Default)]
+pub struct Operations {
+    inner: Mutex<HashMap<String, (String, String, String, Instant)>>,
+}
+
+/// Removes its operation from the registry when dropped (success, error or cancel).
+pub struct OpGuard<'a> {
+    ops: &'a Operations,
+    op_id: String,
+}
+
+impl Operations {
+    /// Register `op_id` running `method` on `target`.
+    pub fn begin(&self, op_id: &str, method: &str, target: &str) -> OpGuard<'_> {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(
+            op_id.to_string(),
+            (
+                method.to_string(),
+                target.to_string(),
+                "starting".to_string(),
+                Instant::now(),
+            ),
+        );
+        OpGuard {
+            ops: self,
+            op_id: op_id.to_string(),
+        }
+    }
+
+    /// Record the stage `op_id` has reached.
+    pub fn stage(&self, op_id: &str, stage: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = m.get_mut(op_id) {
+            e.2 = stage.to_string();
+        }
+    }
+
+    /// Everything in flight, oldest first.
+    pub fn list(&self) -> Vec<OperationInfo> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<OperationInfo> = m
+            .iter()
+            .map(|(id, (method, target, stage, t))| OperationInfo {
+                op_id: id.clone(),
+                method: method.clone(),
+                target: target.clone(),
+                stage: stage.clone(),
+                elapsed_ms: t.elapsed().as_millis() as u64,
+            })
+            .collect();
+        v.sort_by(|a, b| b.elapsed_ms.cmp(&a.elapsed_ms));
+        v
+    }
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        let mut m = self.ops.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&self.op_id);
+    }
 }
 
 impl App {
@@ -49,6 +116,7 @@ impl App {
             qemu: OnceCell::new(),
             vm_locks: Mutex::new(HashMap::new()),
             image_build: tokio::sync::Mutex::new(()),
+            ops: Operations::default(),
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Config {
     pub debian_mirror: Option<String>,
     /// How long a guest may take from VMM launch to answering ssh (`BANGER_BOOT_TIMEOUT`).
     pub boot_timeout: Duration,
+    /// Test hook (`BANGER_FAIL_AT=<stage>`): make that start stage fail, to prove
+    /// that a failure at any step leaves nothing behind.
+    pub fail_at: Option<String>,
     /// Defaults for new VMs.
     pub default_cpus: u32,
     /// Default guest memory in MiB.
@@ -80,6 +83,7 @@ impl Config {
             accel,
             debian_mirror: var("BANGER_DEBIAN_MIRROR"),
             boot_timeout,
+            fail_at: var("BANGER_FAIL_AT"),
             default_cpus: 2,
             default_memory_mib: 1024,
             default_disk_mib: 8 * 1024,

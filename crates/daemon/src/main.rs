@@ -99,6 +99,7 @@ async fn run(layout: Layout) -> anyhow::Result<()> {
 
     images::sweep_staging(&app);
     vms::reconcile(&app).await;
+    tokio::spawn(vms::monitor(app.clone()));
 
     let listener = banger_rpc::bind(&layout.socket()).context("opening the daemon socket")?;
     let router = Arc::new(routes::router(app.clone()).context("building the method table")?);

@@ -4,7 +4,7 @@ use crate::app::App;
 use crate::{images, vms};
 use banger_rpc::{
     methods as m, CallCtx, ImageBuildParams, ImageInfo, NoParams, PingResult, Router, RouterError,
-    VmCreateParams, VmNameParams,
+    VmCreateParams, VmLogsParams, VmNameParams, VmSetParams,
 };
 use std::sync::Arc;
 
@@ -20,7 +20,52 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     let a = app.clone();
     r.add(m::VM_CREATE, move |c: CallCtx, p: VmCreateParams| {
         let a = a.clone();
-        async move { vms::create(&a, p, &c.progress).await }
+        async move { vms::create(&a, &c.op_id, p, &c.progress).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_START, move |c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::start_vm(&a, &c.op_id, &p.name, &c.progress).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_STOP, move |c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::stop(&a, &c.op_id, &p.name, &c.progress).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_RESTART, move |c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::restart(&a, &c.op_id, &p.name, &c.progress).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_KILL, move |_c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::kill(&a, &p.name).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_PRUNE, move |_c: CallCtx, _p: NoParams| {
+        let a = a.clone();
+        async move { vms::prune(&a).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_SET, move |_c: CallCtx, p: VmSetParams| {
+        let a = a.clone();
+        async move { vms::set(&a, p).await }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_LOGS, move |_c: CallCtx, p: VmLogsParams| {
+        let a = a.clone();
+        async move { vms::logs(&a, p) }
+    })?;
+    let a = app.clone();
+    r.add(m::VM_STATS, move |_c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::stats(&a, &p.name).await }
+    })?;
+    let a = app.clone();
+    r.add(m::OPERATIONS_LIST, move |_c: CallCtx, _p: NoParams| {
+        let a = a.clone();
+        async move { Ok(a.ops.list()) }
     })?;
     let a = app.clone();
     r.add(m::VM_LIST, move |_c: CallCtx, _p: NoParams| {
@@ -46,6 +91,8 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     r.add(m::IMAGE_BUILD, move |c: CallCtx, p: ImageBuildParams| {
         let a = a.clone();
         async move {
+            let target = p.name.clone().unwrap_or_else(|| "debian".into());
+            let _op = a.ops.begin(&c.op_id, "image.build", &target);
             images::build(&a, p.name, p.release, &c.progress, false)
                 .await
                 .map(|r| ImageInfo::from(&r))

@@ -1,5 +1,6 @@
 //! VM service: create (reserve, then start as a list of named, timed steps with undo),
-//! delete, list, show, ssh access, and reconciliation after a daemon restart.
+//! start, stop, restart, kill, delete, prune, set, logs, stats, ssh access, and keeping
+//! records true to reality (reconcile on start, a liveness monitor while running).
 
 use crate::app::App;
 use crate::handles::{self, VmHandles};
@@ -7,8 +8,12 @@ use crate::images;
 use banger_helper::PrivOp;
 use banger_image::files as img_files;
 use banger_model::{GuestNet, ImageRecord, VmName, VmRecord, VmState};
-use banger_rpc::{ProgressSink, RpcError, SshInfo, StageTiming, VmCreateParams, VmInfo};
+use banger_rpc::{
+    ProgressSink, PruneResult, RpcError, SshInfo, StageTiming, VmCreateParams, VmInfo,
+    VmLogsParams, VmLogsResult, VmSetParams, VmStats,
+};
 use banger_store::ReserveVm;
+use banger_vmm::qemu::files as vmm_files;
 use banger_vmm::{DiskSpec, MachineSpec, NetSpec, Qemu, Vmm};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,22 +32,29 @@ pub mod files {
 enum Undo {
     RemoveDir(std::path::PathBuf),
     DeleteTap(String),
+    RemoveFile(std::path::PathBuf),
     KillVmm(banger_vmm::Handles),
 }
 
-/// Records stage timings, reports progress, logs each stage.
+/// Records stage timings, reports progress and the operation's stage, logs each stage.
 struct Stages<'a> {
     vm: String,
     progress: &'a ProgressSink,
+    op: Option<(&'a crate::app::Operations, String)>,
     timings: Vec<StageTiming>,
     current: Option<(String, Instant)>,
 }
 
 impl<'a> Stages<'a> {
-    fn new(vm: &str, progress: &'a ProgressSink) -> Self {
+    fn new(
+        vm: &str,
+        progress: &'a ProgressSink,
+        op: Option<(&'a crate::app::Operations, String)>,
+    ) -> Self {
         Self {
             vm: vm.to_string(),
             progress,
+            op,
             timings: vec![],
             current: None,
         }
@@ -50,6 +62,9 @@ impl<'a> Stages<'a> {
     fn begin(&mut self, stage: &str) {
         self.end();
         self.progress.stage(stage);
+        if let Some((ops, id)) = &self.op {
+            ops.stage(id, stage);
+        }
         self.current = Some((stage.to_string(), Instant::now()));
     }
     fn end(&mut self) {
@@ -103,15 +118,7 @@ async fn backend(app: &App, image_dir: &Path, progress: &ProgressSink) -> Result
     Ok(q.clone())
 }
 
-/// `vm.create`: reserve, prepare and boot a VM; returns once ssh answers.
-pub async fn create(
-    app: &App,
-    p: VmCreateParams,
-    progress: &ProgressSink,
-) -> Result<VmInfo, RpcError> {
-    let cpus = p.cpus.unwrap_or(app.config.default_cpus);
-    let memory_mib = p.memory_mib.unwrap_or(app.config.default_memory_mib);
-    let disk_mib = p.disk_mib.unwrap_or(app.config.default_disk_mib);
+fn check_sizes(cpus: u32, memory_mib: u64, disk_mib: u64) -> Result<(), RpcError> {
     if !(1..=64).contains(&cpus) {
         return Err(RpcError::bad_request(format!(
             "--cpus {cpus} is out of range (1 to 64)"
@@ -127,11 +134,26 @@ pub async fn create(
             "--disk {disk_mib}M is out of range (256M to 16T)"
         )));
     }
+    Ok(())
+}
+
+/// `vm.create`: reserve, prepare and boot a VM; returns once ssh answers.
+pub async fn create(
+    app: &App,
+    op_id: &str,
+    p: VmCreateParams,
+    progress: &ProgressSink,
+) -> Result<VmInfo, RpcError> {
+    let cpus = p.cpus.unwrap_or(app.config.default_cpus);
+    let memory_mib = p.memory_mib.unwrap_or(app.config.default_memory_mib);
+    let disk_mib = p.disk_mib.unwrap_or(app.config.default_disk_mib);
+    check_sizes(cpus, memory_mib, disk_mib)?;
     let name = p.name.unwrap_or_else(generated_name);
+    let _op = app.ops.begin(op_id, "vm.create", name.as_str());
     let lock = app.vm_lock(name.as_str());
     let _guard = lock.lock().await;
 
-    let mut st = Stages::new(name.as_str(), progress);
+    let mut st = Stages::new(name.as_str(), progress, Some((&app.ops, op_id.to_string())));
     let image_name = p
         .image
         .unwrap_or_else(|| banger_model::DEFAULT_IMAGE.to_string());
@@ -154,14 +176,31 @@ pub async fn create(
             subnet,
         })
     })?;
-    match start(app, &rec, &image, &mut st).await {
+    if p.no_start {
+        st.end();
+        app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
+        let mut info = info_for(app, &app.db(|s| s.get_vm(&rec.id))?);
+        info.timings = st.timings;
+        return Ok(info);
+    }
+    boot_recorded(app, &rec, &image, st).await
+}
+
+/// Start `rec` and record the outcome: `running`, or `error` with the reason.
+async fn boot_recorded(
+    app: &App,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    mut st: Stages<'_>,
+) -> Result<VmInfo, RpcError> {
+    match start(app, rec, image, &mut st).await {
         Ok(()) => {
             st.end();
             app.db(|s| s.set_vm_state(&rec.id, VmState::Running, None))?;
             let mut info = info_for(app, &app.db(|s| s.get_vm(&rec.id))?);
             info.timings = st.timings;
             let total: u64 = info.timings.iter().map(|t| t.ms).sum();
-            tracing::info!(vm = %name, total_ms = total, "vm running");
+            tracing::info!(vm = %rec.name, total_ms = total, "vm running");
             Ok(info)
         }
         Err(e) => {
@@ -172,7 +211,41 @@ pub async fn create(
     }
 }
 
-/// Start a reserved or stopped VM. On failure every step that ran is undone.
+/// `vm.start`: boot a stopped (or failed) VM with its existing disks.
+pub async fn start_vm(
+    app: &App,
+    op_id: &str,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<VmInfo, RpcError> {
+    let _op = app.ops.begin(op_id, "vm.start", name);
+    let lock = app.vm_lock(name);
+    let _guard = lock.lock().await;
+    start_locked(app, op_id, name, progress).await
+}
+
+async fn start_locked(
+    app: &App,
+    op_id: &str,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<VmInfo, RpcError> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    if rec.state == VmState::Running {
+        return Ok(info_for(app, &rec));
+    }
+    let image = app.db(|s| s.get_image(&rec.image_id)).map_err(|_| {
+        RpcError::operation_failed(format!(
+            "the image of VM {name} is gone; it cannot boot again (delete it with banger vm delete {name})"
+        ))
+    })?;
+    app.db(|s| s.set_vm_state(&rec.id, VmState::Creating, None))?;
+    let st = Stages::new(name, progress, Some((&app.ops, op_id.to_string())));
+    boot_recorded(app, &rec, &image, st).await
+}
+
+/// Start a reserved or stopped VM. On failure every step that ran is undone, and
+/// disks that existed before (a stopped VM's data) are never touched.
 async fn start(
     app: &App,
     rec: &VmRecord,
@@ -187,18 +260,38 @@ async fn start(
                 Undo::RemoveDir(d) => {
                     let _ = std::fs::remove_dir_all(d);
                 }
+                Undo::RemoveFile(f) => {
+                    let _ = std::fs::remove_file(f);
+                }
                 Undo::DeleteTap(t) => {
                     let _ = app.privileged.run(PrivOp::DeleteTap { name: t }).await;
                 }
                 Undo::KillVmm(h) => {
-                    if let Some((q, _)) = app.qemu.get() {
-                        let _ = q.kill(&h).await;
-                    }
+                    let _ = qemu_for(app, &h).kill(&h).await;
+                    handles::remove(&app.layout.vm_dir(&rec.id));
                 }
             }
         }
     }
     r
+}
+
+fn inject(app: &App, stage: &str) -> Result<(), RpcError> {
+    if app.config.fail_at.as_deref() == Some(stage) {
+        return Err(op_failed(format!(
+            "injected failure at stage {stage} (BANGER_FAIL_AT)"
+        )));
+    }
+    Ok(())
+}
+
+/// A QEMU handle good enough to stop a VM launched by any earlier daemon.
+fn qemu_for(app: &App, h: &banger_vmm::Handles) -> Qemu {
+    Qemu {
+        binary: app.config.qemu.clone(),
+        accel: h.accel,
+        tsc_khz: 0,
+    }
 }
 
 async fn start_steps(
@@ -213,21 +306,40 @@ async fn start_steps(
     let rt_dir = app.layout.vm_runtime(&rec.id);
 
     st.begin("disks");
-    std::fs::create_dir_all(&vm_dir)
-        .map_err(|e| op_failed(format!("create {}: {e}", vm_dir.display())))?;
-    undo.push(Undo::RemoveDir(vm_dir.clone()));
+    if !vm_dir.exists() {
+        std::fs::create_dir_all(&vm_dir)
+            .map_err(|e| op_failed(format!("create {}: {e}", vm_dir.display())))?;
+        undo.push(Undo::RemoveDir(vm_dir.clone()));
+    }
     let (overlay, work) = (vm_dir.join(files::OVERLAY), vm_dir.join(files::WORK));
-    let seed = image_dir.join(img_files::WORK_SEED);
-    let key = app.public_key.clone();
-    let disk_mib = rec.disk_mib;
-    let (o, w) = (overlay.clone(), work.clone());
-    tokio::task::spawn_blocking(move || -> Result<(), banger_image::ext4::Ext4Error> {
-        banger_image::create_overlay_disk(&o, banger_image::disks::OVERLAY_MIB)?;
-        banger_image::create_work_disk(&w, disk_mib, Some(&seed), &key)
-    })
-    .await
-    .map_err(op_failed)?
-    .map_err(|e| op_failed(format!("preparing disks failed: {e}")))?;
+    if !overlay.exists() {
+        // A new upper layer means a new guest host key: forget the pinned one.
+        let _ = std::fs::remove_file(vm_dir.join(files::KNOWN_HOSTS));
+        let o = overlay.clone();
+        tokio::task::spawn_blocking(move || {
+            banger_image::create_overlay_disk(&o, banger_image::disks::OVERLAY_MIB)
+        })
+        .await
+        .map_err(op_failed)?
+        .map_err(|e| op_failed(format!("creating the overlay disk failed: {e}")))?;
+        undo.push(Undo::RemoveFile(overlay.clone()));
+    }
+    if !work.exists() {
+        let (w, seed, key, mib) = (
+            work.clone(),
+            image_dir.join(img_files::WORK_SEED),
+            app.public_key.clone(),
+            rec.disk_mib,
+        );
+        tokio::task::spawn_blocking(move || {
+            banger_image::create_work_disk(&w, mib, Some(&seed), &key)
+        })
+        .await
+        .map_err(op_failed)?
+        .map_err(|e| op_failed(format!("creating the work disk failed: {e}")))?;
+        undo.push(Undo::RemoveFile(work.clone()));
+    }
+    inject(app, "disks")?;
 
     st.begin("network");
     let subnet = app.config.subnet;
@@ -250,6 +362,7 @@ async fn start_steps(
         .await
         .map_err(|e| op_failed(format!("creating tap {tap} failed: {e}")))?;
     undo.push(Undo::DeleteTap(tap.clone()));
+    inject(app, "network")?;
 
     if app.qemu.get().is_none() {
         // Once per daemon: decide KVM vs TCG by booting the kernel (cached per host boot).
@@ -308,6 +421,7 @@ async fn start_steps(
         },
     )
     .map_err(|e| op_failed(format!("recording VM handles failed: {e}")))?;
+    inject(app, "boot")?;
 
     let deadline = Instant::now() + app.config.boot_timeout;
     st.begin("agent");
@@ -320,6 +434,7 @@ async fn start_steps(
     )
     .await
     .map_err(|e| op_failed(format!("the guest agent never answered: {e}")))?;
+    inject(app, "agent")?;
     st.begin("ssh");
     wait_guest(
         &q,
@@ -330,6 +445,7 @@ async fn start_steps(
     )
     .await
     .map_err(|e| op_failed(format!("sshd in the guest never answered: {e}")))?;
+    inject(app, "ssh")?;
     Ok(())
 }
 
@@ -417,16 +533,13 @@ pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo, RpcError> {
     })
 }
 
-/// Tear down everything a VM has on the host except its record: VMM, tap, runtime dir.
+/// Tear down what a VM has on the host besides its record and disks: the VMM (killed),
+/// the tap, sockets and the handles file. The console log stays for `vm logs`.
 async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<(), RpcError> {
     let vm_dir = app.layout.vm_dir(&rec.id);
     if let Some(h) = handles::read(&vm_dir) {
-        let q = Qemu {
-            binary: app.config.qemu.clone(),
-            accel: h.vmm.accel,
-            tsc_khz: 0,
-        };
-        q.kill(&h.vmm)
+        qemu_for(app, &h.vmm)
+            .kill(&h.vmm)
             .await
             .map_err(|e| op_failed(format!("stopping VM {} failed: {e}", rec.name)))?;
     }
@@ -436,7 +549,10 @@ async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<(), RpcError> {
         })
         .await
         .map_err(|e| op_failed(format!("removing the tap of VM {} failed: {e}", rec.name)))?;
-    let _ = std::fs::remove_dir_all(app.layout.vm_runtime(&rec.id));
+    let rt = app.layout.vm_runtime(&rec.id);
+    for f in [vmm_files::QMP, vmm_files::AGENT, vmm_files::PID] {
+        let _ = std::fs::remove_file(rt.join(f));
+    }
     handles::remove(&vm_dir);
     Ok(())
 }
@@ -445,50 +561,314 @@ async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<(), RpcError> {
 pub async fn delete(app: &App, name: &str) -> Result<(), RpcError> {
     let lock = app.vm_lock(name);
     let _guard = lock.lock().await;
-    let rec = app.db(|s| s.get_vm_by_name(name))?;
-    teardown_runtime(app, &rec).await?;
-    let dir = app.layout.vm_dir(&rec.id);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| op_failed(format!("removing {} failed: {e}", dir.display())))?;
+    delete_locked(app, &app.db(|s| s.get_vm_by_name(name))?).await
+}
+
+async fn delete_locked(app: &App, rec: &VmRecord) -> Result<(), RpcError> {
+    teardown_runtime(app, rec).await?;
+    for dir in [app.layout.vm_dir(&rec.id), app.layout.vm_runtime(&rec.id)] {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| op_failed(format!("removing {} failed: {e}", dir.display())))?;
+        }
     }
     app.db(|s| s.delete_vm(&rec.id))?;
-    tracing::info!(vm = %name, "vm deleted");
+    tracing::info!(vm = %rec.name, "vm deleted");
     Ok(())
 }
 
-/// On daemon start: VMs whose VMM still runs stay running (re-adopted); the others
-/// lose their tap and runtime files and are marked stopped (or error if they were
-/// half-created when the previous daemon died).
+/// How long a guest gets to power off after being asked before it is forced off.
+const POWEROFF_GRACE: Duration = Duration::from_secs(30);
+
+/// `vm.stop`: flush the guest's filesystems and power it off cleanly, forcing it off
+/// only if it does not go within [`POWEROFF_GRACE`].
+pub async fn stop(
+    app: &App,
+    op_id: &str,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<VmInfo, RpcError> {
+    let _op = app.ops.begin(op_id, "vm.stop", name);
+    let lock = app.vm_lock(name);
+    let _guard = lock.lock().await;
+    let mut st = Stages::new(name, progress, Some((&app.ops, op_id.to_string())));
+    stop_locked(app, name, &mut st).await?;
+    st.end();
+    let mut info = show(app, name)?;
+    info.timings = st.timings;
+    Ok(info)
+}
+
+async fn stop_locked(app: &App, name: &str, st: &mut Stages<'_>) -> Result<(), RpcError> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    if let Some(h) = handles::read(&app.layout.vm_dir(&rec.id)) {
+        let q = qemu_for(app, &h.vmm);
+        if q.is_alive(&h.vmm, &rec.id) {
+            st.begin("sync");
+            let asked = banger_guest::agent::request(
+                &h.vmm.agent_socket,
+                "shutdown",
+                Duration::from_secs(5),
+            )
+            .await;
+            if let Err(e) = asked {
+                tracing::warn!(vm = %name, error = %e, "agent shutdown failed; asking over ssh");
+                ssh_poweroff(app, &rec).await;
+            }
+            st.begin("poweroff");
+            let tag = h.vmm.control_socket.display().to_string();
+            if !banger_vmm::process::wait_exit(h.vmm.pid, &tag, POWEROFF_GRACE).await {
+                tracing::warn!(vm = %name, "guest did not power off in time; forcing it off");
+                st.begin("force-off");
+            }
+        }
+    }
+    st.begin("cleanup");
+    teardown_runtime(app, &rec).await?;
+    app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
+    Ok(())
+}
+
+/// Fallback when the agent cannot be reached: `sync; poweroff` over ssh (bounded).
+async fn ssh_poweroff(app: &App, rec: &VmRecord) {
+    let known = app.layout.vm_dir(&rec.id).join(files::KNOWN_HOSTS);
+    let mut c = tokio::process::Command::new("ssh");
+    c.args(banger_guest::ssh::ssh_options(
+        &app.layout.ssh_key(),
+        &known,
+        &format!("banger-{}", rec.name),
+    ))
+    .arg(format!("root@{}", rec.ip))
+    .arg("sync; systemctl poweroff --no-block || poweroff")
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let _ = tokio::time::timeout(Duration::from_secs(20), c.output()).await;
+}
+
+/// `vm.kill`: force the VM off now. The guest gets no chance to flush.
+pub async fn kill(app: &App, name: &str) -> Result<VmInfo, RpcError> {
+    let lock = app.vm_lock(name);
+    let _guard = lock.lock().await;
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    teardown_runtime(app, &rec).await?;
+    app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
+    show(app, name)
+}
+
+/// `vm.restart`: stop then start under one lock.
+pub async fn restart(
+    app: &App,
+    op_id: &str,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<VmInfo, RpcError> {
+    let _op = app.ops.begin(op_id, "vm.restart", name);
+    let lock = app.vm_lock(name);
+    let _guard = lock.lock().await;
+    let mut st = Stages::new(name, progress, Some((&app.ops, op_id.to_string())));
+    stop_locked(app, name, &mut st).await?;
+    st.end();
+    start_locked(app, op_id, name, progress).await
+}
+
+/// `vm.prune`: delete every VM that is stopped or failed. Running and in-flight VMs stay.
+pub async fn prune(app: &App) -> Result<PruneResult, RpcError> {
+    let mut deleted = vec![];
+    for rec in app.db(|s| s.list_vms())? {
+        if !matches!(rec.state, VmState::Stopped | VmState::Error) {
+            continue;
+        }
+        let lock = app.vm_lock(rec.name.as_str());
+        let _guard = lock.lock().await;
+        // Re-read under the lock: it may have been started meanwhile.
+        match app.db(|s| s.get_vm(&rec.id)) {
+            Ok(now) if matches!(now.state, VmState::Stopped | VmState::Error) => {
+                delete_locked(app, &now).await?;
+                deleted.push(now.name.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(PruneResult { deleted })
+}
+
+/// `vm.set`: resize a stopped VM; the work disk only grows.
+pub async fn set(app: &App, p: VmSetParams) -> Result<VmInfo, RpcError> {
+    let lock = app.vm_lock(&p.name);
+    let _guard = lock.lock().await;
+    let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
+    if !matches!(rec.state, VmState::Stopped | VmState::Error) {
+        return Err(RpcError::bad_request(format!(
+            "VM {} is {}; stop it first (banger vm stop {})",
+            rec.name,
+            rec.state.as_str(),
+            rec.name
+        )));
+    }
+    let cpus = p.cpus.unwrap_or(rec.cpus);
+    let memory_mib = p.memory_mib.unwrap_or(rec.memory_mib);
+    let disk_mib = p.disk_mib.unwrap_or(rec.disk_mib);
+    check_sizes(cpus, memory_mib, disk_mib)?;
+    if disk_mib < rec.disk_mib {
+        return Err(RpcError::bad_request(format!(
+            "the work disk of {} can only grow (it is {}M; asked for {disk_mib}M)",
+            rec.name, rec.disk_mib
+        )));
+    }
+    let work = app.layout.vm_dir(&rec.id).join(files::WORK);
+    if disk_mib > rec.disk_mib && work.exists() {
+        tokio::task::spawn_blocking(move || banger_image::grow_disk(&work, disk_mib))
+            .await
+            .map_err(op_failed)?
+            .map_err(|e| op_failed(format!("growing the work disk failed: {e}")))?;
+    }
+    app.db(|s| s.set_vm_resources(&rec.id, cpus, memory_mib, disk_mib))?;
+    show(app, &p.name)
+}
+
+/// The most `vm.logs` returns per call.
+const LOG_CHUNK: u64 = 1024 * 1024;
+
+/// `vm.logs`: the guest console from `offset` (default: the last 64 KiB).
+pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult, RpcError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
+    let path = app.layout.vm_runtime(&rec.id).join(vmm_files::CONSOLE);
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return Ok(VmLogsResult {
+            data: String::new(),
+            next_offset: 0,
+        });
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = p.offset.unwrap_or(len.saturating_sub(64 * 1024)).min(len);
+    f.seek(SeekFrom::Start(from)).map_err(op_failed)?;
+    let mut buf = vec![];
+    f.take(LOG_CHUNK).read_to_end(&mut buf).map_err(op_failed)?;
+    Ok(VmLogsResult {
+        data: String::from_utf8_lossy(&buf).into_owned(),
+        next_offset: from + buf.len() as u64,
+    })
+}
+
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command: state is [0], utime [11], stime [12].
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+/// `vm.stats`: host-side view of a VM's CPU, memory and disk use.
+pub async fn stats(app: &App, name: &str) -> Result<VmStats, RpcError> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    let vm_dir = app.layout.vm_dir(&rec.id);
+    let pid = info_for(app, &rec).pid;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let (mut cpu_percent, mut cpu_seconds, mut rss) = (None, None, None);
+    if let Some(pid) = pid {
+        let sample = Duration::from_millis(500);
+        let t0 = proc_cpu_ticks(pid);
+        tokio::time::sleep(sample).await;
+        let t1 = proc_cpu_ticks(pid);
+        if let (Some(a), Some(b)) = (t0, t1) {
+            cpu_percent = Some(((b.saturating_sub(a)) as f64 / hz) / sample.as_secs_f64() * 100.0);
+            cpu_seconds = Some(b as f64 / hz);
+        }
+        rss = proc_rss(pid);
+    }
+    Ok(VmStats {
+        name: rec.name.to_string(),
+        state: rec.state.as_str().to_string(),
+        cpu_percent,
+        cpu_seconds,
+        rss_bytes: rss,
+        memory_mib: rec.memory_mib,
+        overlay_bytes: allocated(&vm_dir.join(files::OVERLAY)),
+        work_bytes: allocated(&vm_dir.join(files::WORK)),
+        disk_mib: rec.disk_mib,
+    })
+}
+
+/// Bring one VM's record in line with reality: a `running` VM whose VMM is gone is
+/// cleaned up and marked stopped; a half-created one (its daemon died) is marked error.
+/// Returns true if the record changed.
+async fn settle(app: &App, rec: &VmRecord) -> bool {
+    if !matches!(rec.state, VmState::Running | VmState::Creating) {
+        return false;
+    }
+    let alive = handles::read(&app.layout.vm_dir(&rec.id))
+        .map(|h| qemu_for(app, &h.vmm).is_alive(&h.vmm, &rec.id))
+        .unwrap_or(false);
+    if alive && rec.state == VmState::Running {
+        return false;
+    }
+    let _ = teardown_runtime(app, rec).await;
+    let (state, err) = match rec.state {
+        VmState::Creating => (
+            VmState::Error,
+            Some("bangerd stopped while the VM was being created or started"),
+        ),
+        _ => (VmState::Stopped, None),
+    };
+    let _ = app.db(|s| s.set_vm_state(&rec.id, state, err));
+    tracing::warn!(vm = %rec.name, state = state.as_str(), "VM's VMM is gone (guest powered off, or it was killed); cleaned up");
+    true
+}
+
+/// On daemon start: VMs whose VMM still runs stay running (re-adopted, same guest);
+/// the others are cleaned up (see [`settle`]).
 pub async fn reconcile(app: &App) {
     let Ok(vms) = app.db(|s| s.list_vms()) else {
         return;
     };
     for rec in vms {
-        if !matches!(rec.state, VmState::Running | VmState::Creating) {
-            continue;
-        }
-        let alive = handles::read(&app.layout.vm_dir(&rec.id))
-            .map(|h| {
-                banger_vmm::process::alive_with_tag(
-                    h.vmm.pid,
-                    &h.vmm.control_socket.display().to_string(),
-                )
-            })
-            .unwrap_or(false);
-        if alive && rec.state == VmState::Running {
+        if !settle(app, &rec).await && rec.state == VmState::Running {
             tracing::info!(vm = %rec.name, "re-adopted running VM");
-            continue;
         }
-        let _ = teardown_runtime(app, &rec).await;
-        let (state, err) = match rec.state {
-            VmState::Creating => (
-                VmState::Error,
-                Some("bangerd stopped while the VM was being created"),
-            ),
-            _ => (VmState::Stopped, None),
+    }
+}
+
+/// How often the monitor checks that running VMs' VMMs are alive.
+pub const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Forever: notice VMs whose VMM exited behind our back (guest `poweroff`, OOM kill,
+/// `kill -9`), remove their tap and mark them stopped. VMs busy in another operation
+/// are skipped (their operation owns them).
+pub async fn monitor(app: std::sync::Arc<App>) {
+    loop {
+        tokio::time::sleep(MONITOR_INTERVAL).await;
+        let Ok(vms) = app.db(|s| s.list_vms()) else {
+            continue;
         };
-        let _ = app.db(|s| s.set_vm_state(&rec.id, state, err));
-        tracing::info!(vm = %rec.name, state = state.as_str(), "reconciled VM whose VMM is gone");
+        for rec in vms.into_iter().filter(|r| r.state == VmState::Running) {
+            let lock = app.vm_lock(rec.name.as_str());
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            if let Ok(now) = app.db(|s| s.get_vm(&rec.id)) {
+                settle(&app, &now).await;
+            }
+        }
     }
 }

@@ -47,6 +47,41 @@ pub fn create_work_disk(
     r
 }
 
+/// Grow a (stopped VM's) ext4 disk file to `new_mib`: extend the sparse file, check
+/// the filesystem (resize2fs insists on a fresh check), then grow it offline.
+pub fn grow_disk(path: &Path, new_mib: u64) -> Result<(), Ext4Error> {
+    let io = |what: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Ext4Error::Io { what, path, source }
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open disk"))?;
+    let old = f.metadata().map_err(io("stat disk"))?.len();
+    let new = new_mib * 1024 * 1024;
+    if new <= old {
+        return Ok(());
+    }
+    f.set_len(new).map_err(io("extend disk"))?;
+    drop(f);
+    let mut fsck = std::process::Command::new("e2fsck");
+    fsck.args(["-f", "-p"]).arg(path);
+    // e2fsck -p exits 1 when it fixed something harmless: only >= 4 is a failure.
+    let out = fsck.output().map_err(io("run e2fsck on"))?;
+    if out.status.code().is_none_or(|c| c >= 4) {
+        return Err(Ext4Error::Tool(crate::run::ToolError::Failed {
+            tool: "e2fsck".into(),
+            status: out.status.to_string(),
+            tail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }));
+    }
+    let mut resize = std::process::Command::new("resize2fs");
+    resize.arg(path);
+    crate::run::run(resize)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +125,27 @@ mod tests {
         );
         let ovl = t.path().join("ovl.ext4");
         create_overlay_disk(&ovl, 1024).unwrap();
+
+        // Growing keeps the content and the filesystem sees the new size.
+        grow_disk(&disk, 6144).unwrap();
+        assert_eq!(std::fs::metadata(&disk).unwrap().len(), 6144 * 1024 * 1024);
+        assert_eq!(
+            cat("/.ssh/authorized_keys"),
+            "ssh-ed25519 AAAAtest banger\n"
+        );
+        let o = Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&disk)
+            .output()
+            .unwrap();
+        let h = String::from_utf8_lossy(&o.stdout);
+        let blocks: u64 = h
+            .lines()
+            .find_map(|l| l.strip_prefix("Block count:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(blocks * 4096, 6144 * 1024 * 1024);
     }
 }

@@ -13,7 +13,7 @@ pub mod initrd;
 mod run;
 
 pub use debian::{build_debian, BuildRequest, BuiltImage};
-pub use disks::{create_overlay_disk, create_work_disk};
+pub use disks::{create_overlay_disk, create_work_disk, grow_disk};
 pub use run::ToolError;
 
 /// ext4 label of the shared read-only base image (the guest init finds disks by label).

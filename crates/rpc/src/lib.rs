@@ -20,8 +20,9 @@ mod wire;
 pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
 pub use methods::{
-    ImageBuildParams, ImageInfo, NoParams, PingResult, Progress, SshInfo, StageTiming,
-    VmCreateParams, VmInfo, VmNameParams, METHODS,
+    ImageBuildParams, ImageInfo, NoParams, OperationInfo, PingResult, Progress, PruneResult,
+    SshInfo, StageTiming, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams,
+    VmSetParams, VmStats, METHODS,
 };
 pub use server::{
     bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,

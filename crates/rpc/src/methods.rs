@@ -21,6 +21,24 @@ pub const VM_SHOW: &str = "vm.show";
 pub const VM_DELETE: &str = "vm.delete";
 /// `vm.ssh_info` [`VmNameParams`] -> [`SshInfo`].
 pub const VM_SSH_INFO: &str = "vm.ssh_info";
+/// `vm.start` [`VmNameParams`] -> [`VmInfo`]: boot a stopped VM.
+pub const VM_START: &str = "vm.start";
+/// `vm.stop` [`VmNameParams`] -> [`VmInfo`]: graceful (sync, poweroff, then force).
+pub const VM_STOP: &str = "vm.stop";
+/// `vm.restart` [`VmNameParams`] -> [`VmInfo`]: stop then start.
+pub const VM_RESTART: &str = "vm.restart";
+/// `vm.kill` [`VmNameParams`] -> [`VmInfo`]: force off now, no guest cooperation.
+pub const VM_KILL: &str = "vm.kill";
+/// `vm.prune` (no params) -> [`PruneResult`]: delete every VM that is not running.
+pub const VM_PRUNE: &str = "vm.prune";
+/// `vm.set` [`VmSetParams`] -> [`VmInfo`]: resize a stopped VM.
+pub const VM_SET: &str = "vm.set";
+/// `vm.logs` [`VmLogsParams`] -> [`VmLogsResult`]: the guest console from an offset.
+pub const VM_LOGS: &str = "vm.logs";
+/// `vm.stats` [`VmNameParams`] -> [`VmStats`].
+pub const VM_STATS: &str = "vm.stats";
+/// `operations.list` (no params) -> `Vec<OperationInfo>`: calls in flight.
+pub const OPERATIONS_LIST: &str = "operations.list";
 /// `image.build` [`ImageBuildParams`] -> [`ImageInfo`].
 pub const IMAGE_BUILD: &str = "image.build";
 /// `image.list` (no params) -> `Vec<ImageInfo>`.
@@ -30,12 +48,21 @@ pub const IMAGE_LIST: &str = "image.list";
 pub const METHODS: &[&str] = &[
     IMAGE_BUILD,
     IMAGE_LIST,
+    OPERATIONS_LIST,
     PING,
     VM_CREATE,
     VM_DELETE,
+    VM_KILL,
     VM_LIST,
+    VM_LOGS,
+    VM_PRUNE,
+    VM_RESTART,
+    VM_SET,
     VM_SHOW,
     VM_SSH_INFO,
+    VM_START,
+    VM_STATS,
+    VM_STOP,
 ];
 
 /// Params of methods that take none. Accepts `null`, a missing `params` or `{}`.
@@ -70,6 +97,89 @@ pub struct VmCreateParams {
     /// Work disk size in MiB.
     #[serde(default)]
     pub disk_mib: Option<u64>,
+    /// Reserve the VM (name, IP) but do not boot it.
+    #[serde(default)]
+    pub no_start: bool,
+}
+
+/// Params of `vm.set`: each present field changes; the disk can only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSetParams {
+    /// The VM's name.
+    pub name: String,
+    /// New vCPU count.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// New memory in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// New work disk size in MiB (not smaller than today's).
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
+}
+
+/// Params of `vm.logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLogsParams {
+    /// The VM's name.
+    pub name: String,
+    /// Byte offset to read from; `None` means "the last 64 KiB".
+    #[serde(default)]
+    pub offset: Option<u64>,
+}
+
+/// A slice of the guest console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLogsResult {
+    /// Console text (lossily decoded).
+    pub data: String,
+    /// Offset to ask for next time (`vm logs -f`).
+    pub next_offset: u64,
+}
+
+/// Result of `vm.prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneResult {
+    /// Names of the deleted VMs.
+    pub deleted: Vec<String>,
+}
+
+/// Resource use of one VM, measured on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmStats {
+    /// VM name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// VMM CPU use over a short sample, in percent of one host CPU.
+    pub cpu_percent: Option<f64>,
+    /// VMM CPU time since it started, seconds.
+    pub cpu_seconds: Option<f64>,
+    /// VMM resident memory (guest RAM actually touched plus VMM overhead), bytes.
+    pub rss_bytes: Option<u64>,
+    /// Configured guest memory, MiB.
+    pub memory_mib: u64,
+    /// Host bytes allocated by the overlay disk (changes to /).
+    pub overlay_bytes: u64,
+    /// Host bytes allocated by the work disk (/root).
+    pub work_bytes: u64,
+    /// Configured work disk size, MiB.
+    pub disk_mib: u64,
+}
+
+/// One call in flight on the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationInfo {
+    /// The operation id (grep the daemon log for it).
+    pub op_id: String,
+    /// RPC method.
+    pub method: String,
+    /// What it acts on (VM or image name).
+    pub target: String,
+    /// The stage it has reached.
+    pub stage: String,
+    /// Milliseconds since it started.
+    pub elapsed_ms: u64,
 }
 
 /// Params of methods addressing one VM by name (`vm.show`, `vm.delete`,
@@ -226,12 +336,21 @@ mod tests {
             [
                 "image.build",
                 "image.list",
+                "operations.list",
                 "ping",
                 "vm.create",
                 "vm.delete",
+                "vm.kill",
                 "vm.list",
+                "vm.logs",
+                "vm.prune",
+                "vm.restart",
+                "vm.set",
                 "vm.show",
-                "vm.ssh_info"
+                "vm.ssh_info",
+                "vm.start",
+                "vm.stats",
+                "vm.stop"
             ]
         );
     }

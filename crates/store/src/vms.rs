@@ -123,6 +123,29 @@ impl Store {
         Ok(())
     }
 
+    /// Change a VM's size (the caller checks it is stopped and that the disk only grows).
+    pub fn set_vm_resources(
+        &self,
+        id: &str,
+        cpus: u32,
+        memory_mib: u64,
+        disk_mib: u64,
+    ) -> Result<(), StoreError> {
+        let n = self.conn().execute(
+            "UPDATE vms SET cpus = ?2, memory_mib = ?3, disk_mib = ?4 WHERE id = ?1",
+            params![
+                id,
+                cpus,
+                to_sql_int("memory_mib", memory_mib)?,
+                to_sql_int("disk_mib", disk_mib)?
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::VmIdNotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
     /// Forget a VM (its name and IP become free). The caller removes its
     /// directories; [`StoreError::VmIdNotFound`] if it was already gone.
     pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {

@@ -222,6 +222,10 @@ fn vm_crud() {
     let got = store.get_vm(&dev.id).unwrap();
     assert_eq!((got.state, got.error), (VmState::Running, None));
 
+    store.set_vm_resources(&dev.id, 4, 4096, 20480).unwrap();
+    let got = store.get_vm(&dev.id).unwrap();
+    assert_eq!((got.cpus, got.memory_mib, got.disk_mib), (4, 4096, 20480));
+
     // Deleting frees the IP: the next VM gets the lowest free address again.
     store.delete_vm(&dev.id).unwrap();
     let err = store.get_vm_by_name("dev").unwrap_err();
@@ -233,6 +237,10 @@ fn vm_crud() {
     ));
     assert!(matches!(
         store.set_vm_state(&dev.id, VmState::Stopped, None),
+        Err(StoreError::VmIdNotFound(_))
+    ));
+    assert!(matches!(
+        store.set_vm_resources(&dev.id, 1, 512, 1024),
         Err(StoreError::VmIdNotFound(_))
     ));
     let again = store.reserve_vm(reserve("again", "img1", subnet)).unwrap();
