@@ -86,7 +86,7 @@ impl Operations {
                 elapsed_ms: t.elapsed().as_millis() as u64,
             })
             .collect();
-        v.sort_by(|a, b| b.elapsed_ms.cmp(&a.elapsed_ms));
+        v.sort_by_key(|o| std::cmp::Reverse(o.elapsed_ms));
         v
     }
 }
