@@ -9,3 +9,4 @@
 pub mod agent;
 pub mod keys;
 pub mod ssh;
+pub mod vsock;

@@ -10,7 +10,9 @@ pub mod disks;
 pub mod elf;
 pub mod ext4;
 pub mod initrd;
+pub mod oci;
 mod run;
+pub mod vmlinux;
 
 pub use debian::{build_debian, BuildRequest, BuiltImage};
 pub use disks::{create_overlay_disk, create_work_disk, grow_disk};

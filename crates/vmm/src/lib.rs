@@ -5,6 +5,7 @@
 //! a restarted daemon can re-adopt running guests. Backends never touch the store.
 
 pub mod accel;
+pub mod firecracker;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

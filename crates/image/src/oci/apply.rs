@@ -1,0 +1,707 @@
+//! Applying layers, in order, into a staging directory.
+//!
+//! Semantics follow the OCI image spec's changeset rules (as Docker and containerd
+//! implement them): entries replace what is there (a directory stays a directory and
+//! only gets new metadata), `.wh.<name>` deletes `<name>` from lower layers,
+//! `.wh..wh..opq` hides everything lower layers put in its directory, and whiteouts
+//! never delete what the same layer wrote. Missing parent directories are created as
+//! 0755 root directories.
+//!
+//! Safety: see [`super::fsat`] (no symlink is ever followed) and [`super::names`] (no
+//! unsafe name reaches the disk); blobs are verified before use ([`super::layer`]).
+
+use super::entry::EntryMeta;
+use super::error::ApplyError;
+use super::fixups::{Device, Fixup, Fixups};
+use super::fsat::{dir_flags, kind_at, remove_all_at, Root, WalkError};
+use super::layer::{open_verified, tar_stream, LayerDescriptor, Limits};
+use super::names::{NameProblem, RelPath};
+use rustix::fs::{
+    chmodat, chownat, fchmod, fchown, fsetxattr, futimens, linkat, makedev, mkdirat, mknodat,
+    openat, symlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid,
+    XattrFlags,
+};
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
+const S_IFBLK: u32 = 0o060000;
+const S_IFIFO: u32 = 0o010000;
+
+mod whiteout;
+
+/// The opaque-directory marker.
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// How owners (and device nodes) get into the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerMode {
+    /// [`OwnerMode::Native`] when running as root, else [`OwnerMode::Record`].
+    #[default]
+    Auto,
+    /// chown/mknod in the host tree (needs root); `mkfs.ext4 -d` copies them.
+    Native,
+    /// Leave the host tree owned by us with owner-accessible modes, and record what
+    /// the image wants in [`Fixups`] for the debugfs pass.
+    Record,
+}
+
+/// Options for an [`Applier`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// Size caps.
+    pub limits: Limits,
+    /// Owner handling.
+    pub owners: OwnerMode,
+}
+
+/// What one layer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerStats {
+    /// The layer's digest.
+    pub digest: String,
+    /// Blob size.
+    pub compressed_bytes: u64,
+    /// Bytes of tar stream read.
+    pub uncompressed_bytes: u64,
+    /// Tar entries processed (including whiteouts).
+    pub entries: u64,
+}
+
+/// A fully applied tree, ready for [`super::rootfs::build_rootfs`].
+#[derive(Debug, Clone)]
+pub struct AppliedTree {
+    /// The staging directory holding the tree.
+    pub root: PathBuf,
+    /// Metadata still to be written into the ext4 image: in native mode only the
+    /// root directory's (the host staging root stays private).
+    pub fixups: Fixups,
+    /// Whether owners were applied in the host tree (root) or recorded.
+    pub native_owners: bool,
+}
+
+/// Applies layers one after another into a staging directory.
+pub struct Applier {
+    staging: PathBuf,
+    root: Root,
+    native: bool,
+    limits: Limits,
+    total: u64,
+    entries: u64,
+    fixups: Fixups,
+    dir_times: HashMap<String, Timespec>,
+    buf: Vec<u8>,
+}
+
+/// The entry being applied, for error messages.
+struct Ctx<'a> {
+    layer: &'a str,
+    path: &'a str,
+    rel: &'a RelPath,
+}
+
+impl Ctx<'_> {
+    fn name(&self) -> &str {
+        self.rel.file_name().unwrap_or(".")
+    }
+    fn bad(&self, reason: impl Into<String>) -> ApplyError {
+        ApplyError::BadEntry {
+            layer: self.layer.into(),
+            path: self.path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn name_error(p: NameProblem, layer: &str, path: &str) -> ApplyError {
+    let (layer, path) = (layer.to_string(), path.to_string());
+    match p {
+        NameProblem::DotDot => ApplyError::DotDot { layer, path },
+        NameProblem::Absolute => ApplyError::Absolute { layer, path },
+        NameProblem::Unencodable => ApplyError::Unencodable { layer, path },
+    }
+}
+
+/// Record `key` and all its ancestors as written by the current layer (an opaque
+/// marker must keep the directories leading to what this layer wrote).
+fn mark_written(written: &mut HashSet<String>, key: &str) {
+    let mut k = key;
+    while written.insert(k.to_string()) && !k.is_empty() {
+        k = k.rsplit_once('/').map_or("", |(p, _)| p);
+    }
+}
+
+fn ts(t: Timespec) -> Timestamps {
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+impl Applier {
+    /// Start applying into `staging`, an existing directory (normally empty).
+    pub fn new(staging: &Path, opts: ApplyOptions) -> Result<Applier, ApplyError> {
+        let native = match opts.owners {
+            OwnerMode::Auto => rustix::process::geteuid().is_root(),
+            OwnerMode::Native => true,
+            OwnerMode::Record => false,
+        };
+        let open_err = |source| ApplyError::Io {
+            what: "open staging directory",
+            path: staging.into(),
+            source,
+        };
+        let root = Root::open(staging, native).map_err(open_err)?;
+        // Private while it holds the image's setuid files and device nodes.
+        fchmod(root.fd(), Mode::from_raw_mode(0o700)).map_err(|e| open_err(e.into()))?;
+        Ok(Applier {
+            staging: staging.into(),
+            root,
+            native,
+            limits: opts.limits,
+            total: 0,
+            entries: 0,
+            fixups: Fixups::default(),
+            dir_times: HashMap::new(),
+            buf: vec![0; 256 * 1024],
+        })
+    }
+
+    /// Verify the blob at `blob` against `desc` (size, sha256, caps), then apply it.
+    /// On error the staging tree is in an unspecified state (but nothing outside it
+    /// was touched): discard it.
+    pub fn apply_layer(
+        &mut self,
+        blob: &Path,
+        desc: &LayerDescriptor,
+    ) -> Result<LayerStats, ApplyError> {
+        let file = open_verified(blob, desc, &self.limits)?;
+        let layer = desc.digest.as_str();
+        let remaining = self
+            .limits
+            .max_total_uncompressed
+            .saturating_sub(self.total);
+        let cap = self.limits.max_uncompressed.min(remaining);
+        let (stream, hit, count) = tar_stream(file, desc, cap)?;
+        let capped = |e: ApplyError| match e {
+            ApplyError::Corrupt { .. } if hit.get() => ApplyError::UncompressedTooLarge {
+                layer: layer.into(),
+                cap,
+            },
+            other => other,
+        };
+        let corrupt = |source| ApplyError::Corrupt {
+            layer: layer.into(),
+            source,
+        };
+        let mut archive = tar::Archive::new(stream);
+        let mut written = HashSet::new();
+        let mut entries = 0u64;
+        for entry in archive.entries().map_err(corrupt).map_err(capped)? {
+            let mut entry = entry.map_err(corrupt).map_err(capped)?;
+            entries += 1;
+            self.entries += 1;
+            if self.entries > self.limits.max_entries {
+                return Err(ApplyError::TooManyEntries {
+                    layer: layer.into(),
+                    cap: self.limits.max_entries,
+                });
+            }
+            self.entry(layer, &mut entry, &mut written)
+                .map_err(capped)?;
+        }
+        self.total += count.get();
+        Ok(LayerStats {
+            digest: desc.digest.clone(),
+            compressed_bytes: desc.size,
+            uncompressed_bytes: count.get(),
+            entries,
+        })
+    }
+
+    /// Set directory times (they change as children are added) and hand over the tree.
+    pub fn finish(mut self) -> Result<AppliedTree, ApplyError> {
+        let times = std::mem::take(&mut self.dir_times);
+        for (key, t) in times {
+            let comps: Vec<String> = key
+                .split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            // A directory a later layer removed or replaced is simply gone.
+            let Ok(fd) = self.root.dir(&comps, false, &mut vec![]) else {
+                continue;
+            };
+            futimens(&fd, &ts(t)).map_err(|e| self.io("set times of", &key, e.into()))?;
+        }
+        Ok(AppliedTree {
+            root: self.staging,
+            fixups: self.fixups,
+            native_owners: self.native,
+        })
+    }
+
+    fn io(&self, what: &'static str, key: &str, source: std::io::Error) -> ApplyError {
+        ApplyError::Io {
+            what,
+            path: self.staging.join(key),
+            source,
+        }
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        layer: &str,
+        entry: &mut tar::Entry<'_, R>,
+        written: &mut HashSet<String>,
+    ) -> Result<(), ApplyError> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let rel = RelPath::parse(&raw).map_err(|p| name_error(p, layer, &shown))?;
+        if let Some(name) = rel.file_name() {
+            if name == OPAQUE {
+                return self.opaque(layer, &shown, &rel, written);
+            }
+            if name.starts_with(".wh..wh.") {
+                // aufs bookkeeping (`.wh..wh.plnk`, ...): never part of the image.
+                return Ok(());
+            }
+            if let Some(target) = name.strip_prefix(".wh.") {
+                return self.whiteout(layer, &shown, &rel, target, written);
+            }
+        }
+        let ctx = Ctx {
+            layer,
+            path: &shown,
+            rel: &rel,
+        };
+        let meta = EntryMeta::read(entry).map_err(|r| ctx.bad(r))?;
+        use tar::EntryType as T;
+        match kind {
+            // Old tars mark directories only with a trailing slash.
+            T::Regular if raw.ends_with(b"/") => self.directory(&ctx, &meta)?,
+            T::Regular | T::Continuous | T::GNUSparse => self.file(&ctx, entry, &meta)?,
+            T::Directory => self.directory(&ctx, &meta)?,
+            T::Symlink => self.symlink(&ctx, entry, &meta)?,
+            T::Link => self.hardlink(&ctx, entry)?,
+            T::Char | T::Block | T::Fifo => self.node(&ctx, kind, &meta)?,
+            other => return Err(ctx.bad(format!("unsupported tar entry type {other:?}"))),
+        }
+        mark_written(written, &rel.key());
+        Ok(())
+    }
+
+    fn walk_error(&self, ctx: &Ctx<'_>, e: WalkError) -> ApplyError {
+        let (layer, path) = (ctx.layer.to_string(), ctx.path.to_string());
+        match e {
+            WalkError::Symlink(ancestor) => ApplyError::SymlinkAncestor {
+                layer,
+                path,
+                ancestor,
+            },
+            WalkError::NotDir(ancestor) => ApplyError::NotADirectory {
+                layer,
+                path,
+                ancestor,
+            },
+            WalkError::Missing(a) => ctx.bad(format!("parent {a:?} is missing")),
+            WalkError::Io(key, source) => self.io("open directory", &key, source),
+        }
+    }
+
+    /// The entry's parent directory, created (0755 root) where missing.
+    fn parent(&mut self, ctx: &Ctx<'_>) -> Result<OwnedFd, ApplyError> {
+        let mut created = vec![];
+        let r = self.root.dir(ctx.rel.parent(), true, &mut created);
+        for key in created {
+            // A record-only device node with that name is gone now.
+            self.fixups.remove_tree(&key);
+            if !self.native {
+                self.fixups
+                    .set(&key, self.fixup(S_IFDIR | 0o755, 0, 0, None, 0, vec![]));
+            }
+        }
+        r.map_err(|e| self.walk_error(ctx, e))
+    }
+
+    fn fixup(
+        &self,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        device: Option<Device>,
+        mtime: i64,
+        xattrs: Vec<(String, Vec<u8>)>,
+    ) -> Fixup {
+        Fixup {
+            uid,
+            gid,
+            mode,
+            device,
+            mtime,
+            xattrs,
+        }
+    }
+
+    /// Make room for an entry at `name` in `dir`: an existing directory stays when the
+    /// new entry is a directory too; anything else there is removed (never followed).
+    /// Returns true when a directory was kept.
+    fn clear_slot(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        ctx: &Ctx<'_>,
+        keep_dir: bool,
+    ) -> Result<bool, ApplyError> {
+        let key = ctx.rel.key();
+        let name = ctx.name();
+        match kind_at(dir, name).map_err(|e| self.io("inspect", &key, e))? {
+            None => {
+                self.fixups.remove_tree(&key);
+                Ok(false)
+            }
+            Some(FileType::Directory) if keep_dir => Ok(true),
+            Some(_) => {
+                let was = remove_all_at(dir, name).map_err(|e| self.io("replace", &key, e))?;
+                if was == Some(FileType::Directory) {
+                    self.root.invalidate();
+                }
+                self.fixups.remove_tree(&key);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Host permission bits in record mode: the owner (us) must be able to read files
+    /// and enter and fill directories, whatever the image says (mkfs.ext4 -d reads
+    /// the tree as us; the debugfs pass writes the real mode).
+    fn host_perm(&self, type_bits: u32, perm: u32) -> u32 {
+        match (self.native, type_bits) {
+            (true, _) => perm,
+            (false, S_IFDIR) => perm | 0o700,
+            (false, _) => perm | 0o600,
+        }
+    }
+
+    /// Record what the image wants for `key` when the host tree cannot hold it.
+    fn record(
+        &mut self,
+        key: &str,
+        type_bits: u32,
+        host_perm: u32,
+        m: &EntryMeta,
+        device: Option<Device>,
+    ) {
+        if self.native {
+            return;
+        }
+        // Unrecorded paths become root-owned in the ext4 pass, so only non-root
+        // owners, modes the host tree cannot hold, devices and xattrs need a record.
+        // setuid/setgid/sticky are always recorded: any later chown of the host tree
+        // (a copy, a backup tool) silently clears them.
+        let needed = device.is_some()
+            || !m.xattrs.is_empty()
+            || m.uid != 0
+            || m.gid != 0
+            || m.perm & 0o7000 != 0
+            || (type_bits != S_IFLNK && host_perm != m.perm);
+        if needed {
+            let perm = if type_bits == S_IFLNK { 0o777 } else { m.perm };
+            let f = self.fixup(
+                type_bits | perm,
+                m.uid,
+                m.gid,
+                device,
+                m.mtime.tv_sec,
+                m.xattrs.clone(),
+            );
+            self.fixups.set(key, f);
+        } else {
+            self.fixups.remove_tree(key);
+        }
+    }
+
+    /// Owner, mode and xattrs of an open file or directory.
+    fn meta_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        key: &str,
+        type_bits: u32,
+        m: &EntryMeta,
+    ) -> Result<(), ApplyError> {
+        let perm = self.host_perm(type_bits, m.perm);
+        if self.native {
+            fchown(
+                fd,
+                Some(Uid::from_raw_unchecked(m.uid)),
+                Some(Gid::from_raw_unchecked(m.gid)),
+            )
+            .map_err(|e| self.io("chown", key, e.into()))?;
+        }
+        // After chown: chown clears setuid/setgid.
+        fchmod(fd, Mode::from_raw_mode(perm)).map_err(|e| self.io("chmod", key, e.into()))?;
+        if self.native {
+            for (name, value) in &m.xattrs {
+                fsetxattr(fd, name.as_str(), value, XattrFlags::empty())
+                    .map_err(|e| self.io("set xattr on", key, e.into()))?;
+            }
+        }
+        self.record(key, type_bits, perm, m, None);
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        data: &mut R,
+        m: &EntryMeta,
+    ) -> Result<(), ApplyError> {
+        let key = ctx.rel.key();
+        let dir = self.parent(ctx)?;
+        if ctx.rel.file_name().is_none() {
+            return Err(ctx.bad("a file cannot replace the root directory"));
+        }
+        self.clear_slot(dir.as_fd(), ctx, false)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = openat(&dir, ctx.name(), flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| self.io("create", &key, e.into()))?;
+        let mut f = std::fs::File::from(fd);
+        let mut buf = std::mem::take(&mut self.buf);
+        let copied = loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    break Err(ApplyError::Corrupt {
+                        layer: ctx.layer.into(),
+                        source,
+                    })
+                }
+            };
+            if let Err(e) = f.write_all(&buf[..n]) {
+                break Err(self.io("write", &key, e));
+            }
+        };
+        self.buf = buf;
+        copied?;
+        self.meta_fd(f.as_fd(), &key, S_IFREG, m)?;
+        futimens(&f, &ts(m.mtime)).map_err(|e| self.io("set times of", &key, e.into()))?;
+        Ok(())
+    }
+
+    fn directory(&mut self, ctx: &Ctx<'_>, m: &EntryMeta) -> Result<(), ApplyError> {
+        let key = ctx.rel.key();
+        if ctx.rel.file_name().is_none() {
+            // The image's root directory metadata goes only into the ext4 image: on the
+            // host the staging root stays 0700 and ours, because the tree below holds
+            // the image's setuid binaries and device nodes, which no other host user
+            // may reach.
+            let f = self.fixup(S_IFDIR | m.perm, m.uid, m.gid, None, 0, m.xattrs.clone());
+            self.fixups.set("", f);
+            self.dir_times.insert(key, m.mtime);
+            return Ok(());
+        }
+        let dir = self.parent(ctx)?;
+        if !self.clear_slot(dir.as_fd(), ctx, true)? {
+            mkdirat(&dir, ctx.name(), Mode::from_raw_mode(0o700))
+                .map_err(|e| self.io("create directory", &key, e.into()))?;
+        }
+        let fd = openat(&dir, ctx.name(), dir_flags(), Mode::empty())
+            .map_err(|e| self.io("open directory", &key, e.into()))?;
+        self.meta_fd(fd.as_fd(), &key, S_IFDIR, m)?;
+        self.dir_times.insert(key, m.mtime);
+        Ok(())
+    }
+
+    fn symlink<R: Read>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        entry: &tar::Entry<'_, R>,
+        m: &EntryMeta,
+    ) -> Result<(), ApplyError> {
+        let key = ctx.rel.key();
+        let target = match entry.link_name_bytes() {
+            Some(t) if !t.is_empty() => t.into_owned(),
+            _ => return Err(ctx.bad("symlink without a target")),
+        };
+        if ctx.rel.file_name().is_none() {
+            return Err(ctx.bad("a symlink cannot replace the root directory"));
+        }
+        let dir = self.parent(ctx)?;
+        self.clear_slot(dir.as_fd(), ctx, false)?;
+        // The target is stored, never resolved: absolute targets are normal in images
+        // and only mean something inside the guest.
+        symlinkat(std::ffi::OsStr::from_bytes(&target), &dir, ctx.name())
+            .map_err(|e| self.io("create symlink", &key, e.into()))?;
+        if self.native {
+            chownat(
+                &dir,
+                ctx.name(),
+                Some(Uid::from_raw_unchecked(m.uid)),
+                Some(Gid::from_raw_unchecked(m.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io("chown", &key, e.into()))?;
+        }
+        self.record(&key, S_IFLNK, 0o777, m, None);
+        utimensat(&dir, ctx.name(), &ts(m.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.io("set times of", &key, e.into()))?;
+        Ok(())
+    }
+
+    fn hardlink<R: Read>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<(), ApplyError> {
+        let key = ctx.rel.key();
+        let raw = match entry.link_name_bytes() {
+            Some(t) if !t.is_empty() => t.into_owned(),
+            _ => return Err(ctx.bad("hardlink without a target")),
+        };
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let outside = || ApplyError::HardlinkOutside {
+            layer: ctx.layer.into(),
+            path: ctx.path.into(),
+            target: shown.clone(),
+        };
+        let target = match RelPath::parse(&raw) {
+            Ok(t) => t,
+            Err(NameProblem::DotDot | NameProblem::Absolute) => return Err(outside()),
+            Err(NameProblem::Unencodable) => {
+                return Err(name_error(NameProblem::Unencodable, ctx.layer, &shown))
+            }
+        };
+        let target_problem = |reason| ApplyError::HardlinkTarget {
+            layer: ctx.layer.into(),
+            path: ctx.path.into(),
+            target: shown.clone(),
+            reason,
+        };
+        let Some(tname) = target.file_name() else {
+            return Err(target_problem("it is the root directory"));
+        };
+        if ctx.rel.file_name().is_none() {
+            return Err(ctx.bad("a hardlink cannot replace the root directory"));
+        }
+        if target == *ctx.rel {
+            return Ok(());
+        }
+        let tdir = match self.root.dir(target.parent(), false, &mut vec![]) {
+            Ok(fd) => fd,
+            Err(WalkError::Symlink(ancestor)) => {
+                return Err(ApplyError::HardlinkThroughSymlink {
+                    layer: ctx.layer.into(),
+                    path: ctx.path.into(),
+                    target: shown,
+                    ancestor,
+                })
+            }
+            Err(WalkError::Missing(_) | WalkError::NotDir(_)) => {
+                return Err(target_problem("it does not exist"))
+            }
+            Err(e) => return Err(self.walk_error(ctx, e)),
+        };
+        let tkey = target.key();
+        let recorded = self.fixups.get(&tkey).cloned();
+        match kind_at(tdir.as_fd(), tname).map_err(|e| self.io("inspect", &tkey, e))? {
+            Some(FileType::Directory) => return Err(target_problem("it is a directory")),
+            Some(_) => {}
+            // A device node that exists only as a record (unprivileged apply): the link
+            // becomes a second record of the same device.
+            None if recorded.as_ref().is_some_and(|f| f.device.is_some()) => {
+                let dir = self.parent(ctx)?;
+                self.clear_slot(dir.as_fd(), ctx, false)?;
+                if let Some(f) = recorded {
+                    self.fixups.set(&key, f);
+                }
+                return Ok(());
+            }
+            None => return Err(target_problem("it does not exist")),
+        }
+        let dir = self.parent(ctx)?;
+        self.clear_slot(dir.as_fd(), ctx, false)?;
+        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+        linkat(&tdir, tname, &dir, ctx.name(), AtFlags::empty()).map_err(|e| match e {
+            rustix::io::Errno::NOENT => target_problem("it does not exist"),
+            e => self.io("create hardlink", &key, e.into()),
+        })?;
+        match recorded {
+            Some(f) if !self.native => self.fixups.set(&key, f),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn node(
+        &mut self,
+        ctx: &Ctx<'_>,
+        kind: tar::EntryType,
+        m: &EntryMeta,
+    ) -> Result<(), ApplyError> {
+        let key = ctx.rel.key();
+        if ctx.rel.file_name().is_none() {
+            return Err(ctx.bad("a device cannot replace the root directory"));
+        }
+        let (type_bits, file_type) = match kind {
+            tar::EntryType::Char => (S_IFCHR, FileType::CharacterDevice),
+            tar::EntryType::Block => (S_IFBLK, FileType::BlockDevice),
+            _ => (S_IFIFO, FileType::Fifo),
+        };
+        let dir = self.parent(ctx)?;
+        self.clear_slot(dir.as_fd(), ctx, false)?;
+        if type_bits != S_IFIFO && !self.native {
+            // Only root may mknod; debugfs creates it in the image instead.
+            let device = Device {
+                block: type_bits == S_IFBLK,
+                major: m.major,
+                minor: m.minor,
+            };
+            self.record(&key, type_bits, m.perm, m, Some(device));
+            return Ok(());
+        }
+        let perm = self.host_perm(type_bits, m.perm);
+        mknodat(
+            &dir,
+            ctx.name(),
+            file_type,
+            Mode::from_raw_mode(perm),
+            makedev(m.major, m.minor),
+        )
+        .map_err(|e| self.io("create device node", &key, e.into()))?;
+        if self.native {
+            chownat(
+                &dir,
+                ctx.name(),
+                Some(Uid::from_raw_unchecked(m.uid)),
+                Some(Gid::from_raw_unchecked(m.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io("chown", &key, e.into()))?;
+        }
+        // mknod's mode went through the umask (and chown cleared setuid bits); the node
+        // was just created by us, so this chmod cannot be redirected by a symlink.
+        chmodat(
+            &dir,
+            ctx.name(),
+            Mode::from_raw_mode(perm),
+            AtFlags::empty(),
+        )
+        .map_err(|e| self.io("chmod", &key, e.into()))?;
+        self.record(&key, type_bits, perm, m, None);
+        utimensat(&dir, ctx.name(), &ts(m.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.io("set times of", &key, e.into()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The content-addressed blob cache: `<dir>/sha256/<hex>`, filled only with blobs
+//! whose size and sha256 were checked while they streamed in.
+//!
+//! A blob lands under its final name by an atomic rename of a fully verified
+//! temporary file, so a crash or a concurrent pull of the same blob never leaves a
+//! partial blob under a digest name. Layers are checked once more (same fd) right
+//! before they are applied, so a blob damaged on disk later is caught too.
+
+use super::pull::PullError;
+use futures::StreamExt;
+use oci_client::manifest::OciDescriptor;
+use oci_client::{Client, Reference};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
+
+/// A directory of verified blobs.
+#[derive(Debug, Clone)]
+pub struct BlobCache {
+    dir: PathBuf,
+}
+
+/// What [`BlobCache::prune`] removed (or would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Blobs removed.
+    pub blobs: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PullError {
+    let path = path.to_path_buf();
+    move |source| PullError::Io { what, path, source }
+}
+
+/// Temporary names unique within the process (the pid covers other processes).
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl BlobCache {
+    /// A cache rooted at `dir` (created on first download).
+    pub fn new(dir: impl Into<PathBuf>) -> BlobCache {
+        BlobCache { dir: dir.into() }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob with `digest` lives. Only `sha256:<64 hex>` digests are
+    /// accepted, so a digest from a manifest can never name a path outside the cache.
+    pub fn path(&self, digest: &str) -> Result<PathBuf, PullError> {
+        let hex = super::layer::sha256_hex(digest)
+            .map_err(|_| PullError::BadDigest(digest.to_string()))?;
+        Ok(self.dir.join("sha256").join(hex))
+    }
+
+    /// True when the blob is present with the expected size.
+    pub fn has(&self, digest: &str, size: u64) -> bool {
+        self.path(digest)
+            .ok()
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Download `desc` from `reference`'s repository unless present; refuse more than
+    /// `cap` bytes or anything that does not match the descriptor.
+    pub(crate) async fn fetch(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        desc: &OciDescriptor,
+        cap: u64,
+    ) -> Result<(PathBuf, bool), PullError> {
+        let size = u64::try_from(desc.size).map_err(|_| PullError::BlobSize {
+            digest: desc.digest.clone(),
+            expected: 0,
+            actual: 0,
+        })?;
+        let dest = self.path(&desc.digest)?;
+        if size > cap {
+            return Err(PullError::BlobTooLarge {
+                digest: desc.digest.clone(),
+                cap,
+            });
+        }
+        if self.has(&desc.digest, size) {
+            return Ok((dest, true));
+        }
+        let tmp_dir = self.dir.join("tmp");
+        tokio::fs::create_dir_all(&tmp_dir)
+            .await
+            .map_err(io("create", &tmp_dir))?;
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io("create", parent))?;
+        }
+        let tmp = tmp_dir.join(format!(
+            "{}.{}.{}",
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let r = self
+            .download(client, reference, desc, size, cap, &tmp)
+            .await;
+        let r = match r {
+            Ok(()) => tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(io("store blob", &dest)),
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        r.map(|()| (dest, false))
+    }
+
+    async fn download(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        desc: &OciDescriptor,
+        size: u64,
+        cap: u64,
+        tmp: &Path,
+    ) -> Result<(), PullError> {
+        let registry = |source| PullError::Registry {
+            reference: reference.whole(),
+            source: Box::new(source),
+        };
+        let mut stream = client
+            .pull_blob_stream(reference, desc)
+            .await
+            .map_err(registry)?;
+        if stream.content_length.is_some_and(|l| l > size.min(cap)) {
+            return Err(PullError::BlobTooLarge {
+                digest: desc.digest.clone(),
+                cap: size.min(cap),
+            });
+        }
+        let mut file = tokio::fs::File::create(tmp)
+            .await
+            .map_err(io("create", tmp))?;
+        let mut h = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| PullError::Download {
+                digest: desc.digest.clone(),
+                source,
+            })?;
+            total += chunk.len() as u64;
+            // Stop as soon as the registry sends more than it announced.
+            if total > size || total > cap {
+                return Err(PullError::BlobTooLarge {
+                    digest: desc.digest.clone(),
+                    cap: size.min(cap),
+                });
+            }
+            h.update(&chunk);
+            file.write_all(&chunk).await.map_err(io("write", tmp))?;
+        }
+        file.flush().await.map_err(io("write", tmp))?;
+        if total != size {
+            return Err(PullError::BlobSize {
+                digest: desc.digest.clone(),
+                expected: size,
+                actual: total,
+            });
+        }
+        let actual: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if format!("sha256:{actual}") != desc.digest {
+            return Err(PullError::BlobDigest {
+                digest: desc.digest.clone(),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Remove every blob whose digest is not in `keep` (and stale temporary files);
+    /// with `dry_run`, only count them.
+    pub fn prune(&self, keep: &HashSet<String>, dry_run: bool) -> Result<PruneReport, PullError> {
+        let mut report = PruneReport::default();
+        for sub in ["sha256", "tmp"] {
+            let dir = self.dir.join(sub);
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read", &dir)(e)),
+            };
+            for e in rd {
+                let e = e.map_err(io("read", &dir))?;
+                let name = e.file_name().to_string_lossy().to_string();
+                if sub == "sha256" && keep.contains(&format!("sha256:{name}")) {
+                    continue;
+                }
+                let md = e.metadata().map_err(io("stat", &e.path()))?;
+                report.blobs += 1;
+                report.bytes += md.len();
+                if !dry_run {
+                    std::fs::remove_file(e.path()).map_err(io("remove", &e.path()))?;
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,159 @@
+//! A debugfs script for the ownership pass: `sif`, `mknod` and `ea_set`.
+//!
+//! `ext4::Debugfs` covers banger's small edits; this pass needs two commands it lacks
+//! (`mknod`, which only takes a name in the current directory, and `ea_set -f`) and
+//! runs scripts of tens of thousands of lines, so it has its own builder. Same rules:
+//! typed commands only, every path checked for characters debugfs cannot carry, and
+//! any stderr line other than the banner or an "Allocated inode" note is a failure
+//! (debugfs exits 0 when commands fail).
+
+use super::names::encodable;
+use super::rootfs::RootfsError;
+use crate::run::ToolError;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A script under construction.
+#[derive(Debug, Default)]
+pub(crate) struct Script {
+    text: String,
+    lines: usize,
+}
+
+fn check(p: &str) -> Result<&str, RootfsError> {
+    if p.is_empty() || !p.starts_with('/') || !encodable(p) {
+        return Err(RootfsError::Unencodable(p.to_string()));
+    }
+    Ok(p)
+}
+
+impl Script {
+    /// Set one inode field (`mode`, `uid`, `gid`, `mtime`...) of `path`.
+    pub(crate) fn sif(&mut self, path: &str, field: &str, value: &str) -> Result<(), RootfsError> {
+        let p = check(path)?;
+        let _ = writeln!(self.text, "sif {p} {field} {value}");
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Create a device node at `path` (whose parent must exist). debugfs's `mknod`
+    /// links its argument verbatim into the current directory (a name with slashes
+    /// would corrupt the directory), so change into the parent first.
+    pub(crate) fn mknod(
+        &mut self,
+        path: &str,
+        block: bool,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), RootfsError> {
+        let p = check(path)?;
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let kind = if block { 'b' } else { 'c' };
+        let _ = writeln!(
+            self.text,
+            "cd {dir}\nmknod {name} {kind} {major} {minor}\ncd /"
+        );
+        self.lines += 3;
+        Ok(())
+    }
+
+    /// Set xattr `name` on `path` to the content of host file `value`.
+    pub(crate) fn ea_set_file(
+        &mut self,
+        path: &str,
+        name: &str,
+        value: &Path,
+    ) -> Result<(), RootfsError> {
+        let p = check(path)?;
+        let v = value
+            .to_str()
+            .ok_or_else(|| RootfsError::Unencodable(value.display().to_string()))?;
+        check(v)?;
+        if name.is_empty() || !encodable(name) {
+            return Err(RootfsError::Unencodable(name.to_string()));
+        }
+        let _ = writeln!(self.text, "ea_set -f {v} {p} {name}");
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Number of commands.
+    pub(crate) fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Run the script against `image` (not in use by anything).
+    pub(crate) fn apply(&self, image: &Path) -> Result<(), RootfsError> {
+        if self.text.is_empty() {
+            return Ok(());
+        }
+        let mut script_path = image.as_os_str().to_owned();
+        script_path.push(".oci-fixups.debugfs");
+        let script_path = std::path::PathBuf::from(script_path);
+        std::fs::write(&script_path, &self.text).map_err(|source| RootfsError::Io {
+            what: "write debugfs script",
+            path: script_path.clone(),
+            source,
+        })?;
+        let out = Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script_path)
+            .arg(image)
+            .stdin(Stdio::null())
+            .output();
+        let _ = std::fs::remove_file(&script_path);
+        let out = out.map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => RootfsError::Tool(ToolError::Missing {
+                tool: "debugfs".into(),
+                package: "e2fsprogs".into(),
+            }),
+            _ => RootfsError::Io {
+                what: "run debugfs on",
+                path: image.into(),
+                source,
+            },
+        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !(l.is_empty() || l.starts_with("debugfs ") || l.starts_with("Allocated inode"))
+            })
+            .take(8)
+            .collect();
+        if !out.status.success() || !errors.is_empty() {
+            return Err(RootfsError::Debugfs {
+                image: image.into(),
+                errors: errors.join(" | "),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_lines_and_refuses_bad_paths() {
+        let mut s = Script::default();
+        s.mknod("/dev/null", false, 1, 3).unwrap();
+        s.mknod("/sda", true, 8, 0).unwrap();
+        s.sif("/dev/null", "mode", "020666").unwrap();
+        assert_eq!(
+            s.text,
+            "cd /dev\nmknod null c 1 3\ncd /\ncd /\nmknod sda b 8 0\ncd /\nsif /dev/null mode 020666\n"
+        );
+        assert!(s.sif("/a b", "uid", "0").is_err());
+        assert!(s.sif("/a\nrm /etc", "uid", "0").is_err());
+        assert!(s
+            .ea_set_file("/a", "user.x y", Path::new("/tmp/v"))
+            .is_err());
+        assert_eq!(s.lines(), 7);
+    }
+}

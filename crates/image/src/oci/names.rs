@@ -1,0 +1,143 @@
+//! Tar entry names, checked before anything touches the disk.
+//!
+//! A layer is attacker-controlled input. Every name is normalised into a list of plain
+//! components here, and only such components ever reach a `*at` system call: no `..`, no
+//! absolute paths, and nothing a debugfs script could not express (the ext4 ownership
+//! pass names every recorded path in a debugfs script, so a name with a space or a
+//! newline would either break the script or, worse, inject a command into it).
+
+/// Why a name was refused; the caller adds the layer and entry for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameProblem {
+    /// A `..` component.
+    DotDot,
+    /// The name starts with `/`.
+    Absolute,
+    /// Not UTF-8, or whitespace, quotes, backslash or control characters.
+    Unencodable,
+}
+
+/// True for characters a debugfs script cannot carry inside a path: debugfs splits its
+/// command lines on whitespace and interprets quotes and backslashes.
+/// Kept identical to the check in `ext4::Debugfs` so both passes agree.
+pub(crate) fn unencodable_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || c == '"' || c == '\'' || c == '\\'
+}
+
+/// True when `s` can appear as (part of) a path in a debugfs script.
+pub(crate) fn encodable(s: &str) -> bool {
+    !s.chars().any(unencodable_char)
+}
+
+/// A normalised path relative to the staging root: plain components only.
+/// The empty path is the root directory itself (tar's `./`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RelPath {
+    comps: Vec<String>,
+}
+
+impl RelPath {
+    /// Normalise raw tar name bytes: empty and `.` components are dropped (`./a//b/` is
+    /// `a/b`); anything else unsafe is refused.
+    pub(crate) fn parse(raw: &[u8]) -> Result<RelPath, NameProblem> {
+        if raw.first() == Some(&b'/') {
+            return Err(NameProblem::Absolute);
+        }
+        // `..` is checked on the raw bytes first so that a traversal attempt is reported
+        // as such even when other parts of the name are also unencodable.
+        if raw.split(|b| *b == b'/').any(|c| c == b"..") {
+            return Err(NameProblem::DotDot);
+        }
+        let s = std::str::from_utf8(raw).map_err(|_| NameProblem::Unencodable)?;
+        if !encodable(s) {
+            return Err(NameProblem::Unencodable);
+        }
+        let comps = s
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect();
+        Ok(RelPath { comps })
+    }
+
+    /// All components.
+    pub(crate) fn comps(&self) -> &[String] {
+        &self.comps
+    }
+
+    /// Components of the parent directory (empty for top-level entries and the root).
+    pub(crate) fn parent(&self) -> &[String] {
+        match self.comps.split_last() {
+            Some((_, parent)) => parent,
+            None => &[],
+        }
+    }
+
+    /// The last component; `None` for the root.
+    pub(crate) fn file_name(&self) -> Option<&str> {
+        self.comps.last().map(String::as_str)
+    }
+
+    /// The same directory with a different last component.
+    pub(crate) fn sibling(&self, name: &str) -> RelPath {
+        let mut comps = self.parent().to_vec();
+        comps.push(name.to_string());
+        RelPath { comps }
+    }
+
+    /// `a/b/c` (empty for the root): the key used in fixup and written-path sets.
+    pub(crate) fn key(&self) -> String {
+        self.comps.join("/")
+    }
+}
+
+/// `a/b` + `c` → `a/b/c`, with the root's key being empty.
+pub(crate) fn join_key(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The guest path for a key: `a/b` → `/a/b`, root → `/`.
+pub(crate) fn guest_path(key: &str) -> String {
+    format!("/{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_and_refuses() {
+        let p = RelPath::parse(b"./usr//bin/ls").unwrap();
+        assert_eq!(p.key(), "usr/bin/ls");
+        assert_eq!(p.parent(), ["usr".to_string(), "bin".to_string()]);
+        assert_eq!(RelPath::parse(b"./").unwrap().key(), "");
+        assert_eq!(RelPath::parse(b"usr/").unwrap().key(), "usr");
+        assert_eq!(RelPath::parse(b"../x"), Err(NameProblem::DotDot));
+        assert_eq!(RelPath::parse(b"a/../../x"), Err(NameProblem::DotDot));
+        assert_eq!(RelPath::parse(b"a/.."), Err(NameProblem::DotDot));
+        assert_eq!(RelPath::parse(b"/etc/x"), Err(NameProblem::Absolute));
+        for bad in [
+            &b"a b"[..],
+            b"a\nb",
+            b"a\"b",
+            b"a'b",
+            b"a\\b",
+            b"\xff",
+            b"a\tb",
+        ] {
+            assert_eq!(
+                RelPath::parse(bad),
+                Err(NameProblem::Unencodable),
+                "{bad:?}"
+            );
+        }
+        // Non-ASCII UTF-8 is fine (Debian's CA bundle has such names).
+        assert!(RelPath::parse("certs/Főtanúsítvány.crt".as_bytes()).is_ok());
+        // `...` is an ordinary name.
+        assert_eq!(RelPath::parse(b"a/...").unwrap().key(), "a/...");
+    }
+}
