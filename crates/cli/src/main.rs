@@ -6,6 +6,7 @@
 mod daemon;
 mod ssh;
 mod ui;
+mod workspace;
 
 use anyhow::Context;
 use banger_model::{parse_size_mib, Layout, VmName};
@@ -16,6 +17,7 @@ use banger_rpc::{
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Exit status of `vm run` when banger itself (not the command) failed.
@@ -84,6 +86,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 enum VmCmd {
     /// Boot a fresh VM, run a command in it (or open a shell), then delete it.
     ///
+    /// Example: banger vm run ./myrepo -- make test   (ships the repo, runs in it)
     /// Example: banger vm run -- uname -a
     /// Exit status: the command's; 125 when banger itself failed.
     Run {
@@ -98,6 +101,9 @@ enum VmCmd {
         timings: bool,
         #[command(flatten)]
         sizes: Sizes,
+        /// A git repository to ship in first; the command then runs in its copy
+        /// (/root/<repo-name>). Without it the command runs in /root.
+        path: Option<PathBuf>,
         /// Command to run in the guest; an interactive shell when omitted.
         #[arg(last = true)]
         command: Vec<String>,
@@ -211,6 +217,23 @@ enum VmCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command in a VM's workspace (the repository shipped into it).
+    ///
+    /// Example: banger vm exec dev -- cargo test
+    /// Exit status: the command's. Warns when the host repository moved since it was shipped.
+    Exec {
+        /// VM name.
+        name: String,
+        /// Re-ship the repository first if its HEAD moved since the last prepare.
+        #[arg(long)]
+        auto_prepare: bool,
+        /// Command to run in the workspace; a shell there when omitted.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Ship a repository into a VM and bring changes back.
+    #[command(subcommand)]
+    Workspace(WorkspaceCmd),
     /// Open a shell in a VM, or run a command there.
     ///
     /// Example: banger vm ssh dev -- hostname
@@ -229,6 +252,38 @@ enum VmCmd {
         /// VM names.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkspaceCmd {
+    /// Ship a git repository (tracked + untracked-not-ignored files and .git) into a
+    /// running VM, replacing any earlier copy there.
+    ///
+    /// Example: banger vm workspace prepare dev ./myrepo
+    Prepare {
+        /// VM name.
+        name: String,
+        /// The repository (or any directory inside it).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Where it goes in the guest [default: /root/<repo-name>]; must be under /root.
+        #[arg(long)]
+        guest_path: Option<String>,
+    },
+    /// Print (or write) a binary-safe patch of everything changed in the VM's copy,
+    /// against the commit that was shipped: `git apply` reproduces the guest's tree.
+    ///
+    /// Example: banger vm workspace export dev --output fix.patch
+    Export {
+        /// VM name.
+        name: String,
+        /// Write the patch here instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Export the commits made in the guest instead, as an mbox for `git am`.
+        #[arg(long)]
+        commits: bool,
     },
 }
 
@@ -372,6 +427,12 @@ async fn staged(c: &mut Client, method: &str, name: &str, what: &str) -> anyhow:
 }
 
 fn print_vm(v: &VmInfo) {
+    if let Some(w) = &v.workspace {
+        println!(
+            "workspace: {} -> {} at {}",
+            w.host_path, w.guest_path, w.head
+        );
+    }
     println!(
         "name:    {}\nid:      {}\nstate:   {}\nip:      {}\nimage:   {}\ncpus:    {}\nmemory:  {}M\ndisk:    {}M\npid:     {}",
         v.name,
@@ -415,10 +476,10 @@ async fn ssh_info(c: &mut Client, name: &str) -> anyhow::Result<SshInfo> {
 
 /// Run ssh as a child while ignoring ctrl-c ourselves: the terminal delivers it to ssh
 /// (and through `-t` to the guest), and we must survive to clean up.
-async fn run_ssh(info: &SshInfo, argv: &[String]) -> anyhow::Result<i32> {
+async fn run_ssh(info: &SshInfo, remote: Option<String>) -> anyhow::Result<i32> {
     let tty =
-        std::io::stdin().is_terminal() && (argv.is_empty() || std::io::stdout().is_terminal());
-    let mut cmd = tokio::process::Command::from(ssh::command(info, argv, tty));
+        std::io::stdin().is_terminal() && (remote.is_none() || std::io::stdout().is_terminal());
+    let mut cmd = tokio::process::Command::from(ssh::command(info, remote.as_deref(), tty));
     let mut child = cmd
         .spawn()
         .context("running ssh (is openssh-client installed?)")?;
@@ -431,6 +492,25 @@ async fn run_ssh(info: &SshInfo, argv: &[String]) -> anyhow::Result<i32> {
     Ok(status.code().unwrap_or(130))
 }
 
+/// The part of `vm run` after the VM is up: ship the repository if one was given,
+/// then run the command (in the workspace, if any). Returns the command's status.
+async fn run_in_new_vm(
+    c: &mut Client,
+    name: &str,
+    path: Option<&std::path::Path>,
+    command: &[String],
+) -> anyhow::Result<i32> {
+    let info = ssh_info(c, name).await?;
+    let remote = match path {
+        Some(p) => {
+            let w = workspace::prepare(c, name, &info, p, None).await?;
+            Some(workspace::in_workspace(&w, command))
+        }
+        None => (!command.is_empty()).then(|| ssh::remote_line(command)),
+    };
+    run_ssh(&info, remote).await
+}
+
 async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         VmCmd::Run {
@@ -438,8 +518,13 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             keep,
             timings,
             sizes,
+            path,
             command,
         } => {
+            // Refuse a bad repository before booting anything.
+            if let Some(p) = &path {
+                banger_workspace::inspect(p)?;
+            }
             let name = match name {
                 Some(n) => n,
                 None => generated_name()?,
@@ -450,10 +535,7 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while creating VM {name}")),
             };
             let result = match created {
-                Ok(_) => match ssh_info(c, name.as_str()).await {
-                    Ok(info) => run_ssh(&info, &command).await,
-                    Err(e) => Err(e),
-                },
+                Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command).await,
                 Err(e) => Err(e),
             };
             if !keep {
@@ -627,7 +709,15 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&vms)?);
             } else {
                 let mut t = ui::table(&[
-                    "NAME", "STATE", "IP", "IMAGE", "CPUS", "MEMORY", "DISK", "PID",
+                    "NAME",
+                    "STATE",
+                    "IP",
+                    "IMAGE",
+                    "CPUS",
+                    "MEMORY",
+                    "DISK",
+                    "PID",
+                    "WORKSPACE",
                 ]);
                 for v in &vms {
                     t.add_row(vec![
@@ -639,6 +729,12 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                         format!("{}M", v.memory_mib),
                         format!("{}M", v.disk_mib),
                         v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        v.workspace
+                            .as_ref()
+                            .map(|w| {
+                                format!("{} ({})", w.guest_path, &w.head[..w.head.len().min(8)])
+                            })
+                            .unwrap_or_else(|| "-".into()),
                     ]);
                 }
                 println!("{t}");
@@ -654,9 +750,40 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        VmCmd::Exec {
+            name,
+            auto_prepare,
+            command,
+        } => {
+            let info = ssh_info(c, &name).await?;
+            let w = workspace::recorded(c, &name).await?;
+            let w = workspace::check_moved(c, &name, &info, w, auto_prepare).await?;
+            let code = run_ssh(&info, Some(workspace::in_workspace(&w, &command))).await?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+        }
+        VmCmd::Workspace(WorkspaceCmd::Prepare {
+            name,
+            path,
+            guest_path,
+        }) => {
+            let info = ssh_info(c, &name).await?;
+            workspace::prepare(c, &name, &info, &path, guest_path.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        VmCmd::Workspace(WorkspaceCmd::Export {
+            name,
+            output,
+            commits,
+        }) => {
+            let info = ssh_info(c, &name).await?;
+            let w = workspace::recorded(c, &name).await?;
+            workspace::export(&info, &w, output, commits).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         VmCmd::Ssh { name, command } => {
             let info = ssh_info(c, &name).await?;
-            let code = run_ssh(&info, &command).await?;
+            let remote = (!command.is_empty()).then(|| ssh::remote_line(&command));
+            let code = run_ssh(&info, remote).await?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
         }
         VmCmd::Delete { names } => {

@@ -152,6 +152,7 @@ fn end_to_end() {
     lifecycle_survives_stop_and_restarts(&env);
     failures_at_each_start_step_leave_nothing(&env);
     concurrent_creates_and_prune(&env);
+    workspaces_round_trip(&env);
     newer_schema_is_refused(&env);
 }
 
@@ -510,6 +511,215 @@ fn concurrent_creates_and_prune(env: &Env) {
     left.sort_unstable();
     assert_eq!(left, ["c2", "c3"]);
     assert!(env.banger(&["vm", "delete", "c2", "c3"]).status.success());
+    env.assert_nothing_left();
+}
+
+fn git(dir: &Path, script: &str) {
+    run_ok(Command::new("sh").arg("-c").arg(script).current_dir(dir));
+}
+
+/// Every file under `root` except `.git`: bytes (or link target) and the exec bit.
+fn tree(root: &Path) -> std::collections::BTreeMap<PathBuf, (Vec<u8>, bool)> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut std::collections::BTreeMap<PathBuf, (Vec<u8>, bool)>,
+    ) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.file_name().unwrap() == ".git" {
+                continue;
+            }
+            let md = p.symlink_metadata().unwrap();
+            if md.is_dir() {
+                walk(root, &p, out);
+                continue;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            let content = if md.file_type().is_symlink() {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .to_string_lossy()
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                (content, md.permissions().mode() & 0o111 != 0),
+            );
+        }
+    }
+    let mut out = Default::default();
+    walk(root, root, &mut out);
+    out
+}
+
+fn workspaces_round_trip(env: &Env) {
+    let src = env.home.path().join("src");
+    let repo = src.join("proj");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, "git init -q -b main . && git config user.email dev@example.com && git config user.name Dev");
+    std::fs::write(repo.join("README"), "hello\n").unwrap();
+    std::fs::write(
+        repo.join("bin.dat"),
+        (0..200_000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    std::fs::write(repo.join("old.txt"), "to be renamed\n".repeat(20)).unwrap();
+    std::fs::write(repo.join(".gitignore"), "*.log\n").unwrap();
+    git(&repo, "git add -A && git commit -q -m base");
+    // Uncommitted host state ships as it is: a staged rename, an untracked file; not ignored files.
+    git(
+        &repo,
+        "git mv old.txt renamed.txt && echo new > new.txt && echo noise > build.log",
+    );
+    let repo_s = repo.to_str().unwrap();
+
+    // A plain directory is refused before anything boots.
+    let plain = env.home.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let refused = env.banger(&["vm", "run", plain.to_str().unwrap(), "--", "true"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        stderr(&refused).contains("not a git repository"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(stdout(&env.banger(&["vm", "list", "--json"])).trim(), "[]");
+
+    let run = env.banger(&[
+        "vm",
+        "run",
+        "--keep",
+        "--name",
+        "wsvm",
+        repo_s,
+        "--",
+        "sh",
+        "-c",
+        "pwd; git status --porcelain; ls build.log 2>&1 || true",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = stdout(&run);
+    assert!(out.starts_with("/root/proj\n"), "{out}");
+    assert!(out.contains("R  old.txt -> renamed.txt"), "{out}");
+    assert!(out.contains("?? new.txt"), "{out}");
+    assert!(out.contains("No such file"), "ignored file shipped: {out}");
+    let v = env.show("wsvm");
+    assert_eq!(v["workspace"]["guest_path"], "/root/proj");
+    assert!(stdout(&env.banger(&["vm", "list"])).contains("/root/proj"));
+
+    // Edit, add, delete, rename, chmod, binary change in the guest; export; apply on a
+    // fresh clone of the shipped commit; the trees are identical byte for byte.
+    let edit = env.banger(&[
+        "vm", "exec", "wsvm", "--",
+        "echo changed >> README && rm new.txt && git mv renamed.txt moved.txt && printf '\\001\\002' >> bin.dat \
+         && mkdir -p d && echo added > d/a.sh && chmod +x d/a.sh && echo x > again.log",
+    ]);
+    assert!(edit.status.success(), "{}", stderr(&edit));
+    let patch = env.home.path().join("ws.patch");
+    let export = env.banger(&[
+        "vm",
+        "workspace",
+        "export",
+        "wsvm",
+        "--output",
+        patch.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    let guest_tar = env.banger(&[
+        "vm",
+        "ssh",
+        "wsvm",
+        "--",
+        "tar -C /root/proj --exclude=./.git --exclude=./again.log -cf - .",
+    ]);
+    assert!(guest_tar.status.success());
+    let guest_copy = env.home.path().join("guest-copy");
+    std::fs::create_dir_all(&guest_copy).unwrap();
+    std::fs::write(env.home.path().join("guest.tar"), &guest_tar.stdout).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(env.home.path().join("guest.tar"))
+            .arg("-C")
+            .arg(&guest_copy),
+    );
+    let head = v["workspace"]["head"].as_str().unwrap().to_string();
+    git(&src, &format!("git clone -q proj check && cd check && git checkout -q {head} && git apply --binary {}", patch.display()));
+    let check = src.join("check");
+    assert_eq!(
+        tree(&check),
+        tree(&guest_copy),
+        "applied export differs from the guest's tree"
+    );
+
+    // Exit codes propagate from the workspace.
+    for code in [0, 1, 42] {
+        let o = env.banger(&[
+            "vm",
+            "exec",
+            "wsvm",
+            "--",
+            "sh",
+            "-c",
+            &format!("test -f moved.txt && exit {code}"),
+        ]);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+    }
+    // The host repo moves: a warning; --auto-prepare re-ships; then no warning.
+    git(&repo, "git add -A && git commit -q -m 'host moves on' && echo later > later.txt && git add later.txt && git commit -q -m later");
+    let warned = env.banger(&["vm", "exec", "wsvm", "--", "true"]);
+    assert!(warned.status.success());
+    assert!(
+        stderr(&warned).contains("moved from"),
+        "{}",
+        stderr(&warned)
+    );
+    let auto = env.banger(&[
+        "vm",
+        "exec",
+        "wsvm",
+        "--auto-prepare",
+        "--",
+        "test",
+        "-f",
+        "later.txt",
+    ]);
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(stderr(&auto).contains("shipped"), "{}", stderr(&auto));
+    let quiet = env.banger(&["vm", "exec", "wsvm", "--", "true"]);
+    assert!(!stderr(&quiet).contains("moved from"), "{}", stderr(&quiet));
+
+    // The workspace survives stop/start (disk and record).
+    assert!(env.banger(&["vm", "stop", "wsvm"]).status.success());
+    assert!(env.banger(&["vm", "start", "wsvm"]).status.success());
+    let after = env.banger(&["vm", "exec", "wsvm", "--", "test", "-f", "later.txt"]);
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert_eq!(env.show("wsvm")["workspace"]["guest_path"], "/root/proj");
+
+    // A guest path outside /root is refused.
+    let bad = env.banger(&[
+        "vm",
+        "workspace",
+        "prepare",
+        "wsvm",
+        repo_s,
+        "--guest-path",
+        "/tmp/x",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("must be inside /root"),
+        "{}",
+        stderr(&bad)
+    );
+
+    assert!(env.banger(&["vm", "delete", "wsvm"]).status.success());
     env.assert_nothing_left();
 }
 

@@ -4,7 +4,7 @@ use crate::app::App;
 use crate::{images, vms};
 use banger_rpc::{
     methods as m, CallCtx, ImageBuildParams, ImageInfo, NoParams, PingResult, Router, RouterError,
-    VmCreateParams, VmLogsParams, VmNameParams, VmSetParams,
+    VmCreateParams, VmLogsParams, VmNameParams, VmSetParams, WorkspaceParams,
 };
 use std::sync::Arc;
 
@@ -62,6 +62,14 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         let a = a.clone();
         async move { vms::stats(&a, &p.name).await }
     })?;
+    let a = app.clone();
+    r.add(
+        m::VM_WORKSPACE_RECORD,
+        move |_c: CallCtx, p: WorkspaceParams| {
+            let a = a.clone();
+            async move { vms::record_workspace(&a, p).await }
+        },
+    )?;
     let a = app.clone();
     r.add(m::OPERATIONS_LIST, move |_c: CallCtx, _p: NoParams| {
         let a = a.clone();

@@ -10,7 +10,7 @@ use banger_image::files as img_files;
 use banger_model::{GuestNet, ImageRecord, VmName, VmRecord, VmState};
 use banger_rpc::{
     ProgressSink, PruneResult, RpcError, SshInfo, StageTiming, VmCreateParams, VmInfo,
-    VmLogsParams, VmLogsResult, VmSetParams, VmStats,
+    VmLogsParams, VmLogsResult, VmSetParams, VmStats, WorkspaceParams,
 };
 use banger_store::ReserveVm;
 use banger_vmm::qemu::files as vmm_files;
@@ -490,6 +490,7 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
         .map(|i| i.name)
         .unwrap_or_else(|_| rec.image_id.clone());
     let mut info = VmInfo::from_record(rec, &image);
+    info.workspace = app.db(|s| s.get_workspace(&rec.id)).ok().flatten();
     if let Some(h) = handles::read(&app.layout.vm_dir(&rec.id)) {
         if banger_vmm::process::alive_with_tag(
             h.vmm.pid,
@@ -515,6 +516,33 @@ pub fn show(app: &App, name: &str) -> Result<VmInfo, RpcError> {
     Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
 }
 
+/// `vm.workspace_record`: remember the repository the CLI shipped into a VM.
+pub async fn record_workspace(app: &App, p: WorkspaceParams) -> Result<VmInfo, RpcError> {
+    let ws = &p.workspace;
+    banger_workspace_check(&ws.guest_path)?;
+    if ws.head.len() < 7 || !ws.head.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RpcError::bad_request(format!(
+            "{:?} is not a git commit id",
+            ws.head
+        )));
+    }
+    let lock = app.vm_lock(&p.name);
+    let _guard = lock.lock().await;
+    let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
+    app.db(|s| s.set_workspace(&rec.id, ws))?;
+    show(app, &p.name)
+}
+
+fn banger_workspace_check(guest_path: &str) -> Result<(), RpcError> {
+    let ok = guest_path.starts_with("/root/") && !guest_path.split('/').any(|c| c == "..");
+    if !ok {
+        return Err(RpcError::bad_request(format!(
+            "workspace path {guest_path:?} must be inside /root (the VM's work disk)"
+        )));
+    }
+    Ok(())
+}
+
 /// `vm.ssh_info`: only for running VMs.
 pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo, RpcError> {
     let rec = app.db(|s| s.get_vm_by_name(name))?;
@@ -530,6 +558,7 @@ pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo, RpcError> {
         user: "root".into(),
         key_path: app.layout.ssh_key(),
         known_hosts_path: app.layout.vm_dir(&rec.id).join(files::KNOWN_HOSTS),
+        control_path: Some(app.layout.vm_runtime(&rec.id).join("ssh.ctl")),
     })
 }
 

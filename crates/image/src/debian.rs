@@ -28,6 +28,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "curl",
     "procps",
     "less",
+    // `banger vm run ./repo -- make test` is the main job: a compiler and make.
+    "build-essential",
 ];
 
 /// What to build.

@@ -12,7 +12,7 @@ pub mod size;
 pub use layout::Layout;
 pub use name::{NameError, VmName};
 pub use net::{GuestNet, NetError, Subnet};
-pub use record::{ImageRecord, VmRecord, VmState};
+pub use record::{ImageRecord, VmRecord, VmState, WorkspaceRecord};
 pub use size::{parse_size_mib, SizeError};
 
 /// The image `vm run` and `vm create` use when none is named.

@@ -84,6 +84,19 @@ pub struct ImageRecord {
     pub created_at: i64,
 }
 
+/// A host repository shipped into a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceRecord {
+    /// Repository root on the host.
+    pub host_path: String,
+    /// Where it lives in the guest (under /root).
+    pub guest_path: String,
+    /// The commit (HEAD) it was shipped at: exports diff against it.
+    pub head: String,
+    /// Unix seconds of the last prepare.
+    pub prepared_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! sides share these structs so a field rename breaks the build, not a user.
 //! `METHODS` is the pinned list: a daemon test compares it with the router.
 
-use banger_model::{ImageRecord, VmName, VmRecord};
+use banger_model::{ImageRecord, VmName, VmRecord, WorkspaceRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -37,6 +37,8 @@ pub const VM_SET: &str = "vm.set";
 pub const VM_LOGS: &str = "vm.logs";
 /// `vm.stats` [`VmNameParams`] -> [`VmStats`].
 pub const VM_STATS: &str = "vm.stats";
+/// `vm.workspace_record` [`WorkspaceParams`] -> [`VmInfo`]: remember what the CLI shipped.
+pub const VM_WORKSPACE_RECORD: &str = "vm.workspace_record";
 /// `operations.list` (no params) -> `Vec<OperationInfo>`: calls in flight.
 pub const OPERATIONS_LIST: &str = "operations.list";
 /// `image.build` [`ImageBuildParams`] -> [`ImageInfo`].
@@ -63,6 +65,7 @@ pub const METHODS: &[&str] = &[
     VM_START,
     VM_STATS,
     VM_STOP,
+    VM_WORKSPACE_RECORD,
 ];
 
 /// Params of methods that take none. Accepts `null`, a missing `params` or `{}`.
@@ -100,6 +103,15 @@ pub struct VmCreateParams {
     /// Reserve the VM (name, IP) but do not boot it.
     #[serde(default)]
     pub no_start: bool,
+}
+
+/// Params of `vm.workspace_record`: the repository the CLI just shipped into a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceParams {
+    /// The VM's name.
+    pub name: String,
+    /// The workspace as shipped.
+    pub workspace: WorkspaceRecord,
 }
 
 /// Params of `vm.set`: each present field changes; the disk can only grow.
@@ -230,6 +242,9 @@ pub struct VmInfo {
     /// Stage durations of the call that produced this (empty otherwise).
     #[serde(default)]
     pub timings: Vec<StageTiming>,
+    /// The host repository shipped into the VM, if any.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceRecord>,
 }
 
 impl VmInfo {
@@ -249,6 +264,7 @@ impl VmInfo {
             error: rec.error.clone(),
             pid: None,
             timings: Vec::new(),
+            workspace: None,
         }
     }
 }
@@ -266,6 +282,11 @@ pub struct SshInfo {
     pub key_path: PathBuf,
     /// known_hosts file pinning this VM's host key.
     pub known_hosts_path: PathBuf,
+    /// OpenSSH ControlPath for connection reuse: one master per VM, in the VM's
+    /// runtime directory, so it disappears with the VM (a later VM that gets the same
+    /// address can never be reached through a stale master).
+    #[serde(default)]
+    pub control_path: Option<PathBuf>,
 }
 
 /// Params of `image.build`.
@@ -350,7 +371,8 @@ mod tests {
                 "vm.ssh_info",
                 "vm.start",
                 "vm.stats",
-                "vm.stop"
+                "vm.stop",
+                "vm.workspace_record"
             ]
         );
     }

@@ -69,6 +69,7 @@ fn router(finished: Arc<AtomicBool>) -> Router {
                 error: None,
                 pid: Some(42),
                 timings: vec![],
+                workspace: None,
             })
         },
     )

@@ -19,6 +19,7 @@ mod rows;
 mod schema;
 mod store;
 mod vms;
+mod workspaces;
 
 pub use error::StoreError;
 pub use id::new_id;

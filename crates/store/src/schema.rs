@@ -9,7 +9,10 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{Migrations, M};
 use std::path::Path;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/001_initial.sql")),
+    M::up(include_str!("migrations/002_workspaces.sql")),
+];
 
 /// The schema version this binary creates and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -222,12 +222,35 @@ fn vm_crud() {
     let got = store.get_vm(&dev.id).unwrap();
     assert_eq!((got.state, got.error), (VmState::Running, None));
 
+    assert_eq!(store.get_workspace(&dev.id).unwrap(), None);
+    let ws = banger_model::WorkspaceRecord {
+        host_path: "/home/me/repo".into(),
+        guest_path: "/root/repo".into(),
+        head: "0123abcd".into(),
+        prepared_at: 0,
+    };
+    store.set_workspace(&dev.id, &ws).unwrap();
+    let mut moved = ws.clone();
+    moved.head = "feedbeef".into();
+    store.set_workspace(&dev.id, &moved).unwrap();
+    let got = store.get_workspace(&dev.id).unwrap().unwrap();
+    assert_eq!(
+        (got.head.as_str(), got.guest_path.as_str()),
+        ("feedbeef", "/root/repo")
+    );
+    assert!(got.prepared_at > 0);
+
     store.set_vm_resources(&dev.id, 4, 4096, 20480).unwrap();
     let got = store.get_vm(&dev.id).unwrap();
     assert_eq!((got.cpus, got.memory_mib, got.disk_mib), (4, 4096, 20480));
 
     // Deleting frees the IP: the next VM gets the lowest free address again.
     store.delete_vm(&dev.id).unwrap();
+    assert_eq!(
+        store.get_workspace(&dev.id).unwrap(),
+        None,
+        "workspace row cascades"
+    );
     let err = store.get_vm_by_name("dev").unwrap_err();
     assert_eq!(err.to_string(), "no VM named dev (see banger vm list)");
     assert!(err.is_not_found());

@@ -1,0 +1,165 @@
+//! Workspaces from the CLI's side: the repository is on the user's machine, so the
+//! CLI streams it into the guest over ssh (tar, no temporary copy) and tells the
+//! daemon what it shipped; exports run git in the guest and stream the patch back.
+
+use crate::ssh;
+use anyhow::{bail, Context};
+use banger_model::WorkspaceRecord;
+use banger_rpc::{methods as m, Client, SshInfo, VmInfo, VmNameParams, WorkspaceParams};
+use banger_workspace as ws;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+/// Ship the repository at `path` into running VM `vm` and record it.
+pub async fn prepare(
+    c: &mut Client,
+    vm: &str,
+    info: &SshInfo,
+    path: &Path,
+    guest: Option<&str>,
+) -> anyhow::Result<WorkspaceRecord> {
+    let repo = ws::inspect(path)?;
+    let guest_path = ws::guest_path(&repo.name, guest)?;
+    let identity = ws::git_identity(&repo.root);
+    let script = ws::prepare_script(&guest_path, identity.as_ref());
+    let started = Instant::now();
+    let mut cmd = ssh::command(info, Some(&script), false);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    let repo2 = repo.clone();
+    let stats = tokio::task::spawn_blocking(move || -> anyhow::Result<ws::ShipStats> {
+        let mut child = cmd
+            .spawn()
+            .context("running ssh (is openssh-client installed?)")?;
+        let stdin = child.stdin.take().context("ssh has no stdin")?;
+        let written = ws::write_tar(&repo2, std::io::BufWriter::with_capacity(1 << 20, stdin));
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("unpacking the workspace in the guest failed (ssh exit {status})");
+        }
+        Ok(written?)
+    })
+    .await??;
+    anstream::eprintln!(
+        "shipped {} to {vm}:{guest_path} ({} entries, {:.1} MiB) in {:.1} s",
+        repo.root.display(),
+        stats.entries,
+        stats.bytes as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_secs_f64()
+    );
+    let record = WorkspaceRecord {
+        host_path: repo.root.display().to_string(),
+        guest_path,
+        head: repo.head.clone(),
+        prepared_at: 0,
+    };
+    let _: VmInfo = c
+        .call(
+            m::VM_WORKSPACE_RECORD,
+            &WorkspaceParams {
+                name: vm.to_string(),
+                workspace: record.clone(),
+            },
+            |_| {},
+        )
+        .await?;
+    Ok(record)
+}
+
+/// The workspace recorded for `vm`, or a clear error.
+pub async fn recorded(c: &mut Client, vm: &str) -> anyhow::Result<WorkspaceRecord> {
+    let v: VmInfo = c
+        .call(
+            m::VM_SHOW,
+            &VmNameParams {
+                name: vm.to_string(),
+            },
+            |_| {},
+        )
+        .await?;
+    v.workspace.with_context(|| {
+        format!("VM {vm} has no workspace; ship one with: banger vm workspace prepare {vm} PATH")
+    })
+}
+
+/// Stream the guest's changes (or its new commits) to `output` or stdout.
+pub async fn export(
+    info: &SshInfo,
+    w: &WorkspaceRecord,
+    output: Option<PathBuf>,
+    commits: bool,
+) -> anyhow::Result<()> {
+    let script = if commits {
+        ws::commits_script(&w.guest_path, &w.head)
+    } else {
+        ws::export_script(&w.guest_path, &w.head)
+    };
+    let mut cmd = ssh::command(info, Some(&script), false);
+    cmd.stdin(Stdio::null());
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    if !out.status.success() {
+        bail!(
+            "exporting the workspace failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    match output {
+        Some(p) => {
+            std::fs::write(&p, &out.stdout).with_context(|| format!("writing {}", p.display()))?;
+            anstream::eprintln!(
+                "wrote {} ({} bytes) in {:.1} s; apply with: git apply {} (on commit {})",
+                p.display(),
+                out.stdout.len(),
+                started.elapsed().as_secs_f64(),
+                p.display(),
+                &w.head[..w.head.len().min(12)]
+            );
+        }
+        None => std::io::stdout().write_all(&out.stdout)?,
+    }
+    Ok(())
+}
+
+/// Warn (or re-ship, with `auto_prepare`) when the host repository's HEAD moved
+/// since the workspace was shipped. Returns the workspace to use.
+pub async fn check_moved(
+    c: &mut Client,
+    vm: &str,
+    info: &SshInfo,
+    w: WorkspaceRecord,
+    auto_prepare: bool,
+) -> anyhow::Result<WorkspaceRecord> {
+    let host = Path::new(&w.host_path);
+    let now = match ws::inspect(host) {
+        Ok(r) => r.head,
+        Err(_) => return Ok(w), // host repo gone or moved away: nothing to compare
+    };
+    if now == w.head {
+        return Ok(w);
+    }
+    if auto_prepare {
+        let guest = w.guest_path.clone();
+        return prepare(c, vm, info, host, Some(&guest)).await;
+    }
+    anstream::eprintln!(
+        "warning: {} moved from {} to {} since it was shipped to {vm}; \
+         re-ship with banger vm workspace prepare {vm} {} (or pass --auto-prepare)",
+        w.host_path,
+        &w.head[..w.head.len().min(12)],
+        &now[..now.len().min(12)],
+        w.host_path
+    );
+    Ok(w)
+}
+
+/// The shell line that runs `argv` inside the workspace (a login shell there when empty).
+pub fn in_workspace(w: &WorkspaceRecord, argv: &[String]) -> String {
+    let cd = format!("cd {}", ws::shell_quote(&w.guest_path));
+    if argv.is_empty() {
+        format!("{cd} && exec \"${{SHELL:-/bin/sh}}\" -l")
+    } else {
+        format!("{cd} && {}", ssh::remote_line(argv))
+    }
+}
