@@ -12,7 +12,9 @@ use std::time::Duration;
 pub const DEFAULT_PORT: &str = "org.banger.agent";
 
 /// Serve requests forever on `/dev/virtio-ports/<port>`.
+/// Also starts the AF_VSOCK listener (Firecracker guests have no virtio-serial).
 pub fn serve(port: &str) -> std::io::Result<()> {
+    crate::vsock::spawn();
     let path = std::path::Path::new("/dev/virtio-ports").join(port);
     loop {
         let f = match std::fs::OpenOptions::new()
@@ -55,7 +57,8 @@ pub fn serve(port: &str) -> std::io::Result<()> {
     }
 }
 
-fn handle(line: &str) -> Value {
+/// Answer one request line; shared by the serial port and [`crate::vsock`].
+pub(crate) fn handle(line: &str) -> Value {
     if line.is_empty() {
         return json!({"ok": false, "error": "empty request"});
     }

@@ -13,6 +13,7 @@ mod cmdline;
 mod init;
 mod netconf;
 mod sys;
+mod vsock;
 
 fn main() {
     if std::process::id() == 1 {

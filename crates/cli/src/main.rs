@@ -4,6 +4,7 @@
 //! renders. Everything stateful happens in the daemon.
 
 mod daemon;
+mod doctor;
 mod ssh;
 mod ui;
 mod workspace;
@@ -52,6 +53,15 @@ enum Cmd {
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
     Daemon(DaemonCmd),
+    /// Check this host (tools, /dev/kvm, privileges, guest agent, firecracker) without
+    /// the daemon; prints the fix for each problem. Exit status 1 if any check fails.
+    ///
+    /// Example: banger doctor --json
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +352,9 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
+    if let Cmd::Doctor { json } = cmd {
+        return doctor::run(layout, json);
+    }
     if let Cmd::Daemon(d) = cmd {
         return daemon_cmd(layout, d).await;
     }
@@ -351,6 +364,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Image(i) => image(&mut c, i).await,
         Cmd::Operations { json } => operations(&mut c, json).await,
         Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
+        Cmd::Doctor { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -10,12 +10,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Modules banger's init needs, by module name, for virtio-mmio disks and network,
-/// the agent's virtio-serial port and the overlay root. Built-in ones are skipped.
+/// the agent's channel (virtio-serial under QEMU, virtio-vsock under Firecracker) and
+/// the overlay root. Built-in ones are skipped.
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_blk",
     "virtio_net",
     "virtio_console",
+    "vmw_vsock_virtio_transport",
     "overlay",
     "ext4",
 ];
