@@ -10,11 +10,11 @@ mod ui;
 mod workspace;
 
 use anyhow::Context;
-use banger_model::{parse_size_mib, Layout, VmName};
+use banger_model::{parse_size_mib, Layout, VmName, VmmChoice};
 use banger_rpc::{
     methods as m, Client, ImageBuildParams, ImageInfo, NoParams, OperationInfo, PruneResult,
-    SshInfo, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams, VmSetParams,
-    VmStats,
+    SshInfo, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams, VmPorts,
+    VmSetParams, VmStats,
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -86,6 +86,10 @@ struct Sizes {
     /// Size of the work disk mounted at /root, e.g. 8G [default: 8G].
     #[arg(long, value_parser = parse_size)]
     disk: Option<u64>,
+    /// VMM backend: auto (Firecracker when installed and KVM works, else QEMU), qemu,
+    /// or firecracker [default: BANGER_VMM, else auto].
+    #[arg(long)]
+    vmm: Option<VmmChoice>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -197,6 +201,16 @@ enum VmCmd {
         /// Keep printing new output until interrupted.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// TCP ports listening in a VM (reach them from the host at the VM's address).
+    ///
+    /// Example: banger vm ports dev
+    Ports {
+        /// VM name.
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// CPU, memory and disk use of a VM (measured on the host).
     ///
@@ -401,6 +415,7 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
         memory_mib: s.memory,
         disk_mib: s.disk,
         no_start: false,
+        vmm: s.vmm,
     }
 }
 
@@ -441,6 +456,14 @@ async fn staged(c: &mut Client, method: &str, name: &str, what: &str) -> anyhow:
 }
 
 fn print_vm(v: &VmInfo) {
+    println!(
+        "vmm:     {}{}",
+        v.vmm.as_str(),
+        v.backend
+            .as_ref()
+            .map(|b| format!(" (running on {b})"))
+            .unwrap_or_default()
+    );
     if let Some(w) = &v.workspace {
         println!(
             "workspace: {} -> {} at {}",
@@ -691,6 +714,19 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                     _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
                 }
             }
+        }
+        VmCmd::Ports { name, json } => {
+            let p: VmPorts = c.call(m::VM_PORTS, &VmNameParams { name }, |_| {}).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                let mut t = ui::table(&["PORT", "REACH IT AT"]);
+                for port in &p.ports {
+                    t.add_row(vec![port.to_string(), format!("{}:{port}", p.ip)]);
+                }
+                println!("{t}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         VmCmd::Stats { name, json } => {
             let s: VmStats = c.call(m::VM_STATS, &VmNameParams { name }, |_| {}).await?;

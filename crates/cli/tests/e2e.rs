@@ -294,6 +294,14 @@ fn run_keep_ssh_delete(env: &Env) {
         stderr(&bad_name)
     );
     assert!(env.banger(&["vm", "delete", "nope"]).status.code() == Some(1));
+    // No Firecracker on this machine: an explicit --vmm firecracker is refused up front.
+    let fc = env.banger(&["vm", "create", "fc", "--vmm", "firecracker"]);
+    assert_eq!(fc.status.code(), Some(1));
+    assert!(
+        stderr(&fc).contains("--vmm firecracker cannot be used here"),
+        "{}",
+        stderr(&fc)
+    );
     let list = env.banger(&["vm", "list", "--json"]);
     let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(vms.as_array().unwrap().len(), 1);
@@ -342,6 +350,32 @@ impl Env {
 fn lifecycle_survives_stop_and_restarts(env: &Env) {
     let created = env.banger(&["vm", "create", "keeper", "--timings"]);
     assert!(created.status.success(), "{}", stderr(&created));
+    // The guest agent reports listening ports (sshd, and a listener we start).
+    env.ssh(
+        "keeper",
+        "nohup perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>8080,Listen=>5,ReuseAddr=>1) or die; sleep 600' >/dev/null 2>&1 &",
+    );
+    let t = std::time::Instant::now();
+    loop {
+        let ports = env.banger(&["vm", "ports", "keeper", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&ports.stdout).unwrap();
+        let list: Vec<u64> = v["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.as_u64())
+            .collect();
+        if list.contains(&22) && list.contains(&8080) {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "ports never showed 22 and 8080: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(env.show("keeper")["backend"], "qemu");
+
     // Written right before stop, with no sync of our own: stop must flush it.
     env.ssh(
         "keeper",

@@ -1,7 +1,7 @@
 //! Daemon configuration. Environment variables for now (one place, documented in the
 //! README); a config file can feed the same struct later.
 
-use banger_model::Subnet;
+use banger_model::{Subnet, VmmChoice};
 use banger_vmm::Accel;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +15,9 @@ pub enum ConfigError {
     /// BANGER_ACCEL is not kvm or tcg.
     #[error("BANGER_ACCEL must be kvm or tcg, not {0:?}")]
     Accel(String),
+    /// BANGER_VMM is not auto, qemu or firecracker.
+    #[error("BANGER_VMM: {0}")]
+    Vmm(String),
     /// A numeric variable is not a number.
     #[error("{0} must be a whole number of seconds")]
     Number(&'static str),
@@ -29,6 +32,10 @@ pub struct Config {
     pub bridge: String,
     /// QEMU binary (`BANGER_QEMU`).
     pub qemu: String,
+    /// Firecracker binary (`BANGER_FIRECRACKER`, a name on PATH or a path).
+    pub firecracker: String,
+    /// Default VMM backend for new VMs (`BANGER_VMM`: auto, qemu or firecracker).
+    pub vmm: VmmChoice,
     /// Static guest agent (`BANGER_AGENT`, default: `banger-agent` beside bangerd).
     pub agent: PathBuf,
     /// Forced accelerator (`BANGER_ACCEL`); probed when unset.
@@ -79,6 +86,11 @@ impl Config {
             subnet,
             bridge: var("BANGER_BRIDGE").unwrap_or_else(|| "banger0".into()),
             qemu: var("BANGER_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into()),
+            firecracker: var("BANGER_FIRECRACKER").unwrap_or_else(|| "firecracker".into()),
+            vmm: match var("BANGER_VMM") {
+                Some(v) => v.parse().map_err(ConfigError::Vmm)?,
+                None => VmmChoice::Auto,
+            },
             agent,
             accel,
             debian_mirror: var("BANGER_DEBIAN_MIRROR"),

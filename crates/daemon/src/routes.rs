@@ -63,6 +63,11 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         async move { vms::stats(&a, &p.name).await }
     })?;
     let a = app.clone();
+    r.add(m::VM_PORTS, move |_c: CallCtx, p: VmNameParams| {
+        let a = a.clone();
+        async move { vms::ports(&a, &p.name).await }
+    })?;
+    let a = app.clone();
     r.add(
         m::VM_WORKSPACE_RECORD,
         move |_c: CallCtx, p: WorkspaceParams| {

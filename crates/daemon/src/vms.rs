@@ -5,14 +5,17 @@
 use crate::app::App;
 use crate::handles::{self, VmHandles};
 use crate::images;
+use banger_guest::agent::Channel;
 use banger_helper::PrivOp;
 use banger_image::files as img_files;
+use banger_model::VmmChoice;
 use banger_model::{GuestNet, ImageRecord, VmName, VmRecord, VmState};
 use banger_rpc::{
     ProgressSink, PruneResult, RpcError, SshInfo, StageTiming, VmCreateParams, VmInfo,
-    VmLogsParams, VmLogsResult, VmSetParams, VmStats, WorkspaceParams,
+    VmLogsParams, VmLogsResult, VmPorts, VmSetParams, VmStats, WorkspaceParams,
 };
 use banger_store::ReserveVm;
+use banger_vmm::firecracker::Firecracker;
 use banger_vmm::qemu::files as vmm_files;
 use banger_vmm::{DiskSpec, MachineSpec, NetSpec, Qemu, Vmm};
 use std::path::Path;
@@ -163,6 +166,11 @@ pub async fn create(
         )));
     }
     let image = images::resolve(app, &image_name, progress).await?;
+    let vmm = p.vmm.unwrap_or(app.config.vmm);
+    if vmm == VmmChoice::Firecracker {
+        // An explicit backend that cannot run here is refused before anything exists.
+        choose_backend(app, vmm, &app.layout.image_dir(&image.id), progress).await?;
+    }
 
     st.begin("reserve");
     let subnet = app.config.subnet;
@@ -174,6 +182,7 @@ pub async fn create(
             memory_mib,
             disk_mib,
             subnet,
+            vmm,
         })
     })?;
     if p.no_start {
@@ -267,7 +276,7 @@ async fn start(
                     let _ = app.privileged.run(PrivOp::DeleteTap { name: t }).await;
                 }
                 Undo::KillVmm(h) => {
-                    let _ = qemu_for(app, &h).kill(&h).await;
+                    let _ = vmm_for(app, &h).kill(&h).await;
                     handles::remove(&app.layout.vm_dir(&rec.id));
                 }
             }
@@ -285,13 +294,102 @@ fn inject(app: &App, stage: &str) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// A QEMU handle good enough to stop a VM launched by any earlier daemon.
-fn qemu_for(app: &App, h: &banger_vmm::Handles) -> Qemu {
-    Qemu {
-        binary: app.config.qemu.clone(),
-        accel: h.accel,
-        tsc_khz: 0,
+/// A backend good enough to stop or watch a VM launched by any earlier daemon: the
+/// one named in its handles.
+fn vmm_for(app: &App, h: &banger_vmm::Handles) -> Box<dyn Vmm> {
+    if h.backend == "firecracker" {
+        Box::new(Firecracker {
+            binary: app.config.firecracker.clone(),
+            ..Firecracker::default()
+        })
+    } else {
+        Box::new(Qemu {
+            binary: app.config.qemu.clone(),
+            accel: h.accel,
+            tsc_khz: 0,
+        })
     }
+}
+
+/// Find `bin` (a path, or a name on PATH or in the sbin directories).
+fn which(bin: &str) -> Option<std::path::PathBuf> {
+    if bin.contains('/') {
+        return Some(std::path::PathBuf::from(bin)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/bin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// Whether Firecracker can run guests here, and if not, why (for errors and `auto`).
+fn firecracker_usable(app: &App, accel: banger_vmm::Accel) -> Result<(), String> {
+    use banger_model::version::{
+        firecracker_support, parse_firecracker_version, FIRECRACKER_MIN, FIRECRACKER_TESTED,
+    };
+    let bin = which(&app.config.firecracker).ok_or_else(|| {
+        format!(
+            "{} is not installed (see banger doctor)",
+            app.config.firecracker
+        )
+    })?;
+    let out = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{} --version failed: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = parse_firecracker_version(&text)
+        .ok_or_else(|| format!("{} did not report a version", bin.display()))?;
+    if !firecracker_support(v).usable() {
+        return Err(format!(
+            "firecracker v{v} is not supported (needs v{FIRECRACKER_MIN} or newer within major {}; tested v{FIRECRACKER_TESTED})",
+            FIRECRACKER_TESTED.major
+        ));
+    }
+    if accel != banger_vmm::Accel::Kvm {
+        return Err(
+            "KVM does not boot guests on this host, and Firecracker needs KVM (see banger doctor)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The backend for a VM and the kernel file it boots: Firecracker (ELF vmlinux,
+/// extracted once beside the image's bzImage) or QEMU (the bzImage).
+async fn choose_backend(
+    app: &App,
+    choice: VmmChoice,
+    image_dir: &Path,
+    progress: &ProgressSink,
+) -> Result<(Box<dyn Vmm>, std::path::PathBuf), RpcError> {
+    let q = backend(app, image_dir, progress).await?;
+    let firecracker = match choice {
+        VmmChoice::Qemu => false,
+        VmmChoice::Auto => firecracker_usable(app, q.accel).is_ok(),
+        VmmChoice::Firecracker => {
+            firecracker_usable(app, q.accel).map_err(|why| {
+                RpcError::bad_request(format!(
+                    "--vmm firecracker cannot be used here: {why}; use --vmm qemu or --vmm auto"
+                ))
+            })?;
+            true
+        }
+    };
+    if !firecracker {
+        return Ok((Box::new(q), image_dir.join(img_files::KERNEL)));
+    }
+    let bz = image_dir.join(img_files::KERNEL);
+    let vmlinux = tokio::task::spawn_blocking(move || banger_image::vmlinux::vmlinux_path(&bz))
+        .await
+        .map_err(op_failed)?
+        .map_err(|e| op_failed(format!("extracting the kernel for Firecracker failed: {e}")))?;
+    let fc = Firecracker {
+        binary: app.config.firecracker.clone(),
+        ..Firecracker::default()
+    };
+    Ok((Box::new(fc), vmlinux))
 }
 
 async fn start_steps(
@@ -368,7 +466,7 @@ async fn start_steps(
         // Once per daemon: decide KVM vs TCG by booting the kernel (cached per host boot).
         st.begin("accel-probe");
     }
-    let q = backend(app, &image_dir, st.progress).await?;
+    let (q, kernel) = choose_backend(app, rec.vmm, &image_dir, st.progress).await?;
     st.begin("boot");
     std::fs::create_dir_all(&rt_dir)
         .map_err(|e| op_failed(format!("create {}: {e}", rt_dir.display())))?;
@@ -382,7 +480,7 @@ async fn start_steps(
         id: rec.id.clone(),
         cpus: rec.cpus,
         memory_mib: rec.memory_mib,
-        kernel: image_dir.join(img_files::KERNEL),
+        kernel,
         initrd: Some(image_dir.join(img_files::INITRD)),
         cmdline: format!(
             "banger.ip={}/{} banger.gw={} banger.hostname={}",
@@ -426,18 +524,21 @@ async fn start_steps(
     let deadline = Instant::now() + app.config.boot_timeout;
     st.begin("agent");
     wait_guest(
-        &q,
+        q.as_ref(),
         &h,
         &rec.id,
         deadline,
-        banger_guest::agent::wait_ready(&h.agent_socket, app.config.boot_timeout),
+        banger_guest::agent::wait_ready_on(
+            Channel::for_backend(&h.backend, &h.agent_socket),
+            app.config.boot_timeout,
+        ),
     )
     .await
     .map_err(|e| op_failed(format!("the guest agent never answered: {e}")))?;
     inject(app, "agent")?;
     st.begin("ssh");
     wait_guest(
-        &q,
+        q.as_ref(),
         &h,
         &rec.id,
         deadline,
@@ -451,7 +552,7 @@ async fn start_steps(
 
 /// Wait for `fut`, failing early (with the console's last lines) if the VMM dies.
 async fn wait_guest<T, E: std::fmt::Display>(
-    q: &Qemu,
+    q: &dyn Vmm,
     h: &banger_vmm::Handles,
     id: &str,
     deadline: Instant,
@@ -497,6 +598,7 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
             &h.vmm.control_socket.display().to_string(),
         ) {
             info.pid = Some(h.vmm.pid);
+            info.backend = Some(h.vmm.backend.clone());
         }
     }
     info
@@ -514,6 +616,43 @@ pub fn list(app: &App) -> Result<Vec<VmInfo>, RpcError> {
 /// `vm.show`.
 pub fn show(app: &App, name: &str) -> Result<VmInfo, RpcError> {
     Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
+}
+
+/// `vm.ports`: TCP ports listening in the guest, as its agent sees them.
+pub async fn ports(app: &App, name: &str) -> Result<VmPorts, RpcError> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    let h = handles::read(&app.layout.vm_dir(&rec.id))
+        .filter(|_| rec.state == VmState::Running)
+        .ok_or_else(|| {
+            RpcError::bad_request(format!(
+                "VM {name} is {}, not running (start it with banger vm start {name})",
+                rec.state.as_str()
+            ))
+        })?;
+    let v = banger_guest::agent::request_on(
+        Channel::for_backend(&h.vmm.backend, &h.vmm.agent_socket),
+        "ports",
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| {
+        op_failed(format!(
+            "asking the guest agent of {name} for its ports failed: {e}"
+        ))
+    })?;
+    let ports = v["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(VmPorts {
+        name: rec.name.to_string(),
+        ip: rec.ip,
+        ports,
+    })
 }
 
 /// `vm.workspace_record`: remember the repository the CLI shipped into a VM.
@@ -567,7 +706,7 @@ pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo, RpcError> {
 async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<(), RpcError> {
     let vm_dir = app.layout.vm_dir(&rec.id);
     if let Some(h) = handles::read(&vm_dir) {
-        qemu_for(app, &h.vmm)
+        vmm_for(app, &h.vmm)
             .kill(&h.vmm)
             .await
             .map_err(|e| op_failed(format!("stopping VM {} failed: {e}", rec.name)))?;
@@ -631,11 +770,11 @@ pub async fn stop(
 async fn stop_locked(app: &App, name: &str, st: &mut Stages<'_>) -> Result<(), RpcError> {
     let rec = app.db(|s| s.get_vm_by_name(name))?;
     if let Some(h) = handles::read(&app.layout.vm_dir(&rec.id)) {
-        let q = qemu_for(app, &h.vmm);
+        let q = vmm_for(app, &h.vmm);
         if q.is_alive(&h.vmm, &rec.id) {
             st.begin("sync");
-            let asked = banger_guest::agent::request(
-                &h.vmm.agent_socket,
+            let asked = banger_guest::agent::request_on(
+                Channel::for_backend(&h.vmm.backend, &h.vmm.agent_socket),
                 "shutdown",
                 Duration::from_secs(5),
             )
@@ -847,7 +986,7 @@ async fn settle(app: &App, rec: &VmRecord) -> bool {
         return false;
     }
     let alive = handles::read(&app.layout.vm_dir(&rec.id))
-        .map(|h| qemu_for(app, &h.vmm).is_alive(&h.vmm, &rec.id))
+        .map(|h| vmm_for(app, &h.vmm).is_alive(&h.vmm, &rec.id))
         .unwrap_or(false);
     if alive && rec.state == VmState::Running {
         return false;

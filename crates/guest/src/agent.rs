@@ -21,10 +21,44 @@ pub enum AgentError {
     Reply(String),
 }
 
-/// Send `{"op": op}` and return the reply object.
+/// How to reach a guest's agent: the VMM's virtio-serial socket (QEMU), or the host
+/// side of a Firecracker vsock, which needs its `CONNECT <port>` handshake first.
+#[derive(Debug, Clone, Copy)]
+pub enum Channel<'a> {
+    /// A unix socket connected straight to the guest's virtio-serial port.
+    Serial(&'a Path),
+    /// Firecracker's vsock unix socket; the agent listens on [`crate::vsock::AGENT_PORT`].
+    Vsock(&'a Path),
+}
+
+impl<'a> Channel<'a> {
+    /// The channel for a VM whose VMM backend is `backend` and agent socket `socket`.
+    pub fn for_backend(backend: &str, socket: &'a Path) -> Self {
+        if backend == "firecracker" {
+            Channel::Vsock(socket)
+        } else {
+            Channel::Serial(socket)
+        }
+    }
+}
+
+/// Send `{"op": op}` over the virtio-serial socket and return the reply object.
 pub async fn request(socket: &Path, op: &str, timeout: Duration) -> Result<Value, AgentError> {
+    request_on(Channel::Serial(socket), op, timeout).await
+}
+
+/// Send `{"op": op}` over `ch` and return the reply object.
+pub async fn request_on(ch: Channel<'_>, op: &str, timeout: Duration) -> Result<Value, AgentError> {
     let fut = async {
-        let s = UnixStream::connect(socket).await?;
+        let s = match ch {
+            Channel::Serial(p) => UnixStream::connect(p).await?,
+            Channel::Vsock(p) => {
+                crate::vsock::connect(p, crate::vsock::AGENT_PORT, timeout)
+                    .await
+                    .map_err(|e| AgentError::Io(std::io::Error::other(e.to_string())))?
+                    .stream
+            }
+        };
         let (r, mut w) = s.into_split();
         let mut line = serde_json::json!({ "op": op }).to_string();
         line.push('\n');
@@ -45,15 +79,20 @@ pub async fn request(socket: &Path, op: &str, timeout: Duration) -> Result<Value
         .map_err(|_| AgentError::Timeout(timeout))?
 }
 
-/// Ping until the agent answers or `deadline` passes; returns the ping reply.
+/// Ping over the virtio-serial socket until the agent answers or `deadline` passes.
 pub async fn wait_ready(socket: &Path, deadline: Duration) -> Result<Value, AgentError> {
+    wait_ready_on(Channel::Serial(socket), deadline).await
+}
+
+/// Ping over `ch` until the agent answers or `deadline` passes; returns the ping reply.
+pub async fn wait_ready_on(ch: Channel<'_>, deadline: Duration) -> Result<Value, AgentError> {
     let start = Instant::now();
     loop {
         let left = deadline.saturating_sub(start.elapsed());
         if left.is_zero() {
             return Err(AgentError::Timeout(deadline));
         }
-        match request(socket, "ping", left.min(Duration::from_secs(2))).await {
+        match request_on(ch, "ping", left.min(Duration::from_secs(2))).await {
             Ok(v) => return Ok(v),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -89,6 +128,34 @@ mod tests {
         ));
         let v = wait_ready(&sock, Duration::from_secs(3)).await.unwrap();
         assert_eq!(v["boot_id"], "b1");
+    }
+
+    #[tokio::test]
+    async fn speaks_through_a_firecracker_style_vsock_socket() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("vsock.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let connect = lines.next_line().await.unwrap().unwrap();
+            assert_eq!(connect, format!("CONNECT {}", crate::vsock::AGENT_PORT));
+            w.write_all(b"OK 1073741824\n").await.unwrap();
+            let req = lines.next_line().await.unwrap().unwrap();
+            assert_eq!(req, r#"{"op":"ports"}"#);
+            w.write_all(b"{\"ok\":true,\"ports\":[22]}\n")
+                .await
+                .unwrap();
+        });
+        let v = request_on(
+            Channel::for_backend("firecracker", &sock),
+            "ports",
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(v["ports"][0], 22);
     }
 
     #[tokio::test]

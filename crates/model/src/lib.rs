@@ -8,11 +8,12 @@ pub mod name;
 pub mod net;
 pub mod record;
 pub mod size;
+pub mod version;
 
 pub use layout::Layout;
 pub use name::{NameError, VmName};
 pub use net::{GuestNet, NetError, Subnet};
-pub use record::{ImageRecord, VmRecord, VmState, WorkspaceRecord};
+pub use record::{ImageRecord, VmRecord, VmState, VmmChoice, WorkspaceRecord};
 pub use size::{parse_size_mib, SizeError};
 
 /// The image `vm run` and `vm create` use when none is named.

@@ -42,6 +42,44 @@ impl VmState {
     }
 }
 
+/// Which VMM backend runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmChoice {
+    /// Firecracker when it is installed, supported and KVM works; QEMU otherwise.
+    #[default]
+    Auto,
+    /// QEMU microvm (KVM or TCG).
+    Qemu,
+    /// Firecracker (needs KVM).
+    Firecracker,
+}
+
+impl VmmChoice {
+    /// Lower-case name, as stored and typed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmmChoice::Auto => "auto",
+            VmmChoice::Qemu => "qemu",
+            VmmChoice::Firecracker => "firecracker",
+        }
+    }
+}
+
+impl std::str::FromStr for VmmChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(VmmChoice::Auto),
+            "qemu" => Ok(VmmChoice::Qemu),
+            "firecracker" => Ok(VmmChoice::Firecracker),
+            other => Err(format!(
+                "unknown VMM {other:?}: use auto, qemu or firecracker"
+            )),
+        }
+    }
+}
+
 /// A VM's durable intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -65,6 +103,9 @@ pub struct VmRecord {
     pub created_at: i64,
     /// Why the VM is in `error`, if it is.
     pub error: Option<String>,
+    /// The VMM backend asked for.
+    #[serde(default)]
+    pub vmm: VmmChoice,
 }
 
 /// A published, read-only base image.

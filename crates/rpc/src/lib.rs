@@ -22,7 +22,7 @@ pub use error::{ErrorCode, RpcError};
 pub use methods::{
     ImageBuildParams, ImageInfo, NoParams, OperationInfo, PingResult, Progress, PruneResult,
     SshInfo, StageTiming, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams,
-    VmSetParams, VmStats, WorkspaceParams, METHODS,
+    VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
 };
 pub use server::{
     bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,

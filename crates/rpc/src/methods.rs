@@ -4,7 +4,7 @@
 //! sides share these structs so a field rename breaks the build, not a user.
 //! `METHODS` is the pinned list: a daemon test compares it with the router.
 
-use banger_model::{ImageRecord, VmName, VmRecord, WorkspaceRecord};
+use banger_model::{ImageRecord, VmName, VmRecord, VmmChoice, WorkspaceRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -37,6 +37,8 @@ pub const VM_SET: &str = "vm.set";
 pub const VM_LOGS: &str = "vm.logs";
 /// `vm.stats` [`VmNameParams`] -> [`VmStats`].
 pub const VM_STATS: &str = "vm.stats";
+/// `vm.ports` [`VmNameParams`] -> [`VmPorts`]: TCP ports listening in the guest.
+pub const VM_PORTS: &str = "vm.ports";
 /// `vm.workspace_record` [`WorkspaceParams`] -> [`VmInfo`]: remember what the CLI shipped.
 pub const VM_WORKSPACE_RECORD: &str = "vm.workspace_record";
 /// `operations.list` (no params) -> `Vec<OperationInfo>`: calls in flight.
@@ -57,6 +59,7 @@ pub const METHODS: &[&str] = &[
     VM_KILL,
     VM_LIST,
     VM_LOGS,
+    VM_PORTS,
     VM_PRUNE,
     VM_RESTART,
     VM_SET,
@@ -103,6 +106,20 @@ pub struct VmCreateParams {
     /// Reserve the VM (name, IP) but do not boot it.
     #[serde(default)]
     pub no_start: bool,
+    /// VMM backend; the daemon's default (`BANGER_VMM`, else auto) when absent.
+    #[serde(default)]
+    pub vmm: Option<VmmChoice>,
+}
+
+/// Result of `vm.ports`: TCP ports listening in the guest (from the guest agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPorts {
+    /// VM name.
+    pub name: String,
+    /// Guest address (reach a port at `ip:port` from the host).
+    pub ip: Ipv4Addr,
+    /// Listening TCP ports, sorted.
+    pub ports: Vec<u16>,
 }
 
 /// Params of `vm.workspace_record`: the repository the CLI just shipped into a VM.
@@ -245,6 +262,12 @@ pub struct VmInfo {
     /// The host repository shipped into the VM, if any.
     #[serde(default)]
     pub workspace: Option<WorkspaceRecord>,
+    /// The VMM backend asked for (`auto`, `qemu`, `firecracker`).
+    #[serde(default)]
+    pub vmm: VmmChoice,
+    /// The backend actually running it, while it runs.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 impl VmInfo {
@@ -265,6 +288,8 @@ impl VmInfo {
             pid: None,
             timings: Vec::new(),
             workspace: None,
+            vmm: rec.vmm,
+            backend: None,
         }
     }
 }
@@ -364,6 +389,7 @@ mod tests {
                 "vm.kill",
                 "vm.list",
                 "vm.logs",
+                "vm.ports",
                 "vm.prune",
                 "vm.restart",
                 "vm.set",
@@ -401,6 +427,7 @@ mod tests {
             disk_mib: 8192,
             created_at: 1_700_000_000,
             error: None,
+            vmm: Default::default(),
         };
         let info = VmInfo::from_record(&rec, "debian-bookworm");
         assert_eq!(info.name, "dev");

@@ -70,6 +70,8 @@ fn router(finished: Arc<AtomicBool>) -> Router {
                 pid: Some(42),
                 timings: vec![],
                 workspace: None,
+                vmm: Default::default(),
+                backend: None,
             })
         },
     )

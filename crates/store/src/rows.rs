@@ -10,7 +10,7 @@ use rusqlite::Row;
 use std::net::Ipv4Addr;
 
 pub(crate) const VM_COLUMNS: &str =
-    "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error";
+    "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error, vmm";
 
 pub(crate) const IMAGE_COLUMNS: &str = "id, name, source, kernel_release, size_bytes, created_at";
 
@@ -26,6 +26,7 @@ pub(crate) struct VmRow {
     disk_mib: i64,
     created_at: i64,
     error: Option<String>,
+    vmm: String,
 }
 
 impl VmRow {
@@ -42,6 +43,7 @@ impl VmRow {
             disk_mib: row.get(7)?,
             created_at: row.get(8)?,
             error: row.get(9)?,
+            vmm: row.get(10)?,
         })
     }
 
@@ -60,6 +62,10 @@ impl VmRow {
             disk_mib: u64::try_from(self.disk_mib).map_err(|_| bad("disk size", &self.disk_mib))?,
             created_at: self.created_at,
             error: self.error.clone(),
+            vmm: self
+                .vmm
+                .parse()
+                .map_err(|_| bad("unknown vmm", &self.vmm))?,
             id: self.id,
         })
     }

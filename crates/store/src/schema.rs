@@ -12,6 +12,7 @@ use std::path::Path;
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_workspaces.sql")),
+    M::up(include_str!("migrations/003_vmm.sql")),
 ];
 
 /// The schema version this binary creates and understands.

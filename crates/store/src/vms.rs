@@ -4,7 +4,7 @@ use crate::error::StoreError;
 use crate::id::new_id;
 use crate::rows::{now, parse_ip, to_sql_int, VmRow, VM_COLUMNS};
 use crate::store::Store;
-use banger_model::{Subnet, VmName, VmRecord, VmState};
+use banger_model::{Subnet, VmName, VmRecord, VmState, VmmChoice};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::net::Ipv4Addr;
 
@@ -23,6 +23,8 @@ pub struct ReserveVm {
     pub disk_mib: u64,
     /// The subnet guest addresses come from.
     pub subnet: Subnet,
+    /// The VMM backend asked for.
+    pub vmm: VmmChoice,
 }
 
 impl Store {
@@ -60,10 +62,11 @@ impl Store {
             disk_mib: req.disk_mib,
             created_at: now(),
             error: None,
+            vmm: req.vmm,
         };
         tx.execute(
             &format!(
-                "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ),
             params![
                 rec.id,
@@ -76,6 +79,7 @@ impl Store {
                 to_sql_int("disk size", rec.disk_mib)?,
                 rec.created_at,
                 rec.error,
+                rec.vmm.as_str(),
             ],
         )?;
         tx.commit()?;

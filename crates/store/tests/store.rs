@@ -24,6 +24,7 @@ fn image(id: &str, name: &str) -> ImageRecord {
 
 fn reserve(name: &str, image_id: &str, subnet: Subnet) -> ReserveVm {
     ReserveVm {
+        vmm: banger_model::VmmChoice::Auto,
         name: VmName::parse(name).unwrap(),
         image_id: image_id.into(),
         cpus: 2,
