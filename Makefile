@@ -19,7 +19,7 @@ run: deps build
 ## make test: every test: unit, root integration (in private network namespaces), end-to-end.
 test: deps build-debug
 	$(CARGO) test --workspace
-	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/target/debug/banger-agent \
+	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/$(AGENT_OUT) \
 		$(CARGO) test -p banger-cli --test e2e -- --nocapture --test-threads=1
 
 deps:

@@ -12,9 +12,9 @@ mod workspace;
 use anyhow::Context;
 use banger_model::{parse_size_mib, Layout, VmName, VmmChoice};
 use banger_rpc::{
-    methods as m, Client, ImageBuildParams, ImageInfo, NoParams, OperationInfo, PruneResult,
-    SshInfo, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams, VmPorts,
-    VmSetParams, VmStats,
+    methods as m, Client, ImageBuildParams, ImageInfo, ImageNameParams, ImagePullParams, NoParams,
+    OperationInfo, PruneResult, SshInfo, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult,
+    VmNameParams, VmPorts, VmSetParams, VmStats,
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -40,7 +40,7 @@ enum Cmd {
     /// Create, run and manage VMs.
     #[command(subcommand)]
     Vm(VmCmd),
-    /// Build and list base images.
+    /// Build, pull, list and delete base images.
     #[command(subcommand)]
     Image(ImageCmd),
     /// Long operations in flight on the daemon (create, start, stop, image build).
@@ -53,8 +53,10 @@ enum Cmd {
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
     Daemon(DaemonCmd),
-    /// Check this host (tools, /dev/kvm, privileges, guest agent, firecracker) without
-    /// the daemon; prints the fix for each problem. Exit status 1 if any check fails.
+    /// Check this host: tools, /dev/kvm, privileges, guest agent, backends.
+    ///
+    /// Works without the daemon; prints the fix for each problem. Exit status 1 if any
+    /// check fails.
     ///
     /// Example: banger doctor --json
     Doctor {
@@ -326,6 +328,25 @@ enum ImageCmd {
         /// Image name [default: debian-<release>].
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Pull an OCI image from a registry and turn it into a banger image. It must have
+    /// systemd and openssh-server; it boots the default image's kernel.
+    ///
+    /// Example: banger image pull localhost:5000/team/devbox:latest
+    Pull {
+        /// OCI reference (registry/repository:tag or @digest).
+        reference: String,
+        /// Image name [default: derived from the reference, e.g. devbox-latest].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete an image (refused while a VM uses it).
+    ///
+    /// Example: banger image delete devbox-latest
+    #[command(alias = "rm")]
+    Delete {
+        /// Image name.
+        name: String,
     },
     /// List images.
     #[command(alias = "ls")]
@@ -896,6 +917,34 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 img.size_bytes >> 20,
                 img.kernel_release
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Pull { reference, name } => {
+            let mut sp = ui::Spinner::new(&format!("pulling {reference}"));
+            let r: Result<ImageInfo, _> = c
+                .call(m::IMAGE_PULL, &ImagePullParams { reference, name }, |p| {
+                    sp.update(&p)
+                })
+                .await;
+            sp.finish();
+            let img = r?;
+            println!(
+                "pulled image {} ({} MiB, kernel {})",
+                img.name,
+                img.size_bytes >> 20,
+                img.kernel_release
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Delete { name } => {
+            let _: () = c
+                .call(
+                    m::IMAGE_DELETE,
+                    &ImageNameParams { name: name.clone() },
+                    |_| {},
+                )
+                .await?;
+            println!("deleted image {name}");
             Ok(ExitCode::SUCCESS)
         }
         ImageCmd::List { json } => {

@@ -153,6 +153,7 @@ fn end_to_end() {
     failures_at_each_start_step_leave_nothing(&env);
     concurrent_creates_and_prune(&env);
     workspaces_round_trip(&env);
+    oci_pull_boots(&env);
     newer_schema_is_refused(&env);
 }
 
@@ -754,6 +755,190 @@ fn workspaces_round_trip(env: &Env) {
     );
 
     assert!(env.banger(&["vm", "delete", "wsvm"]).status.success());
+    env.assert_nothing_left();
+}
+
+/// Debian's `docker-registry` on a free loopback port, storage under `dir`.
+struct Registry(std::process::Child, String);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Result<Registry, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let config = dir.join("registry.yml");
+    std::fs::write(&config, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n", dir.join("data").display()))
+        .map_err(|e| e.to_string())?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("docker-registry is not installed ({e}); apt-get install docker-registry")
+        })?;
+    let reg = Registry(child, host);
+    let t = std::time::Instant::now();
+    while t.elapsed().as_secs() < 15 {
+        if std::net::TcpStream::connect(&reg.1).is_ok() {
+            return Ok(reg);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err("docker-registry did not listen within 15 s".into())
+}
+
+fn push_image(host: &str, repo: &str, layers: Vec<Vec<u8>>) {
+    use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+    use sha2::Digest;
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{:x}", sha2::Sha256::digest(l)))
+        .collect();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/sbin/init"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference = format!("{host}/{repo}").parse().unwrap();
+    let layers: Vec<ImageLayer> = layers
+        .into_iter()
+        .map(|l| ImageLayer::new(l, "application/vnd.oci.image.layer.v1.tar".into(), None))
+        .collect();
+    let config = Config::new(
+        serde_json::to_vec(&config).unwrap(),
+        "application/vnd.oci.image.config.v1+json".into(),
+        None,
+    );
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        client
+            .push(
+                &reference,
+                &layers,
+                config,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            )
+            .await
+            .unwrap();
+    });
+}
+
+fn tar_dir(dir: &Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn oci_pull_boots(env: &Env) {
+    let work = env.home.path().join("oci");
+    std::fs::create_dir_all(&work).unwrap();
+    let reg = match start_registry(&work) {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("skipping e2e oci_pull_boots: {why}");
+            return;
+        }
+    };
+    // Layer 1: a bootable Debian tree (the default image's own root filesystem).
+    let img_dir = std::fs::read_dir(env.state().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("rootfs.ext4").exists())
+        .unwrap();
+    let base = work.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump / {}", base.display()))
+            .arg(img_dir.join("rootfs.ext4")),
+    );
+    std::fs::create_dir_all(base.join("opt/gone")).unwrap();
+    std::fs::write(base.join("opt/gone/x"), "hidden by an opaque dir\n").unwrap();
+    // Layer 2: a whiteout, a hardlink pair, a setuid file, a file owned 1000:1000.
+    let l2 = work.join("l2");
+    for d in ["etc", "opt/data", "usr/local/bin", "home/dev"] {
+        std::fs::create_dir_all(l2.join(d)).unwrap();
+    }
+    std::fs::write(l2.join("etc/.wh.motd"), "").unwrap();
+    std::fs::write(l2.join("opt/data/a"), "linked\n").unwrap();
+    std::fs::hard_link(l2.join("opt/data/a"), l2.join("opt/data/b")).unwrap();
+    std::fs::write(l2.join("usr/local/bin/suidtool"), "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        l2.join("usr/local/bin/suidtool"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::write(l2.join("home/dev/owned.txt"), "mine\n").unwrap();
+    std::os::unix::fs::chown(l2.join("home/dev/owned.txt"), Some(1000), Some(1000)).unwrap();
+    // Layer 3: an opaque directory replaces /opt/gone's lower content.
+    let l3 = work.join("l3");
+    std::fs::create_dir_all(l3.join("opt/gone")).unwrap();
+    std::fs::write(l3.join("opt/gone/.wh..wh..opq"), "").unwrap();
+    std::fs::write(l3.join("opt/gone/y"), "new\n").unwrap();
+    push_image(
+        &reg.1,
+        "banger/devbox:1",
+        vec![tar_dir(&base), tar_dir(&l2), tar_dir(&l3)],
+    );
+    let _ = std::fs::remove_dir_all(&base);
+
+    // Pull on the host network (the registry is on the host's loopback).
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    let t = std::time::Instant::now();
+    let pulled = env.banger_host(&["image", "pull", &format!("{}/banger/devbox:1", reg.1)]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    eprintln!(
+        "image pull + flatten took {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(stdout(&pulled).contains("devbox-1"));
+    assert!(env.banger_host(&["daemon", "stop"]).status.success());
+
+    let out = env.banger(&["vm", "run", "--keep", "--name", "oci", "--image", "devbox-1", "--",
+        "stat -c '%u:%g %a %h %n' /usr/local/bin/suidtool /home/dev/owned.txt /opt/data/a; test ! -e /etc/motd && echo no-motd; ls /opt/gone"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("0:0 4755 1 /usr/local/bin/suidtool"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1000:1000 644 1 /home/dev/owned.txt"),
+        "{text}"
+    );
+    assert!(text.contains(" 2 /opt/data/a"), "hardlink lost: {text}");
+    assert!(text.contains("no-motd"), "{text}");
+    assert!(
+        text.contains("y") && !text.lines().any(|l| l == "x"),
+        "{text}"
+    );
+    // An image in use cannot be deleted; afterwards it can.
+    let busy = env.banger(&["image", "delete", "devbox-1"]);
+    assert_eq!(busy.status.code(), Some(1), "{}", stderr(&busy));
+    assert!(env.banger(&["vm", "delete", "oci"]).status.success());
+    assert!(env
+        .banger(&["image", "delete", "devbox-1"])
+        .status
+        .success());
     env.assert_nothing_left();
 }
 

@@ -3,8 +3,9 @@
 use crate::app::App;
 use crate::{images, vms};
 use banger_rpc::{
-    methods as m, CallCtx, ImageBuildParams, ImageInfo, NoParams, PingResult, Router, RouterError,
-    VmCreateParams, VmLogsParams, VmNameParams, VmSetParams, WorkspaceParams,
+    methods as m, CallCtx, ImageBuildParams, ImageInfo, ImageNameParams, ImagePullParams, NoParams,
+    PingResult, Router, RouterError, VmCreateParams, VmLogsParams, VmNameParams, VmSetParams,
+    WorkspaceParams,
 };
 use std::sync::Arc;
 
@@ -110,6 +111,21 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
                 .await
                 .map(|r| ImageInfo::from(&r))
         }
+    })?;
+    let a = app.clone();
+    r.add(m::IMAGE_PULL, move |c: CallCtx, p: ImagePullParams| {
+        let a = a.clone();
+        async move {
+            let _op = a.ops.begin(&c.op_id, "image.pull", &p.reference);
+            images::pull(&a, p.reference, p.name, &c.progress)
+                .await
+                .map(|r| ImageInfo::from(&r))
+        }
+    })?;
+    let a = app.clone();
+    r.add(m::IMAGE_DELETE, move |_c: CallCtx, p: ImageNameParams| {
+        let a = a.clone();
+        async move { images::delete(&a, &p.name).await }
     })?;
     let a = app;
     r.add(m::IMAGE_LIST, move |_c: CallCtx, _p: NoParams| {

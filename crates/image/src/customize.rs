@@ -5,7 +5,8 @@
 //! that wake apt or fstrim during a short-lived sandbox, a volatile journal, only an
 //! ed25519 host key generated on first boot (so each VM gets its own), key-only root ssh.
 
-use std::os::unix::fs::{symlink, PermissionsExt};
+use crate::oci::{TreeEditor, TreeError};
+use rustix::fs::FileType;
 use std::path::{Path, PathBuf};
 
 /// Units masked in banger images: each either duplicates what banger's init did or
@@ -68,10 +69,13 @@ WantedBy=sysinit.target
 /// Why a rootfs tree could not be customised.
 #[derive(Debug, thiserror::Error)]
 pub enum CustomizeError {
-    /// A file operation in the tree failed.
-    #[error("customising the image failed at {path}: {source}")]
-    Io {
-        /// The path involved.
+    /// Editing the tree failed (including refusing to write through a symlink).
+    #[error("customising the image failed: {0}")]
+    Tree(#[from] TreeError),
+    /// Reading the guest agent binary failed.
+    #[error("reading the guest agent {path}: {source}")]
+    Agent {
+        /// The agent path.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -79,63 +83,70 @@ pub enum CustomizeError {
     /// The tree lacks sshd, which banger needs to reach the guest.
     #[error("the image has no OpenSSH server (/usr/sbin/sshd); banger reaches guests over ssh: add openssh-server to the image")]
     NoSshd,
+    /// The tree lacks an init banger can hand over to.
+    #[error(
+        "the image has no /sbin/init; banger guests boot systemd: add systemd-sysv to the image"
+    )]
+    NoInit,
 }
 
 /// Apply banger's changes to the tree at `root`, installing `agent` as the guest agent.
+///
+/// Every edit goes through [`TreeEditor`], which never follows a symlink: an image
+/// (an OCI image above all) may ship `etc/ssh -> /etc/ssh`, and a path-following write
+/// would then land on the host.
 pub fn apply(root: &Path, agent: &Path) -> Result<(), CustomizeError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CustomizeError::Io { path, source }
-    };
-    if !root.join("usr/sbin/sshd").exists() {
+    let mut t = TreeEditor::open(root)?;
+    if t.kind("usr/sbin/sshd")? != Some(FileType::RegularFile) {
         return Err(CustomizeError::NoSshd);
     }
-    let write = |rel: &str, text: &str| -> Result<(), CustomizeError> {
-        let p = root.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+    // merged-/usr images have sbin -> usr/sbin; older ones a real /sbin.
+    let init = |t: &mut TreeEditor, p: &str| t.kind(p).ok().flatten().is_some();
+    if !init(&mut t, "usr/sbin/init") && !init(&mut t, "sbin/init") {
+        return Err(CustomizeError::NoInit);
+    }
+    let files: [(&str, &str); 7] = [
+        ("etc/ssh/sshd_config.d/banger.conf", SSHD_CONFIG),
+        ("etc/systemd/system/ssh.service.d/banger.conf", SSH_DROPIN),
+        (
+            "etc/systemd/journald.conf.d/banger.conf",
+            "[Journal]\nStorage=volatile\n",
+        ),
+        ("etc/systemd/system/banger-agent.service", AGENT_UNIT),
+        (
+            "etc/fstab",
+            "# banger: / and /root are mounted by banger's init\n",
+        ),
+        ("etc/hostname", "banger\n"),
+        ("etc/banger/image", "built-by=banger\n"),
+    ];
+    for (rel, text) in files {
+        if let Some((dir, _)) = rel.rsplit_once('/') {
+            t.create_dir_all(dir, 0o755)?;
         }
-        std::fs::write(&p, text).map_err(io(&p))
-    };
-    write("etc/ssh/sshd_config.d/banger.conf", SSHD_CONFIG)?;
-    write("etc/systemd/system/ssh.service.d/banger.conf", SSH_DROPIN)?;
-    write(
-        "etc/systemd/journald.conf.d/banger.conf",
-        "[Journal]\nStorage=volatile\n",
-    )?;
-    write("etc/systemd/system/banger-agent.service", AGENT_UNIT)?;
-    write(
-        "etc/fstab",
-        "# banger: / and /root are mounted by banger's init\n",
-    )?;
-    write("etc/hostname", "banger\n")?;
-    write("etc/banger/image", "built-by=banger\n")?;
-
-    if let Ok(rd) = std::fs::read_dir(root.join("etc/ssh")) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-                std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
+        t.write(rel, text.as_bytes(), 0o644)?;
+    }
+    if t.kind("etc/ssh")? == Some(FileType::Directory) {
+        for name in t.list("etc/ssh")? {
+            if name.starts_with("ssh_host_") {
+                t.remove(&format!("etc/ssh/{name}"))?;
             }
         }
     }
-    let sysd = root.join("etc/systemd/system");
     for unit in MASKED_UNITS {
-        let p = sysd.join(unit);
-        let _ = std::fs::remove_file(&p);
-        symlink("/dev/null", &p).map_err(io(&p))?;
+        t.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
     }
-    let wants = sysd.join("sysinit.target.wants");
-    std::fs::create_dir_all(&wants).map_err(io(&wants))?;
-    let link = wants.join("banger-agent.service");
-    let _ = std::fs::remove_file(&link);
-    symlink("/etc/systemd/system/banger-agent.service", &link).map_err(io(&link))?;
-
-    let dst = root.join(AGENT_GUEST_PATH);
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    std::fs::copy(agent, &dst).map_err(io(agent))?;
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).map_err(io(&dst))?;
+    t.create_dir_all("etc/systemd/system/sysinit.target.wants", 0o755)?;
+    t.symlink(
+        "etc/systemd/system/sysinit.target.wants/banger-agent.service",
+        "/etc/systemd/system/banger-agent.service",
+    )?;
+    let bin = std::fs::read(agent).map_err(|source| CustomizeError::Agent {
+        path: agent.into(),
+        source,
+    })?;
+    t.create_dir_all("usr/local/bin", 0o755)?;
+    t.write(AGENT_GUEST_PATH, &bin, 0o755)?;
     Ok(())
 }
 
@@ -150,6 +161,7 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
         std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
         std::fs::write(root.join("usr/sbin/sshd"), "").unwrap();
+        std::fs::write(root.join("usr/sbin/init"), "").unwrap();
         std::fs::write(root.join("etc/ssh/ssh_host_rsa_key"), "secret").unwrap();
         let agent = t.path().join("agent");
         std::fs::write(&agent, "bin").unwrap();
@@ -164,6 +176,28 @@ mod tests {
         assert!(conf.contains("PasswordAuthentication no"));
         // Applying twice is fine (rebuilds reuse trees in tests).
         apply(&root, &agent).unwrap();
+    }
+
+    #[test]
+    fn never_writes_through_a_symlink_in_the_image() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let outside = t.path().join("host-etc-ssh");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("ssh_host_ed25519_key"), "host secret").unwrap();
+        std::fs::write(root.join("usr/sbin/sshd"), "").unwrap();
+        std::fs::write(root.join("usr/sbin/init"), "").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/ssh")).unwrap();
+        let agent = t.path().join("agent");
+        std::fs::write(&agent, "bin").unwrap();
+        assert!(matches!(apply(&root, &agent), Err(CustomizeError::Tree(_))));
+        assert_eq!(
+            std::fs::read_to_string(outside.join("ssh_host_ed25519_key")).unwrap(),
+            "host secret"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
     }
 
     #[test]

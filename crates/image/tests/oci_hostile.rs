@@ -231,6 +231,14 @@ fn whiteout_through_symlink() {
     );
 }
 
+/// Recorded owners are applied by a debugfs script: every name must be encodable.
+fn recorded() -> ApplyOptions {
+    ApplyOptions {
+        owners: OwnerMode::Record,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn unencodable_names() {
     for name in [
@@ -243,17 +251,56 @@ fn unencodable_names() {
         b"tab\there",
         b"bell\x07",
     ] {
-        let r = one(Layer::new().raw(EntryType::Regular, name, None, ROOT, b"x"));
+        let layer = Layer::new()
+            .raw(EntryType::Regular, name, None, ROOT, b"x")
+            .finish();
+        let r = run(vec![layer], recorded()).0;
         assert!(
             matches!(r, Err(ApplyError::Unencodable { .. })),
             "{name:?}: {r:?}"
         );
     }
     // In a directory name, and as a hardlink target.
-    let r = one(Layer::new().dir("ok dir", ROOT));
+    let r = run(vec![Layer::new().dir("ok dir", ROOT).finish()], recorded()).0;
     assert!(matches!(r, Err(ApplyError::Unencodable { .. })), "{r:?}");
-    let r = one(Layer::new().hardlink("x", "a b"));
+    let r = run(vec![Layer::new().hardlink("x", "a b").finish()], recorded()).0;
     assert!(matches!(r, Err(ApplyError::Unencodable { .. })), "{r:?}");
+}
+
+/// With native owners (root) no debugfs script is involved: names real images use,
+/// with spaces, quotes and backslashes, are applied; control characters and
+/// non-UTF-8 are still refused.
+#[test]
+fn native_owners_accept_real_world_names() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: native owners need root");
+        return;
+    }
+    let native = || ApplyOptions {
+        owners: OwnerMode::Native,
+        ..Default::default()
+    };
+    for name in [
+        &b"system-systemd\\x2dcryptsetup.slice"[..],
+        b"launcher manifest.xml",
+        b"it's",
+    ] {
+        let layer = Layer::new()
+            .raw(EntryType::Regular, name, None, ROOT, b"x")
+            .finish();
+        let r = run(vec![layer], native()).0;
+        assert!(r.is_ok(), "{name:?}: {r:?}");
+    }
+    for name in [&b"a\nb"[..], b"bell\x07", b"\xff\xfe"] {
+        let layer = Layer::new()
+            .raw(EntryType::Regular, name, None, ROOT, b"x")
+            .finish();
+        let r = run(vec![layer], native()).0;
+        assert!(
+            matches!(r, Err(ApplyError::Unencodable { .. })),
+            "{name:?}: {r:?}"
+        );
+    }
 }
 
 #[test]

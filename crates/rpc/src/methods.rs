@@ -45,13 +45,19 @@ pub const VM_WORKSPACE_RECORD: &str = "vm.workspace_record";
 pub const OPERATIONS_LIST: &str = "operations.list";
 /// `image.build` [`ImageBuildParams`] -> [`ImageInfo`].
 pub const IMAGE_BUILD: &str = "image.build";
+/// `image.pull` [`ImagePullParams`] -> [`ImageInfo`]: an OCI image from a registry.
+pub const IMAGE_PULL: &str = "image.pull";
+/// `image.delete` [`ImageNameParams`] -> `null`: refused while a VM uses it.
+pub const IMAGE_DELETE: &str = "image.delete";
 /// `image.list` (no params) -> `Vec<ImageInfo>`.
 pub const IMAGE_LIST: &str = "image.list";
 
 /// Every method name, sorted (the order `Router::methods` returns).
 pub const METHODS: &[&str] = &[
     IMAGE_BUILD,
+    IMAGE_DELETE,
     IMAGE_LIST,
+    IMAGE_PULL,
     OPERATIONS_LIST,
     PING,
     VM_CREATE,
@@ -325,6 +331,23 @@ pub struct ImageBuildParams {
     pub release: Option<String>,
 }
 
+/// Params of `image.pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePullParams {
+    /// OCI reference, e.g. `docker.io/library/debian:bookworm` or `localhost:5000/x:y`.
+    pub reference: String,
+    /// Image name; derived from the reference when absent (`debian-bookworm`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Params of methods addressing one image by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageNameParams {
+    /// The image's name.
+    pub name: String,
+}
+
 /// A published image as shown to users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
@@ -381,7 +404,9 @@ mod tests {
             METHODS,
             [
                 "image.build",
+                "image.delete",
                 "image.list",
+                "image.pull",
                 "operations.list",
                 "ping",
                 "vm.create",

@@ -267,7 +267,8 @@ impl Applier {
         if kind.is_pax_global_extensions() {
             return Ok(());
         }
-        let rel = RelPath::parse(&raw).map_err(|p| name_error(p, layer, &shown))?;
+        let rel =
+            RelPath::parse_with(&raw, !self.native).map_err(|p| name_error(p, layer, &shown))?;
         if let Some(name) = rel.file_name() {
             if name == OPAQUE {
                 return self.opaque(layer, &shown, &rel, written);
@@ -576,7 +577,7 @@ impl Applier {
             path: ctx.path.into(),
             target: shown.clone(),
         };
-        let target = match RelPath::parse(&raw) {
+        let target = match RelPath::parse_with(&raw, !self.native) {
             Ok(t) => t,
             Err(NameProblem::DotDot | NameProblem::Absolute) => return Err(outside()),
             Err(NameProblem::Unencodable) => {

@@ -29,6 +29,14 @@ pub(crate) fn encodable(s: &str) -> bool {
     !s.chars().any(unencodable_char)
 }
 
+/// True when `s` may be a file name at all: UTF-8 without control characters. Spaces,
+/// quotes and backslashes are legal in real images (Debian's systemd ships
+/// `system-systemd\x2dcryptsetup.slice`, Python packages ship `launcher manifest.xml`);
+/// they are refused only when owners must be applied through debugfs (see [`encodable`]).
+pub(crate) fn acceptable(s: &str) -> bool {
+    !s.chars().any(char::is_control)
+}
+
 /// A normalised path relative to the staging root: plain components only.
 /// The empty path is the root directory itself (tar's `./`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,6 +48,12 @@ impl RelPath {
     /// Normalise raw tar name bytes: empty and `.` components are dropped (`./a//b/` is
     /// `a/b`); anything else unsafe is refused.
     pub(crate) fn parse(raw: &[u8]) -> Result<RelPath, NameProblem> {
+        RelPath::parse_with(raw, true)
+    }
+
+    /// [`RelPath::parse`], refusing debugfs-unencodable names only when `strict` (the
+    /// owners will be applied by a debugfs script); otherwise only control characters.
+    pub(crate) fn parse_with(raw: &[u8], strict: bool) -> Result<RelPath, NameProblem> {
         if raw.first() == Some(&b'/') {
             return Err(NameProblem::Absolute);
         }
@@ -49,7 +63,7 @@ impl RelPath {
             return Err(NameProblem::DotDot);
         }
         let s = std::str::from_utf8(raw).map_err(|_| NameProblem::Unencodable)?;
-        if !encodable(s) {
+        if !(if strict { encodable(s) } else { acceptable(s) }) {
             return Err(NameProblem::Unencodable);
         }
         let comps = s

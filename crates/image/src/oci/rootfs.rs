@@ -9,7 +9,7 @@
 
 use super::apply::AppliedTree;
 use super::debugfs::Script;
-use super::names::{encodable, guest_path, join_key};
+use super::names::{acceptable, encodable, guest_path, join_key};
 use crate::ext4::{self, Ext4Error};
 use crate::run::ToolError;
 use std::collections::HashSet;
@@ -86,7 +86,13 @@ fn survey(root: &Path, tree: &AppliedTree) -> Result<Survey, RootfsError> {
             let name = e.file_name();
             let name = name
                 .to_str()
-                .filter(|n| encodable(n))
+                .filter(|n| {
+                    if tree.native_owners {
+                        acceptable(n)
+                    } else {
+                        encodable(n)
+                    }
+                })
                 .ok_or_else(|| RootfsError::Unencodable(e.path().display().to_string()))?;
             let k = join_key(key, name);
             // DirEntry::metadata does not follow symlinks.
