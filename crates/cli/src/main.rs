@@ -896,6 +896,27 @@ fn generated_name() -> anyhow::Result<VmName> {
     Ok(VmName::parse(&format!("run-{n:04x}"))?)
 }
 
+/// A long image call (build, pull) with a spinner, then a one-line summary.
+async fn image_call<P: serde::Serialize>(
+    c: &mut Client,
+    method: &str,
+    params: &P,
+    what: &str,
+    done: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut sp = ui::Spinner::new(what);
+    let r: Result<ImageInfo, _> = c.call(method, params, |p| sp.update(&p)).await;
+    sp.finish();
+    let img = r?;
+    println!(
+        "{done} image {} ({} MiB, kernel {})",
+        img.name,
+        img.size_bytes >> 20,
+        img.kernel_release
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCmd::Build {
@@ -903,38 +924,13 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             release,
             name,
         } => {
-            let mut sp = ui::Spinner::new("building image");
-            let r: Result<ImageInfo, _> = c
-                .call(m::IMAGE_BUILD, &ImageBuildParams { name, release }, |p| {
-                    sp.update(&p)
-                })
-                .await;
-            sp.finish();
-            let img = r?;
-            println!(
-                "built image {} ({} MiB, kernel {})",
-                img.name,
-                img.size_bytes >> 20,
-                img.kernel_release
-            );
-            Ok(ExitCode::SUCCESS)
+            let p = ImageBuildParams { name, release };
+            image_call(c, m::IMAGE_BUILD, &p, "building image", "built").await
         }
         ImageCmd::Pull { reference, name } => {
-            let mut sp = ui::Spinner::new(&format!("pulling {reference}"));
-            let r: Result<ImageInfo, _> = c
-                .call(m::IMAGE_PULL, &ImagePullParams { reference, name }, |p| {
-                    sp.update(&p)
-                })
-                .await;
-            sp.finish();
-            let img = r?;
-            println!(
-                "pulled image {} ({} MiB, kernel {})",
-                img.name,
-                img.size_bytes >> 20,
-                img.kernel_release
-            );
-            Ok(ExitCode::SUCCESS)
+            let what = format!("pulling {reference}");
+            let p = ImagePullParams { reference, name };
+            image_call(c, m::IMAGE_PULL, &p, &what, "pulled").await
         }
         ImageCmd::Delete { name } => {
             let _: () = c

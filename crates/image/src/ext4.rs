@@ -157,43 +157,58 @@ impl Debugfs {
 
     /// Apply the script to `image` (which must not be in use by a running VM).
     pub fn apply(&self, image: &Path) -> Result<(), Ext4Error> {
-        let script_path = image.with_extension("debugfs");
-        std::fs::write(&script_path, &self.script).map_err(|source| Ext4Error::Io {
-            what: "write debugfs script",
-            path: script_path.clone(),
-            source,
-        })?;
-        let mut cmd = Command::new("debugfs");
-        cmd.arg("-w").arg("-f").arg(&script_path).arg(image);
-        let out = cmd.output();
-        let _ = std::fs::remove_file(&script_path);
-        let out = out.map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => Ext4Error::Tool(ToolError::Missing {
-                tool: "debugfs".into(),
-                package: "e2fsprogs".into(),
-            }),
-            _ => Ext4Error::Io {
-                what: "run debugfs on",
-                path: image.into(),
-                source,
-            },
-        })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| {
-                let l = l.trim();
-                !(l.is_empty() || l.starts_with("debugfs ") || l.starts_with("Allocated inode"))
-            })
-            .collect();
-        if !out.status.success() || !errors.is_empty() {
-            return Err(Ext4Error::Debugfs {
-                image: image.into(),
-                errors: errors.join(" | "),
-            });
-        }
-        Ok(())
+        run_script(image, &self.script, "debugfs")
     }
+}
+
+/// Run debugfs script `text` against `image` (not in use by anything). The script file
+/// sits beside the image as `<image>.<tag>` while it runs. debugfs exits 0 even when a
+/// command fails, so any stderr line that is not its banner or an "Allocated inode"
+/// note is a failure.
+pub fn run_script(image: &Path, text: &str, tag: &str) -> Result<(), Ext4Error> {
+    let mut script_path = image.as_os_str().to_owned();
+    script_path.push(format!(".{tag}"));
+    let script_path = PathBuf::from(script_path);
+    std::fs::write(&script_path, text).map_err(|source| Ext4Error::Io {
+        what: "write debugfs script",
+        path: script_path.clone(),
+        source,
+    })?;
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script_path)
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let _ = std::fs::remove_file(&script_path);
+    let out = out.map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Ext4Error::Tool(ToolError::Missing {
+            tool: "debugfs".into(),
+            package: "e2fsprogs".into(),
+        }),
+        _ => Ext4Error::Io {
+            what: "run debugfs on",
+            path: image.into(),
+            source,
+        },
+    })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !(l.is_empty() || l.starts_with("debugfs ") || l.starts_with("Allocated inode"))
+        })
+        .take(8)
+        .collect();
+    if !out.status.success() || !errors.is_empty() {
+        return Err(Ext4Error::Debugfs {
+            image: image.into(),
+            errors: errors.join(" | "),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,10 +9,8 @@
 
 use super::names::encodable;
 use super::rootfs::RootfsError;
-use crate::run::ToolError;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// A script under construction.
 #[derive(Debug, Default)]
@@ -89,49 +87,12 @@ impl Script {
         if self.text.is_empty() {
             return Ok(());
         }
-        let mut script_path = image.as_os_str().to_owned();
-        script_path.push(".oci-fixups.debugfs");
-        let script_path = std::path::PathBuf::from(script_path);
-        std::fs::write(&script_path, &self.text).map_err(|source| RootfsError::Io {
-            what: "write debugfs script",
-            path: script_path.clone(),
-            source,
-        })?;
-        let out = Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg(&script_path)
-            .arg(image)
-            .stdin(Stdio::null())
-            .output();
-        let _ = std::fs::remove_file(&script_path);
-        let out = out.map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => RootfsError::Tool(ToolError::Missing {
-                tool: "debugfs".into(),
-                package: "e2fsprogs".into(),
-            }),
-            _ => RootfsError::Io {
-                what: "run debugfs on",
-                path: image.into(),
-                source,
-            },
-        })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| {
-                !(l.is_empty() || l.starts_with("debugfs ") || l.starts_with("Allocated inode"))
-            })
-            .take(8)
-            .collect();
-        if !out.status.success() || !errors.is_empty() {
-            return Err(RootfsError::Debugfs {
-                image: image.into(),
-                errors: errors.join(" | "),
-            });
-        }
-        Ok(())
+        crate::ext4::run_script(image, &self.text, "oci-fixups.debugfs").map_err(|e| match e {
+            crate::ext4::Ext4Error::Debugfs { image, errors } => {
+                RootfsError::Debugfs { image, errors }
+            }
+            other => RootfsError::Ext4(other),
+        })
     }
 }
 
