@@ -1,7 +1,7 @@
 //! `InProcess` end to end: validation in `run`, then real host changes, each test in
 //! its own network namespace.
 
-mod common;
+use banger_testns as common;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

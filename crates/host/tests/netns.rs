@@ -1,6 +1,6 @@
 //! Real bridge, tap and NAT operations, each test inside its own network namespace.
 
-mod common;
+use banger_testns as common;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

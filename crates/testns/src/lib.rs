@@ -1,4 +1,4 @@
-//! Runs a test body inside a network namespace of its own, so nothing a test creates
+//! Test-only (host and helper integration tests). Runs a test body inside a network namespace of its own, so nothing a test creates
 //! (bridges, taps, addresses, nftables tables, sysctls) can touch the host's.
 
 use std::future::Future;
