@@ -328,6 +328,19 @@ enum ImageCmd {
         /// Image name [default: debian-<release>].
         #[arg(long)]
         name: Option<String>,
+        /// Extra Debian packages, comma-separated (e.g. python3,nodejs).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+    },
+    /// Show one image.
+    ///
+    /// Example: banger image show debian-bookworm --json
+    Show {
+        /// Image name.
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Pull an OCI image from a registry and turn it into a banger image. It must have
     /// systemd and openssh-server; it boots the default image's kernel.
@@ -923,14 +936,37 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             distro: _,
             release,
             name,
+            packages,
         } => {
-            let p = ImageBuildParams { name, release };
+            let p = ImageBuildParams {
+                name,
+                release,
+                packages,
+            };
             image_call(c, m::IMAGE_BUILD, &p, "building image", "built").await
         }
         ImageCmd::Pull { reference, name } => {
             let what = format!("pulling {reference}");
             let p = ImagePullParams { reference, name };
             image_call(c, m::IMAGE_PULL, &p, &what, "pulled").await
+        }
+        ImageCmd::Show { name, json } => {
+            let i: ImageInfo = c
+                .call(m::IMAGE_SHOW, &ImageNameParams { name }, |_| {})
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!(
+                    "name:    {}\nid:      {}\nsource:  {}\nkernel:  {}\nsize:    {} MiB",
+                    i.name,
+                    i.id,
+                    i.source,
+                    i.kernel_release,
+                    i.size_bytes >> 20
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         ImageCmd::Delete { name } => {
             let _: () = c

@@ -204,9 +204,17 @@ fn image_build_failures_and_default_image(env: &Env) {
     );
 
     // The default image, built from Debian's archive on the host network.
-    let built = env.banger_host(&["image", "build", "debian"]);
+    // --packages adds to banger's base set (checked inside a guest below).
+    let built = env.banger_host(&["image", "build", "debian", "--packages", "python3-minimal"]);
     assert!(built.status.success(), "{}", stderr(&built));
     assert!(stdout(&built).contains("debian-bookworm"));
+    let shown = env.banger_host(&["image", "show", "debian-bookworm", "--json"]);
+    let img: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(img["source"], "debian:bookworm");
+    assert!(img["kernel_release"]
+        .as_str()
+        .unwrap()
+        .ends_with("-cloud-amd64"));
     // From here on the daemon runs inside the namespace.
     assert!(env.banger_host(&["daemon", "stop"]).status.success());
 }
@@ -252,6 +260,8 @@ fn run_keep_ssh_delete(env: &Env) {
     assert!(stdout(&env.banger(&["vm", "list"])).contains("dev"));
     let host = env.banger(&["vm", "ssh", "dev", "--", "hostname"]);
     assert_eq!(stdout(&host), "dev\n");
+    let py = env.banger(&["vm", "ssh", "dev", "--", "python3", "-c", "print(6*7)"]);
+    assert_eq!(stdout(&py), "42\n", "{}", stderr(&py));
     // /root is the work disk, with banger's key; / is the overlay.
     let mounts = env.banger(&[
         "vm",

@@ -39,7 +39,7 @@ pub async fn resolve(
                 "{name} is not built yet: building it now (takes a few minutes, once)"
             )),
         );
-        return build(app, Some(name.to_string()), None, progress, true).await;
+        return build(app, Some(name.to_string()), None, vec![], progress, true).await;
     }
     Err(RpcError::not_found(format!(
         "no image named {name} (see banger image list; build one with banger image build debian)"
@@ -66,6 +66,7 @@ pub async fn build(
     app: &App,
     name: Option<String>,
     release: Option<String>,
+    packages: Vec<String>,
     progress: &ProgressSink,
     reuse: bool,
 ) -> Result<ImageRecord, RpcError> {
@@ -91,7 +92,7 @@ pub async fn build(
     let staging = app.layout.image_staging().join(&id);
     let req = BuildRequest {
         release: release.clone(),
-        extra_packages: vec![],
+        extra_packages: packages,
         mirror: app.config.debian_mirror.clone(),
         agent: app.config.agent.clone(),
         staging: staging.clone(),
@@ -312,6 +313,11 @@ pub async fn delete(app: &App, name: &str) -> Result<(), RpcError> {
         RpcError::operation_failed(format!("removing {} failed: {e}", dir.display()))
     })?;
     Ok(())
+}
+
+/// `image.show`.
+pub fn show(app: &App, name: &str) -> Result<ImageInfo, RpcError> {
+    Ok(ImageInfo::from(&app.db(|s| s.get_image_by_name(name))?))
 }
 
 /// All images.

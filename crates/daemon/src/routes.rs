@@ -107,7 +107,7 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         async move {
             let target = p.name.clone().unwrap_or_else(|| "debian".into());
             let _op = a.ops.begin(&c.op_id, "image.build", &target);
-            images::build(&a, p.name, p.release, &c.progress, false)
+            images::build(&a, p.name, p.release, p.packages, &c.progress, false)
                 .await
                 .map(|r| ImageInfo::from(&r))
         }
@@ -126,6 +126,11 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     r.add(m::IMAGE_DELETE, move |_c: CallCtx, p: ImageNameParams| {
         let a = a.clone();
         async move { images::delete(&a, &p.name).await }
+    })?;
+    let a = app.clone();
+    r.add(m::IMAGE_SHOW, move |_c: CallCtx, p: ImageNameParams| {
+        let a = a.clone();
+        async move { images::show(&a, &p.name) }
     })?;
     let a = app;
     r.add(m::IMAGE_LIST, move |_c: CallCtx, _p: NoParams| {

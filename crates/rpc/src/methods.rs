@@ -49,6 +49,8 @@ pub const IMAGE_BUILD: &str = "image.build";
 pub const IMAGE_PULL: &str = "image.pull";
 /// `image.delete` [`ImageNameParams`] -> `null`: refused while a VM uses it.
 pub const IMAGE_DELETE: &str = "image.delete";
+/// `image.show` [`ImageNameParams`] -> [`ImageInfo`].
+pub const IMAGE_SHOW: &str = "image.show";
 /// `image.list` (no params) -> `Vec<ImageInfo>`.
 pub const IMAGE_LIST: &str = "image.list";
 
@@ -58,6 +60,7 @@ pub const METHODS: &[&str] = &[
     IMAGE_DELETE,
     IMAGE_LIST,
     IMAGE_PULL,
+    IMAGE_SHOW,
     OPERATIONS_LIST,
     PING,
     VM_CREATE,
@@ -329,6 +332,9 @@ pub struct ImageBuildParams {
     /// Distribution release (e.g. `bookworm`); the default when absent.
     #[serde(default)]
     pub release: Option<String>,
+    /// Extra Debian packages to install beyond banger's base set.
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// Params of `image.pull`.
@@ -407,6 +413,7 @@ mod tests {
                 "image.delete",
                 "image.list",
                 "image.pull",
+                "image.show",
                 "operations.list",
                 "ping",
                 "vm.create",
