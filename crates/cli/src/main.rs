@@ -455,11 +455,9 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
 
 async fn operations(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
     let ops: Vec<OperationInfo> = c.call(m::OPERATIONS_LIST, &NoParams {}, |_| {}).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&ops)?);
-    } else {
+    render(json, &ops, |ops| {
         let mut t = ui::table(&["OP", "METHOD", "TARGET", "STAGE", "ELAPSED"]);
-        for o in &ops {
+        for o in ops {
             t.add_row(vec![
                 o.op_id.clone(),
                 o.method.clone(),
@@ -469,8 +467,7 @@ async fn operations(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
             ]);
         }
         println!("{t}");
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// A call on one VM that reports stages (start, stop, restart), with a spinner.
@@ -487,6 +484,20 @@ async fn staged(c: &mut Client, method: &str, name: &str, what: &str) -> anyhow:
         .await;
     sp.finish();
     Ok(r?)
+}
+
+/// Print `value` as pretty JSON with `--json`, for people with `human` otherwise.
+fn render<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T),
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        human(value);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_vm(v: &VmInfo) {
@@ -751,22 +762,17 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
         }
         VmCmd::Ports { name, json } => {
             let p: VmPorts = c.call(m::VM_PORTS, &VmNameParams { name }, |_| {}).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
-            } else {
+            render(json, &p, |p| {
                 let mut t = ui::table(&["PORT", "REACH IT AT"]);
                 for port in &p.ports {
                     t.add_row(vec![port.to_string(), format!("{}:{port}", p.ip)]);
                 }
                 println!("{t}");
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         VmCmd::Stats { name, json } => {
             let s: VmStats = c.call(m::VM_STATS, &VmNameParams { name }, |_| {}).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
+            render(json, &s, |s| {
                 let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
                 println!("name:     {}\nstate:    {}", s.name, s.state);
                 println!(
@@ -784,14 +790,11 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                     s.disk_mib,
                     s.overlay_bytes >> 20
                 );
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         VmCmd::List { json } => {
             let vms: Vec<VmInfo> = c.call(m::VM_LIST, &NoParams {}, |_| {}).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&vms)?);
-            } else {
+            render(json, &vms, |vms| {
                 let mut t = ui::table(&[
                     "NAME",
                     "STATE",
@@ -803,7 +806,7 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                     "PID",
                     "WORKSPACE",
                 ]);
-                for v in &vms {
+                for v in vms {
                     t.add_row(vec![
                         v.name.clone(),
                         v.state.clone(),
@@ -822,17 +825,13 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                     ]);
                 }
                 println!("{t}");
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         VmCmd::Show { name, json } => {
             let v: VmInfo = c.call(m::VM_SHOW, &VmNameParams { name }, |_| {}).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print_vm(&v);
-            }
-            Ok(ExitCode::SUCCESS)
+            render(json, &v, |v| {
+                print_vm(v);
+            })
         }
         VmCmd::Exec {
             name,
@@ -954,9 +953,7 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             let i: ImageInfo = c
                 .call(m::IMAGE_SHOW, &ImageNameParams { name }, |_| {})
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
-            } else {
+            render(json, &i, |i| {
                 println!(
                     "name:    {}\nid:      {}\nsource:  {}\nkernel:  {}\nsize:    {} MiB",
                     i.name,
@@ -965,8 +962,7 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                     i.kernel_release,
                     i.size_bytes >> 20
                 );
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         ImageCmd::Delete { name } => {
             let _: () = c
@@ -981,11 +977,9 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         }
         ImageCmd::List { json } => {
             let imgs: Vec<ImageInfo> = c.call(m::IMAGE_LIST, &NoParams {}, |_| {}).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&imgs)?);
-            } else {
+            render(json, &imgs, |imgs| {
                 let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE"]);
-                for i in &imgs {
+                for i in imgs {
                     t.add_row(vec![
                         i.name.clone(),
                         i.source.clone(),
@@ -994,8 +988,7 @@ async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                     ]);
                 }
                 println!("{t}");
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
     }
 }

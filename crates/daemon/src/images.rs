@@ -317,16 +317,12 @@ pub async fn delete(app: &App, name: &str) -> Result<(), RpcError> {
 
 /// `image.show`.
 pub fn show(app: &App, name: &str) -> Result<ImageInfo, RpcError> {
-    Ok(ImageInfo::from(&app.db(|s| s.get_image_by_name(name))?))
+    app.db(|s| s.get_image_by_name(name))
 }
 
 /// All images.
 pub fn list(app: &App) -> Result<Vec<ImageInfo>, RpcError> {
-    Ok(app
-        .db(|s| s.list_images())?
-        .iter()
-        .map(ImageInfo::from)
-        .collect())
+    app.db(|s| s.list_images())
 }
 
 /// Unix seconds now.

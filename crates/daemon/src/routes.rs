@@ -3,7 +3,7 @@
 use crate::app::App;
 use crate::{images, vms};
 use banger_rpc::{
-    methods as m, CallCtx, ImageBuildParams, ImageInfo, ImageNameParams, ImagePullParams, NoParams,
+    methods as m, CallCtx, ImageBuildParams, ImageNameParams, ImagePullParams, NoParams,
     PingResult, Router, RouterError, VmCreateParams, VmLogsParams, VmNameParams, VmSetParams,
     WorkspaceParams,
 };
@@ -107,9 +107,7 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         async move {
             let target = p.name.clone().unwrap_or_else(|| "debian".into());
             let _op = a.ops.begin(&c.op_id, "image.build", &target);
-            images::build(&a, p.name, p.release, p.packages, &c.progress, false)
-                .await
-                .map(|r| ImageInfo::from(&r))
+            images::build(&a, p.name, p.release, p.packages, &c.progress, false).await
         }
     })?;
     let a = app.clone();
@@ -117,9 +115,7 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         let a = a.clone();
         async move {
             let _op = a.ops.begin(&c.op_id, "image.pull", &p.reference);
-            images::pull(&a, p.reference, p.name, &c.progress)
-                .await
-                .map(|r| ImageInfo::from(&r))
+            images::pull(&a, p.reference, p.name, &c.progress).await
         }
     })?;
     let a = app.clone();

@@ -83,15 +83,10 @@ fn op_failed(what: impl std::fmt::Display) -> RpcError {
     RpcError::operation_failed(what.to_string())
 }
 
-fn generated_name() -> VmName {
+fn generated_name() -> Result<VmName, RpcError> {
     use rand::Rng;
-    let n: u32 = rand::rng().random_range(0..0xffff);
-    VmName::parse(&format!("vm-{n:04x}")).unwrap_or_else(|_| unreachable_name())
-}
-
-fn unreachable_name() -> VmName {
-    // "vm-0000" is a valid name; parse cannot fail for it.
-    VmName::parse("vm-0000").unwrap_or_else(|_| std::process::abort())
+    let n: u32 = rand::rng().random_range(0..0x10000);
+    VmName::parse(&format!("vm-{n:04x}")).map_err(op_failed)
 }
 
 /// The QEMU backend, probing the accelerator on first use with `image`'s kernel.
@@ -151,7 +146,10 @@ pub async fn create(
     let memory_mib = p.memory_mib.unwrap_or(app.config.default_memory_mib);
     let disk_mib = p.disk_mib.unwrap_or(app.config.default_disk_mib);
     check_sizes(cpus, memory_mib, disk_mib)?;
-    let name = p.name.unwrap_or_else(generated_name);
+    let name = match p.name {
+        Some(n) => n,
+        None => generated_name()?,
+    };
     let _op = app.ops.begin(op_id, "vm.create", name.as_str());
     let lock = app.vm_lock(name.as_str());
     let _guard = lock.lock().await;
@@ -658,7 +656,16 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPorts, RpcError> {
 /// `vm.workspace_record`: remember the repository the CLI shipped into a VM.
 pub async fn record_workspace(app: &App, p: WorkspaceParams) -> Result<VmInfo, RpcError> {
     let ws = &p.workspace;
-    banger_workspace_check(&ws.guest_path)?;
+    // The same rule the CLI applied before shipping; re-checked because any client may call.
+    match banger_workspace::guest_path("", Some(&ws.guest_path)) {
+        Ok(p) if p == ws.guest_path => {}
+        _ => {
+            return Err(RpcError::bad_request(format!(
+                "workspace path {:?} must be inside /root (the VM's work disk)",
+                ws.guest_path
+            )))
+        }
+    }
     if ws.head.len() < 7 || !ws.head.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(RpcError::bad_request(format!(
             "{:?} is not a git commit id",
@@ -670,16 +677,6 @@ pub async fn record_workspace(app: &App, p: WorkspaceParams) -> Result<VmInfo, R
     let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
     app.db(|s| s.set_workspace(&rec.id, ws))?;
     show(app, &p.name)
-}
-
-fn banger_workspace_check(guest_path: &str) -> Result<(), RpcError> {
-    let ok = guest_path.starts_with("/root/") && !guest_path.split('/').any(|c| c == "..");
-    if !ok {
-        return Err(RpcError::bad_request(format!(
-            "workspace path {guest_path:?} must be inside /root (the VM's work disk)"
-        )));
-    }
-    Ok(())
 }
 
 /// `vm.ssh_info`: only for running VMs.

@@ -4,7 +4,7 @@
 //! sides share these structs so a field rename breaks the build, not a user.
 //! `METHODS` is the pinned list: a daemon test compares it with the router.
 
-use banger_model::{ImageRecord, VmName, VmRecord, VmmChoice, WorkspaceRecord};
+use banger_model::{VmName, VmRecord, VmmChoice, WorkspaceRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -354,35 +354,9 @@ pub struct ImageNameParams {
     pub name: String,
 }
 
-/// A published image as shown to users.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageInfo {
-    /// Short hex id.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// Where it came from.
-    pub source: String,
-    /// Kernel release of the image's kernel.
-    pub kernel_release: String,
-    /// Size of the root filesystem in bytes.
-    pub size_bytes: u64,
-    /// Unix seconds at publication.
-    pub created_at: i64,
-}
-
-impl From<&ImageRecord> for ImageInfo {
-    fn from(r: &ImageRecord) -> Self {
-        Self {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            source: r.source.clone(),
-            kernel_release: r.kernel_release.clone(),
-            size_bytes: r.size_bytes,
-            created_at: r.created_at,
-        }
-    }
-}
+/// A published image as shown to users: the stored record is exactly what users see,
+/// so the wire type is the record itself.
+pub use banger_model::ImageRecord as ImageInfo;
 
 /// One progress line: which stage a long call has reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
