@@ -17,6 +17,22 @@ pub struct BootParams {
     pub init: Option<String>,
     /// Accelerator probe: print [`PROBE_OK`] and power off (`banger.probe`).
     pub probe: bool,
+    /// What the boot is for (`banger.mode=...`); a normal boot without it.
+    pub mode: Mode,
+}
+
+/// What banger boots the initrd for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Build the overlay root and hand over to the image's init (no `banger.mode`).
+    #[default]
+    Boot,
+    /// Tar the merged disks onto the export disk, then power off (`banger.mode=export`):
+    /// see [`crate::export`].
+    Export,
+    /// A mode this agent does not know. Refused rather than booted normally: a host
+    /// that asked for something else must never get a boot that writes to the disks.
+    Unknown(String),
 }
 
 /// What the init prints in probe mode; the host looks for it on the console.
@@ -41,6 +57,12 @@ pub fn parse(cmdline: &str) -> BootParams {
             "banger.gw" => p.gateway = v.parse().ok(),
             "banger.hostname" => p.hostname = Some(v.to_string()),
             "banger.init" => p.init = Some(v.to_string()),
+            "banger.mode" => {
+                p.mode = match v {
+                    "export" => Mode::Export,
+                    other => Mode::Unknown(other.to_string()),
+                }
+            }
             _ => {}
         }
     }
@@ -60,6 +82,16 @@ mod tests {
         assert_eq!(p.gateway, Some(Ipv4Addr::new(172, 30, 0, 1)));
         assert_eq!(p.hostname.as_deref(), Some("dev"));
         assert_eq!(p.init, None);
+        assert_eq!(p.mode, Mode::Boot);
+    }
+
+    #[test]
+    fn parses_the_mode() {
+        assert_eq!(parse("console=ttyS0 banger.mode=export").mode, Mode::Export);
+        assert_eq!(
+            parse("banger.mode=exprt").mode,
+            Mode::Unknown("exprt".into())
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! the shared read-only base, mount the work disk at /root, configure eth0 and the
 //! hostname from `banger.*` parameters, then switch into the new root and exec its init.
 //!
+//! With `banger.mode=export` it instead tars the VM's merged disks onto an export
+//! disk and powers off ([`crate::export`]).
+//!
 //! Every failure is printed on the console (which banger keeps as the VM's log) and
 //! the machine powers off, so the host sees the VMM exit instead of a silent hang.
 
@@ -32,14 +35,14 @@ fn uptime() -> String {
         .unwrap_or_default()
 }
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     println!("[{:>8}] banger-init: {msg}", uptime());
 }
 
-/// Run as PID 1; never returns (powers off when boot fails or after a probe).
+/// Run as PID 1; never returns (powers off when boot fails, after a probe or an export).
 pub fn run() -> ! {
     match boot() {
-        Ok(()) => {} // probe mode: done
+        Ok(()) => {} // probe or export mode: done
         Err(e) => {
             log(&format!("boot failed: {e}"));
             log("powering off so the host sees the failure (the VM log above says why)");
@@ -79,6 +82,15 @@ fn boot() -> std::io::Result<()> {
         return Ok(());
     }
     load_modules()?;
+    match &params.mode {
+        cmdline::Mode::Boot => {}
+        cmdline::Mode::Export => return crate::export::run(),
+        cmdline::Mode::Unknown(m) => {
+            return Err(std::io::Error::other(format!(
+                "unknown banger.mode={m} (this agent knows only `export`); the host and the initrd's agent are out of step: rebuild the initrd"
+            )))
+        }
+    }
 
     let disks = find_disks(&[LABEL_ROOT, LABEL_OVERLAY], Duration::from_secs(10))?;
     let dev = |label: &str| -> std::io::Result<String> {
@@ -188,21 +200,29 @@ fn wait_for(p: &Path, timeout: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The virtio block devices present now (`/dev/vda`, ...), in name order.
+pub(crate) fn block_devices() -> Vec<PathBuf> {
+    let mut devs: Vec<PathBuf> = std::fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|name| name.starts_with("vd"))
+                .map(|name| PathBuf::from("/dev").join(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    devs.sort();
+    devs
+}
+
 /// Poll block devices until every label in `required` is found; return all labelled disks.
 fn find_disks(required: &[&str], timeout: Duration) -> std::io::Result<Vec<(String, PathBuf)>> {
     let t = Instant::now();
     loop {
         let mut found = vec![];
-        if let Ok(rd) = std::fs::read_dir("/sys/block") {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if !name.starts_with("vd") {
-                    continue;
-                }
-                let dev = PathBuf::from("/dev").join(&name);
-                if let Ok(Some(label)) = ext4_label(&dev) {
-                    found.push((label, dev));
-                }
+        for dev in block_devices() {
+            if let Ok(Some(label)) = ext4_label(&dev) {
+                found.push((label, dev));
             }
         }
         if required.iter().all(|r| found.iter().any(|(l, _)| l == r)) {

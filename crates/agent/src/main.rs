@@ -3,6 +3,8 @@
 //! * As PID 1 of banger's initrd ([`init`]): load the virtio modules, find banger's
 //!   disks by ext4 label, build the overlay root, configure eth0 from the kernel
 //!   command line, and hand over to the image's real init.
+//!   With `banger.mode=export` it instead tars a stopped VM's merged disks onto an
+//!   export disk for the host ([`export`]).
 //! * As `banger-agent serve` inside the running guest ([`agent`]): answer the host on
 //!   the virtio-serial port `org.banger.agent` (ping, health, listening ports).
 //!
@@ -10,6 +12,7 @@
 
 mod agent;
 mod cmdline;
+mod export;
 mod init;
 mod netconf;
 mod sys;

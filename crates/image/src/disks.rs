@@ -24,12 +24,24 @@ pub fn create_work_disk(
 ) -> Result<(), Ext4Error> {
     ext4::mkfs(path, size_mib, LABEL_WORK, seed.filter(|s| s.is_dir()))?;
     let key_file = path.with_extension("authorized_keys");
-    std::fs::write(&key_file, format!("{}\n", authorized_key.trim())).map_err(|source| {
-        Ext4Error::Io {
-            what: "write",
-            path: key_file.clone(),
-            source,
-        }
+    // A seed may carry keys of its own (a promoted VM's /root): keep them, add banger's.
+    let seed_keys = seed
+        .map(|s| s.join(".ssh/authorized_keys"))
+        .filter(|k| std::fs::symlink_metadata(k).is_ok_and(|m| m.is_file()));
+    let mut keys: Vec<String> = seed_keys
+        .as_ref()
+        .and_then(|k| std::fs::read_to_string(k).ok())
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if !keys.iter().any(|l| l.trim() == authorized_key.trim()) {
+        keys.push(authorized_key.trim().to_string());
+    }
+    std::fs::write(&key_file, keys.join("\n") + "\n").map_err(|source| Ext4Error::Io {
+        what: "write",
+        path: key_file.clone(),
+        source,
     })?;
     let has_ssh_dir = seed.is_some_and(|s| s.join(".ssh").is_dir());
     let mut d = Debugfs::new();
@@ -40,6 +52,9 @@ pub fn create_work_disk(
         d.set_owner("/.ssh", 0o040700, 0, 0)?;
     } else {
         d.mkdir("/.ssh", 0o700, 0, 0)?;
+    }
+    if seed_keys.is_some() {
+        d.rm("/.ssh/authorized_keys")?;
     }
     d.write(&key_file, "/.ssh/authorized_keys", 0o600, 0, 0)?;
     let r = d.apply(path);
@@ -125,6 +140,25 @@ mod tests {
         );
         let ovl = t.path().join("ovl.ext4");
         create_overlay_disk(&ovl, 1024).unwrap();
+
+        // A seed with keys of its own (a promoted VM's /root) keeps them, plus banger's.
+        std::fs::create_dir_all(seed.join(".ssh")).unwrap();
+        std::fs::write(
+            seed.join(".ssh/authorized_keys"),
+            "ssh-ed25519 AAAAuser me\nssh-ed25519 AAAAtest banger\n",
+        )
+        .unwrap();
+        let again = t.path().join("again.ext4");
+        create_work_disk(&again, 1024, Some(&seed), "ssh-ed25519 AAAAtest banger").unwrap();
+        let o = Command::new("debugfs")
+            .args(["-R", "cat /.ssh/authorized_keys"])
+            .arg(&again)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "ssh-ed25519 AAAAuser me\nssh-ed25519 AAAAtest banger\n"
+        );
 
         // Growing keeps the content and the filesystem sees the new size.
         grow_disk(&disk, 6144).unwrap();

@@ -131,6 +131,13 @@ impl Debugfs {
         Ok(self)
     }
 
+    /// Remove the file at `path` (which must exist).
+    pub fn rm(&mut self, path: &str) -> Result<&mut Self, Ext4Error> {
+        let p = check_path(path)?;
+        let _ = writeln!(self.script, "rm {p}");
+        Ok(self)
+    }
+
     /// Set owner and full mode (including file type bits) of an existing path.
     pub fn set_owner(
         &mut self,

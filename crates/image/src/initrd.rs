@@ -128,6 +128,49 @@ fn resolve_from(
 /// `/lib/modules/`, and their load order in `/etc/banger/modules`.
 pub fn build(out: &Path, init_binary: &Path, moddir: &Path) -> Result<usize, InitrdError> {
     let modules = resolve_modules(moddir, GUEST_MODULES)?;
+    write(out, init_binary, moddir, &modules)
+}
+
+/// Write banger's initrd with no modules at all, for a kernel that has everything
+/// banger's init needs built in (the usual Firecracker-style kernel). If it does not,
+/// the guest's init reports the missing disk or filesystem on the console.
+pub fn build_builtin(out: &Path, init_binary: &Path) -> Result<usize, InitrdError> {
+    write(out, init_binary, Path::new("/nonexistent"), &[])
+}
+
+/// Write `base` followed by a second archive holding only `/init` = `init_binary`.
+///
+/// The kernel unpacks concatenated initramfs archives in order, later files replacing
+/// earlier ones, so this runs the current init with the modules of an initrd built
+/// earlier (by an older banger, for a kernel whose modules are no longer at hand).
+pub fn with_init(base: &Path, init_binary: &Path, out: &Path) -> Result<(), InitrdError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InitrdError::Io { what, path, source }
+    };
+    let mut data = std::fs::read(base).map_err(io("read initrd", base))?;
+    // newc archives are 4-byte aligned; keep the second one aligned too.
+    data.resize(data.len().next_multiple_of(4), 0);
+    let init = std::fs::read(init_binary).map_err(io("read guest init", init_binary))?;
+    let mut w = std::io::Cursor::new(&mut data);
+    w.set_position(w.get_ref().len() as u64);
+    let mut fw = cpio::newc::Builder::new("init")
+        .ino(1)
+        .mode(0o100755)
+        .nlink(1)
+        .write(&mut w, init.len() as u32);
+    fw.write_all(&init).map_err(io("write", out))?;
+    fw.finish().map_err(io("write", out))?;
+    cpio::newc::trailer(&mut w).map_err(io("write", out))?;
+    std::fs::write(out, &data).map_err(io("write", out))
+}
+
+fn write(
+    out: &Path,
+    init_binary: &Path,
+    moddir: &Path,
+    modules: &[String],
+) -> Result<usize, InitrdError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| InitrdError::Io { what, path, source }
@@ -160,7 +203,7 @@ pub fn build(out: &Path, init_binary: &Path, moddir: &Path) -> Result<usize, Ini
     let init = std::fs::read(init_binary).map_err(io("read guest init", init_binary))?;
     entry(&mut w, "init", 0o100755, &init).map_err(io("write", out))?;
     let mut list = String::new();
-    for rel in &modules {
+    for rel in modules {
         let src = moddir.join(rel);
         let data = std::fs::read(&src).map_err(io("read module", &src))?;
         let file = rel.rsplit('/').next().unwrap_or(rel);

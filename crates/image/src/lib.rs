@@ -4,12 +4,15 @@
 //! `debugfs -w`) and never mounts, loop-attaches or device-maps anything: creating a VM
 //! must not need root, and a crashed build must leave nothing mounted behind.
 
+pub mod catalog;
 pub mod customize;
 pub mod debian;
 pub mod disks;
 pub mod elf;
+pub mod export;
 pub mod ext4;
 pub mod initrd;
+pub mod kernel;
 pub mod oci;
 mod run;
 pub mod vmlinux;

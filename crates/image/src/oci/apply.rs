@@ -7,6 +7,10 @@
 //! never delete what the same layer wrote. Missing parent directories are created as
 //! 0755 root directories.
 //!
+//! The same entry logic applies a plain tar stream without a digest
+//! ([`Applier::apply_stream`], for the tar an export guest wrote), optionally with
+//! `.wh.*` names read as ordinary files ([`Whiteouts::Literal`]).
+//!
 //! Safety: see [`super::fsat`] (no symlink is ever followed) and [`super::names`] (no
 //! unsafe name reaches the disk); blobs are verified before use ([`super::layer`]).
 
@@ -14,18 +18,20 @@ use super::entry::EntryMeta;
 use super::error::ApplyError;
 use super::fixups::{Device, Fixup, Fixups};
 use super::fsat::{dir_flags, kind_at, remove_all_at, Root, WalkError};
-use super::layer::{open_verified, tar_stream, LayerDescriptor, Limits};
+use super::layer::{capped, open_verified, tar_stream, LayerDescriptor, Limits};
 use super::names::{NameProblem, RelPath};
 use rustix::fs::{
     chmodat, chownat, fchmod, fchown, fsetxattr, futimens, linkat, makedev, mkdirat, mknodat,
     openat, symlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid,
     XattrFlags,
 };
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
@@ -61,12 +67,24 @@ pub struct ApplyOptions {
     pub owners: OwnerMode,
 }
 
-/// What one layer did.
+/// How `.wh.*` names in a tar stream are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Whiteouts {
+    /// The OCI changeset rules: `.wh.<name>` deletes `<name>`, `.wh..wh..opq` makes
+    /// its directory opaque, other `.wh..wh.*` names are skipped (image layers).
+    #[default]
+    Interpret,
+    /// Plain names: the stream is a whole, already merged tree (an export), which has
+    /// no whiteouts, so a file called `.wh.x` is just a file.
+    Literal,
+}
+
+/// What one layer (or stream) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerStats {
-    /// The layer's digest.
+    /// The layer's digest (for [`Applier::apply_stream`], its label).
     pub digest: String,
-    /// Blob size.
+    /// Blob size (for [`Applier::apply_stream`], the bytes read, as for `uncompressed_bytes`).
     pub compressed_bytes: u64,
     /// Bytes of tar stream read.
     pub uncompressed_bytes: u64,
@@ -182,13 +200,61 @@ impl Applier {
         desc: &LayerDescriptor,
     ) -> Result<LayerStats, ApplyError> {
         let file = open_verified(blob, desc, &self.limits)?;
-        let layer = desc.digest.as_str();
+        let cap = self.stream_cap();
+        let (stream, hit, count) = tar_stream(file, desc, cap)?;
+        let entries =
+            self.apply_tar(&desc.digest, stream, hit, &count, cap, Whiteouts::Interpret)?;
+        Ok(LayerStats {
+            digest: desc.digest.clone(),
+            compressed_bytes: desc.size,
+            uncompressed_bytes: count.get(),
+            entries,
+        })
+    }
+
+    /// Apply a plain (uncompressed) tar stream that has no digest to verify, such as
+    /// the tar an export guest wrote (whose length the caller bounds), with the same
+    /// hostile-content checks and the same caps as [`Applier::apply_layer`] (the
+    /// stream counts as one layer). `label` names the stream in errors and in the
+    /// stats. With [`Whiteouts::Literal`], `.wh.*` names are ordinary files.
+    /// On error, discard the staging tree (nothing outside it was touched).
+    pub fn apply_stream<R: Read>(
+        &mut self,
+        label: &str,
+        reader: R,
+        whiteouts: Whiteouts,
+    ) -> Result<LayerStats, ApplyError> {
+        let cap = self.stream_cap();
+        let (stream, hit, count) = capped(reader, cap);
+        let entries = self.apply_tar(label, stream, hit, &count, cap, whiteouts)?;
+        Ok(LayerStats {
+            digest: label.into(),
+            compressed_bytes: count.get(),
+            uncompressed_bytes: count.get(),
+            entries,
+        })
+    }
+
+    /// The most the next layer may unpack to: the per-layer cap, or what is left of
+    /// the total.
+    fn stream_cap(&self) -> u64 {
         let remaining = self
             .limits
             .max_total_uncompressed
             .saturating_sub(self.total);
-        let cap = self.limits.max_uncompressed.min(remaining);
-        let (stream, hit, count) = tar_stream(file, desc, cap)?;
+        self.limits.max_uncompressed.min(remaining)
+    }
+
+    /// Apply every entry of a capped tar stream; returns the number of entries.
+    fn apply_tar<R: Read>(
+        &mut self,
+        layer: &str,
+        stream: R,
+        hit: Rc<Cell<bool>>,
+        count: &Rc<Cell<u64>>,
+        cap: u64,
+        whiteouts: Whiteouts,
+    ) -> Result<u64, ApplyError> {
         let capped = |e: ApplyError| match e {
             ApplyError::Corrupt { .. } if hit.get() => ApplyError::UncompressedTooLarge {
                 layer: layer.into(),
@@ -213,16 +279,11 @@ impl Applier {
                     cap: self.limits.max_entries,
                 });
             }
-            self.entry(layer, &mut entry, &mut written)
+            self.entry(layer, &mut entry, &mut written, whiteouts)
                 .map_err(capped)?;
         }
         self.total += count.get();
-        Ok(LayerStats {
-            digest: desc.digest.clone(),
-            compressed_bytes: desc.size,
-            uncompressed_bytes: count.get(),
-            entries,
-        })
+        Ok(entries)
     }
 
     /// Set directory times (they change as children are added) and hand over the tree.
@@ -260,6 +321,7 @@ impl Applier {
         layer: &str,
         entry: &mut tar::Entry<'_, R>,
         written: &mut HashSet<String>,
+        whiteouts: Whiteouts,
     ) -> Result<(), ApplyError> {
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
@@ -269,7 +331,10 @@ impl Applier {
         }
         let rel =
             RelPath::parse_with(&raw, !self.native).map_err(|p| name_error(p, layer, &shown))?;
-        if let Some(name) = rel.file_name() {
+        if let Some(name) = rel
+            .file_name()
+            .filter(|_| whiteouts == Whiteouts::Interpret)
+        {
             if name == OPAQUE {
                 return self.opaque(layer, &shown, &rel, written);
             }

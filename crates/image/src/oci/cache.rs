@@ -58,6 +58,31 @@ impl BlobCache {
         Ok(self.dir.join("sha256").join(hex))
     }
 
+    /// A fresh temporary path for a download that will be renamed to `dest`, with
+    /// `tmp/` and `dest`'s directory created. Every download stages in `tmp/` (same
+    /// filesystem, so the final rename is atomic), and [`BlobCache::prune`] sweeps
+    /// what a crash leaves there. The error names the directory that failed.
+    pub(crate) async fn temp_for(
+        &self,
+        dest: &Path,
+        name: &str,
+    ) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+        let tmp_dir = self.dir.join("tmp");
+        for d in [Some(tmp_dir.as_path()), dest.parent()]
+            .into_iter()
+            .flatten()
+        {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| (d.to_path_buf(), e))?;
+        }
+        Ok(tmp_dir.join(format!(
+            "{name}.{}.{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
     /// True when the blob is present with the expected size.
     pub fn has(&self, digest: &str, size: u64) -> bool {
         self.path(digest)
@@ -90,21 +115,11 @@ impl BlobCache {
         if self.has(&desc.digest, size) {
             return Ok((dest, true));
         }
-        let tmp_dir = self.dir.join("tmp");
-        tokio::fs::create_dir_all(&tmp_dir)
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
+        let tmp = self
+            .temp_for(&dest, name)
             .await
-            .map_err(io("create", &tmp_dir))?;
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(io("create", parent))?;
-        }
-        let tmp = tmp_dir.join(format!(
-            "{}.{}.{}",
-            dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+            .map_err(|(path, e)| io("create", &path)(e))?;
         let r = self
             .download(client, reference, desc, size, cap, &tmp)
             .await;

@@ -259,6 +259,16 @@ pub(crate) fn tar_stream(
             },
         )?),
     };
+    let (capped, hit, count) = capped(inner, cap);
+    Ok((Box::new(capped), hit, count))
+}
+
+/// A capped stream, its cap-hit flag and its byte counter (see [`capped`]).
+pub(crate) type CappedStream<R> = (Counted<Capped<R>>, Rc<Cell<bool>>, Rc<Cell<u64>>);
+
+/// `inner` capped at `cap` bytes, plus the flag set when the cap is hit and a counter
+/// readable after the stream is consumed.
+pub(crate) fn capped<R: Read>(inner: R, cap: u64) -> CappedStream<R> {
     let hit = Rc::new(Cell::new(false));
     let count = Rc::new(Cell::new(0));
     let capped = Counted {
@@ -270,11 +280,11 @@ pub(crate) fn tar_stream(
         },
         count: count.clone(),
     };
-    Ok((Box::new(capped), hit, count))
+    (capped, hit, count)
 }
 
 /// Publishes the number of bytes read so far (for stats after the tar reader is done).
-struct Counted<R> {
+pub(crate) struct Counted<R> {
     inner: R,
     count: Rc<Cell<u64>>,
 }

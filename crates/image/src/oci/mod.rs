@@ -19,7 +19,7 @@ mod pull;
 mod rootfs;
 mod tree;
 
-pub use apply::{AppliedTree, Applier, ApplyOptions, LayerStats, OwnerMode};
+pub use apply::{AppliedTree, Applier, ApplyOptions, LayerStats, OwnerMode, Whiteouts};
 pub use cache::{BlobCache, PruneReport};
 pub use error::ApplyError;
 pub use fixups::{Device, Fixup, Fixups};
