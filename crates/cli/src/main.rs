@@ -3,8 +3,10 @@
 //! The CLI is thin on purpose: it parses, calls bangerd over its unix socket and
 //! renders. Everything stateful happens in the daemon.
 
+mod complete;
 mod daemon;
 mod doctor;
+mod images;
 mod ssh;
 mod ui;
 mod workspace;
@@ -12,9 +14,8 @@ mod workspace;
 use anyhow::Context;
 use banger_model::{parse_size_mib, Layout, VmName, VmmChoice};
 use banger_rpc::{
-    methods as m, Client, ImageBuildParams, ImageInfo, ImageNameParams, ImagePullParams, NoParams,
-    OperationInfo, PruneResult, SshInfo, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult,
-    VmNameParams, VmPorts, VmSetParams, VmStats,
+    methods as m, Client, NoParams, OperationInfo, PruneResult, SshInfo, VmCreateParams, VmInfo,
+    VmLogsParams, VmLogsResult, VmNameParams, VmPorts, VmSetParams, VmStats,
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -40,9 +41,21 @@ enum Cmd {
     /// Create, run and manage VMs.
     #[command(subcommand)]
     Vm(VmCmd),
-    /// Build, pull, list and delete base images.
+    /// Build, pull, register, promote, list and delete base images.
     #[command(subcommand)]
-    Image(ImageCmd),
+    Image(images::ImageCmd),
+    /// The kernel store: pull, import, list, show and remove kernels.
+    #[command(subcommand)]
+    Kernel(images::KernelCmd),
+    /// Print the shell completion script (completes image, kernel, VM and catalog
+    /// names from the running daemon).
+    ///
+    /// Example: source <(banger completion bash)
+    Completion {
+        /// Shell.
+        #[arg(value_parser = ["bash", "zsh", "fish", "elvish", "powershell"])]
+        shell: String,
+    },
     /// Long operations in flight on the daemon (create, start, stop, image build).
     #[command(alias = "ops")]
     Operations {
@@ -77,7 +90,7 @@ enum DaemonCmd {
 #[derive(Debug, Args)]
 struct Sizes {
     /// Image to boot [default: debian-bookworm, built on first use].
-    #[arg(long)]
+    #[arg(long, add = complete::images())]
     image: Option<String>,
     /// Virtual CPUs [default: 2].
     #[arg(long)]
@@ -144,6 +157,7 @@ enum VmCmd {
     /// Example: banger vm start dev
     Start {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Print how long each start stage took.
         #[arg(long)]
@@ -154,6 +168,7 @@ enum VmCmd {
     /// Example: banger vm stop dev      (see also: kill, which does not wait)
     Stop {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
     },
     /// Stop then start a VM (a fresh boot; files are kept).
@@ -161,6 +176,7 @@ enum VmCmd {
     /// Example: banger vm restart dev
     Restart {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
     },
     /// Force a VM off now, like pulling the plug. Unflushed guest writes may be lost.
@@ -168,6 +184,7 @@ enum VmCmd {
     /// Example: banger vm kill dev      (prefer stop; kill is for hung guests)
     Kill {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
     },
     /// Delete every VM that is not running (stopped or failed). Irreversible.
@@ -183,6 +200,7 @@ enum VmCmd {
     /// Example: banger vm set dev --cpus 4 --memory 4G --disk 32G
     Set {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Virtual CPUs.
         #[arg(long)]
@@ -199,6 +217,7 @@ enum VmCmd {
     /// Example: banger vm logs dev -f
     Logs {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Keep printing new output until interrupted.
         #[arg(short, long)]
@@ -209,6 +228,7 @@ enum VmCmd {
     /// Example: banger vm ports dev
     Ports {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Machine-readable output.
         #[arg(long)]
@@ -219,6 +239,7 @@ enum VmCmd {
     /// Example: banger vm stats dev
     Stats {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Machine-readable output.
         #[arg(long)]
@@ -238,6 +259,7 @@ enum VmCmd {
     /// Example: banger vm show dev
     Show {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Machine-readable output.
         #[arg(long)]
@@ -249,6 +271,7 @@ enum VmCmd {
     /// Exit status: the command's. Warns when the host repository moved since it was shipped.
     Exec {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Re-ship the repository first if its HEAD moved since the last prepare.
         #[arg(long)]
@@ -265,6 +288,7 @@ enum VmCmd {
     /// Example: banger vm ssh dev -- hostname
     Ssh {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Command to run; an interactive shell when omitted.
         #[arg(last = true)]
@@ -276,7 +300,7 @@ enum VmCmd {
     #[command(alias = "rm")]
     Delete {
         /// VM names.
-        #[arg(required = true)]
+        #[arg(required = true, add = complete::vms())]
         names: Vec<String>,
     },
 }
@@ -289,6 +313,7 @@ enum WorkspaceCmd {
     /// Example: banger vm workspace prepare dev ./myrepo
     Prepare {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// The repository (or any directory inside it).
         #[arg(default_value = ".")]
@@ -303,6 +328,7 @@ enum WorkspaceCmd {
     /// Example: banger vm workspace export dev --output fix.patch
     Export {
         /// VM name.
+        #[arg(add = complete::vms())]
         name: String,
         /// Write the patch here instead of to stdout.
         #[arg(long, short)]
@@ -313,65 +339,16 @@ enum WorkspaceCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum ImageCmd {
-    /// Build an image from a distribution's archive.
-    ///
-    /// Example: banger image build debian --release bookworm
-    Build {
-        /// Distribution (only debian for now).
-        #[arg(value_parser = ["debian"])]
-        distro: String,
-        /// Release [default: bookworm].
-        #[arg(long)]
-        release: Option<String>,
-        /// Image name [default: debian-<release>].
-        #[arg(long)]
-        name: Option<String>,
-        /// Extra Debian packages, comma-separated (e.g. python3,nodejs).
-        #[arg(long, value_delimiter = ',')]
-        packages: Vec<String>,
-    },
-    /// Show one image.
-    ///
-    /// Example: banger image show debian-bookworm --json
-    Show {
-        /// Image name.
-        name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Pull an OCI image from a registry and turn it into a banger image. It must have
-    /// systemd and openssh-server; it boots the default image's kernel.
-    ///
-    /// Example: banger image pull localhost:5000/team/devbox:latest
-    Pull {
-        /// OCI reference (registry/repository:tag or @digest).
-        reference: String,
-        /// Image name [default: derived from the reference, e.g. devbox-latest].
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Delete an image (refused while a VM uses it).
-    ///
-    /// Example: banger image delete devbox-latest
-    #[command(alias = "rm")]
-    Delete {
-        /// Image name.
-        name: String,
-    },
-    /// List images.
-    #[command(alias = "ls")]
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 fn main() -> ExitCode {
+    // `COMPLETE=<shell> banger …` is a completion request from the shell: answer and exit.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
+    if let Cmd::Completion { shell } = &cli.cmd {
+        // The registration script is what `COMPLETE=<shell> banger` prints.
+        std::env::set_var("COMPLETE", shell);
+        clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -409,7 +386,9 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     let mut c = daemon::connect(layout).await?;
     match cmd {
         Cmd::Vm(v) => vm(&mut c, v).await,
-        Cmd::Image(i) => image(&mut c, i).await,
+        Cmd::Image(i) => images::image(&mut c, i).await,
+        Cmd::Kernel(k) => images::kernel(&mut c, k).await,
+        Cmd::Completion { .. } => Ok(ExitCode::SUCCESS),
         Cmd::Operations { json } => operations(&mut c, json).await,
         Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
         Cmd::Doctor { .. } => Ok(ExitCode::SUCCESS),
@@ -487,7 +466,7 @@ async fn staged(c: &mut Client, method: &str, name: &str, what: &str) -> anyhow:
 }
 
 /// Print `value` as pretty JSON with `--json`, for people with `human` otherwise.
-fn render<T: serde::Serialize>(
+pub(crate) fn render<T: serde::Serialize>(
     json: bool,
     value: &T,
     human: impl FnOnce(&T),
@@ -906,89 +885,4 @@ fn generated_name() -> anyhow::Result<VmName> {
     use rand::Rng;
     let n: u32 = rand::rng().random_range(0..0x10000);
     Ok(VmName::parse(&format!("run-{n:04x}"))?)
-}
-
-/// A long image call (build, pull) with a spinner, then a one-line summary.
-async fn image_call<P: serde::Serialize>(
-    c: &mut Client,
-    method: &str,
-    params: &P,
-    what: &str,
-    done: &str,
-) -> anyhow::Result<ExitCode> {
-    let mut sp = ui::Spinner::new(what);
-    let r: Result<ImageInfo, _> = c.call(method, params, |p| sp.update(&p)).await;
-    sp.finish();
-    let img = r?;
-    println!(
-        "{done} image {} ({} MiB, kernel {})",
-        img.name,
-        img.size_bytes >> 20,
-        img.kernel_release
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
-    match cmd {
-        ImageCmd::Build {
-            distro: _,
-            release,
-            name,
-            packages,
-        } => {
-            let p = ImageBuildParams {
-                name,
-                release,
-                packages,
-            };
-            image_call(c, m::IMAGE_BUILD, &p, "building image", "built").await
-        }
-        ImageCmd::Pull { reference, name } => {
-            let what = format!("pulling {reference}");
-            let p = ImagePullParams { reference, name };
-            image_call(c, m::IMAGE_PULL, &p, &what, "pulled").await
-        }
-        ImageCmd::Show { name, json } => {
-            let i: ImageInfo = c
-                .call(m::IMAGE_SHOW, &ImageNameParams { name }, |_| {})
-                .await?;
-            render(json, &i, |i| {
-                println!(
-                    "name:    {}\nid:      {}\nsource:  {}\nkernel:  {}\nsize:    {} MiB",
-                    i.name,
-                    i.id,
-                    i.source,
-                    i.kernel_release,
-                    i.size_bytes >> 20
-                );
-            })
-        }
-        ImageCmd::Delete { name } => {
-            let _: () = c
-                .call(
-                    m::IMAGE_DELETE,
-                    &ImageNameParams { name: name.clone() },
-                    |_| {},
-                )
-                .await?;
-            println!("deleted image {name}");
-            Ok(ExitCode::SUCCESS)
-        }
-        ImageCmd::List { json } => {
-            let imgs: Vec<ImageInfo> = c.call(m::IMAGE_LIST, &NoParams {}, |_| {}).await?;
-            render(json, &imgs, |imgs| {
-                let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE"]);
-                for i in imgs {
-                    t.add_row(vec![
-                        i.name.clone(),
-                        i.source.clone(),
-                        i.kernel_release.clone(),
-                        format!("{} MiB", i.size_bytes >> 20),
-                    ]);
-                }
-                println!("{t}");
-            })
-        }
-    }
 }

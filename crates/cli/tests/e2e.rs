@@ -85,8 +85,39 @@ impl Env {
         out
     }
 
+    /// Run banger on the host network with extra environment (a daemon it starts
+    /// inherits it).
+    fn banger_host_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd(false, args);
+        c.envs(envs.iter().copied());
+        let out = c.output().unwrap();
+        log(args, &out);
+        out
+    }
+
     fn state(&self) -> PathBuf {
         self.home.path().join("state")
+    }
+
+    /// The directory of the (only built) default image.
+    fn default_image_dir(&self) -> PathBuf {
+        std::fs::read_dir(self.state().join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("rootfs.ext4").exists() && p.join("vmlinuz").exists())
+            .unwrap()
+    }
+
+    /// Unpack the default image's root filesystem into `dest` (debugfs, no mount).
+    fn dump_default_rootfs(&self, dest: &Path) {
+        std::fs::create_dir_all(dest).unwrap();
+        run_ok(
+            Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("rdump / {}", dest.display()))
+                .arg(self.default_image_dir().join("rootfs.ext4")),
+        );
     }
 
     /// Nothing of any VM is left: no VMM process, no tap, no VM dir, no row.
@@ -154,6 +185,7 @@ fn end_to_end() {
     concurrent_creates_and_prune(&env);
     workspaces_round_trip(&env);
     oci_pull_boots(&env);
+    catalog_kernels_register_promote(&env);
     newer_schema_is_refused(&env);
 }
 
@@ -866,20 +898,8 @@ fn oci_pull_boots(env: &Env) {
         }
     };
     // Layer 1: a bootable Debian tree (the default image's own root filesystem).
-    let img_dir = std::fs::read_dir(env.state().join("images"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("rootfs.ext4").exists())
-        .unwrap();
     let base = work.join("base");
-    std::fs::create_dir_all(&base).unwrap();
-    run_ok(
-        Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("rdump / {}", base.display()))
-            .arg(img_dir.join("rootfs.ext4")),
-    );
+    env.dump_default_rootfs(&base);
     std::fs::create_dir_all(base.join("opt/gone")).unwrap();
     std::fs::write(base.join("opt/gone/x"), "hidden by an opaque dir\n").unwrap();
     // Layer 2: a whiteout, a hardlink pair, a setuid file, a file owned 1000:1000.
@@ -949,6 +969,318 @@ fn oci_pull_boots(env: &Env) {
         .banger(&["image", "delete", "devbox-1"])
         .status
         .success());
+    env.assert_nothing_left();
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    format!("{:x}", h.finalize())
+}
+
+fn artifact(dir: &Path, rel: &str) -> serde_json::Value {
+    let p = dir.join(rel);
+    serde_json::json!({"url": rel, "sha256": sha256_file(&p), "size": std::fs::metadata(&p).unwrap().len()})
+}
+
+/// A static catalog on loopback; killed on drop.
+struct HttpServer(std::process::Child, u16);
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_dir(dir: &Path) -> HttpServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 is needed to serve the test catalog");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 15, "http.server did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    HttpServer(child, port)
+}
+
+/// Issue 5: catalog pulls (good, hash mismatch, oversize, coalesced), the kernel
+/// store, `image register` (tar and ext4), `image promote` and `image cache prune`.
+fn catalog_kernels_register_promote(env: &Env) {
+    let work = env.home.path().join("catalog");
+    let cat = work.join("www");
+    std::fs::create_dir_all(cat.join("k")).unwrap();
+    std::fs::create_dir_all(cat.join("i")).unwrap();
+    // The catalog's kernel and root filesystem come from the default image.
+    let img_dir = env.default_image_dir();
+    let tree = work.join("tree");
+    env.dump_default_rootfs(&tree);
+    std::fs::write(tree.join("etc/catalog-marker"), "from the catalog\n").unwrap();
+    std::fs::copy(img_dir.join("vmlinuz"), cat.join("k/vmlinuz")).unwrap();
+    let release = std::fs::read_dir(tree.join("usr/lib/modules"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .to_string();
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(tree.join("usr/lib/modules"))
+            .arg("-cf")
+            .arg(cat.join("k/modules.tar"))
+            .arg("."),
+    );
+    run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(&tree)
+            .arg("-cf")
+            .arg(cat.join("i/rootfs.tar"))
+            .arg("."),
+    );
+    std::fs::write(cat.join("i/short.tar"), b"not what the catalog says").unwrap();
+    let rootfs = artifact(&cat, "i/rootfs.tar");
+    let mut wrong_hash = rootfs.clone();
+    wrong_hash["sha256"] = serde_json::json!("0".repeat(64));
+    let mut too_small = rootfs.clone();
+    too_small["size"] = serde_json::json!(1 << 20);
+    let index = serde_json::json!({
+        "version": 1,
+        "kernels": [{"name": "deb-k", "release": release, "description": "the default image's kernel",
+                     "kernel": artifact(&cat, "k/vmlinuz"), "modules": artifact(&cat, "k/modules.tar")}],
+        "images": [
+            {"name": "deb-cat", "kernel": "deb-k", "description": "test image", "rootfs": rootfs},
+            {"name": "bad-hash", "kernel": "deb-k", "rootfs": wrong_hash},
+            {"name": "oversize", "kernel": "deb-k", "rootfs": too_small},
+        ]
+    });
+    std::fs::write(
+        cat.join("index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )
+    .unwrap();
+    let srv = serve_dir(&cat);
+    let url = format!("http://127.0.0.1:{}/index.json", srv.1);
+    let cenv = [("BANGER_CATALOG", url.as_str())];
+
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    let listing = env.banger_host_env(&["image", "catalog", "--json"], &cenv);
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    assert!(stdout(&listing).contains("deb-cat"));
+    // Shell completion offers catalog names for `pull` and local names elsewhere.
+    let complete = |words: &[&str]| -> String {
+        let mut args = vec!["--", "banger"];
+        args.extend_from_slice(words);
+        let out = env
+            .cmd(false, &args)
+            .env("COMPLETE", "bash")
+            .env("_CLAP_COMPLETE_INDEX", words.len().to_string())
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let pull = complete(&["image", "pull", ""]);
+    assert!(pull.lines().any(|l| l == "deb-cat"), "{pull}");
+    let kpull = complete(&["kernel", "pull", ""]);
+    assert!(kpull.lines().any(|l| l == "deb-k"), "{kpull}");
+    let show = complete(&["image", "show", ""]);
+    assert!(show.lines().any(|l| l == "debian-bookworm"), "{show}");
+    // Hash mismatch and oversize are refused before anything is unpacked.
+    let bad = env.banger_host(&["image", "pull", "bad-hash"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("sha256"), "{}", stderr(&bad));
+    let big = env.banger_host(&["image", "pull", "oversize"]);
+    assert_eq!(big.status.code(), Some(1));
+    assert!(
+        stderr(&big).contains("but the catalog says 1048576"),
+        "{}",
+        stderr(&big)
+    );
+    let tmp = env.home.path().join("cache/blobs/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).map(|r| r.count()).unwrap_or(0),
+        0,
+        "download debris left"
+    );
+    let unknown = env.banger_host(&["image", "pull", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("deb-cat"),
+        "lists what exists: {}",
+        stderr(&unknown)
+    );
+
+    // Two concurrent pulls of one name coalesce into one image.
+    let t = std::time::Instant::now();
+    let a = env
+        .cmd(false, &["image", "pull", "deb-cat"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = env
+        .cmd(false, &["image", "pull", "deb-cat"])
+        .output()
+        .unwrap();
+    let a = a.wait_with_output().unwrap();
+    log(&["image", "pull", "deb-cat", "(x2)"], &b);
+    assert!(a.status.success() && b.status.success());
+    eprintln!(
+        "catalog pull of a {} MiB rootfs took {:.1} s",
+        std::fs::metadata(cat.join("i/rootfs.tar")).unwrap().len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    let imgs = env.banger_host(&["image", "list", "--json"]);
+    let imgs: serde_json::Value = serde_json::from_slice(&imgs.stdout).unwrap();
+    let n = imgs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] == "deb-cat")
+        .count();
+    assert_eq!(n, 1, "{imgs}");
+    let ks = env.banger_host(&["kernel", "list", "--json"]);
+    let ks: serde_json::Value = serde_json::from_slice(&ks.stdout).unwrap();
+    assert!(
+        ks.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "deb-k" && k["release"] == release.as_str()),
+        "{ks}"
+    );
+    assert!(
+        ks.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "debian-bookworm"),
+        "the built image's kernel is in the store: {ks}"
+    );
+
+    // kernel import / show / rm.
+    let imp = env.banger_host(
+        &["kernel", "import"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                img_dir.join("vmlinuz").display().to_string(),
+                "--modules".into(),
+                tree.join("usr/lib/modules").display().to_string(),
+                "--name".into(),
+                "imported".into(),
+            ])
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(imp.status.success(), "{}", stderr(&imp));
+    let show = env.banger_host(&["kernel", "show", "imported", "--json"]);
+    assert!(stdout(&show).contains(&release));
+    let junk = env.banger_host(&["kernel", "import", "/etc/hostname"]);
+    assert_eq!(junk.status.code(), Some(1));
+    assert!(stderr(&junk).contains("not a Linux kernel"));
+
+    // image register: a tar with a store kernel, and an ext4 read by the export guest.
+    let reg_tar = cat.join("i/rootfs.tar").display().to_string();
+    let r1 = env.banger_host(&[
+        "image", "register", "reg-tar", "--rootfs", &reg_tar, "--kernel", "imported",
+    ]);
+    assert!(r1.status.success(), "{}", stderr(&r1));
+    let t = std::time::Instant::now();
+    let ext4 = img_dir.join("rootfs.ext4").display().to_string();
+    let r2 = env.banger_host(&["image", "register", "reg-ext4", "--rootfs", &ext4]);
+    assert!(r2.status.success(), "{}", stderr(&r2));
+    eprintln!(
+        "register of a {} MiB ext4 took {:.1} s",
+        std::fs::metadata(&ext4).unwrap().len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    assert!(env
+        .banger_host(&["kernel", "rm", "imported"])
+        .status
+        .success());
+    let _ = std::fs::remove_dir_all(&tree);
+    drop(srv);
+    assert!(env.banger_host(&["daemon", "stop"]).status.success());
+
+    // They all boot; images keep their kernel after `kernel rm`.
+    for (img, check) in [
+        ("deb-cat", "cat /etc/catalog-marker"),
+        ("reg-tar", "cat /etc/catalog-marker"),
+        ("reg-ext4", "test ! -e /etc/catalog-marker && uname -r"),
+    ] {
+        let out = env.banger(&["vm", "run", "--image", img, "--", check]);
+        assert!(out.status.success(), "{img}: {}", stderr(&out));
+    }
+
+    // image promote: a stopped VM's changes (root and /root) become an image.
+    assert!(env.banger(&["vm", "create", "pro"]).status.success());
+    let edit = env.banger(&["vm", "ssh", "pro", "--", "echo promoted > /etc/promoted && rm /etc/issue && mkdir -p /opt/tool && echo v1 > /opt/tool/v && echo seed > /root/seed.txt && sync"]);
+    assert!(edit.status.success(), "{}", stderr(&edit));
+    let running = env.banger(&["image", "promote", "pro", "pro-img"]);
+    assert_eq!(
+        running.status.code(),
+        Some(1),
+        "promote of a running VM is refused"
+    );
+    assert!(env.banger(&["vm", "stop", "pro"]).status.success());
+    let t = std::time::Instant::now();
+    let pro = env.banger(&["image", "promote", "pro", "pro-img"]);
+    assert!(pro.status.success(), "{}", stderr(&pro));
+    eprintln!("promote took {:.1} s", t.elapsed().as_secs_f64());
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--image",
+        "pro-img",
+        "--",
+        "cat /etc/promoted /opt/tool/v /root/seed.txt; test ! -e /etc/issue && echo issue-gone",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in ["promoted", "v1", "seed", "issue-gone"] {
+        assert!(text.contains(want), "{want} missing: {text}");
+    }
+    assert!(env.banger(&["vm", "delete", "pro"]).status.success());
+
+    // image cache prune: dry run reports, then deleting the image frees its blob.
+    let dry = env.banger(&["image", "cache", "prune", "--dry-run", "--json"]);
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        dry["kept"].as_u64().unwrap() >= 1,
+        "deb-cat's rootfs is kept: {dry}"
+    );
+    for img in ["deb-cat", "reg-tar", "reg-ext4", "pro-img"] {
+        assert!(env.banger(&["image", "delete", img]).status.success());
+    }
+    let pruned = env.banger(&["image", "cache", "prune", "--json"]);
+    let pruned: serde_json::Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    assert!(pruned["bytes"].as_u64().unwrap() > 500 << 20, "{pruned}");
+    let left = env.banger(&["image", "cache", "prune", "--dry-run", "--json"]);
+    let left: serde_json::Value = serde_json::from_slice(&left.stdout).unwrap();
+    assert_eq!(left["blobs"], 0, "{left}");
     env.assert_nothing_left();
 }
 

@@ -1,9 +1,10 @@
 //! The daemon's shared state: layout, configuration, the store and the services'
 //! coordination primitives. Services borrow it; nothing else is global.
 
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use banger_helper::Privileged;
-use banger_model::Layout;
+use banger_model::{ImageRecord, KernelRecord, Layout};
 use banger_rpc::{OperationInfo, RpcError};
 use banger_store::{Store, StoreError};
 use banger_vmm::{AccelChoice, Qemu};
@@ -28,8 +29,15 @@ pub struct App {
     pub qemu: OnceCell<(Qemu, AccelChoice)>,
     /// One lock per VM name: create/delete of the same VM serialise, others run in parallel.
     vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Image builds of the same name coalesce behind this lock.
+    /// Debian builds (CPU- and mirror-heavy) run one at a time.
     pub image_build: tokio::sync::Mutex<()>,
+    /// Requests that make the same image name share one run.
+    pub images_in_flight: Coalescer<ImageRecord>,
+    /// Catalog pulls of the same kernel share one run.
+    pub kernels_in_flight: Coalescer<KernelRecord>,
+    /// Pulls hold it shared while they download and record blobs; `image cache
+    /// prune` holds it exclusively, so it never removes a blob a pull just fetched.
+    pub blob_cache: tokio::sync::RwLock<()>,
     /// Long calls in flight, for `banger operations`.
     pub ops: Operations,
 }
@@ -116,6 +124,9 @@ impl App {
             qemu: OnceCell::new(),
             vm_locks: Mutex::new(HashMap::new()),
             image_build: tokio::sync::Mutex::new(()),
+            images_in_flight: Coalescer::default(),
+            kernels_in_flight: Coalescer::default(),
+            blob_cache: tokio::sync::RwLock::new(()),
             ops: Operations::default(),
         }
     }

@@ -21,6 +21,9 @@ pub enum ConfigError {
     /// A numeric variable is not a number.
     #[error("{0} must be a whole number of seconds")]
     Number(&'static str),
+    /// BANGER_MAX_DOWNLOAD is not a size.
+    #[error("BANGER_MAX_DOWNLOAD: {0}")]
+    Size(#[from] banger_model::SizeError),
 }
 
 /// Everything the daemon can be told.
@@ -44,6 +47,12 @@ pub struct Config {
     pub debian_mirror: Option<String>,
     /// How long a guest may take from VMM launch to answering ssh (`BANGER_BOOT_TIMEOUT`).
     pub boot_timeout: Duration,
+    /// Image and kernel catalog (`BANGER_CATALOG`: an http(s) URL or a path to the
+    /// JSON index). `None`: `pull NAME` explains how to configure one.
+    pub catalog: Option<String>,
+    /// Largest single download banger accepts (`BANGER_MAX_DOWNLOAD`, default 16G),
+    /// whatever a catalog or registry claims.
+    pub max_download_bytes: u64,
     /// Test hook (`BANGER_FAIL_AT=<stage>`): make that start stage fail, to prove
     /// that a failure at any step leaves nothing behind.
     pub fail_at: Option<String>,
@@ -96,6 +105,11 @@ impl Config {
             debian_mirror: var("BANGER_DEBIAN_MIRROR"),
             boot_timeout,
             fail_at: var("BANGER_FAIL_AT"),
+            catalog: var("BANGER_CATALOG"),
+            max_download_bytes: match var("BANGER_MAX_DOWNLOAD") {
+                Some(s) => banger_model::parse_size_mib(&s)?.saturating_mul(1 << 20),
+                None => 16 << 30,
+            },
             default_cpus: 2,
             default_memory_mib: 1024,
             default_disk_mib: 8 * 1024,

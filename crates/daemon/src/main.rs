@@ -2,9 +2,13 @@
 //! The CLI starts it on demand; it listens on a 0600 unix socket.
 
 mod app;
+mod catalog;
+mod coalesce;
 mod config;
+mod flatten;
 mod handles;
 mod images;
+mod kernels;
 mod routes;
 mod vms;
 
@@ -98,6 +102,7 @@ async fn run(layout: Layout) -> anyhow::Result<()> {
     ));
 
     images::sweep_staging(&app);
+    kernels::sweep_staging(&app);
     vms::reconcile(&app).await;
     tokio::spawn(vms::monitor(app.clone()));
 

@@ -1,9 +1,10 @@
 //! The method table: RPC method name → service call. A test pins the list.
 
 use crate::app::App;
-use crate::{images, vms};
+use crate::{catalog, flatten, images, kernels, vms};
 use banger_rpc::{
-    methods as m, CallCtx, ImageBuildParams, ImageNameParams, ImagePullParams, NoParams,
+    methods as m, CachePruneParams, CallCtx, ImageBuildParams, ImageNameParams, ImagePromoteParams,
+    ImagePullParams, ImageRegisterParams, KernelImportParams, KernelNameParams, NoParams,
     PingResult, Router, RouterError, VmCreateParams, VmLogsParams, VmNameParams, VmSetParams,
     WorkspaceParams,
 };
@@ -114,9 +115,80 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     r.add(m::IMAGE_PULL, move |c: CallCtx, p: ImagePullParams| {
         let a = a.clone();
         async move {
-            let _op = a.ops.begin(&c.op_id, "image.pull", &p.reference);
-            images::pull(&a, p.reference, p.name, &c.progress).await
+            let target = p.reference.clone();
+            let _op = a.ops.begin(&c.op_id, "image.pull", &target);
+            images::pull(&a, p, &c.progress).await
         }
+    })?;
+    let a = app.clone();
+    r.add(
+        m::IMAGE_PROMOTE,
+        move |c: CallCtx, p: ImagePromoteParams| {
+            let a = a.clone();
+            async move {
+                let _op = a.ops.begin(&c.op_id, "image.promote", &p.name);
+                flatten::promote(&a, p, &c.progress).await
+            }
+        },
+    )?;
+    let a = app.clone();
+    r.add(
+        m::IMAGE_REGISTER,
+        move |c: CallCtx, p: ImageRegisterParams| {
+            let a = a.clone();
+            async move {
+                let _op = a.ops.begin(&c.op_id, "image.register", &p.name);
+                flatten::register(&a, p, &c.progress).await
+            }
+        },
+    )?;
+    let a = app.clone();
+    r.add(
+        m::IMAGE_CACHE_PRUNE,
+        move |_c: CallCtx, p: CachePruneParams| {
+            let a = a.clone();
+            async move { images::cache_prune(&a, p.dry_run).await }
+        },
+    )?;
+    let a = app.clone();
+    r.add(m::CATALOG_LIST, move |_c: CallCtx, _p: NoParams| {
+        let a = a.clone();
+        async move { catalog::listing(&a).await }
+    })?;
+    let a = app.clone();
+    r.add(
+        m::KERNEL_IMPORT,
+        move |c: CallCtx, p: KernelImportParams| {
+            let a = a.clone();
+            async move {
+                let target = p.path.display().to_string();
+                let _op = a.ops.begin(&c.op_id, "kernel.import", &target);
+                kernels::import(&a, p, &c.progress).await
+            }
+        },
+    )?;
+    let a = app.clone();
+    r.add(m::KERNEL_PULL, move |c: CallCtx, p: KernelNameParams| {
+        let a = a.clone();
+        async move {
+            let _op = a.ops.begin(&c.op_id, "kernel.pull", &p.name);
+            catalog::pull_kernel(&a, &p.name, &c.progress).await
+        }
+    })?;
+    let a = app.clone();
+    r.add(m::KERNEL_LIST, move |_c: CallCtx, _p: NoParams| {
+        let a = a.clone();
+        async move { kernels::list(&a) }
+    })?;
+    let a = app.clone();
+    r.add(m::KERNEL_SHOW, move |_c: CallCtx, p: KernelNameParams| {
+        let a = a.clone();
+        async move { kernels::show(&a, &p.name) }
+    })?;
+    let a = app.clone();
+    r.add(m::KERNEL_DELETE, move |_c: CallCtx, p: KernelNameParams| {
+        let a = a.clone();
+        async move { kernels::delete(&a, &p.name) }
     })?;
     let a = app.clone();
     r.add(m::IMAGE_DELETE, move |_c: CallCtx, p: ImageNameParams| {

@@ -356,7 +356,7 @@ fn firecracker_usable(app: &App, accel: banger_vmm::Accel) -> Result<(), String>
 
 /// The backend for a VM and the kernel file it boots: Firecracker (ELF vmlinux,
 /// extracted once beside the image's bzImage) or QEMU (the bzImage).
-async fn choose_backend(
+pub(crate) async fn choose_backend(
     app: &App,
     choice: VmmChoice,
     image_dir: &Path,

@@ -95,6 +95,18 @@ impl Layout {
     pub fn image_staging(&self) -> PathBuf {
         self.state.join("images/.staging")
     }
+    /// A kernel's directory in the kernel store.
+    pub fn kernel_dir(&self, id: &str) -> PathBuf {
+        self.state.join("kernels").join(id)
+    }
+    /// Scratch space for kernel imports (same filesystem, so publish is a rename).
+    pub fn kernel_staging(&self) -> PathBuf {
+        self.state.join("kernels/.staging")
+    }
+    /// Downloaded blobs (OCI layers, catalog artifacts), content-addressed.
+    pub fn blob_cache(&self) -> PathBuf {
+        self.cache.join("blobs")
+    }
     /// A VM's durable directory (disks, pinned host key).
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.state.join("vms").join(id)

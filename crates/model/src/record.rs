@@ -123,6 +123,30 @@ pub struct ImageRecord {
     pub size_bytes: u64,
     /// Unix seconds at publication.
     pub created_at: i64,
+    /// Name of the kernel the image boots (a copy lives in the image directory, so
+    /// removing the kernel later does not break the image). `None` for images made
+    /// before kernels were tracked.
+    #[serde(default)]
+    pub kernel: Option<String>,
+}
+
+/// A kernel in the local kernel store: a kernel image plus banger's initrd built
+/// for it (the initrd carries banger's init and the kernel's virtio/ext4/overlay
+/// modules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelRecord {
+    /// Short random hex id; names `state/kernels/<id>/`.
+    pub id: String,
+    /// Unique, user-facing name (e.g. `debian-bookworm`).
+    pub name: String,
+    /// Kernel release (`uname -r` in the guest), e.g. `6.1.0-40-cloud-amd64`.
+    pub release: String,
+    /// Where it came from (`image:debian-bookworm`, `file:/path`, `catalog:URL`).
+    pub source: String,
+    /// Size of the kernel image in bytes.
+    pub size_bytes: u64,
+    /// Unix seconds at import.
+    pub created_at: i64,
 }
 
 /// A host repository shipped into a VM.

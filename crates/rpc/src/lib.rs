@@ -20,9 +20,11 @@ mod wire;
 pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
 pub use methods::{
-    ImageBuildParams, ImageInfo, ImageNameParams, ImagePullParams, NoParams, OperationInfo,
-    PingResult, Progress, PruneResult, SshInfo, StageTiming, VmCreateParams, VmInfo, VmLogsParams,
-    VmLogsResult, VmNameParams, VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
+    CachePruneParams, CachePruneResult, CatalogItem, CatalogListing, ImageBuildParams, ImageInfo,
+    ImageNameParams, ImagePromoteParams, ImagePullParams, ImageRegisterParams, KernelImportParams,
+    KernelInfo, KernelNameParams, NoParams, OperationInfo, PingResult, Progress, PruneResult,
+    SshInfo, StageTiming, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams,
+    VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
 };
 pub use server::{
     bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,

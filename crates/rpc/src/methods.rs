@@ -53,14 +53,41 @@ pub const IMAGE_DELETE: &str = "image.delete";
 pub const IMAGE_SHOW: &str = "image.show";
 /// `image.list` (no params) -> `Vec<ImageInfo>`.
 pub const IMAGE_LIST: &str = "image.list";
+/// `image.register` [`ImageRegisterParams`] -> [`ImageInfo`]: a local rootfs (+ kernel).
+pub const IMAGE_REGISTER: &str = "image.register";
+/// `image.promote` [`ImagePromoteParams`] -> [`ImageInfo`]: a stopped VM becomes an image.
+pub const IMAGE_PROMOTE: &str = "image.promote";
+/// `image.cache_prune` [`CachePruneParams`] -> [`CachePruneResult`].
+pub const IMAGE_CACHE_PRUNE: &str = "image.cache_prune";
+/// `catalog.list` (no params) -> [`CatalogListing`]: what `pull NAME` can fetch.
+pub const CATALOG_LIST: &str = "catalog.list";
+/// `kernel.import` [`KernelImportParams`] -> [`KernelInfo`].
+pub const KERNEL_IMPORT: &str = "kernel.import";
+/// `kernel.pull` [`KernelNameParams`] -> [`KernelInfo`]: from the catalog.
+pub const KERNEL_PULL: &str = "kernel.pull";
+/// `kernel.list` (no params) -> `Vec<KernelInfo>`.
+pub const KERNEL_LIST: &str = "kernel.list";
+/// `kernel.show` [`KernelNameParams`] -> [`KernelInfo`].
+pub const KERNEL_SHOW: &str = "kernel.show";
+/// `kernel.delete` [`KernelNameParams`] -> `null`: images keep their own copy.
+pub const KERNEL_DELETE: &str = "kernel.delete";
 
 /// Every method name, sorted (the order `Router::methods` returns).
 pub const METHODS: &[&str] = &[
+    CATALOG_LIST,
     IMAGE_BUILD,
+    IMAGE_CACHE_PRUNE,
     IMAGE_DELETE,
     IMAGE_LIST,
+    IMAGE_PROMOTE,
     IMAGE_PULL,
+    IMAGE_REGISTER,
     IMAGE_SHOW,
+    KERNEL_DELETE,
+    KERNEL_IMPORT,
+    KERNEL_LIST,
+    KERNEL_PULL,
+    KERNEL_SHOW,
     OPERATIONS_LIST,
     PING,
     VM_CREATE,
@@ -340,12 +367,126 @@ pub struct ImageBuildParams {
 /// Params of `image.pull`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImagePullParams {
-    /// OCI reference, e.g. `docker.io/library/debian:bookworm` or `localhost:5000/x:y`.
+    /// A catalog name (`debian-bookworm`) or an OCI reference, e.g.
+    /// `docker.io/library/debian:bookworm` or `localhost:5000/x:y`. A bare name
+    /// without `/`, `:` or `@` is looked up in the catalog.
     pub reference: String,
     /// Image name; derived from the reference when absent (`debian-bookworm`).
     #[serde(default)]
     pub name: Option<String>,
+    /// Kernel (from `kernel list`) an OCI image boots; the default image's kernel
+    /// when absent. Catalog images name their own kernel.
+    #[serde(default)]
+    pub kernel: Option<String>,
 }
+
+/// Params of `image.register`. Paths are absolute, on the daemon's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRegisterParams {
+    /// New image name.
+    pub name: String,
+    /// Root filesystem: an ext4 image file, or a tar archive (plain, gzip, zstd, xz).
+    pub rootfs: PathBuf,
+    /// Kernel from the kernel store; the default image's kernel when absent and no
+    /// `kernel_file` is given.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// A kernel file to import for this image (as kernel `<name>`).
+    #[serde(default)]
+    pub kernel_file: Option<PathBuf>,
+    /// Modules directory for `kernel_file` (banger builds its initrd from it).
+    #[serde(default)]
+    pub modules: Option<PathBuf>,
+}
+
+/// Params of `image.promote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePromoteParams {
+    /// The stopped VM.
+    pub vm: String,
+    /// New image name.
+    pub name: String,
+    /// Leave the VM's /root (its work disk) out of the new image's work seed.
+    #[serde(default)]
+    pub no_work: bool,
+}
+
+/// Params of `image.cache_prune`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePruneParams {
+    /// Only report what would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Reply of `image.cache_prune`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePruneResult {
+    /// Blobs removed (or that would be).
+    pub blobs: u64,
+    /// Bytes freed (or that would be).
+    pub bytes: u64,
+    /// Blobs kept because an image was made from them.
+    pub kept: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// One entry of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogItem {
+    /// Name to pull.
+    pub name: String,
+    /// What it is.
+    #[serde(default)]
+    pub description: String,
+    /// Image entries: the kernel they boot; kernel entries: the release.
+    #[serde(default)]
+    pub detail: String,
+    /// Download size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Reply of `catalog.list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogListing {
+    /// Where the catalog was read from; `None` when none is configured.
+    pub location: Option<String>,
+    /// Pullable images.
+    pub images: Vec<CatalogItem>,
+    /// Pullable kernels.
+    pub kernels: Vec<CatalogItem>,
+}
+
+/// Params of `kernel.import`. Paths are absolute, on the daemon's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelImportParams {
+    /// Kernel image: a bzImage (`/boot/vmlinuz-*`) or an ELF vmlinux.
+    pub path: PathBuf,
+    /// Kernel name; the kernel's release when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Release override, when the kernel file does not say.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Modules: a directory holding `lib/modules/<release>` (or that directory itself).
+    /// Without it the kernel must have virtio, ext4 and overlay built in.
+    #[serde(default)]
+    pub modules: Option<PathBuf>,
+    /// A ready initrd that runs banger's init (advanced; replaces building one).
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+}
+
+/// Params of methods addressing one kernel by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelNameParams {
+    /// The kernel's name.
+    pub name: String,
+}
+
+/// A stored kernel as shown to users.
+pub use banger_model::KernelRecord as KernelInfo;
 
 /// Params of methods addressing one image by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,11 +524,20 @@ mod tests {
         assert_eq!(
             METHODS,
             [
+                "catalog.list",
                 "image.build",
+                "image.cache_prune",
                 "image.delete",
                 "image.list",
+                "image.promote",
                 "image.pull",
+                "image.register",
                 "image.show",
+                "kernel.delete",
+                "kernel.import",
+                "kernel.list",
+                "kernel.pull",
+                "kernel.show",
                 "operations.list",
                 "ping",
                 "vm.create",

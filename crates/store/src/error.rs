@@ -77,6 +77,12 @@ pub enum StoreError {
     /// No image has that id.
     #[error("no image with id {0}; it may have been deleted meanwhile (see banger image list)")]
     ImageIdNotFound(String),
+    /// A kernel with that name exists.
+    #[error("a kernel named {0} already exists (see banger kernel list); remove it first (banger kernel rm) or pick another name")]
+    KernelNameTaken(String),
+    /// No kernel has that name.
+    #[error("no kernel named {0} (see banger kernel list; add one with banger kernel import PATH or banger kernel pull NAME)")]
+    KernelNotFound(String),
     /// The image is still the base of some VMs.
     #[error("image {image} is used by {}: {}; delete those VMs first (banger vm delete NAME)", if vms.len() == 1 { "VM" } else { "VMs" }, vms.join(", "))]
     ImageInUse {
@@ -103,6 +109,7 @@ impl StoreError {
                 | StoreError::VmIdNotFound(_)
                 | StoreError::ImageNotFound(_)
                 | StoreError::ImageIdNotFound(_)
+                | StoreError::KernelNotFound(_)
         )
     }
 
@@ -125,7 +132,9 @@ impl StoreError {
     pub fn is_name_taken(&self) -> bool {
         matches!(
             self,
-            StoreError::NameTaken(_) | StoreError::ImageNameTaken(_)
+            StoreError::NameTaken(_)
+                | StoreError::ImageNameTaken(_)
+                | StoreError::KernelNameTaken(_)
         )
     }
 }

@@ -8,16 +8,17 @@ use banger_model::ImageRecord;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 impl Store {
-    /// Record a published image. [`StoreError::ImageNameTaken`] if the name is
-    /// in use; the caller picks the id (see [`crate::new_id`]).
-    pub fn insert_image(&self, img: &ImageRecord) -> Result<(), StoreError> {
+    /// Record a published image and the cached blobs it was made from (kept by
+    /// `image cache prune`). [`StoreError::ImageNameTaken`] if the name is in use;
+    /// the caller picks the id (see [`crate::new_id`]).
+    pub fn insert_image(&self, img: &ImageRecord, blobs: &[String]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if exists(&tx, "SELECT 1 FROM images WHERE name = ?1", &img.name)? {
             return Err(StoreError::ImageNameTaken(img.name.clone()));
         }
         tx.execute(
-            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             params![
                 img.id,
                 img.name,
@@ -25,8 +26,15 @@ impl Store {
                 img.kernel_release,
                 to_sql_int("image size", img.size_bytes)?,
                 img.created_at,
+                img.kernel,
             ],
         )?;
+        for digest in blobs {
+            tx.execute(
+                "INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?1, ?2)",
+                params![img.id, digest],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -74,9 +82,27 @@ impl Store {
                 vms: users,
             });
         }
+        tx.execute("DELETE FROM image_blobs WHERE image_id = ?1", [id])?;
         tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every cached blob digest some image was made from.
+    pub fn referenced_blobs(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT digest FROM image_blobs ORDER BY digest")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The cached blobs image `id` was made from.
+    pub fn image_blobs(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT digest FROM image_blobs WHERE image_id = ?1 ORDER BY digest")?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn query_image(&self, column: &str, value: &str) -> Result<Option<ImageRecord>, StoreError> {

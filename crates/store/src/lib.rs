@@ -1,4 +1,4 @@
-//! banger's durable state: VMs and images in one SQLite database.
+//! banger's durable state: VMs, images and kernels in one SQLite database.
 //!
 //! Why SQLite: the daemon needs atomic "pick a free IP and claim a name"
 //! across restarts and across concurrent requests, and users need to be able
@@ -15,6 +15,7 @@
 mod error;
 mod id;
 mod images;
+mod kernels;
 mod rows;
 mod schema;
 mod store;

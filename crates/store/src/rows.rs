@@ -5,14 +5,17 @@
 //! an opaque conversion failure.
 
 use crate::error::StoreError;
-use banger_model::{ImageRecord, VmName, VmRecord, VmState};
+use banger_model::{ImageRecord, KernelRecord, VmName, VmRecord, VmState};
 use rusqlite::Row;
 use std::net::Ipv4Addr;
 
 pub(crate) const VM_COLUMNS: &str =
     "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error, vmm";
 
-pub(crate) const IMAGE_COLUMNS: &str = "id, name, source, kernel_release, size_bytes, created_at";
+pub(crate) const IMAGE_COLUMNS: &str =
+    "id, name, source, kernel_release, size_bytes, created_at, kernel";
+
+pub(crate) const KERNEL_COLUMNS: &str = "id, name, release, source, size_bytes, created_at";
 
 /// A `vms` row as SQLite returns it.
 pub(crate) struct VmRow {
@@ -79,6 +82,7 @@ pub(crate) struct ImageRow {
     kernel_release: String,
     size_bytes: i64,
     created_at: i64,
+    kernel: Option<String>,
 }
 
 impl ImageRow {
@@ -91,6 +95,7 @@ impl ImageRow {
             kernel_release: row.get(3)?,
             size_bytes: row.get(4)?,
             created_at: row.get(5)?,
+            kernel: row.get(6)?,
         })
     }
 
@@ -103,6 +108,45 @@ impl ImageRow {
             name: self.name,
             source: self.source,
             kernel_release: self.kernel_release,
+            size_bytes,
+            created_at: self.created_at,
+            kernel: self.kernel,
+        })
+    }
+}
+
+/// A `kernels` row as SQLite returns it.
+pub(crate) struct KernelRow {
+    id: String,
+    name: String,
+    release: String,
+    source: String,
+    size_bytes: i64,
+    created_at: i64,
+}
+
+impl KernelRow {
+    /// Read the columns of [`KERNEL_COLUMNS`], in order.
+    pub(crate) fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            release: row.get(2)?,
+            source: row.get(3)?,
+            size_bytes: row.get(4)?,
+            created_at: row.get(5)?,
+        })
+    }
+
+    pub(crate) fn into_record(self) -> Result<KernelRecord, StoreError> {
+        let size_bytes = u64::try_from(self.size_bytes).map_err(|_| {
+            StoreError::Invalid(format!("kernel {} has size {}", self.id, self.size_bytes))
+        })?;
+        Ok(KernelRecord {
+            id: self.id,
+            name: self.name,
+            release: self.release,
+            source: self.source,
             size_bytes,
             created_at: self.created_at,
         })

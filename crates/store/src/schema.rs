@@ -13,6 +13,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_workspaces.sql")),
     M::up(include_str!("migrations/003_vmm.sql")),
+    M::up(include_str!("migrations/004_kernels.sql")),
 ];
 
 /// The schema version this binary creates and understands.

@@ -1,6 +1,6 @@
 //! Behaviour of the store against real database files in temp dirs.
 
-use banger_model::{ImageRecord, Subnet, VmName, VmState};
+use banger_model::{ImageRecord, KernelRecord, Subnet, VmName, VmState};
 use banger_store::{MigrationStatus, ReserveVm, Store, StoreError, SCHEMA_VERSION};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -19,6 +19,7 @@ fn image(id: &str, name: &str) -> ImageRecord {
         kernel_release: "6.1.0-40-cloud-amd64".into(),
         size_bytes: 2 * 1024 * 1024 * 1024,
         created_at: 1_700_000_000,
+        kernel: Some("debian-bookworm".into()),
     }
 }
 
@@ -54,7 +55,7 @@ fn open_creates_the_schema_and_reopen_is_idempotent() {
 
     let store = Store::open(&path).unwrap();
     store
-        .insert_image(&image("img1", "debian-bookworm"))
+        .insert_image(&image("img1", "debian-bookworm"), &[])
         .unwrap();
     drop(store);
     let listing = || {
@@ -180,7 +181,7 @@ fn vm_crud() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&db_in(&dir)).unwrap();
     store
-        .insert_image(&image("img1", "debian-bookworm"))
+        .insert_image(&image("img1", "debian-bookworm"), &[])
         .unwrap();
     let subnet = Subnet::default();
 
@@ -293,15 +294,15 @@ fn image_crud_and_in_use_refusal() {
     let mut a = image("aaa", "alpine");
     a.created_at = 10;
     b.created_at = 20;
-    store.insert_image(&b).unwrap();
-    store.insert_image(&a).unwrap();
+    store.insert_image(&b, &[]).unwrap();
+    store.insert_image(&a, &[]).unwrap();
     assert_eq!(store.list_images().unwrap(), vec![a.clone(), b.clone()]);
     assert_eq!(store.get_image_by_name("bookworm").unwrap(), b);
     assert_eq!(store.get_image("aaa").unwrap(), a);
 
     let mut dup = image("ccc", "bookworm");
     dup.source = "other".into();
-    let err = store.insert_image(&dup).unwrap_err();
+    let err = store.insert_image(&dup, &[]).unwrap_err();
     assert!(
         matches!(err, StoreError::ImageNameTaken(ref n) if n == "bookworm"),
         "{err:?}"
@@ -351,7 +352,7 @@ fn foreign_keys_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
-    store.insert_image(&image("img1", "i")).unwrap();
+    store.insert_image(&image("img1", "i"), &[]).unwrap();
     store
         .reserve_vm(reserve("dev", "img1", Subnet::default()))
         .unwrap();
@@ -367,7 +368,7 @@ fn foreign_keys_are_enforced() {
 fn exhausted_subnet_surfaces_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&db_in(&dir)).unwrap();
-    store.insert_image(&image("img1", "i")).unwrap();
+    store.insert_image(&image("img1", "i"), &[]).unwrap();
     // A /29 has five guest addresses (.2 to .6).
     let subnet: Subnet = "10.9.0.0/29".parse().unwrap();
     for i in 0..5 {
@@ -407,7 +408,7 @@ fn concurrent_reservations_from_separate_stores_get_distinct_ips() {
                 barrier.wait();
                 let store = Store::open(&path).unwrap();
                 // Only one insert of the shared image wins.
-                match store.insert_image(&image("img1", "shared")) {
+                match store.insert_image(&image("img1", "shared"), &[]) {
                     Ok(()) | Err(StoreError::ImageNameTaken(_)) => {}
                     Err(e) => panic!("insert_image: {e}"),
                 }
@@ -462,4 +463,62 @@ fn concurrent_reservations_from_separate_stores_get_distinct_ips() {
 fn store_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
+}
+
+#[test]
+fn kernels_are_unique_by_name_and_listed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db_in(&dir)).unwrap();
+    let k = |id: &str, name: &str| KernelRecord {
+        id: id.into(),
+        name: name.into(),
+        release: "6.1.0-40-cloud-amd64".into(),
+        source: "file:/boot/vmlinuz".into(),
+        size_bytes: 8 << 20,
+        created_at: 1_700_000_000,
+    };
+    store.insert_kernel(&k("k1", "a")).unwrap();
+    store.insert_kernel(&k("k2", "b")).unwrap();
+    let err = store.insert_kernel(&k("k3", "a")).unwrap_err();
+    assert!(matches!(err, StoreError::KernelNameTaken(_)) && err.is_name_taken());
+    assert_eq!(store.get_kernel_by_name("b").unwrap(), k("k2", "b"));
+    let names: Vec<_> = store
+        .list_kernels()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(store.delete_kernel("a").unwrap().id, "k1");
+    let err = store.get_kernel_by_name("a").unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(store.delete_kernel("a").unwrap_err().is_not_found());
+}
+
+#[test]
+fn image_blobs_are_recorded_and_forgotten_with_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db_in(&dir)).unwrap();
+    let (d1, d2, d3) = (
+        "sha256:01".to_string(),
+        "sha256:02".to_string(),
+        "sha256:03".to_string(),
+    );
+    store
+        .insert_image(&image("img1", "a"), &[d1.clone(), d2.clone()])
+        .unwrap();
+    store
+        .insert_image(&image("img2", "b"), &[d2.clone(), d3.clone()])
+        .unwrap();
+    assert_eq!(
+        store.referenced_blobs().unwrap(),
+        [d1.clone(), d2.clone(), d3.clone()]
+    );
+    assert_eq!(store.image_blobs("img1").unwrap(), [d1.clone(), d2.clone()]);
+    assert_eq!(
+        store.get_image("img1").unwrap().kernel.as_deref(),
+        Some("debian-bookworm")
+    );
+    store.delete_image("img1").unwrap();
+    assert_eq!(store.referenced_blobs().unwrap(), [d2, d3]);
 }

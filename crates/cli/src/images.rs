@@ -1,0 +1,455 @@
+//! `banger image …` and `banger kernel …`: base images, the kernel store and the
+//! catalog. Paths given on the command line are made absolute here, because the
+//! daemon resolves them from its own working directory.
+
+use crate::{render, ui};
+use anyhow::Context;
+use banger_rpc::{
+    methods as m, CachePruneParams, CachePruneResult, CatalogListing, Client, ImageBuildParams,
+    ImageInfo, ImageNameParams, ImagePromoteParams, ImagePullParams, ImageRegisterParams,
+    KernelImportParams, KernelInfo, KernelNameParams, NoParams,
+};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build an image from a distribution's archive.
+    ///
+    /// Example: banger image build debian --release bookworm
+    Build {
+        /// Distribution (only debian for now).
+        #[arg(value_parser = ["debian"])]
+        distro: String,
+        /// Release [default: bookworm].
+        #[arg(long)]
+        release: Option<String>,
+        /// Image name [default: debian-<release>].
+        #[arg(long)]
+        name: Option<String>,
+        /// Extra Debian packages, comma-separated (e.g. python3,nodejs).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+    },
+    /// Show one image.
+    ///
+    /// Example: banger image show debian-bookworm --json
+    Show {
+        /// Image name.
+        #[arg(add = crate::complete::images())]
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull an image: a catalog name (see `banger image catalog`) or any OCI image
+    /// from a registry. OCI images must have systemd and openssh-server and boot the
+    /// default image's kernel unless --kernel names another.
+    ///
+    /// Examples:
+    ///   banger image pull debian-bookworm
+    ///   banger image pull localhost:5000/team/devbox:latest --kernel debian-bookworm
+    Pull {
+        /// Catalog name, or OCI reference (registry/repository:tag or @digest).
+        #[arg(add = crate::complete::catalog_images())]
+        reference: String,
+        /// Image name [default: the catalog name, or derived from the reference, e.g. devbox-latest].
+        #[arg(long)]
+        name: Option<String>,
+        /// Kernel to boot (see `banger kernel list`).
+        #[arg(long, add = crate::complete::kernels())]
+        kernel: Option<String>,
+    },
+    /// Make an image from a root filesystem on this host: an ext4 image file or a tar
+    /// archive (plain, gzip or zstd). It must have systemd and openssh-server.
+    ///
+    /// An ext4 file is read inside a throw-away guest, never mounted on the host.
+    ///
+    /// Examples:
+    ///   banger image register devbox --rootfs ./rootfs.ext4
+    ///   banger image register devbox --rootfs ./rootfs.tar.zst --kernel-file ./vmlinuz --modules ./modules
+    Register {
+        /// New image name.
+        name: String,
+        /// Root filesystem: ext4 image or tar archive.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Kernel from the kernel store [default: the default image's kernel].
+        #[arg(long, add = crate::complete::kernels(), conflicts_with = "kernel_file")]
+        kernel: Option<String>,
+        /// A kernel file to import with the image (as kernel NAME).
+        #[arg(long)]
+        kernel_file: Option<PathBuf>,
+        /// Modules directory for --kernel-file (holding lib/modules/<release>).
+        #[arg(long, requires = "kernel_file")]
+        modules: Option<PathBuf>,
+    },
+    /// Turn a stopped VM into a new image: its root filesystem (base plus changes)
+    /// and its /root become the image and the image's /root template.
+    ///
+    /// The VM's disks are read inside a throw-away guest, never mounted on the host.
+    /// Each VM made from the image gets a fresh ssh host key and machine id.
+    ///
+    /// Example: banger image promote dev devbox
+    Promote {
+        /// The stopped VM.
+        #[arg(add = crate::complete::vms())]
+        vm: String,
+        /// New image name.
+        name: String,
+        /// Leave the VM's /root out (new VMs start with the base image's /root).
+        #[arg(long)]
+        no_work: bool,
+    },
+    /// Delete an image (refused while a VM uses it).
+    ///
+    /// Example: banger image delete devbox-latest
+    #[command(alias = "rm")]
+    Delete {
+        /// Image name.
+        #[arg(add = crate::complete::images())]
+        name: String,
+    },
+    /// List images.
+    #[command(alias = "ls")]
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What `banger image pull NAME` can fetch from the catalog (BANGER_CATALOG).
+    Catalog {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The download cache (OCI layers, catalog files).
+    #[command(subcommand)]
+    Cache(CacheCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// Remove cached downloads no image was made from.
+    ///
+    /// Example: banger image cache prune --dry-run
+    Prune {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KernelCmd {
+    /// Pull a kernel from the catalog (see `banger kernel catalog`).
+    ///
+    /// Example: banger kernel pull debian-6.1-cloud
+    Pull {
+        /// Catalog name.
+        #[arg(add = crate::complete::catalog_kernels())]
+        name: String,
+    },
+    /// Import a kernel file from this host: a bzImage (/boot/vmlinuz-*) or an ELF
+    /// vmlinux. banger builds its initrd from the kernel's modules (--modules);
+    /// without them the kernel must have virtio, ext4 and overlay built in.
+    ///
+    /// Example: banger kernel import /boot/vmlinuz-6.1.0-40-cloud-amd64 --modules /
+    Import {
+        /// Kernel image file.
+        path: PathBuf,
+        /// Kernel name [default: its release].
+        #[arg(long)]
+        name: Option<String>,
+        /// Kernel release, when the file does not say.
+        #[arg(long)]
+        release: Option<String>,
+        /// Directory holding lib/modules/<release> (or that directory itself).
+        #[arg(long, conflicts_with = "initrd")]
+        modules: Option<PathBuf>,
+        /// A ready initrd that runs banger's init (advanced).
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+    },
+    /// List kernels.
+    #[command(alias = "ls")]
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one kernel.
+    Show {
+        /// Kernel name.
+        #[arg(add = crate::complete::kernels())]
+        name: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a kernel. Images made with it keep their own copy and still boot.
+    ///
+    /// Example: banger kernel rm debian-6.1-cloud
+    #[command(alias = "delete")]
+    Rm {
+        /// Kernel name.
+        #[arg(add = crate::complete::kernels())]
+        name: String,
+    },
+    /// What `banger kernel pull NAME` can fetch from the catalog (BANGER_CATALOG).
+    Catalog {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+/// A long image call (build, pull, register, promote) with a spinner, then a
+/// one-line summary.
+async fn image_call<P: serde::Serialize>(
+    c: &mut Client,
+    method: &str,
+    params: &P,
+    what: &str,
+    done: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut sp = ui::Spinner::new(what);
+    let r: Result<ImageInfo, _> = c.call(method, params, |p| sp.update(&p)).await;
+    sp.finish();
+    let img = r?;
+    println!(
+        "{done} image {} ({} MiB, kernel {})",
+        img.name,
+        img.size_bytes >> 20,
+        img.kernel.as_deref().unwrap_or(&img.kernel_release)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `banger image …`.
+pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCmd::Build {
+            distro: _,
+            release,
+            name,
+            packages,
+        } => {
+            let p = ImageBuildParams {
+                name,
+                release,
+                packages,
+            };
+            image_call(c, m::IMAGE_BUILD, &p, "building image", "built").await
+        }
+        ImageCmd::Pull {
+            reference,
+            name,
+            kernel,
+        } => {
+            let what = format!("pulling {reference}");
+            let p = ImagePullParams {
+                reference,
+                name,
+                kernel,
+            };
+            image_call(c, m::IMAGE_PULL, &p, &what, "pulled").await
+        }
+        ImageCmd::Register {
+            name,
+            rootfs,
+            kernel,
+            kernel_file,
+            modules,
+        } => {
+            let p = ImageRegisterParams {
+                name,
+                rootfs: absolute(&rootfs)?,
+                kernel,
+                kernel_file: kernel_file.as_deref().map(absolute).transpose()?,
+                modules: modules.as_deref().map(absolute).transpose()?,
+            };
+            let what = format!("registering {}", rootfs.display());
+            image_call(c, m::IMAGE_REGISTER, &p, &what, "registered").await
+        }
+        ImageCmd::Promote { vm, name, no_work } => {
+            let what = format!("promoting {vm}");
+            let p = ImagePromoteParams { vm, name, no_work };
+            image_call(c, m::IMAGE_PROMOTE, &p, &what, "promoted to").await
+        }
+        ImageCmd::Show { name, json } => {
+            let i: ImageInfo = c
+                .call(m::IMAGE_SHOW, &ImageNameParams { name }, |_| {})
+                .await?;
+            render(json, &i, |i| {
+                println!(
+                    "name:    {}\nid:      {}\nsource:  {}\nkernel:  {} ({})\nsize:    {} MiB",
+                    i.name,
+                    i.id,
+                    i.source,
+                    i.kernel.as_deref().unwrap_or("-"),
+                    i.kernel_release,
+                    i.size_bytes >> 20
+                );
+            })
+        }
+        ImageCmd::Delete { name } => {
+            let _: () = c
+                .call(
+                    m::IMAGE_DELETE,
+                    &ImageNameParams { name: name.clone() },
+                    |_| {},
+                )
+                .await?;
+            println!("deleted image {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::List { json } => {
+            let imgs: Vec<ImageInfo> = c.call(m::IMAGE_LIST, &NoParams {}, |_| {}).await?;
+            render(json, &imgs, |imgs| {
+                let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE"]);
+                for i in imgs {
+                    t.add_row(vec![
+                        i.name.clone(),
+                        i.source.clone(),
+                        i.kernel.clone().unwrap_or_else(|| i.kernel_release.clone()),
+                        format!("{} MiB", i.size_bytes >> 20),
+                    ]);
+                }
+                println!("{t}");
+            })
+        }
+        ImageCmd::Catalog { json } => catalog(c, json, true).await,
+        ImageCmd::Cache(CacheCmd::Prune { dry_run, json }) => {
+            let r: CachePruneResult = c
+                .call(m::IMAGE_CACHE_PRUNE, &CachePruneParams { dry_run }, |_| {})
+                .await?;
+            render(json, &r, |r| {
+                let verb = if r.dry_run { "would free" } else { "freed" };
+                println!(
+                    "{verb} {:.1} MiB in {} blobs; kept {} blobs that images were made from",
+                    r.bytes as f64 / 1048576.0,
+                    r.blobs,
+                    r.kept
+                );
+            })
+        }
+    }
+}
+
+async fn catalog(c: &mut Client, json: bool, images: bool) -> anyhow::Result<ExitCode> {
+    let l: CatalogListing = c.call(m::CATALOG_LIST, &NoParams {}, |_| {}).await?;
+    let items = if images { &l.images } else { &l.kernels };
+    render(json, items, |items| {
+        let Some(loc) = &l.location else {
+            println!("no catalog is configured: set BANGER_CATALOG to a catalog index URL or path (see docs/catalog.md)");
+            return;
+        };
+        let detail = if images { "KERNEL" } else { "RELEASE" };
+        let mut t = ui::table(&["NAME", detail, "DOWNLOAD", "DESCRIPTION"]);
+        for i in items {
+            t.add_row(vec![
+                i.name.clone(),
+                i.detail.clone(),
+                format!("{:.0} MiB", i.size_bytes as f64 / 1048576.0),
+                i.description.clone(),
+            ]);
+        }
+        println!("{t}\n(from {loc})");
+    })
+}
+
+/// `banger kernel …`.
+pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> {
+    let summary = |k: &KernelInfo, done: &str| {
+        println!(
+            "{done} kernel {} (release {}, {:.1} MiB)",
+            k.name,
+            k.release,
+            k.size_bytes as f64 / 1048576.0
+        );
+    };
+    match cmd {
+        KernelCmd::Pull { name } => {
+            let mut sp = ui::Spinner::new(&format!("pulling kernel {name}"));
+            let r: Result<KernelInfo, _> = c
+                .call(m::KERNEL_PULL, &KernelNameParams { name }, |p| {
+                    sp.update(&p)
+                })
+                .await;
+            sp.finish();
+            summary(&r?, "pulled");
+            Ok(ExitCode::SUCCESS)
+        }
+        KernelCmd::Import {
+            path,
+            name,
+            release,
+            modules,
+            initrd,
+        } => {
+            let p = KernelImportParams {
+                path: absolute(&path)?,
+                name,
+                release,
+                modules: modules.as_deref().map(absolute).transpose()?,
+                initrd: initrd.as_deref().map(absolute).transpose()?,
+            };
+            let mut sp = ui::Spinner::new(&format!("importing {}", path.display()));
+            let r: Result<KernelInfo, _> = c.call(m::KERNEL_IMPORT, &p, |p| sp.update(&p)).await;
+            sp.finish();
+            summary(&r?, "imported");
+            Ok(ExitCode::SUCCESS)
+        }
+        KernelCmd::List { json } => {
+            let ks: Vec<KernelInfo> = c.call(m::KERNEL_LIST, &NoParams {}, |_| {}).await?;
+            render(json, &ks, |ks| {
+                let mut t = ui::table(&["NAME", "RELEASE", "SOURCE", "SIZE"]);
+                for k in ks {
+                    t.add_row(vec![
+                        k.name.clone(),
+                        k.release.clone(),
+                        k.source.clone(),
+                        format!("{:.1} MiB", k.size_bytes as f64 / 1048576.0),
+                    ]);
+                }
+                println!("{t}");
+            })
+        }
+        KernelCmd::Show { name, json } => {
+            let k: KernelInfo = c
+                .call(m::KERNEL_SHOW, &KernelNameParams { name }, |_| {})
+                .await?;
+            render(json, &k, |k| {
+                println!(
+                    "name:    {}\nid:      {}\nrelease: {}\nsource:  {}\nsize:    {:.1} MiB",
+                    k.name,
+                    k.id,
+                    k.release,
+                    k.source,
+                    k.size_bytes as f64 / 1048576.0
+                );
+            })
+        }
+        KernelCmd::Rm { name } => {
+            let _: () = c
+                .call(
+                    m::KERNEL_DELETE,
+                    &KernelNameParams { name: name.clone() },
+                    |_| {},
+                )
+                .await?;
+            println!("removed kernel {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        KernelCmd::Catalog { json } => catalog(c, json, false).await,
+    }
+}

@@ -1,0 +1,292 @@
+//! Catalog pulls: `image pull NAME` and `kernel pull NAME` resolve NAME in the JSON
+//! index at `BANGER_CATALOG`, download the artifacts into the verified blob cache
+//! (exact size and sha256 before anything is unpacked), then build the image or
+//! kernel through the same hardened paths as OCI pulls.
+
+use crate::app::App;
+use crate::images::{check_name, existing_from, finish_tree, publish};
+use crate::kernels::{self, KernelFiles};
+use banger_image::catalog::{self, Artifact, CatalogIndex, KernelEntry};
+use banger_image::kernel::InitrdSource;
+use banger_image::oci::{self, BlobCache, Compression, LayerDescriptor};
+use banger_model::{ImageRecord, KernelRecord};
+use banger_rpc::{CatalogItem, CatalogListing, ImagePullParams, ProgressSink, RpcError};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Whether `reference` names a catalog entry rather than an OCI image: a bare name
+/// (`debian-bookworm`). OCI references have a registry, a tag or a digest
+/// (`docker.io/library/debian:bookworm`, `debian:bookworm`).
+pub fn is_catalog_name(reference: &str) -> bool {
+    !reference.contains(['/', ':', '@'])
+}
+
+fn location(app: &App) -> Result<String, RpcError> {
+    app.config.catalog.clone().ok_or_else(|| {
+        RpcError::bad_request(
+            "no catalog is configured, so bare names cannot be pulled: set BANGER_CATALOG to the URL or path of a catalog index (see docs/catalog.md), or pull an OCI image by reference, e.g. docker.io/library/debian:bookworm",
+        )
+    })
+}
+
+async fn index(app: &App) -> Result<CatalogIndex, RpcError> {
+    let loc = location(app)?;
+    catalog::fetch_index(&loc)
+        .await
+        .map_err(|e| RpcError::operation_failed(e.to_string()))
+}
+
+fn catalog_error(e: catalog::CatalogError) -> RpcError {
+    use catalog::CatalogError as E;
+    match e {
+        E::UnknownImage { .. } | E::UnknownKernel { .. } => RpcError::not_found(e.to_string()),
+        other => RpcError::operation_failed(other.to_string()),
+    }
+}
+
+/// `catalog.list`: what `pull NAME` can fetch (empty when no catalog is configured).
+pub async fn listing(app: &App) -> Result<CatalogListing, RpcError> {
+    let Some(loc) = app.config.catalog.clone() else {
+        return Ok(CatalogListing::default());
+    };
+    let idx = index(app).await?;
+    Ok(CatalogListing {
+        location: Some(loc),
+        images: idx
+            .images()
+            .iter()
+            .map(|i| CatalogItem {
+                name: i.name.clone(),
+                description: i.description.clone(),
+                detail: i.kernel.clone(),
+                size_bytes: i.rootfs.size,
+            })
+            .collect(),
+        kernels: idx
+            .kernels()
+            .iter()
+            .map(|k| CatalogItem {
+                name: k.name.clone(),
+                description: k.description.clone(),
+                detail: k.release.clone(),
+                size_bytes: k.kernel.size + k.modules.as_ref().map_or(0, |m| m.size),
+            })
+            .collect(),
+    })
+}
+
+/// Download `artifact` into the blob cache, reporting progress in 10 % steps.
+async fn fetch(
+    app: &App,
+    what: &str,
+    artifact: &Artifact,
+    progress: &ProgressSink,
+) -> Result<PathBuf, RpcError> {
+    let cache = BlobCache::new(app.layout.blob_cache());
+    let (sink, what) = (progress.clone(), what.to_string());
+    let mut last = u64::MAX;
+    let mut report = move |got: u64, total: u64| {
+        let pct = got.saturating_mul(100) / total.max(1);
+        if last == u64::MAX || pct / 10 != last / 10 {
+            last = pct;
+            sink.send(
+                "download",
+                Some(format!(
+                    "{what}: {:.1} of {:.1} MiB",
+                    got as f64 / 1048576.0,
+                    total as f64 / 1048576.0
+                )),
+            );
+        }
+    };
+    catalog::download(artifact, &cache, app.config.max_download_bytes, &mut report)
+        .await
+        .map_err(catalog_error)
+}
+
+/// A layer descriptor for a verified catalog tarball, compression read from its magic.
+fn tar_descriptor(blob: &Path, artifact: &Artifact) -> Result<LayerDescriptor, String> {
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(blob)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("read {}: {e}", blob.display()))?;
+    let media_type = match Compression::from_magic(&head[..n]) {
+        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        Compression::None => "application/vnd.oci.image.layer.v1.tar",
+    };
+    Ok(LayerDescriptor {
+        media_type: media_type.to_string(),
+        digest: artifact.digest(),
+        size: artifact.size,
+    })
+}
+
+/// Unpack a verified tarball into `dest` through the no-follow applier (catalog
+/// content is as untrusted as any registry layer).
+fn unpack(blob: &Path, artifact: &Artifact, dest: &Path) -> Result<oci::AppliedTree, String> {
+    let desc = tar_descriptor(blob, artifact)?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
+    let mut a = oci::Applier::new(dest, oci::ApplyOptions::default()).map_err(|e| e.to_string())?;
+    a.apply_layer(blob, &desc).map_err(|e| e.to_string())?;
+    a.finish().map_err(|e| e.to_string())
+}
+
+/// Unpack a tarball from this host (`image register`): hashed first, so it goes
+/// through exactly the verified path a download does.
+pub(crate) fn unpack_local(file: &Path, dest: &Path) -> Result<oci::AppliedTree, String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(file).map_err(|e| format!("open {}: {e}", file.display()))?;
+    let mut h = Sha256::new();
+    let size =
+        std::io::copy(&mut f, &mut h).map_err(|e| format!("read {}: {e}", file.display()))?;
+    let sha256: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let art = Artifact {
+        url: catalog::Location::Path(file.to_path_buf()),
+        sha256,
+        size,
+    };
+    unpack(file, &art, dest)
+}
+
+/// `kernel.pull`.
+pub async fn pull_kernel(
+    app: &App,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<KernelRecord, RpcError> {
+    let idx = index(app).await?;
+    let entry = idx.kernel(name).map_err(catalog_error)?.clone();
+    if let Ok(k) = app.db(|s| s.get_kernel_by_name(name)) {
+        if k.source == kernel_source(&entry) {
+            progress.send("kernel", Some(format!("{name} is already pulled")));
+            return Ok(k);
+        }
+        return Err(RpcError::already_exists(format!(
+            "a kernel named {name} already exists (from {}); remove it first with banger kernel rm {name}",
+            k.source
+        )));
+    }
+    ensure_kernel(app, &entry, progress).await
+}
+
+fn kernel_source(entry: &KernelEntry) -> String {
+    format!("catalog:{}@{}", entry.name, &entry.kernel.sha256[..12])
+}
+
+/// The catalog kernel `entry`, from the store if a kernel of that name is there,
+/// downloaded and imported otherwise. Concurrent pulls of one kernel coalesce.
+async fn ensure_kernel(
+    app: &App,
+    entry: &KernelEntry,
+    progress: &ProgressSink,
+) -> Result<KernelRecord, RpcError> {
+    if let Ok(k) = app.db(|s| s.get_kernel_by_name(&entry.name)) {
+        return Ok(k);
+    }
+    app.kernels_in_flight
+        .run(&entry.name, progress, || async {
+            if let Ok(k) = app.db(|s| s.get_kernel_by_name(&entry.name)) {
+                return Ok(k);
+            }
+            let _cache = app.blob_cache.read().await;
+            let kernel_blob = fetch(app, "kernel", &entry.kernel, progress).await?;
+            let modules = match &entry.modules {
+                Some(m) => Some((fetch(app, "modules", m, progress).await?, m.clone())),
+                None => None,
+            };
+            progress.send("kernel:initrd", Some(format!("release {}", entry.release)));
+            let (agent, release) = (app.config.agent.clone(), entry.release.clone());
+            kernels::install(app, &entry.name, kernel_source(entry), move |staging| {
+                banger_image::debian::check_agent(&agent).map_err(|e| e.to_string())?;
+                let tree = staging.join("modules-tree");
+                let from = match &modules {
+                    Some((blob, art)) => InitrdSource::Modules(unpack(blob, art, &tree)?.root),
+                    None => InitrdSource::BuiltIn,
+                };
+                let prepared = banger_image::kernel::prepare(
+                    staging,
+                    &kernel_blob,
+                    Some(&release),
+                    &from,
+                    &agent,
+                )
+                .map_err(|e| e.to_string())?;
+                let _ = std::fs::remove_dir_all(&tree);
+                Ok(prepared)
+            })
+            .await
+        })
+        .await
+}
+
+/// `image.pull NAME` for a catalog name.
+pub async fn pull_image(
+    app: &App,
+    p: ImagePullParams,
+    progress: &ProgressSink,
+) -> Result<ImageRecord, RpcError> {
+    let idx = index(app).await?;
+    let entry = idx.image(&p.reference).map_err(catalog_error)?.clone();
+    let name = p.name.clone().unwrap_or_else(|| entry.name.clone());
+    check_name(&name)?;
+    let source = format!("catalog:{}@{}", entry.name, &entry.rootfs.sha256[..12]);
+    if let Some(existing) = existing_from(app, &name, &source)? {
+        progress.send("image", Some(format!("{name} is already pulled")));
+        return Ok(existing);
+    }
+    app.images_in_flight
+        .run(&name, progress, || async {
+            if let Some(existing) = existing_from(app, &name, &source)? {
+                return Ok(existing);
+            }
+            let started = Instant::now();
+            let kernel = match p.kernel.as_deref() {
+                Some(k) => kernels::for_new_image(app, Some(k), progress).await?,
+                None => {
+                    let kentry = idx.kernel(&entry.kernel).map_err(catalog_error)?;
+                    let k = ensure_kernel(app, kentry, progress).await?;
+                    KernelFiles {
+                        dir: app.layout.kernel_dir(&k.id),
+                        name: Some(k.name),
+                        release: k.release,
+                    }
+                }
+            };
+            let _cache = app.blob_cache.read().await;
+            let blob = fetch(app, "rootfs", &entry.rootfs, progress).await?;
+            let id = banger_store::new_id();
+            let staging = app.layout.image_staging().join(&id);
+            let (agent, sink, st) = (app.config.agent.clone(), progress.clone(), staging.clone());
+            let (art, kfiles, src) = (entry.rootfs.clone(), kernel.clone(), source.clone());
+            let desc = entry.description.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                sink.send("image:apply", Some("rootfs".into()));
+                let tree = unpack(&blob, &art, &st.join("tree"))?;
+                let config = serde_json::json!({ "description": desc });
+                finish_tree(tree, &st, &agent, &kfiles, &src, config, &sink)
+            })
+            .await
+            .map_err(|e| RpcError::operation_failed(format!("image pull task failed: {e}")))?;
+            match built {
+                Ok(b) => publish(
+                    app,
+                    &id,
+                    &name,
+                    &b,
+                    kernel.name.as_deref(),
+                    &[entry.rootfs.digest()],
+                    started,
+                ),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    Err(RpcError::operation_failed(format!(
+                        "turning catalog image {} into image {name} failed: {e}",
+                        entry.name
+                    )))
+                }
+            }
+        })
+        .await
+}
