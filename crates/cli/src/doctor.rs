@@ -207,6 +207,12 @@ const TOOLS: &[Tool] = &[
         why: "growing work disks",
     },
     Tool {
+        cmd: "e2label",
+        pkg: E2FS,
+        required: true,
+        why: "image register from an ext4 file",
+    },
+    Tool {
         cmd: "ssh",
         pkg: SSH,
         required: true,

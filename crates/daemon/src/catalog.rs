@@ -175,6 +175,20 @@ fn kernel_source(entry: &KernelEntry) -> String {
     format!("catalog:{}@{}", entry.name, &entry.kernel.sha256[..12])
 }
 
+/// The stored kernel named like `entry`, if any; an error if it is a different
+/// kernel (another release), since an image built for one release must not silently
+/// boot another.
+fn local_kernel(app: &App, entry: &KernelEntry) -> Result<Option<KernelRecord>, RpcError> {
+    match app.db(|s| s.get_kernel_by_name(&entry.name)) {
+        Ok(k) if k.release == entry.release => Ok(Some(k)),
+        Ok(k) => Err(RpcError::already_exists(format!(
+            "the kernel store has a kernel named {} with release {}, but the catalog's is {}; remove it (banger kernel rm {}) or pick a kernel with --kernel",
+            k.name, k.release, entry.release, k.name
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The catalog kernel `entry`, from the store if a kernel of that name is there,
 /// downloaded and imported otherwise. Concurrent pulls of one kernel coalesce.
 async fn ensure_kernel(
@@ -182,12 +196,12 @@ async fn ensure_kernel(
     entry: &KernelEntry,
     progress: &ProgressSink,
 ) -> Result<KernelRecord, RpcError> {
-    if let Ok(k) = app.db(|s| s.get_kernel_by_name(&entry.name)) {
+    if let Some(k) = local_kernel(app, entry)? {
         return Ok(k);
     }
     app.kernels_in_flight
         .run(&entry.name, progress, || async {
-            if let Ok(k) = app.db(|s| s.get_kernel_by_name(&entry.name)) {
+            if let Some(k) = local_kernel(app, entry)? {
                 return Ok(k);
             }
             let _cache = app.blob_cache.read().await;

@@ -45,6 +45,15 @@ fn tool(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     }
 }
 
+/// Remove what export guests of a previous daemon left (console logs, sockets, the
+/// initrd copy); their staging directories go with the image staging sweep.
+pub fn sweep(app: &App) {
+    let dir = app.layout.runtime.join("exports");
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Boot the export guest over `disks` (base first) and leave the merged tree as a
 /// tar on `export_disk`. The guest runs the current agent as its init (appended to
 /// the kernel's initrd), so images built by older bangers can be exported too.

@@ -103,6 +103,7 @@ async fn run(layout: Layout) -> anyhow::Result<()> {
 
     images::sweep_staging(&app);
     kernels::sweep_staging(&app);
+    flatten::sweep(&app);
     vms::reconcile(&app).await;
     tokio::spawn(vms::monitor(app.clone()));
 
