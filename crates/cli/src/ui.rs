@@ -77,12 +77,28 @@ pub fn print_error(e: &anyhow::Error) {
     for cause in e.chain().skip(1) {
         msg.push_str(&format!(": {cause}"));
     }
+    let msg = printable(&msg);
     anstream::eprintln!("{red}error:{red:#} {msg}");
     if let Some(ClientError::Rpc(r)) = e.downcast_ref::<ClientError>() {
         if let Some(op) = &r.op_id {
             anstream::eprintln!("{dim}(op {op}: grep the daemon log for it){dim:#}");
         }
     }
+}
+
+/// `s` with control characters (other than newline and tab) replaced: error
+/// messages can quote bytes from images, archives or guests, which must not be able
+/// to drive the user's terminal (escape sequences).
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Stage timings as an aligned block on stderr.
@@ -100,4 +116,17 @@ pub fn table(header: &[&str]) -> comfy_table::Table {
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(header.to_vec());
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_cannot_reach_the_terminal() {
+        assert_eq!(
+            printable("a\x1b[31mb\x07\nc\td"),
+            "a\u{fffd}[31mb\u{fffd}\nc\td"
+        );
+    }
 }

@@ -381,6 +381,12 @@ pub async fn register(
             };
             if result.is_err() {
                 let _ = std::fs::remove_dir_all(&staging);
+                // A kernel imported only for this image goes with it.
+                if p.kernel_file.is_some() {
+                    if let Some(k) = &kernel.name {
+                        let _ = kernels::delete(app, k);
+                    }
+                }
             }
             result
         })
