@@ -62,8 +62,11 @@ fn fake_firecracker_process() {
             .is_some_and(|b| b["action_type"] == "SendCtrlAltDel");
         if obedient && ctrl_alt_del {
             // A guest with reboot=k resets through the keyboard controller and
-            // Firecracker exits.
-            std::process::exit(0);
+            // Firecracker exits, after answering the request.
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::process::exit(0);
+            });
         }
     });
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -120,12 +120,14 @@ async fn serve_connection(
                 text.len()
             )
         };
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(text.as_bytes()).await?;
-        w.flush().await?;
+        // Record before answering: once the client has its answer, the request must
+        // be visible to the test (recording afterwards raced the test's assertions).
         if let Some(cb) = &on_request {
             cb(&req);
         }
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(text.as_bytes()).await?;
+        w.flush().await?;
     }
 }
 
