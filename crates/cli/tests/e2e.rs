@@ -183,6 +183,7 @@ fn end_to_end() {
     lifecycle_survives_stop_and_restarts(&env);
     failures_at_each_start_step_leave_nothing(&env);
     concurrent_creates_and_prune(&env);
+    outbound_nat_reaches_an_upstream(&env);
     workspaces_round_trip(&env);
     oci_pull_boots(&env);
     catalog_kernels_register_promote(&env);
@@ -588,6 +589,92 @@ fn concurrent_creates_and_prune(env: &Env) {
     left.sort_unstable();
     assert_eq!(left, ["c2", "c3"]);
     assert!(env.banger(&["vm", "delete", "c2", "c3"]).status.success());
+    env.assert_nothing_left();
+}
+
+/// Guests reach networks beyond the host through banger's NAT. A second namespace
+/// stands in for "the internet" (198.18.0.0/24, the benchmarking range, on a veth
+/// pair): nothing leaves the machine. Its server must see the host's address, not
+/// the guest's.
+fn outbound_nat_reaches_an_upstream(env: &Env) {
+    let up = format!("{}-up", env.netns);
+    let ip = |args: &[&str]| run_ok(Command::new("ip").args(args));
+    ip(&["netns", "add", &up]);
+    struct DelNs(String);
+    impl Drop for DelNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = DelNs(up.clone());
+    ip(&["-n", &up, "link", "set", "lo", "up"]);
+    ip(&[
+        "-n", &env.netns, "link", "add", "e2eup0", "type", "veth", "peer", "name", "e2eup1",
+        "netns", &up,
+    ]);
+    ip(&[
+        "-n",
+        &env.netns,
+        "addr",
+        "add",
+        "198.18.0.2/24",
+        "dev",
+        "e2eup0",
+    ]);
+    ip(&["-n", &env.netns, "link", "set", "e2eup0", "up"]);
+    ip(&["-n", &up, "addr", "add", "198.18.0.1/24", "dev", "e2eup1"]);
+    ip(&["-n", &up, "link", "set", "e2eup1", "up"]);
+    ip(&[
+        "-n",
+        &env.netns,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.18.0.1",
+    ]);
+    let log_path = env.home.path().join("upstream.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &up,
+            "python3",
+            "-m",
+            "http.server",
+            "8099",
+            "--bind",
+            "198.18.0.1",
+        ])
+        .current_dir(env.home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _server = HttpServer(server, 8099);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--",
+        "curl -sS -m 20 -o /dev/null -w '%{http_code}' http://198.18.0.1:8099/",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "200", "{}", stderr(&out));
+    let seen = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        seen.contains("198.18.0.2"),
+        "the upstream saw the guest unmasqueraded: {seen}"
+    );
+    let nft = Command::new("ip")
+        .args([
+            "netns", "exec", &env.netns, "nft", "list", "table", "ip", "banger",
+        ])
+        .output()
+        .unwrap();
+    assert!(stdout(&nft).contains("masquerade"), "{}", stdout(&nft));
     env.assert_nothing_left();
 }
 

@@ -38,6 +38,9 @@ pub struct App {
     /// Pulls hold it shared while they download and record blobs; `image cache
     /// prune` holds it exclusively, so it never removes a blob a pull just fetched.
     pub blob_cache: tokio::sync::RwLock<()>,
+    /// Whether banger's NAT table was installed by this daemon (once is enough: the
+    /// rule names the bridge, not a tap).
+    pub nat_ready: std::sync::atomic::AtomicBool,
     /// Long calls in flight, for `banger operations`.
     pub ops: Operations,
 }
@@ -127,6 +130,7 @@ impl App {
             images_in_flight: Coalescer::default(),
             kernels_in_flight: Coalescer::default(),
             blob_cache: tokio::sync::RwLock::new(()),
+            nat_ready: std::sync::atomic::AtomicBool::new(false),
             ops: Operations::default(),
         }
     }

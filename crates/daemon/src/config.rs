@@ -21,6 +21,9 @@ pub enum ConfigError {
     /// A numeric variable is not a number.
     #[error("{0} must be a whole number of seconds")]
     Number(&'static str),
+    /// BANGER_NAT is not on or off.
+    #[error("BANGER_NAT must be on or off, not {0:?}")]
+    Nat(String),
     /// BANGER_MAX_DOWNLOAD is not a size.
     #[error("BANGER_MAX_DOWNLOAD: {0}")]
     Size(#[from] banger_model::SizeError),
@@ -47,6 +50,9 @@ pub struct Config {
     pub debian_mirror: Option<String>,
     /// How long a guest may take from VMM launch to answering ssh (`BANGER_BOOT_TIMEOUT`).
     pub boot_timeout: Duration,
+    /// Outbound NAT for guests (`BANGER_NAT`: `on`, the default, or `off`): guests
+    /// reach the networks the host reaches, masqueraded behind the host's address.
+    pub nat: bool,
     /// Image and kernel catalog (`BANGER_CATALOG`: an http(s) URL or a path to the
     /// JSON index). `None`: `pull NAME` explains how to configure one.
     pub catalog: Option<String>,
@@ -105,6 +111,11 @@ impl Config {
             debian_mirror: var("BANGER_DEBIAN_MIRROR"),
             boot_timeout,
             fail_at: var("BANGER_FAIL_AT"),
+            nat: match var("BANGER_NAT").as_deref() {
+                None | Some("on") | Some("1") => true,
+                Some("off") | Some("0") => false,
+                Some(other) => return Err(ConfigError::Nat(other.into())),
+            },
             catalog: var("BANGER_CATALOG"),
             max_download_bytes: match var("BANGER_MAX_DOWNLOAD") {
                 Some(s) => banger_model::parse_size_mib(&s)?.saturating_mul(1 << 20),

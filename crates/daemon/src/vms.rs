@@ -354,6 +354,35 @@ fn firecracker_usable(app: &App, accel: banger_vmm::Accel) -> Result<(), String>
     Ok(())
 }
 
+/// Outbound NAT for the guest subnet, once per daemon. A failure (no nft, a host
+/// firewall banger cannot change) costs guests their way out, not their start: the
+/// VM still boots and reaches the host, and the reason is shown once.
+async fn ensure_nat(app: &App, bridge: &str, progress: &ProgressSink) {
+    use std::sync::atomic::Ordering;
+    if !app.config.nat || app.nat_ready.load(Ordering::Relaxed) {
+        return;
+    }
+    let op = PrivOp::EnableNat {
+        bridge: bridge.to_string(),
+        subnet: app.config.subnet,
+    };
+    match app.privileged.run(op).await {
+        Ok(_) => {
+            app.nat_ready.store(true, Ordering::Relaxed);
+            tracing::info!(bridge, subnet = %app.config.subnet, "outbound NAT enabled");
+        }
+        Err(e) => {
+            tracing::warn!("outbound NAT could not be enabled: {e}");
+            progress.send(
+                "network",
+                Some(format!(
+                    "outbound NAT could not be enabled ({e}); guests reach only the host (set BANGER_NAT=off to stop trying, run banger doctor)"
+                )),
+            );
+        }
+    }
+}
+
 /// The backend for a VM and the kernel file it boots: Firecracker (ELF vmlinux,
 /// extracted once beside the image's bzImage) or QEMU (the bzImage).
 pub(crate) async fn choose_backend(
@@ -448,6 +477,7 @@ async fn start_steps(
         })
         .await
         .map_err(|e| op_failed(format!("setting up bridge {bridge} failed: {e}")))?;
+    ensure_nat(app, &bridge, st.progress).await;
     let tap = banger_host::tap_name(&rec.id);
     app.privileged
         .run(PrivOp::CreateTap {
