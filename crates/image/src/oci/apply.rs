@@ -450,6 +450,28 @@ impl Applier {
     /// Host permission bits in record mode: the owner (us) must be able to read files
     /// and enter and fill directories, whatever the image says (mkfs.ext4 -d reads
     /// the tree as us; the debugfs pass writes the real mode).
+    /// In native-owner mode, give the entry `ctx.name()` in `dir` the layer's owner
+    /// without following it (symlinks and device nodes are chowned in place).
+    fn chown_native(
+        &self,
+        dir: &OwnedFd,
+        ctx: &Ctx<'_>,
+        m: &EntryMeta,
+        key: &str,
+    ) -> Result<(), ApplyError> {
+        if !self.native {
+            return Ok(());
+        }
+        chownat(
+            dir,
+            ctx.name(),
+            Some(Uid::from_raw_unchecked(m.uid)),
+            Some(Gid::from_raw_unchecked(m.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.io("chown", key, e.into()))
+    }
+
     fn host_perm(&self, type_bits: u32, perm: u32) -> u32 {
         match (self.native, type_bits) {
             (true, _) => perm,
@@ -610,16 +632,7 @@ impl Applier {
         // and only mean something inside the guest.
         symlinkat(std::ffi::OsStr::from_bytes(&target), &dir, ctx.name())
             .map_err(|e| self.io("create symlink", &key, e.into()))?;
-        if self.native {
-            chownat(
-                &dir,
-                ctx.name(),
-                Some(Uid::from_raw_unchecked(m.uid)),
-                Some(Gid::from_raw_unchecked(m.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.io("chown", &key, e.into()))?;
-        }
+        self.chown_native(&dir, ctx, m, &key)?;
         self.record(&key, S_IFLNK, 0o777, m, None);
         utimensat(&dir, ctx.name(), &ts(m.mtime), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.io("set times of", &key, e.into()))?;
@@ -746,16 +759,7 @@ impl Applier {
             makedev(m.major, m.minor),
         )
         .map_err(|e| self.io("create device node", &key, e.into()))?;
-        if self.native {
-            chownat(
-                &dir,
-                ctx.name(),
-                Some(Uid::from_raw_unchecked(m.uid)),
-                Some(Gid::from_raw_unchecked(m.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.io("chown", &key, e.into()))?;
-        }
+        self.chown_native(&dir, ctx, m, &key)?;
         // mknod's mode went through the umask (and chown cleared setuid bits); the node
         // was just created by us, so this chmod cannot be redirected by a symlink.
         chmodat(
