@@ -133,21 +133,17 @@ fn unpack(blob: &Path, artifact: &Artifact, dest: &Path) -> Result<oci::AppliedT
     a.finish().map_err(|e| e.to_string())
 }
 
-/// Unpack a tarball from this host (`image register`): hashed first, so it goes
-/// through exactly the verified path a download does.
+/// Unpack a tarball from this host (`image register`): the user's own file, so
+/// there is no digest to check, but its content goes through the same no-follow
+/// applier as any download.
 pub(crate) fn unpack_local(file: &Path, dest: &Path) -> Result<oci::AppliedTree, String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(file).map_err(|e| format!("open {}: {e}", file.display()))?;
-    let mut h = Sha256::new();
-    let size =
-        std::io::copy(&mut f, &mut h).map_err(|e| format!("read {}: {e}", file.display()))?;
-    let sha256: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let art = Artifact {
-        url: catalog::Location::Path(file.to_path_buf()),
-        sha256,
-        size,
-    };
-    unpack(file, &art, dest)
+    let label = file.display().to_string();
+    let f = std::fs::File::open(file).map_err(|e| format!("open {label}: {e}"))?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
+    let mut a = oci::Applier::new(dest, oci::ApplyOptions::default()).map_err(|e| e.to_string())?;
+    a.apply_stream(&label, f, oci::Whiteouts::Interpret)
+        .map_err(|e| e.to_string())?;
+    a.finish().map_err(|e| e.to_string())
 }
 
 /// `kernel.pull`.

@@ -32,7 +32,7 @@
 
 use crate::oci::{AppliedTree, Applier, ApplyError, ApplyOptions, Whiteouts};
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -235,7 +235,8 @@ pub fn apply_export(
     let result = read_header(&f, size, path)?;
     f.seek(SeekFrom::Start(HEADER_BYTES))
         .map_err(io_err("read export disk", path))?;
-    let tar = BufReader::with_capacity(MIB as usize, f.take(result.tar_len));
+    // apply_stream buffers the stream itself.
+    let tar = f.take(result.tar_len);
     let mut applier = Applier::new(staging_root, opts)?;
     let stats = applier.apply_stream(
         &format!("export {}", path.display()),

@@ -273,3 +273,26 @@ fn a_tar_cut_short_by_its_length_is_refused() {
         "{e:?}"
     );
 }
+
+/// `apply_stream` also takes a compressed tar from this host (`image register
+/// --rootfs x.tar.zst`): the compression is read from the first bytes.
+#[test]
+fn a_stream_is_decompressed_by_its_magic() {
+    use banger_image::oci::{Applier, Whiteouts};
+    for (label, bytes) in [
+        ("plain", merged_tree()),
+        ("gzip", gzip(&merged_tree())),
+        ("zstd", zstd(&merged_tree())),
+    ] {
+        let site = Site::new();
+        let mut a = Applier::new(&site.staging(), opts()).unwrap();
+        a.apply_stream(label, std::io::Cursor::new(bytes), Whiteouts::Literal)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let tree = a.finish().unwrap();
+        assert_eq!(
+            std::fs::read(tree.root.join("home/me/notes")).unwrap(),
+            b"notes\n",
+            "{label}"
+        );
+    }
+}

@@ -212,19 +212,21 @@ impl Applier {
         })
     }
 
-    /// Apply a plain (uncompressed) tar stream that has no digest to verify, such as
-    /// the tar an export guest wrote (whose length the caller bounds), with the same
-    /// hostile-content checks and the same caps as [`Applier::apply_layer`] (the
-    /// stream counts as one layer). `label` names the stream in errors and in the
-    /// stats. With [`Whiteouts::Literal`], `.wh.*` names are ordinary files.
-    /// On error, discard the staging tree (nothing outside it was touched).
-    pub fn apply_stream<R: Read>(
+    /// Apply a tar stream that has no digest to verify, such as the tar an export
+    /// guest wrote (whose length the caller bounds) or a rootfs tarball from this
+    /// host, with the same hostile-content checks and the same caps as
+    /// [`Applier::apply_layer`] (the stream counts as one layer). Plain, gzip and zstd
+    /// streams are told apart by their first bytes. `label` names the stream in errors
+    /// and in the stats. With [`Whiteouts::Literal`], `.wh.*` names are ordinary
+    /// files. On error, discard the staging tree (nothing outside it was touched).
+    pub fn apply_stream<R: Read + 'static>(
         &mut self,
         label: &str,
         reader: R,
         whiteouts: Whiteouts,
     ) -> Result<LayerStats, ApplyError> {
         let cap = self.stream_cap();
+        let (reader, _) = super::layer::decompressed(reader, label)?;
         let (stream, hit, count) = capped(reader, cap);
         let entries = self.apply_tar(label, stream, hit, &count, cap, whiteouts)?;
         Ok(LayerStats {

@@ -238,29 +238,39 @@ pub(crate) fn tar_stream(
     desc: &LayerDescriptor,
     cap: u64,
 ) -> Result<TarStream, ApplyError> {
-    let mut buf = BufReader::with_capacity(256 * 1024, file);
-    let head = buf.fill_buf().map_err(|source| ApplyError::Io {
-        what: "read blob",
-        path: desc.digest.clone().into(),
-        source,
-    })?;
-    let actual = Compression::from_magic(head);
+    let (inner, actual) = decompressed(file, &desc.digest)?;
     let declared = Compression::from_media_type(&desc.media_type);
     if actual != declared {
         tracing::debug!(layer = %desc.digest, ?declared, ?actual, "layer compression differs from its media type; using the magic bytes");
     }
-    let inner: Box<dyn Read> = match actual {
+    let (capped, hit, count) = capped(inner, cap);
+    Ok((Box::new(capped), hit, count))
+}
+
+/// `reader` decompressed according to its first bytes (plain tar passes through).
+/// `label` names the stream in errors.
+pub(crate) fn decompressed<R: Read + 'static>(
+    reader: R,
+    label: &str,
+) -> Result<(Box<dyn Read>, Compression), ApplyError> {
+    let mut buf = BufReader::with_capacity(256 * 1024, reader);
+    let head = buf.fill_buf().map_err(|source| ApplyError::Io {
+        what: "read",
+        path: label.into(),
+        source,
+    })?;
+    let compression = Compression::from_magic(head);
+    let inner: Box<dyn Read> = match compression {
         Compression::None => Box::new(buf),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf).map_err(
             |source| ApplyError::Corrupt {
-                layer: desc.digest.clone(),
+                layer: label.into(),
                 source,
             },
         )?),
     };
-    let (capped, hit, count) = capped(inner, cap);
-    Ok((Box::new(capped), hit, count))
+    Ok((inner, compression))
 }
 
 /// A capped stream, its cap-hit flag and its byte counter (see [`capped`]).
