@@ -14,8 +14,9 @@ mod workspace;
 use anyhow::Context;
 use banger_model::{parse_size_mib, Layout, VmName, VmmChoice};
 use banger_rpc::{
-    methods as m, Client, NoParams, OperationInfo, PruneResult, SshInfo, VmCreateParams, VmInfo,
-    VmLogsParams, VmLogsResult, VmNameParams, VmPorts, VmSetParams, VmStats,
+    methods as m, Client, NoParams, OperationInfo, PruneResult, SshInfo, VmCreateParams,
+    VmDeleteParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams, VmPorts, VmSetParams,
+    VmStats,
 };
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -294,7 +295,8 @@ enum VmCmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Delete a VM: stop it and remove its disks. Irreversible.
+    /// Delete VMs and their disks. Irreversible. A running VM is refused unless
+    /// -f (on a terminal you are asked).
     ///
     /// Example: banger vm delete dev      (see also: stop, which keeps the disks)
     #[command(alias = "rm")]
@@ -302,6 +304,9 @@ enum VmCmd {
         /// VM names.
         #[arg(required = true, add = complete::vms())]
         names: Vec<String>,
+        /// Delete running VMs too (they are killed: no flush, no clean poweroff).
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -511,10 +516,17 @@ fn print_vm(v: &VmInfo) {
     }
 }
 
-async fn create(c: &mut Client, p: &VmCreateParams, timings: bool) -> anyhow::Result<VmInfo> {
+async fn create(
+    c: &mut Client,
+    p: &VmCreateParams,
+    timings: bool,
+    op_id: Option<&str>,
+) -> anyhow::Result<VmInfo> {
     let label = p.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
     let mut sp = ui::Spinner::new(&format!("creating VM {label}"));
-    let r: Result<VmInfo, _> = c.call(m::VM_CREATE, p, |pr| sp.update(&pr)).await;
+    let r: Result<VmInfo, _> = c
+        .call_with_op_id(m::VM_CREATE, p, op_id, |pr| sp.update(&pr))
+        .await;
     sp.finish();
     let info = r?;
     if timings {
@@ -591,8 +603,11 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                 None => generated_name()?,
             };
             let p = create_params(Some(name.clone()), sizes);
+            // Our own op id for the create call: cleanup deletes only the VM this call
+            // created, never a same-named VM that existed before (`--name EXISTING`).
+            let create_op = new_op_id();
             let created = tokio::select! {
-                r = create(c, &p, timings) => r,
+                r = create(c, &p, timings, Some(&create_op)) => r,
                 _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while creating VM {name}")),
             };
             let result = match created {
@@ -605,8 +620,10 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
                 let del: Result<(), _> = c2
                     .call(
                         m::VM_DELETE,
-                        &VmNameParams {
+                        &VmDeleteParams {
                             name: name.to_string(),
+                            force: true,
+                            created_op: Some(create_op),
                         },
                         |_| {},
                     )
@@ -633,7 +650,7 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
         } => {
             let mut p = create_params(Some(name), sizes);
             p.no_start = no_start;
-            let info = create(c, &p, timings).await?;
+            let info = create(c, &p, timings, None).await?;
             if no_start {
                 println!(
                     "{} is created (stopped); start it with banger vm start {}",
@@ -848,17 +865,20 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             let code = run_ssh(&info, remote).await?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
         }
-        VmCmd::Delete { names } => {
+        VmCmd::Delete { names, force } => {
             let mut failed = false;
             for name in names {
-                let r: Result<(), _> = c
-                    .call(m::VM_DELETE, &VmNameParams { name: name.clone() }, |_| {})
-                    .await;
-                match r {
-                    Ok(()) => println!("deleted {name}"),
+                match delete_one(c, &name, force).await {
+                    Ok(true) => println!("deleted {name}"),
+                    Ok(false) => {
+                        failed = true;
+                        anstream::eprintln!(
+                            "{name} is running; not deleted (use -f to delete it anyway)"
+                        );
+                    }
                     Err(e) => {
                         failed = true;
-                        ui::print_error(&anyhow::Error::new(e));
+                        ui::print_error(&e);
                     }
                 }
             }
@@ -871,6 +891,38 @@ async fn vm(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Delete one VM. A running VM is deleted only with `force`, or when the user says
+/// so on a terminal; returns false when it was left alone.
+async fn delete_one(c: &mut Client, name: &str, force: bool) -> anyhow::Result<bool> {
+    let mut force = force;
+    if !force {
+        let v: VmInfo = c
+            .call(
+                m::VM_SHOW,
+                &VmNameParams {
+                    name: name.to_string(),
+                },
+                |_| {},
+            )
+            .await?;
+        if v.state == "running" {
+            if !confirm(&format!(
+                "VM {name} is running; kill it and delete it with its disks?"
+            ))? {
+                return Ok(false);
+            }
+            force = true;
+        }
+    }
+    let p = VmDeleteParams {
+        name: name.to_string(),
+        force,
+        created_op: None,
+    };
+    let (): () = c.call(m::VM_DELETE, &p, |_| {}).await?;
+    Ok(true)
+}
+
 fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
@@ -879,6 +931,12 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// A fresh op id for a call whose result we must recognise later.
+fn new_op_id() -> String {
+    use rand::Rng;
+    format!("op-{:08x}", rand::rng().random::<u32>())
 }
 
 fn generated_name() -> anyhow::Result<VmName> {

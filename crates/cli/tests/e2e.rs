@@ -179,15 +179,29 @@ fn end_to_end() {
     }
     let env = Env::new();
     image_build_failures_and_default_image(&env);
-    run_keep_ssh_delete(&env);
-    lifecycle_survives_stop_and_restarts(&env);
-    failures_at_each_start_step_leave_nothing(&env);
-    concurrent_creates_and_prune(&env);
-    outbound_nat_reaches_an_upstream(&env);
-    workspaces_round_trip(&env);
-    oci_pull_boots(&env);
-    catalog_kernels_register_promote(&env);
-    newer_schema_is_refused(&env);
+    let sections: &[(&str, fn(&Env))] = &[
+        ("run_keep_ssh_delete", run_keep_ssh_delete),
+        ("lifecycle", lifecycle_survives_stop_and_restarts),
+        ("failures", failures_at_each_start_step_leave_nothing),
+        ("concurrency", concurrent_creates_and_prune),
+        ("nat", outbound_nat_reaches_an_upstream),
+        ("workspaces", workspaces_round_trip),
+        ("oci", oci_pull_boots),
+        ("catalog", catalog_kernels_register_promote),
+        ("schema", newer_schema_is_refused),
+    ];
+    // BANGER_E2E_ONLY=a,b runs only those sections (the image build always runs):
+    // for development; `make test` runs them all.
+    let only = std::env::var("BANGER_E2E_ONLY").unwrap_or_default();
+    let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
+    for (name, section) in sections {
+        if only.is_empty() || only.contains(name) {
+            eprintln!("=== e2e section {name}");
+            section(&env);
+        } else {
+            eprintln!("=== e2e section {name}: skipped (BANGER_E2E_ONLY)");
+        }
+    }
 }
 
 fn image_build_failures_and_default_image(env: &Env) {
@@ -350,8 +364,49 @@ fn run_keep_ssh_delete(env: &Env) {
     let vms: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(vms.as_array().unwrap().len(), 1);
 
-    // Delete removes everything.
-    assert!(env.banger(&["vm", "delete", "dev"]).status.success());
+    // Deleting a running VM without -f changes nothing (no terminal to ask on).
+    let boot_id = |env: &Env| {
+        stdout(&env.banger(&[
+            "vm",
+            "ssh",
+            "dev",
+            "--",
+            "cat /proc/sys/kernel/random/boot_id",
+        ]))
+    };
+    let before = boot_id(env);
+    let refused = env.banger(&["vm", "delete", "dev"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("-f"), "{}", stderr(&refused));
+    assert_eq!(boot_id(env), before, "a refused delete touched the VM");
+
+    // `vm run --name EXISTING` fails and leaves the existing VM alone, running or
+    // stopped (it used to delete it in its cleanup).
+    let clash = env.banger(&["vm", "run", "--name", "dev", "--", "true"]);
+    assert_eq!(clash.status.code(), Some(125), "{}", stderr(&clash));
+    assert!(
+        stderr(&clash).contains("already exists"),
+        "{}",
+        stderr(&clash)
+    );
+    assert_eq!(
+        boot_id(env),
+        before,
+        "vm run --name EXISTING touched the VM"
+    );
+    assert!(env
+        .banger(&["vm", "create", "cz", "--no-start"])
+        .status
+        .success());
+    let clash = env.banger(&["vm", "run", "--name", "cz", "--", "true"]);
+    assert_eq!(clash.status.code(), Some(125), "{}", stderr(&clash));
+    let shown = env.banger(&["vm", "show", "cz", "--json"]);
+    let cz: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(cz["state"], "stopped", "{}", stderr(&shown));
+    assert!(env.banger(&["vm", "delete", "cz"]).status.success());
+
+    // Delete -f removes everything.
+    assert!(env.banger(&["vm", "delete", "-f", "dev"]).status.success());
     env.assert_nothing_left();
 }
 
@@ -480,7 +535,7 @@ fn lifecycle_survives_stop_and_restarts(env: &Env) {
     }
     assert!(!env.taps().contains(&tap), "tap {tap} left behind");
     assert!(env
-        .banger(&["vm", "delete", "keeper", "second"])
+        .banger(&["vm", "delete", "-f", "keeper", "second"])
         .status
         .success());
     env.assert_nothing_left();
@@ -521,7 +576,7 @@ fn failures_at_each_start_step_leave_nothing(env: &Env) {
             let n = std::fs::read_dir(&d).map(|r| r.count()).unwrap_or(0);
             assert_eq!(n, 0, "files leaked at {stage} in {}", d.display());
         }
-        assert!(env.banger(&["vm", "delete", &name]).status.success());
+        assert!(env.banger(&["vm", "delete", "-f", &name]).status.success());
     }
     assert!(env.banger(&["daemon", "stop"]).status.success());
     env.assert_nothing_left();
@@ -883,7 +938,7 @@ fn workspaces_round_trip(env: &Env) {
         stderr(&bad)
     );
 
-    assert!(env.banger(&["vm", "delete", "wsvm"]).status.success());
+    assert!(env.banger(&["vm", "delete", "-f", "wsvm"]).status.success());
     env.assert_nothing_left();
 }
 
@@ -1051,7 +1106,7 @@ fn oci_pull_boots(env: &Env) {
     // An image in use cannot be deleted; afterwards it can.
     let busy = env.banger(&["image", "delete", "devbox-1"]);
     assert_eq!(busy.status.code(), Some(1), "{}", stderr(&busy));
-    assert!(env.banger(&["vm", "delete", "oci"]).status.success());
+    assert!(env.banger(&["vm", "delete", "-f", "oci"]).status.success());
     assert!(env
         .banger(&["image", "delete", "devbox-1"])
         .status

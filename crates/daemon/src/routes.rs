@@ -5,8 +5,8 @@ use crate::{catalog, flatten, images, kernels, vms};
 use banger_rpc::{
     methods as m, CachePruneParams, CallCtx, ImageBuildParams, ImageNameParams, ImagePromoteParams,
     ImagePullParams, ImageRegisterParams, KernelImportParams, KernelNameParams, NoParams,
-    PingResult, Router, RouterError, VmCreateParams, VmLogsParams, VmNameParams, VmSetParams,
-    WorkspaceParams,
+    PingResult, Router, RouterError, VmCreateParams, VmDeleteParams, VmLogsParams, VmNameParams,
+    VmSetParams, WorkspaceParams,
 };
 use std::sync::Arc;
 
@@ -93,9 +93,9 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         async move { vms::show(&a, &p.name) }
     })?;
     let a = app.clone();
-    r.add(m::VM_DELETE, move |_c: CallCtx, p: VmNameParams| {
+    r.add(m::VM_DELETE, move |_c: CallCtx, p: VmDeleteParams| {
         let a = a.clone();
-        async move { vms::delete(&a, &p.name).await }
+        async move { vms::delete(&a, p).await }
     })?;
     let a = app.clone();
     r.add(m::VM_SSH_INFO, move |_c: CallCtx, p: VmNameParams| {

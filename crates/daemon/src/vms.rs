@@ -11,8 +11,8 @@ use banger_image::files as img_files;
 use banger_model::VmmChoice;
 use banger_model::{GuestNet, ImageRecord, VmName, VmRecord, VmState};
 use banger_rpc::{
-    ProgressSink, PruneResult, RpcError, SshInfo, StageTiming, VmCreateParams, VmInfo,
-    VmLogsParams, VmLogsResult, VmPorts, VmSetParams, VmStats, WorkspaceParams,
+    ProgressSink, PruneResult, RpcError, SshInfo, StageTiming, VmCreateParams, VmDeleteParams,
+    VmInfo, VmLogsParams, VmLogsResult, VmPorts, VmSetParams, VmStats, WorkspaceParams,
 };
 use banger_store::ReserveVm;
 use banger_vmm::firecracker::Firecracker;
@@ -181,6 +181,7 @@ pub async fn create(
             disk_mib,
             subnet,
             vmm,
+            created_op: Some(op_id.to_string()),
         })
     })?;
     if p.no_start {
@@ -753,10 +754,26 @@ async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<(), RpcError> {
 }
 
 /// `vm.delete`: the VMM, tap, disks, runtime files and the row. Irreversible.
-pub async fn delete(app: &App, name: &str) -> Result<(), RpcError> {
+/// A running VM is refused unless `force`; with `created_op`, only the VM that call
+/// created is deleted (a same-named older VM is left alone).
+pub async fn delete(app: &App, p: VmDeleteParams) -> Result<(), RpcError> {
+    let name = p.name.as_str();
     let lock = app.vm_lock(name);
     let _guard = lock.lock().await;
-    delete_locked(app, &app.db(|s| s.get_vm_by_name(name))?).await
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    if let Some(op) = &p.created_op {
+        if rec.created_op.as_deref() != Some(op.as_str()) {
+            return Err(RpcError::not_found(format!(
+                "VM {name} was not created by operation {op}; it is left as it is"
+            )));
+        }
+    }
+    if !p.force && rec.state == VmState::Running {
+        return Err(RpcError::bad_request(format!(
+            "VM {name} is running; stop it first (banger vm stop {name}) or delete it anyway with banger vm delete -f {name}"
+        )));
+    }
+    delete_locked(app, &rec).await
 }
 
 async fn delete_locked(app: &App, rec: &VmRecord) -> Result<(), RpcError> {

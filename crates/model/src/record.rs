@@ -106,6 +106,10 @@ pub struct VmRecord {
     /// The VMM backend asked for.
     #[serde(default)]
     pub vmm: VmmChoice,
+    /// Op id of the call that created the VM: lets a client remove exactly the VM
+    /// its own call made (never an older VM that happens to share the name).
+    #[serde(default)]
+    pub created_op: Option<String>,
 }
 
 /// A published, read-only base image.

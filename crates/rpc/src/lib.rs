@@ -23,8 +23,8 @@ pub use methods::{
     CachePruneParams, CachePruneResult, CatalogItem, CatalogListing, ImageBuildParams, ImageInfo,
     ImageNameParams, ImagePromoteParams, ImagePullParams, ImageRegisterParams, KernelImportParams,
     KernelInfo, KernelNameParams, NoParams, OperationInfo, PingResult, Progress, PruneResult,
-    SshInfo, StageTiming, VmCreateParams, VmInfo, VmLogsParams, VmLogsResult, VmNameParams,
-    VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
+    SshInfo, StageTiming, VmCreateParams, VmDeleteParams, VmInfo, VmLogsParams, VmLogsResult,
+    VmNameParams, VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
 };
 pub use server::{
     bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,

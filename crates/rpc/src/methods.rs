@@ -17,7 +17,7 @@ pub const VM_CREATE: &str = "vm.create";
 pub const VM_LIST: &str = "vm.list";
 /// `vm.show` [`VmNameParams`] -> [`VmInfo`].
 pub const VM_SHOW: &str = "vm.show";
-/// `vm.delete` [`VmNameParams`] -> `null`.
+/// `vm.delete` [`VmDeleteParams`] -> `null`.
 pub const VM_DELETE: &str = "vm.delete";
 /// `vm.ssh_info` [`VmNameParams`] -> [`SshInfo`].
 pub const VM_SSH_INFO: &str = "vm.ssh_info";
@@ -165,6 +165,22 @@ pub struct WorkspaceParams {
     pub name: String,
     /// The workspace as shipped.
     pub workspace: WorkspaceRecord,
+}
+
+/// Params of `vm.delete`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDeleteParams {
+    /// The VM's name.
+    pub name: String,
+    /// Delete it even while it runs (it is killed: no flush, no clean poweroff).
+    /// Without it a running VM is refused and nothing changes.
+    #[serde(default)]
+    pub force: bool,
+    /// Delete only if the VM was created by the call with this op id (answered with
+    /// `not_found` otherwise). `vm run` uses it to clean up exactly what its own
+    /// create made, never a same-named VM that existed before.
+    #[serde(default)]
+    pub created_op: Option<String>,
 }
 
 /// Params of `vm.set`: each present field changes; the disk can only grow.
@@ -584,6 +600,7 @@ mod tests {
             created_at: 1_700_000_000,
             error: None,
             vmm: Default::default(),
+            created_op: None,
         };
         let info = VmInfo::from_record(&rec, "debian-bookworm");
         assert_eq!(info.name, "dev");

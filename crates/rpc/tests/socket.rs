@@ -1,7 +1,7 @@
 //! End-to-end tests over real unix sockets in temp dirs.
 
 use banger_rpc::methods::{
-    self, NoParams, PingResult, Progress, VmCreateParams, VmInfo, VmNameParams,
+    self, NoParams, PingResult, Progress, VmCreateParams, VmDeleteParams, VmInfo, VmNameParams,
 };
 use banger_rpc::{
     bind, serve, BindError, CallCtx, Client, ClientError, ErrorCode, Router, RpcError,
@@ -80,7 +80,7 @@ fn router(finished: Arc<AtomicBool>) -> Router {
         Err::<VmInfo, _>(RpcError::not_found(format!("no VM named {}", p.name)))
     })
     .unwrap()
-    .add(methods::VM_DELETE, |_ctx, _p: VmNameParams| async move {
+    .add(methods::VM_DELETE, |_ctx, _p: VmDeleteParams| async move {
         Ok::<_, RpcError>(())
     })
     .unwrap()
@@ -193,7 +193,10 @@ async fn round_trip_with_progress() {
     let (): () = client
         .call(
             methods::VM_DELETE,
-            &VmNameParams { name: "dev".into() },
+            &VmDeleteParams {
+                name: "dev".into(),
+                ..Default::default()
+            },
             |_| {},
         )
         .await

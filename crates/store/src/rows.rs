@@ -10,7 +10,7 @@ use rusqlite::Row;
 use std::net::Ipv4Addr;
 
 pub(crate) const VM_COLUMNS: &str =
-    "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error, vmm";
+    "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error, vmm, created_op";
 
 pub(crate) const IMAGE_COLUMNS: &str =
     "id, name, source, kernel_release, size_bytes, created_at, kernel";
@@ -30,6 +30,7 @@ pub(crate) struct VmRow {
     created_at: i64,
     error: Option<String>,
     vmm: String,
+    created_op: Option<String>,
 }
 
 impl VmRow {
@@ -47,6 +48,7 @@ impl VmRow {
             created_at: row.get(8)?,
             error: row.get(9)?,
             vmm: row.get(10)?,
+            created_op: row.get(11)?,
         })
     }
 
@@ -69,6 +71,7 @@ impl VmRow {
                 .vmm
                 .parse()
                 .map_err(|_| bad("unknown vmm", &self.vmm))?,
+            created_op: self.created_op.clone(),
             id: self.id,
         })
     }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_workspaces.sql")),
     M::up(include_str!("migrations/003_vmm.sql")),
     M::up(include_str!("migrations/004_kernels.sql")),
+    M::up(include_str!("migrations/005_created_op.sql")),
 ];
 
 /// The schema version this binary creates and understands.

@@ -25,6 +25,8 @@ pub struct ReserveVm {
     pub subnet: Subnet,
     /// The VMM backend asked for.
     pub vmm: VmmChoice,
+    /// Op id of the creating call (see [`VmRecord::created_op`]).
+    pub created_op: Option<String>,
 }
 
 impl Store {
@@ -63,10 +65,11 @@ impl Store {
             created_at: now(),
             error: None,
             vmm: req.vmm,
+            created_op: req.created_op,
         };
         tx.execute(
             &format!(
-                "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ),
             params![
                 rec.id,
@@ -80,6 +83,7 @@ impl Store {
                 rec.created_at,
                 rec.error,
                 rec.vmm.as_str(),
+                rec.created_op,
             ],
         )?;
         tx.commit()?;

@@ -32,6 +32,7 @@ fn reserve(name: &str, image_id: &str, subnet: Subnet) -> ReserveVm {
         memory_mib: 1024,
         disk_mib: 8192,
         subnet,
+        created_op: Some(format!("op-{name}")),
     }
 }
 
