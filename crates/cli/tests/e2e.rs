@@ -170,6 +170,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// A named e2e section (`BANGER_E2E_ONLY` picks them by name).
+type Section = (&'static str, fn(&Env));
+
 /// One image build, then every section on it (a section per issue's acceptance list).
 #[test]
 fn end_to_end() {
@@ -179,7 +182,7 @@ fn end_to_end() {
     }
     let env = Env::new();
     image_build_failures_and_default_image(&env);
-    let sections: &[(&str, fn(&Env))] = &[
+    let sections: &[Section] = &[
         ("run_keep_ssh_delete", run_keep_ssh_delete),
         ("lifecycle", lifecycle_survives_stop_and_restarts),
         ("failures", failures_at_each_start_step_leave_nothing),
