@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
 /// The virtio-serial port name banger's VMM backends create.
-pub const DEFAULT_PORT: &str = "org.banger.agent";
+pub const DEFAULT_PORT: &str = banger_contract::agent::VIRTIO_PORT;
 
 /// Serve requests forever on `/dev/virtio-ports/<port>`.
 /// Also starts the AF_VSOCK listener (Firecracker guests have no virtio-serial).

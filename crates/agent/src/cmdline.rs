@@ -2,6 +2,7 @@
 //! which the host configures early boot. The Debian cloud kernel has no `ip=`
 //! support (no CONFIG_IP_PNP), so addressing travels here instead.
 
+use banger_contract::cmdline as key;
 use std::net::Ipv4Addr;
 
 /// What banger asked for on the command line.
@@ -36,30 +37,30 @@ pub enum Mode {
 }
 
 /// What the init prints in probe mode; the host looks for it on the console.
-pub const PROBE_OK: &str = "BANGER-PROBE-OK";
+pub const PROBE_OK: &str = banger_contract::cmdline::PROBE_OK;
 
 /// Parse `/proc/cmdline` text.
 pub fn parse(cmdline: &str) -> BootParams {
     let mut p = BootParams::default();
     for word in cmdline.split_whitespace() {
-        if word == "banger.probe" {
+        if word == key::PROBE {
             p.probe = true;
         }
         let Some((k, v)) = word.split_once('=') else {
             continue;
         };
         match k {
-            "banger.ip" => {
+            key::IP => {
                 p.ip = v.split_once('/').and_then(|(a, n)| {
                     Some((a.parse().ok()?, n.parse().ok().filter(|n| *n <= 32)?))
                 })
             }
-            "banger.gw" => p.gateway = v.parse().ok(),
-            "banger.hostname" => p.hostname = Some(v.to_string()),
-            "banger.init" => p.init = Some(v.to_string()),
-            "banger.mode" => {
+            key::GATEWAY => p.gateway = v.parse().ok(),
+            key::HOSTNAME => p.hostname = Some(v.to_string()),
+            key::INIT => p.init = Some(v.to_string()),
+            key::MODE => {
                 p.mode = match v {
-                    "export" => Mode::Export,
+                    key::MODE_EXPORT => Mode::Export,
                     other => Mode::Unknown(other.to_string()),
                 }
             }

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The first bytes of an export disk (written by the host).
-pub const MAGIC: &[u8; 16] = b"BANGER-EXPORT-1\n";
+pub const MAGIC: &[u8; 16] = banger_contract::export::MAGIC;
 /// Offset of the little-endian u64 tar length.
 const LEN_OFFSET: u64 = 64;
 /// Offset of the status line.

@@ -17,16 +17,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// ext4 label of the shared read-only base image.
-pub const LABEL_ROOT: &str = "banger-root";
-/// ext4 label of the per-VM overlay (upper layer of /).
-pub const LABEL_OVERLAY: &str = "banger-overlay";
-/// ext4 label of the per-VM work disk, mounted at /root.
-pub const LABEL_WORK: &str = "banger-work";
-
-/// Where the module list lives inside the initrd, one file name per line, in load order.
-const MODULE_LIST: &str = "/etc/banger/modules";
-const MODULE_DIR: &str = "/lib/modules";
+/// ext4 labels of banger's disks (the host–guest contract).
+pub use banger_contract::disk::{LABEL_OVERLAY, LABEL_ROOT, LABEL_WORK};
 
 fn uptime() -> String {
     std::fs::read_to_string("/proc/uptime")
@@ -168,15 +160,20 @@ fn attach_console() {
 }
 
 fn load_modules() -> std::io::Result<()> {
-    let list = match std::fs::read_to_string(MODULE_LIST) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
+    let list =
+        match std::fs::read_to_string(Path::new("/").join(banger_contract::initrd::MODULE_LIST)) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
     let t = Instant::now();
     let mut n = 0;
     for name in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        sys::load_module(&Path::new(MODULE_DIR).join(name))?;
+        sys::load_module(
+            &Path::new("/")
+                .join(banger_contract::initrd::MODULE_DIR)
+                .join(name),
+        )?;
         n += 1;
     }
     log(&format!(

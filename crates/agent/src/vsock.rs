@@ -15,10 +15,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-/// The vsock port the agent listens on. It must match `banger_guest::vsock::AGENT_PORT`
-/// on the host side (this crate cannot depend on banger-guest: the agent ships in every
-/// guest and keeps its dependencies to libc and serde_json).
-pub const AGENT_VSOCK_PORT: u32 = 10_789;
+/// The vsock port the agent listens on (the host–guest contract).
+pub const AGENT_VSOCK_PORT: u32 = banger_contract::agent::VSOCK_PORT;
 
 /// Longest request line accepted. Agent requests are a few dozen bytes; the cap only
 /// keeps a confused peer from making the guest buffer an unbounded line.

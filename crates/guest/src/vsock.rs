@@ -18,7 +18,7 @@ use tokio::net::UnixStream;
 
 /// The guest vsock port banger's agent listens on (above the privileged range, clear of
 /// the ports other guest tools commonly claim).
-pub const AGENT_PORT: u32 = 10_789;
+pub const AGENT_PORT: u32 = banger_contract::agent::VSOCK_PORT;
 
 /// Longest acknowledgement line we accept (`OK 4294967295\n` is 14 bytes).
 const MAX_REPLY: usize = 64;

@@ -37,12 +37,11 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of an export disk; the export guest finds its disk by them.
-/// Kept identical to `MAGIC` in `crates/agent/src/export.rs`.
-pub const MAGIC: &[u8; 16] = b"BANGER-EXPORT-1\n";
+pub use banger_contract::export::MAGIC;
 /// Size of the export disk's header; the tar starts here.
 pub const HEADER_BYTES: u64 = 4096;
 /// What to append to the kernel command line of an export boot.
-pub const KERNEL_ARG: &str = "banger.mode=export";
+pub const KERNEL_ARG: &str = banger_contract::cmdline::MODE_EXPORT_ARG;
 const LEN_OFFSET: u64 = 64;
 const STATUS_OFFSET: usize = 512;
 /// The smallest valid tar: its two zero end blocks.

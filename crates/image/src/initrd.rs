@@ -22,8 +22,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "ext4",
 ];
 
-/// Where the guest init reads its module list (must match the agent crate).
-const MODULE_LIST: &str = "etc/banger/modules";
+/// Where the guest init reads its module list (the host–guest contract).
+const MODULE_LIST: &str = banger_contract::initrd::MODULE_LIST;
 
 /// Why the initrd could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +194,7 @@ fn write(
         "etc",
         "etc/banger",
         "lib",
-        "lib/modules",
+        banger_contract::initrd::MODULE_DIR,
         "proc",
         "sys",
     ] {
@@ -207,7 +207,13 @@ fn write(
         let src = moddir.join(rel);
         let data = std::fs::read(&src).map_err(io("read module", &src))?;
         let file = rel.rsplit('/').next().unwrap_or(rel);
-        entry(&mut w, &format!("lib/modules/{file}"), 0o100644, &data).map_err(io("write", out))?;
+        entry(
+            &mut w,
+            &format!("{}/{file}", banger_contract::initrd::MODULE_DIR),
+            0o100644,
+            &data,
+        )
+        .map_err(io("write", out))?;
         list.push_str(file);
         list.push('\n');
     }

@@ -21,12 +21,8 @@ pub use debian::{build_debian, BuildRequest, BuiltImage};
 pub use disks::{create_overlay_disk, create_work_disk, grow_disk};
 pub use run::ToolError;
 
-/// ext4 label of the shared read-only base image (the guest init finds disks by label).
-pub const LABEL_ROOT: &str = "banger-root";
-/// ext4 label of the per-VM overlay disk (upper layer of /).
-pub const LABEL_OVERLAY: &str = "banger-overlay";
-/// ext4 label of the per-VM work disk, mounted at /root.
-pub const LABEL_WORK: &str = "banger-work";
+/// ext4 labels by which the guest init finds its disks (the host–guest contract).
+pub use banger_contract::disk::{LABEL_OVERLAY, LABEL_ROOT, LABEL_WORK};
 
 /// File names inside a published image directory.
 pub mod files {

@@ -12,8 +12,8 @@ use crate::{Handles, MachineSpec, Vmm, VmmError};
 use std::path::Path;
 use std::time::Duration;
 
-/// Name of the guest agent's virtio-serial port (see banger-agent).
-pub const AGENT_PORT: &str = "org.banger.agent";
+/// Name of the guest agent's virtio-serial port (the host–guest contract).
+pub const AGENT_PORT: &str = banger_contract::agent::VIRTIO_PORT;
 
 /// The QEMU backend.
 #[derive(Debug, Clone)]

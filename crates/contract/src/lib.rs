@@ -1,0 +1,90 @@
+//! The host–guest contract: every name and number that banger's host crates and the
+//! in-guest `banger-agent` must agree on.
+//!
+//! The agent is built separately (static, for the initrd) and an image or initrd keeps
+//! the agent it was made with, so the two sides are compiled apart and may even be of
+//! different banger versions. Keeping these values in one dependency-free crate, used
+//! by both sides, makes a rename a compile-time change on both instead of a comment
+//! asking someone to keep two copies in sync. Changing a *value* here is a protocol
+//! change: images and initrds made before it stop working with hosts after it.
+
+/// ext4 labels by which the guest init finds its disks (device order is not stable
+/// across VMMs, labels are).
+pub mod disk {
+    /// The shared, read-only base image (lower layer of `/`).
+    pub const LABEL_ROOT: &str = "banger-root";
+    /// The per-VM overlay disk (upper layer of `/`).
+    pub const LABEL_OVERLAY: &str = "banger-overlay";
+    /// The per-VM work disk, mounted at `/root`.
+    pub const LABEL_WORK: &str = "banger-work";
+}
+
+/// The export disk: how an export guest hands a flattened tree back to the host.
+pub mod export {
+    /// First 16 bytes of an export disk, written by the host before the guest boots;
+    /// the guest finds the disk by it and the host refuses a disk without it.
+    pub const MAGIC: &[u8; 16] = b"BANGER-EXPORT-1\n";
+}
+
+/// `banger.*` kernel command-line parameters: the only channel through which the host
+/// configures the guest's early boot.
+pub mod cmdline {
+    /// Guest address and prefix: `banger.ip=172.30.0.2/24`.
+    pub const IP: &str = "banger.ip";
+    /// Default gateway: `banger.gw=172.30.0.1`.
+    pub const GATEWAY: &str = "banger.gw";
+    /// Hostname: `banger.hostname=dev`.
+    pub const HOSTNAME: &str = "banger.hostname";
+    /// What the initrd hands over to: [`INIT_AGENT`], [`INIT_SYSTEMD`] or a path.
+    pub const INIT: &str = "banger.init";
+    /// `banger.init` value: the agent itself stays PID 1 (fast init).
+    pub const INIT_AGENT: &str = "agent";
+    /// `banger.init` value: hand over to the image's systemd.
+    pub const INIT_SYSTEMD: &str = "systemd";
+    /// What the boot is for; a normal boot without it: `banger.mode=export`.
+    pub const MODE: &str = "banger.mode";
+    /// `banger.mode` value: tar the merged disks onto the export disk, power off.
+    pub const MODE_EXPORT: &str = "export";
+    /// The whole `banger.mode=export` word.
+    pub const MODE_EXPORT_ARG: &str = "banger.mode=export";
+    /// Accelerator probe (a flag without value): print [`PROBE_OK`] and power off.
+    pub const PROBE: &str = "banger.probe";
+    /// What the init prints on the console in probe mode; the host looks for it.
+    pub const PROBE_OK: &str = "BANGER-PROBE-OK";
+}
+
+/// The agent channel's transport names.
+pub mod agent {
+    /// Name of the virtio-serial port the agent serves on (QEMU); the guest sees it as
+    /// `/dev/virtio-ports/org.banger.agent`.
+    pub const VIRTIO_PORT: &str = "org.banger.agent";
+    /// AF_VSOCK port the agent listens on (Firecracker's vsock device).
+    pub const VSOCK_PORT: u32 = 10_789;
+}
+
+/// Paths inside banger's initrd.
+pub mod initrd {
+    /// The module list, one file name per line in load order, relative to the
+    /// initrd's root (the guest reads it as `/etc/banger/modules`).
+    pub const MODULE_LIST: &str = "etc/banger/modules";
+    /// Where the modules themselves live, relative to the initrd's root.
+    pub const MODULE_DIR: &str = "lib/modules";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_arg_is_key_and_value() {
+        let (k, v) = cmdline::MODE_EXPORT_ARG.split_at(cmdline::MODE.len());
+        assert_eq!(k, cmdline::MODE);
+        assert_eq!(v.strip_prefix('='), Some(cmdline::MODE_EXPORT));
+    }
+
+    #[test]
+    fn initrd_paths_are_relative() {
+        assert!(!initrd::MODULE_LIST.starts_with('/'));
+        assert!(!initrd::MODULE_DIR.starts_with('/'));
+    }
+}
