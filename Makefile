@@ -6,9 +6,15 @@ TARGET := x86_64-unknown-linux-gnu
 AGENT_FLAGS := --profile guest --target $(TARGET) \
 	--config 'target.$(TARGET).rustflags=["-C","target-feature=+crt-static"]'
 AGENT_OUT := target/$(TARGET)/guest/banger-agent
-# Debian packages banger needs at run time (and to build images and run tests).
-DEBS := qemu-system-x86 mmdebstrap e2fsprogs openssh-client nftables iproute2 ca-certificates
-DEB_CMDS := qemu-system-x86_64 mmdebstrap mkfs.ext4 debugfs ssh nft ip
+# Where banger looks for the agent: ../lib/banger/banger-agent from its binaries, the
+# same rule as the system install (/usr/local/bin → /usr/local/lib/banger). Cargo
+# never writes target/lib, so a plain `cargo build` cannot replace the static agent.
+AGENT_INSTALLED := target/lib/banger/banger-agent
+# Host tools and their Debian packages: one table, crates/hostcheck/tools.txt, also
+# read by banger doctor and .ci/run. Here: the rows banger needs at run time.
+TOOLS := crates/hostcheck/tools.txt
+DEBS := $(shell awk '!/^\#/ && NF && $$5 != "test" {print $$2}' $(TOOLS) | sort -u)
+DEB_CMDS := $(shell awk '!/^\#/ && NF && $$5 != "test" && $$1 != "-" {print $$1}' $(TOOLS))
 
 .PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean
 
@@ -19,7 +25,7 @@ run: deps build
 ## make test: every test: unit, root integration (in private network namespaces), end-to-end.
 test: deps build-debug
 	$(CARGO) test --workspace
-	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/$(AGENT_OUT) \
+	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/$(AGENT_INSTALLED) \
 		$(CARGO) test -p banger-cli --test e2e -- --nocapture --test-threads=1
 
 deps:
@@ -35,14 +41,14 @@ deps:
 
 agent:
 	$(CARGO) build -p banger-agent $(AGENT_FLAGS)
+	install -D -m 0755 $(AGENT_OUT) $(AGENT_INSTALLED)
 
 build: agent
 	$(CARGO) build --release -p banger-cli -p banger-daemon
-	install -m 0755 $(AGENT_OUT) target/release/banger-agent
 
+# The default members: everything but the agent, which `agent` builds static.
 build-debug: agent
-	$(CARGO) build --workspace
-	install -m 0755 $(AGENT_OUT) target/debug/banger-agent
+	$(CARGO) build
 
 fmt:
 	$(CARGO) fmt --all

@@ -42,7 +42,8 @@ pub struct Config {
     pub firecracker: String,
     /// Default VMM backend for new VMs (`BANGER_VMM`: auto, qemu or firecracker).
     pub vmm: VmmChoice,
-    /// Static guest agent (`BANGER_AGENT`, default: `banger-agent` beside bangerd).
+    /// Static guest agent (`BANGER_AGENT`, default: `../lib/banger/banger-agent` from
+    /// bangerd's directory).
     pub agent: PathBuf,
     /// Forced accelerator (`BANGER_ACCEL`); probed when unset.
     pub accel: Option<Accel>,
@@ -84,12 +85,8 @@ impl Config {
             Some("tcg") => Some(Accel::Tcg),
             Some(other) => return Err(ConfigError::Accel(other.into())),
         };
-        let agent = var("BANGER_AGENT").map(PathBuf::from).unwrap_or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .and_then(|p| p.parent().map(|d| d.join("banger-agent")))
-                .unwrap_or_else(|| PathBuf::from("/usr/lib/banger/banger-agent"))
-        });
+        // The same rule `banger doctor` reports (banger-hostcheck's `agent` module).
+        let agent = banger_hostcheck::agent::locate().path;
         let boot_timeout = match var("BANGER_BOOT_TIMEOUT") {
             Some(s) => Duration::from_secs(
                 s.parse()

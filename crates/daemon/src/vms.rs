@@ -101,7 +101,7 @@ async fn backend(app: &App, image_dir: &Path, progress: &ProgressSink) -> Result
                 &image_dir.join(img_files::KERNEL),
                 &image_dir.join(img_files::INITRD),
                 &scratch,
-                Some(&app.layout.runtime.join("accel.json")),
+                Some(&app.layout.accel_cache()),
                 app.config.accel,
             )
             .await;
@@ -310,49 +310,13 @@ fn vmm_for(app: &App, h: &banger_vmm::Handles) -> Box<dyn Vmm> {
     }
 }
 
-/// Find `bin` (a path, or a name on PATH or in the sbin directories).
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    if bin.contains('/') {
-        return Some(std::path::PathBuf::from(bin)).filter(|p| p.is_file());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/bin"].map(std::path::PathBuf::from))
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
 /// Whether Firecracker can run guests here, and if not, why (for errors and `auto`).
 fn firecracker_usable(app: &App, accel: banger_vmm::Accel) -> Result<(), String> {
-    use banger_model::version::{
-        firecracker_support, parse_firecracker_version, FIRECRACKER_MIN, FIRECRACKER_TESTED,
-    };
-    let bin = which(&app.config.firecracker).ok_or_else(|| {
-        format!(
-            "{} is not installed (see banger doctor)",
-            app.config.firecracker
-        )
-    })?;
-    let out = std::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("{} --version failed: {e}", bin.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v = parse_firecracker_version(&text)
-        .ok_or_else(|| format!("{} did not report a version", bin.display()))?;
-    if !firecracker_support(v).usable() {
-        return Err(format!(
-            "firecracker v{v} is not supported (needs v{FIRECRACKER_MIN} or newer within major {}; tested v{FIRECRACKER_TESTED})",
-            FIRECRACKER_TESTED.major
-        ));
-    }
-    if accel != banger_vmm::Accel::Kvm {
-        return Err(
-            "KVM does not boot guests on this host, and Firecracker needs KVM (see banger doctor)"
-                .into(),
-        );
-    }
-    Ok(())
+    use banger_hostcheck::firecracker;
+    let probe = firecracker::probe(&app.config.firecracker);
+    firecracker::usable(&probe, Some(accel))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Outbound NAT for the guest subnet, once per daemon. A failure (no nft, a host

@@ -1,6 +1,8 @@
 //! `InProcess` end to end: validation in `run`, then real host changes, each test in
 //! its own network namespace.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_testns as common;
 
 use std::net::Ipv4Addr;

@@ -1,5 +1,7 @@
 //! Real bridge, tap and NAT operations, each test inside its own network namespace.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_testns as common;
 
 use std::net::Ipv4Addr;

@@ -9,7 +9,7 @@
 use crate::ext4::{self, Ext4Error};
 use crate::initrd::{self, InitrdError};
 use crate::run::ToolError;
-use crate::{customize, customize::CustomizeError, elf, files, LABEL_ROOT};
+use crate::{customize, customize::CustomizeError, files, LABEL_ROOT};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -75,13 +75,8 @@ pub enum BuildError {
         tail: String,
     },
     /// The guest agent binary is unusable.
-    #[error("guest agent {path}: {reason}; build it with `make agent` (it must be static: -C target-feature=+crt-static)")]
-    Agent {
-        /// Path tried.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error("guest agent {0}; {hint}", hint = banger_hostcheck::agent::BUILD_HINT)]
+    Agent(#[from] banger_hostcheck::agent::AgentError),
     /// The tree has no kernel, or more than one.
     #[error("expected exactly one kernel in the image's /boot, found {0}")]
     Kernel(usize),
@@ -121,23 +116,10 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.:".contains(&b))
 }
 
-/// Check that `agent` is a static x86-64 executable.
+/// Check that `agent` is a static x86-64 executable (banger-hostcheck's check, the
+/// one `banger doctor` runs).
 pub fn check_agent(agent: &Path) -> Result<(), BuildError> {
-    let bytes = std::fs::read(agent).map_err(|e| BuildError::Agent {
-        path: agent.into(),
-        reason: e.to_string(),
-    })?;
-    match elf::is_static(&bytes) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(BuildError::Agent {
-            path: agent.into(),
-            reason: "it is dynamically linked".into(),
-        }),
-        Err(e) => Err(BuildError::Agent {
-            path: agent.into(),
-            reason: e.to_string(),
-        }),
-    }
+    Ok(banger_hostcheck::agent::check(agent)?)
 }
 
 /// Build a Debian image into `req.staging`. `progress(stage, detail)` is called as the
@@ -336,7 +318,7 @@ mod tests {
     fn dynamic_agent_is_refused() {
         assert!(matches!(
             check_agent(Path::new("/bin/ls")),
-            Err(BuildError::Agent { .. })
+            Err(BuildError::Agent(_))
         ));
     }
 }

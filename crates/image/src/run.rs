@@ -35,13 +35,9 @@ pub enum ToolError {
     },
 }
 
-/// The Debian package that ships `tool`, for install hints.
+/// The Debian package that ships `tool`, for install hints (banger-hostcheck's table).
 pub fn package_of(tool: &str) -> &'static str {
-    match tool {
-        "mkfs.ext4" | "debugfs" | "resize2fs" | "e2fsck" => "e2fsprogs",
-        "mmdebstrap" => "mmdebstrap",
-        _ => "the package that provides it",
-    }
+    banger_hostcheck::tools::debian_package(tool)
 }
 
 fn tail(bytes: &[u8]) -> String {

@@ -1,6 +1,8 @@
 //! Catalog index parsing and verified downloads, against a real HTTP server on
 //! 127.0.0.1 that can lie about sizes, hashes and status codes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_image::catalog::{
     download, fetch_index, Artifact, CatalogError, CatalogIndex, Location, MAX_INDEX_BYTES,
 };

@@ -1,6 +1,8 @@
 //! The host half of `banger.mode=export`: the export disk's header, the guest's
 //! status, and applying the exported tar (hostile names refused, `.wh.*` kept).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod oci_support;
 
 use banger_image::export::{

@@ -9,6 +9,8 @@
 //! (`rootfs.ext4`, `vmlinuz`), and a static agent from `make agent` (or
 //! `BANGER_AGENT`). `BANGER_EXPORT_TEST_ACCEL=kvm` boots with KVM instead of TCG.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_image::export::{apply_export, create_export_disk, read_result, size_for, KERNEL_ARG};
 use banger_image::oci::{build_rootfs, ApplyOptions};
 use banger_image::{create_work_disk, ext4, initrd, LABEL_OVERLAY, LABEL_ROOT};

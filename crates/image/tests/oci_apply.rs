@@ -1,6 +1,8 @@
 //! Layer application: changesets (whiteouts, opaque directories), metadata (modes
 //! with setuid, owners, times, xattrs), links and special files, every compression.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod oci_support;
 
 use banger_image::oci::{AppliedTree, Applier, ApplyOptions, OwnerMode};

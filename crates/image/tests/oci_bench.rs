@@ -4,6 +4,8 @@
 //! 3.11 standard library and dist-packages, ~100 MB in ~4800 files), gzip-compressed.
 //! Also times the baseline `tar -xzf` + `mkfs.ext4 -d` on the same layer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod oci_support;
 
 use banger_image::oci::{

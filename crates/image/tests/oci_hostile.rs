@@ -1,6 +1,8 @@
 //! Hostile layers, case by case: each is refused with its own error and the host tree
 //! outside the staging directory is left exactly as it was.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod oci_support;
 
 use banger_image::oci::{Applier, ApplyError, ApplyOptions, LayerDescriptor, Limits, OwnerMode};

@@ -4,6 +4,8 @@
 //! apply it and check the tree and the ext4 image. Skips with a reason when the
 //! registry is not installed or does not start.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod oci_support;
 
 use banger_image::oci::{

@@ -3,6 +3,8 @@
 //! the apply ran as root (owners in the host tree) or not (owners recorded and
 //! written by debugfs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod oci_support;
 
 use banger_image::oci::{build_rootfs, Applier, ApplyOptions, OwnerMode};

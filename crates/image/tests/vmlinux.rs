@@ -2,6 +2,8 @@
 //! corrupted inputs, the cache helper, and the real Debian cloud kernel cross-checked
 //! against `lz4 -dc` and `readelf` (the independent way `scripts/extract-vmlinux` works).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_image::vmlinux::{
     self, cache_path, elf_info, extract, payload, vmlinux_path, Compression, VmlinuxError, PT_LOAD,
 };

@@ -75,6 +75,11 @@ impl Layout {
     pub fn db(&self) -> PathBuf {
         self.state.join("banger.db")
     }
+    /// The cached KVM/TCG verdict for this host boot (written by the daemon, read by
+    /// `banger doctor`; format in banger-hostcheck's `accel` module).
+    pub fn accel_cache(&self) -> PathBuf {
+        self.runtime.join("accel.json")
+    }
     /// The daemon's RPC socket.
     pub fn socket(&self) -> PathBuf {
         self.runtime.join("bangerd.sock")

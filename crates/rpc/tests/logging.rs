@@ -1,6 +1,8 @@
 //! Log lines written while a handler runs carry the call's op id, so
 //! `journalctl --grep op-XXXX` finds everything about one failed call.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_rpc::methods::NoParams;
 use banger_rpc::{bind, serve, Client, Router, RpcError};
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! End-to-end tests over real unix sockets in temp dirs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_rpc::methods::{
     self, NoParams, PingResult, Progress, VmCreateParams, VmDeleteParams, VmInfo, VmNameParams,
 };

@@ -1,5 +1,7 @@
 //! Behaviour of the store against real database files in temp dirs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_model::{ImageRecord, KernelRecord, Subnet, VmName, VmState};
 use banger_store::{MigrationStatus, ReserveVm, Store, StoreError, SCHEMA_VERSION};
 use std::collections::HashSet;

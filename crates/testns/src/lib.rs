@@ -1,6 +1,9 @@
 //! Test-only (host and helper integration tests). Runs a test body inside a network namespace of its own, so nothing a test creates
 //! (bridges, taps, addresses, nftables tables, sysctls) can touch the host's.
 
+// A test harness: a failure here is a test failure, reported by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::future::Future;
 
 /// Whether the tests that need CAP_NET_ADMIN can run; prints why not otherwise.

@@ -5,64 +5,20 @@
 //! the real guest kernel with banger's initrd in probe mode under KVM and waits for the
 //! init's marker on the console. The verdict is cached per host boot and kernel.
 
-use serde::{Deserialize, Serialize};
+use banger_hostcheck::accel::{self as verdict, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Marker the guest init prints in probe mode (kept in sync with banger-agent).
-pub const PROBE_OK: &str = "BANGER-PROBE-OK";
+pub use banger_contract::cmdline::PROBE_OK;
+pub use banger_hostcheck::accel::{Accel, AccelChoice};
+
 /// How long a KVM guest may take to reach its init before we call KVM unusable.
 /// Real KVM gets there in well under a second.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Hardware-assisted or software emulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// KVM: near-native speed.
-    Kvm,
-    /// QEMU's TCG software emulation: works everywhere, several times slower.
-    Tcg,
-}
-
-impl Accel {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
-
-/// The decision and why, for logs, `doctor` and the one-line CLI notice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccelChoice {
-    /// What to use.
-    pub accel: Accel,
-    /// Why, in a sentence a user can act on.
-    pub reason: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Cached {
-    key: String,
-    choice: AccelChoice,
-}
-
-fn cache_key(kernel: &Path) -> String {
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let md = std::fs::metadata(kernel).ok();
-    format!(
-        "{}|{}|{}",
-        boot_id.trim(),
-        kernel.display(),
-        md.map(|m| m.len()).unwrap_or(0)
-    )
-}
-
 /// Decide the accelerator for `kernel`+`initrd`. `forced` (from `BANGER_ACCEL`) wins;
-/// `cache` is a JSON file remembering the verdict for this host boot.
+/// `cache` is a JSON file remembering the verdict for this host boot (format:
+/// [`banger_hostcheck::accel`], which `banger doctor` reads too).
 pub async fn choose(
     qemu: &str,
     kernel: &Path,
@@ -77,34 +33,28 @@ pub async fn choose(
             reason: format!("{} forced by BANGER_ACCEL", a.as_str()),
         };
     }
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
+    if verdict::open_kvm().is_err() {
         return AccelChoice {
             accel: Accel::Tcg,
             reason: "/dev/kvm is missing or not accessible; using TCG software emulation (slower)"
                 .into(),
         };
     }
-    let key = cache_key(kernel);
-    if let Some(c) = cache
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
-        .filter(|c| c.key == key)
+    let key = verdict::cache_key(&verdict::boot_id(), kernel);
+    if let Some(v) = cache
+        .and_then(|p| verdict::read(p).ok().flatten())
+        .filter(|v| v.key == key)
     {
-        return c.choice;
+        return v.choice;
     }
     let choice = probe(qemu, kernel, initrd, scratch).await;
     if let Some(p) = cache {
-        let c = Cached {
+        let v = Verdict {
             key,
             choice: choice.clone(),
         };
-        if let Ok(b) = serde_json::to_vec(&c) {
-            let _ = std::fs::write(p, b);
+        if let Err(e) = verdict::write(p, &v) {
+            tracing::warn!(path = %p.display(), "could not cache the accelerator verdict: {e}");
         }
     }
     choice
@@ -134,7 +84,8 @@ async fn probe(qemu: &str, kernel: &Path, initrd: &Path, scratch: &Path) -> Acce
         .arg(initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 quiet banger.probe tsc_early_khz={tsc} tsc=reliable"
+            "console=ttyS0 panic=-1 quiet {} tsc_early_khz={tsc} tsc=reliable",
+            banger_contract::cmdline::PROBE
         ))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -3,6 +3,8 @@
 //! `fault_message`, 5xx without one, no server, a server that never answers) become
 //! errors that say what happened.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use banger_vmm::firecracker::client::{ApiClient, ApiError, ApiRequest};

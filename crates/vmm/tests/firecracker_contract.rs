@@ -7,6 +7,8 @@
 //! `properties` is closed (`additionalProperties: false`), which makes an unknown or
 //! misspelt field fail here as it would against the real thing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use banger_vmm::firecracker::actions::{ActionType, InstanceActionInfo};

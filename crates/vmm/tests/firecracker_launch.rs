@@ -4,6 +4,8 @@
 //! request to a file. No real Firecracker can run here; this checks spawning, the
 //! readiness wait, the request order, error clean-up, liveness and both stop paths.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use banger_vmm::firecracker::{files, Firecracker, STOP_GRACE};

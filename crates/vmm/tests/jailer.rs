@@ -1,6 +1,8 @@
 //! Jail staging against a temp dir: layout, hard links vs copies, device nodes (root
 //! only), the short socket symlink, and a cleanup that will not follow symlinks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 mod common;
 
 use banger_vmm::firecracker::jailer::{

@@ -2,6 +2,8 @@
 //! the VM: the scripts are the same ones ssh runs), export, apply on a clean clone of
 //! the shipped commit, and compare trees byte for byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use banger_workspace::{export_script, inspect, write_tar, WorkspaceError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,101 @@
+//! Tools, device nodes and privileges.
+
+use super::hints::{install_hint, Distro};
+use super::{Check, Status};
+use banger_hostcheck::tools::{self, Need};
+use banger_hostcheck::which::{which, EXTRA_DIRS};
+use std::path::Path;
+
+/// One line per tool banger runs (the table's required and optional rows; the
+/// test-only ones are not banger's business at run time).
+pub fn tool_checks(distro: Distro, root: bool) -> Vec<Check> {
+    tools::all()
+        .filter(|t| t.need != Need::Test)
+        .filter_map(|t| {
+            let cmd = t.command?;
+            Some(match which(cmd) {
+                Some(p) => Check::new(cmd, Status::Ok, p.display().to_string()),
+                None => Check::new(
+                    cmd,
+                    if t.need == Need::Required {
+                        Status::Fail
+                    } else {
+                        Status::Warn
+                    },
+                    format!(
+                        "not found on PATH or {} (needed for: {})",
+                        EXTRA_DIRS.join(", "),
+                        t.why
+                    ),
+                )
+                .fix(install_hint(distro, &t, root)),
+            })
+        })
+        .collect()
+}
+
+fn open_rw(p: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).write(true).open(p)
+}
+
+/// `/dev/kvm`: present and openable (the daemon's precondition for even probing KVM).
+pub fn kvm_check(root: bool) -> Check {
+    use banger_hostcheck::accel::{open_kvm, KVM_DEVICE as NAME};
+    if !Path::new(NAME).exists() {
+        return Check::new(
+            NAME,
+            Status::Warn,
+            "absent: VMs run under QEMU's TCG software emulation (several times slower) and firecracker cannot be used",
+        )
+        .fix("enable hardware virtualization (VT-x/AMD-V) in the firmware, or nested virtualization if this host is a VM; then load the module: modprobe kvm_intel (or kvm_amd)");
+    }
+    match open_kvm() {
+        Ok(()) => Check::new(NAME, Status::Ok, "present, opens read-write"),
+        Err(e) => {
+            let c = Check::new(
+                NAME,
+                Status::Warn,
+                format!("present but cannot be opened read-write ({e}): VMs would fall back to software emulation"),
+            );
+            if root {
+                c.fix("check for a security module (SELinux, AppArmor) or a container denying access to /dev/kvm")
+            } else {
+                c.fix("run banger as root, or add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)")
+            }
+        }
+    }
+}
+
+/// `/dev/net/tun`: every VM needs a tap.
+pub fn tun_check(root: bool) -> Check {
+    const NAME: &str = "/dev/net/tun";
+    if !Path::new(NAME).exists() {
+        let sudo = if root { "" } else { "sudo " };
+        return Check::new(NAME, Status::Fail, "absent: VMs need a tap device each")
+            .fix(format!("{sudo}modprobe tun"));
+    }
+    match open_rw(NAME) {
+        Ok(_) => Check::new(NAME, Status::Ok, "present, opens read-write"),
+        Err(e) if !root => Check::new(
+            NAME,
+            Status::Ok,
+            format!("present (not openable by this user: {e}; the root daemon opens it)"),
+        ),
+        Err(e) => Check::new(NAME, Status::Fail, format!("present but cannot be opened: {e}"))
+            .fix("check for a security module (SELinux, AppArmor) or a container denying access to /dev/net/tun"),
+    }
+}
+
+/// Whether banger runs as root (needed today for the bridge, taps and image builds).
+pub fn root_check(root: bool) -> Check {
+    if root {
+        Check::new("root", Status::Ok, "running as root")
+    } else {
+        Check::new(
+            "root",
+            Status::Warn,
+            "not root: bangerd needs root today to create the bridge and taps (CAP_NET_ADMIN) and to build images (mmdebstrap)",
+        )
+        .fix("run banger as root, e.g. sudo -E banger ... (an unprivileged mode is planned)")
+    }
+}
