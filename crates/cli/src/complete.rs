@@ -7,14 +7,13 @@
 //! only means fewer suggestions, never a hanging shell.
 
 use banger_model::Layout;
-use banger_rpc::{methods as m, CatalogListing, Client, ImageInfo, KernelInfo, NoParams, VmInfo};
+use banger_rpc::{CatalogList, Client, ImageList, KernelList, Method, NoParams, VmList};
 use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
-use serde::de::DeserializeOwned;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-/// Ask a running daemon for `method`'s list, or nothing.
-fn query<T: DeserializeOwned>(method: &'static str) -> Option<T> {
+/// Ask a running daemon for `M`'s list, or nothing.
+fn query<M: Method<Params = NoParams>>() -> Option<M::Result> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -23,7 +22,7 @@ fn query<T: DeserializeOwned>(method: &'static str) -> Option<T> {
         let layout = Layout::from_env();
         tokio::time::timeout(Duration::from_secs(2), async {
             let mut c = Client::connect(layout.socket()).await.ok()?;
-            c.call(method, &NoParams {}, |_| {}).await.ok()
+            c.call::<M>(&NoParams {}, |_| {}).await.ok()
         })
         .await
         .ok()
@@ -39,27 +38,30 @@ fn candidates(items: impl IntoIterator<Item = (String, String)>) -> Vec<Completi
 }
 
 fn local_images(_: &OsStr) -> Vec<CompletionCandidate> {
-    let imgs: Vec<ImageInfo> = query(m::IMAGE_LIST).unwrap_or_default();
+    let imgs = query::<ImageList>().unwrap_or_default();
     candidates(imgs.into_iter().map(|i| (i.name, i.source)))
 }
 
 fn local_kernels(_: &OsStr) -> Vec<CompletionCandidate> {
-    let ks: Vec<KernelInfo> = query(m::KERNEL_LIST).unwrap_or_default();
+    let ks = query::<KernelList>().unwrap_or_default();
     candidates(ks.into_iter().map(|k| (k.name, k.release)))
 }
 
 fn local_vms(_: &OsStr) -> Vec<CompletionCandidate> {
-    let vms: Vec<VmInfo> = query(m::VM_LIST).unwrap_or_default();
-    candidates(vms.into_iter().map(|v| (v.name, v.state)))
+    let vms = query::<VmList>().unwrap_or_default();
+    candidates(
+        vms.into_iter()
+            .map(|v| (v.name, v.state.as_str().to_string())),
+    )
 }
 
 fn catalog_image_names(_: &OsStr) -> Vec<CompletionCandidate> {
-    let l: CatalogListing = query(m::CATALOG_LIST).unwrap_or_default();
+    let l = query::<CatalogList>().unwrap_or_default();
     candidates(l.images.into_iter().map(|i| (i.name, i.description)))
 }
 
 fn catalog_kernel_names(_: &OsStr) -> Vec<CompletionCandidate> {
-    let l: CatalogListing = query(m::CATALOG_LIST).unwrap_or_default();
+    let l = query::<CatalogList>().unwrap_or_default();
     candidates(l.kernels.into_iter().map(|k| (k.name, k.detail)))
 }
 

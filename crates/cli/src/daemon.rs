@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use banger_model::Layout;
-use banger_rpc::{methods, Client, ClientError, NoParams, PingResult};
+use banger_rpc::{Client, ClientError, NoParams, Ping, PingResult};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -73,10 +73,7 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         if let Ok(mut c) = Client::connect(layout.socket()).await {
-            if c.call::<_, PingResult>(methods::PING, &NoParams {}, |_| {})
-                .await
-                .is_ok()
-            {
+            if c.call::<Ping>(&NoParams {}, |_| {}).await.is_ok() {
                 // Reap the child later without blocking: it keeps running detached.
                 std::thread::spawn(move || child.wait());
                 return Ok(());
@@ -110,7 +107,7 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
 pub async fn ping_running(layout: &Layout) -> Option<PingResult> {
     check_owner(layout).ok()?;
     let mut c = Client::connect(layout.socket()).await.ok()?;
-    c.call(methods::PING, &NoParams {}, |_| {}).await.ok()
+    c.call::<Ping>(&NoParams {}, |_| {}).await.ok()
 }
 
 /// Ask the daemon to exit (SIGTERM) and wait until its socket is gone.

@@ -5,9 +5,11 @@
 use crate::{render, ui};
 use anyhow::Context;
 use banger_rpc::{
-    methods as m, CachePruneParams, CachePruneResult, CatalogListing, Client, ImageBuildParams,
-    ImageInfo, ImageNameParams, ImagePromoteParams, ImagePullParams, ImageRegisterParams,
-    KernelImportParams, KernelInfo, KernelNameParams, NoParams,
+    CachePruneParams, CatalogList, CatalogListing, Client, ImageBuild, ImageBuildParams,
+    ImageCachePrune, ImageDelete, ImageInfo, ImageList, ImageNameParams, ImagePromote,
+    ImagePromoteParams, ImagePull, ImagePullParams, ImageRegister, ImageRegisterParams, ImageShow,
+    KernelDelete, KernelImport, KernelImportParams, KernelInfo, KernelList, KernelNameParams,
+    KernelPull, KernelShow, Method, NoParams,
 };
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -214,15 +216,14 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 
 /// A long image call (build, pull, register, promote) with a spinner, then a
 /// one-line summary.
-async fn image_call<P: serde::Serialize>(
+async fn image_call<M: Method<Result = ImageInfo>>(
     c: &mut Client,
-    method: &str,
-    params: &P,
+    params: &M::Params,
     what: &str,
     done: &str,
 ) -> anyhow::Result<ExitCode> {
     let mut sp = ui::Spinner::new(what);
-    let r: Result<ImageInfo, _> = c.call(method, params, |p| sp.update(&p)).await;
+    let r = c.call::<M>(params, |p| sp.update(&p)).await;
     sp.finish();
     let img = r?;
     println!(
@@ -248,7 +249,7 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 release,
                 packages,
             };
-            image_call(c, m::IMAGE_BUILD, &p, "building image", "built").await
+            image_call::<ImageBuild>(c, &p, "building image", "built").await
         }
         ImageCmd::Pull {
             reference,
@@ -261,7 +262,7 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 name,
                 kernel,
             };
-            image_call(c, m::IMAGE_PULL, &p, &what, "pulled").await
+            image_call::<ImagePull>(c, &p, &what, "pulled").await
         }
         ImageCmd::Register {
             name,
@@ -278,16 +279,16 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 modules: modules.as_deref().map(absolute).transpose()?,
             };
             let what = format!("registering {}", rootfs.display());
-            image_call(c, m::IMAGE_REGISTER, &p, &what, "registered").await
+            image_call::<ImageRegister>(c, &p, &what, "registered").await
         }
         ImageCmd::Promote { vm, name, no_work } => {
             let what = format!("promoting {vm}");
             let p = ImagePromoteParams { vm, name, no_work };
-            image_call(c, m::IMAGE_PROMOTE, &p, &what, "promoted to").await
+            image_call::<ImagePromote>(c, &p, &what, "promoted to").await
         }
         ImageCmd::Show { name, json } => {
             let i: ImageInfo = c
-                .call(m::IMAGE_SHOW, &ImageNameParams { name }, |_| {})
+                .call::<ImageShow>(&ImageNameParams { name }, |_| {})
                 .await?;
             render(json, &i, |i| {
                 println!(
@@ -303,17 +304,13 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         }
         ImageCmd::Delete { name } => {
             let _: () = c
-                .call(
-                    m::IMAGE_DELETE,
-                    &ImageNameParams { name: name.clone() },
-                    |_| {},
-                )
+                .call::<ImageDelete>(&ImageNameParams { name: name.clone() }, |_| {})
                 .await?;
             println!("deleted image {name}");
             Ok(ExitCode::SUCCESS)
         }
         ImageCmd::List { json } => {
-            let imgs: Vec<ImageInfo> = c.call(m::IMAGE_LIST, &NoParams {}, |_| {}).await?;
+            let imgs: Vec<ImageInfo> = c.call::<ImageList>(&NoParams {}, |_| {}).await?;
             render(json, &imgs, |imgs| {
                 let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE"]);
                 for i in imgs {
@@ -329,8 +326,8 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         }
         ImageCmd::Catalog { json } => catalog(c, json, true).await,
         ImageCmd::Cache(CacheCmd::Prune { dry_run, json }) => {
-            let r: CachePruneResult = c
-                .call(m::IMAGE_CACHE_PRUNE, &CachePruneParams { dry_run }, |_| {})
+            let r = c
+                .call::<ImageCachePrune>(&CachePruneParams { dry_run }, |_| {})
                 .await?;
             render(json, &r, |r| {
                 let verb = if r.dry_run { "would free" } else { "freed" };
@@ -346,7 +343,7 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
 }
 
 async fn catalog(c: &mut Client, json: bool, images: bool) -> anyhow::Result<ExitCode> {
-    let l: CatalogListing = c.call(m::CATALOG_LIST, &NoParams {}, |_| {}).await?;
+    let l: CatalogListing = c.call::<CatalogList>(&NoParams {}, |_| {}).await?;
     let items = if images { &l.images } else { &l.kernels };
     render(json, items, |items| {
         let Some(loc) = &l.location else {
@@ -381,9 +378,7 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
         KernelCmd::Pull { name } => {
             let mut sp = ui::Spinner::new(&format!("pulling kernel {name}"));
             let r: Result<KernelInfo, _> = c
-                .call(m::KERNEL_PULL, &KernelNameParams { name }, |p| {
-                    sp.update(&p)
-                })
+                .call::<KernelPull>(&KernelNameParams { name }, |p| sp.update(&p))
                 .await;
             sp.finish();
             summary(&r?, "pulled");
@@ -404,13 +399,13 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
                 initrd: initrd.as_deref().map(absolute).transpose()?,
             };
             let mut sp = ui::Spinner::new(&format!("importing {}", path.display()));
-            let r: Result<KernelInfo, _> = c.call(m::KERNEL_IMPORT, &p, |p| sp.update(&p)).await;
+            let r: Result<KernelInfo, _> = c.call::<KernelImport>(&p, |p| sp.update(&p)).await;
             sp.finish();
             summary(&r?, "imported");
             Ok(ExitCode::SUCCESS)
         }
         KernelCmd::List { json } => {
-            let ks: Vec<KernelInfo> = c.call(m::KERNEL_LIST, &NoParams {}, |_| {}).await?;
+            let ks: Vec<KernelInfo> = c.call::<KernelList>(&NoParams {}, |_| {}).await?;
             render(json, &ks, |ks| {
                 let mut t = ui::table(&["NAME", "RELEASE", "SOURCE", "SIZE"]);
                 for k in ks {
@@ -426,7 +421,7 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
         }
         KernelCmd::Show { name, json } => {
             let k: KernelInfo = c
-                .call(m::KERNEL_SHOW, &KernelNameParams { name }, |_| {})
+                .call::<KernelShow>(&KernelNameParams { name }, |_| {})
                 .await?;
             render(json, &k, |k| {
                 println!(
@@ -441,11 +436,7 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
         }
         KernelCmd::Rm { name } => {
             let _: () = c
-                .call(
-                    m::KERNEL_DELETE,
-                    &KernelNameParams { name: name.clone() },
-                    |_| {},
-                )
+                .call::<KernelDelete>(&KernelNameParams { name: name.clone() }, |_| {})
                 .await?;
             println!("removed kernel {name}");
             Ok(ExitCode::SUCCESS)

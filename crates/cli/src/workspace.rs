@@ -5,7 +5,7 @@
 use crate::ssh;
 use anyhow::{bail, Context};
 use banger_model::WorkspaceRecord;
-use banger_rpc::{methods as m, Client, SshInfo, VmInfo, VmNameParams, WorkspaceParams};
+use banger_rpc::{Client, SshInfo, VmNameParams, VmShow, VmWorkspaceRecord, WorkspaceParams};
 use banger_workspace as ws;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,24 +54,21 @@ pub async fn prepare(
         head: repo.head.clone(),
         prepared_at: 0,
     };
-    let _: VmInfo = c
-        .call(
-            m::VM_WORKSPACE_RECORD,
-            &WorkspaceParams {
-                name: vm.to_string(),
-                workspace: record.clone(),
-            },
-            |_| {},
-        )
-        .await?;
+    c.call::<VmWorkspaceRecord>(
+        &WorkspaceParams {
+            name: vm.to_string(),
+            workspace: record.clone(),
+        },
+        |_| {},
+    )
+    .await?;
     Ok(record)
 }
 
 /// The workspace recorded for `vm`, or a clear error.
 pub async fn recorded(c: &mut Client, vm: &str) -> anyhow::Result<WorkspaceRecord> {
-    let v: VmInfo = c
-        .call(
-            m::VM_SHOW,
+    let v = c
+        .call::<VmShow>(
             &VmNameParams {
                 name: vm.to_string(),
             },

@@ -1,7 +1,7 @@
 //! The CLI side: connect, send one request at a time, stream its progress.
 
 use crate::error::RpcError;
-use crate::methods::Progress;
+use crate::methods::{Method, Progress};
 use crate::wire::{Reply, Request};
 use crate::{MAX_REPLY_LINE, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
@@ -99,25 +99,31 @@ impl Client {
         })
     }
 
-    /// Call `method` with `params`, invoking `progress` for each progress line,
-    /// and decode the final result as `R`. Methods without params take `&()`.
-    pub async fn call<P, R>(
+    /// Call method `M` with `params`, invoking `progress` for each progress line,
+    /// and decode its result.
+    pub async fn call<M: Method>(
         &mut self,
-        method: &str,
-        params: &P,
+        params: &M::Params,
         progress: impl FnMut(Progress),
-    ) -> Result<R, ClientError>
-    where
-        P: Serialize + ?Sized,
-        R: DeserializeOwned,
-    {
-        self.call_with_op_id(method, params, None, progress).await
+    ) -> Result<M::Result, ClientError> {
+        self.call_raw(M::NAME, params, None, progress).await
     }
 
     /// Like [`Client::call`], choosing the op id (so the CLI can print it
-    /// before the call finishes). The daemon refuses ids that are not 1 to 64
-    /// characters of `A-Za-z0-9._-`.
-    pub async fn call_with_op_id<P, R>(
+    /// before the call finishes, or recognise what the call did later). The daemon
+    /// refuses ids that are not 1 to 64 characters of `A-Za-z0-9._-`.
+    pub async fn call_with_op_id<M: Method>(
+        &mut self,
+        params: &M::Params,
+        op_id: &str,
+        progress: impl FnMut(Progress),
+    ) -> Result<M::Result, ClientError> {
+        self.call_raw(M::NAME, params, Some(op_id), progress).await
+    }
+
+    /// Call a method by name with any params and result types: for tests and for
+    /// talking to a daemon of another version. Prefer [`Client::call`].
+    pub async fn call_raw<P, R>(
         &mut self,
         method: &str,
         params: &P,

@@ -9,8 +9,6 @@
 //! line (result or error). Every call carries an `op_id` that also tags the
 //! daemon's log lines, so an error shown by the CLI can be found in the log.
 
-#![warn(missing_docs)]
-
 pub mod client;
 pub mod error;
 pub mod methods;
@@ -19,13 +17,7 @@ mod wire;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
-pub use methods::{
-    CachePruneParams, CachePruneResult, CatalogItem, CatalogListing, ImageBuildParams, ImageInfo,
-    ImageNameParams, ImagePromoteParams, ImagePullParams, ImageRegisterParams, KernelImportParams,
-    KernelInfo, KernelNameParams, NoParams, OperationInfo, PingResult, Progress, PruneResult,
-    SshInfo, StageTiming, VmCreateParams, VmDeleteParams, VmInfo, VmLogsParams, VmLogsResult,
-    VmNameParams, VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
-};
+pub use methods::*;
 pub use server::{
     bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,
 };

@@ -36,7 +36,7 @@ async fn handler_logs_carry_the_op_id() {
 
     let mut router = Router::new();
     router
-        .add("work", |_ctx, _p: NoParams| async move {
+        .add_named("work", |_ctx, _p: NoParams| async move {
             tracing::info!("copying disks");
             Err::<(), _>(RpcError::operation_failed("disk full"))
         })
@@ -51,7 +51,7 @@ async fn handler_logs_carry_the_op_id() {
 
     let mut client = Client::connect(&path).await.unwrap();
     let _ = client
-        .call_with_op_id::<_, ()>("work", &(), Some("op-cafe0001"), |_| {})
+        .call_raw::<_, ()>("work", &(), Some("op-cafe0001"), |_| {})
         .await
         .unwrap_err();
     tx.send(()).unwrap();

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
 use banger_rpc::methods::{
-    self, NoParams, PingResult, Progress, VmCreateParams, VmDeleteParams, VmInfo, VmNameParams,
+    NoParams, Ping, PingResult, Progress, VmCreate, VmCreateParams, VmDelete, VmDeleteParams,
+    VmInfo, VmNameParams, VmShow,
 };
 use banger_rpc::{
     bind, serve, BindError, CallCtx, Client, ClientError, ErrorCode, Router, RpcError,
@@ -43,61 +44,58 @@ impl Server {
 
 fn router(finished: Arc<AtomicBool>) -> Router {
     let mut r = Router::new();
-    r.add(methods::PING, |_ctx, _p: NoParams| async move {
+    r.add(Ping, |_ctx, _p| async move {
         Ok::<_, RpcError>(PingResult {
             version: "test".into(),
             pid: std::process::id(),
         })
     })
     .unwrap()
-    .add(
-        methods::VM_CREATE,
-        |ctx: CallCtx, p: VmCreateParams| async move {
-            ctx.progress.send("disks", Some("copying seed".into()));
-            ctx.progress.stage("boot");
-            Ok::<_, RpcError>(VmInfo {
-                id: "0123456789ab".into(),
-                name: p
-                    .name
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "gen".into()),
-                state: "running".into(),
-                ip: Ipv4Addr::new(172, 30, 0, 2),
-                image: "debian-bookworm".into(),
-                cpus: p.cpus.unwrap_or(2),
-                memory_mib: 1024,
-                disk_mib: 8192,
-                created_at: 1,
-                error: None,
-                pid: Some(42),
-                timings: vec![],
-                workspace: None,
-                vmm: Default::default(),
-                backend: None,
-            })
-        },
-    )
+    .add(VmCreate, |ctx: CallCtx, p: VmCreateParams| async move {
+        ctx.progress.send("disks", Some("copying seed".into()));
+        ctx.progress.stage("boot");
+        Ok::<_, RpcError>(VmInfo {
+            id: "0123456789ab".into(),
+            name: p
+                .name
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "gen".into()),
+            state: banger_model::VmState::Running,
+            ip: Ipv4Addr::new(172, 30, 0, 2),
+            image: "debian-bookworm".into(),
+            cpus: p.cpus.unwrap_or(2),
+            memory_mib: 1024,
+            disk_mib: 8192,
+            created_at: 1,
+            error: None,
+            pid: Some(42),
+            timings: vec![],
+            workspace: None,
+            vmm: Default::default(),
+            backend: None,
+        })
+    })
     .unwrap()
-    .add(methods::VM_SHOW, |_ctx, p: VmNameParams| async move {
+    .add(VmShow, |_ctx, p: VmNameParams| async move {
         Err::<VmInfo, _>(RpcError::not_found(format!("no VM named {}", p.name)))
     })
     .unwrap()
-    .add(methods::VM_DELETE, |_ctx, _p: VmDeleteParams| async move {
+    .add(VmDelete, |_ctx, _p: VmDeleteParams| async move {
         Ok::<_, RpcError>(())
     })
     .unwrap()
-    .add("test.op_id", |ctx: CallCtx, _p: NoParams| async move {
+    .add_named("test.op_id", |ctx: CallCtx, _p: NoParams| async move {
         Ok::<_, RpcError>(ctx.op_id)
     })
     .unwrap()
-    .add("test.panic", |_ctx, _p: NoParams| async move {
+    .add_named("test.panic", |_ctx, _p: NoParams| async move {
         if std::hint::black_box(true) {
             panic!("handler bug");
         }
         Ok::<_, RpcError>(())
     })
     .unwrap()
-    .add("test.slow", move |_ctx, _p: NoParams| {
+    .add_named("test.slow", move |_ctx, _p: NoParams| {
         let finished = Arc::clone(&finished);
         async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -175,7 +173,7 @@ async fn round_trip_with_progress() {
         ..Default::default()
     };
     let info: VmInfo = client
-        .call(methods::VM_CREATE, &params, |p| seen.push(p))
+        .call::<VmCreate>(&params, |p| seen.push(p))
         .await
         .unwrap();
     assert_eq!(info.name, "dev");
@@ -190,11 +188,10 @@ async fn round_trip_with_progress() {
     assert!(op.starts_with("op-") && op.len() == 11, "{op}");
 
     // Several calls on one connection; unit results decode from null.
-    let ping: PingResult = client.call(methods::PING, &(), |_| {}).await.unwrap();
+    let ping: PingResult = client.call::<Ping>(&NoParams {}, |_| {}).await.unwrap();
     assert_eq!(ping.pid, std::process::id());
     let (): () = client
-        .call(
-            methods::VM_DELETE,
+        .call::<VmDelete>(
             &VmDeleteParams {
                 name: "dev".into(),
                 ..Default::default()
@@ -211,12 +208,11 @@ async fn client_surfaces_rpc_errors_with_op_id() {
     let srv = start().await;
     let mut client = Client::connect(&srv.path).await.unwrap();
     let err = client
-        .call_with_op_id::<_, VmInfo>(
-            methods::VM_SHOW,
+        .call_with_op_id::<VmShow>(
             &VmNameParams {
                 name: "ghost".into(),
             },
-            Some("cli-1234"),
+            "cli-1234",
             |_| {},
         )
         .await
@@ -232,7 +228,7 @@ async fn client_surfaces_rpc_errors_with_op_id() {
     assert_eq!(client.last_op_id(), Some("cli-1234"));
     // The connection stays usable after an error.
     let op: String = client
-        .call_with_op_id("test.op_id", &(), Some("mine"), |_| {})
+        .call_raw("test.op_id", &(), Some("mine"), |_| {})
         .await
         .unwrap();
     assert_eq!(op, "mine");
@@ -396,7 +392,7 @@ async fn handler_panic_is_an_operation_failure() {
     let srv = start().await;
     let mut client = Client::connect(&srv.path).await.unwrap();
     let err = client
-        .call::<_, ()>("test.panic", &(), |_| {})
+        .call_raw::<_, ()>("test.panic", &(), None, |_| {})
         .await
         .unwrap_err();
     let ClientError::Rpc(e) = err else {
@@ -405,7 +401,7 @@ async fn handler_panic_is_an_operation_failure() {
     assert_eq!(e.code, ErrorCode::OperationFailed);
     assert!(e.message.contains(e.op_id.as_deref().unwrap()));
     // The daemon keeps serving.
-    let _: PingResult = client.call(methods::PING, &(), |_| {}).await.unwrap();
+    let _: PingResult = client.call::<Ping>(&NoParams {}, |_| {}).await.unwrap();
     srv.shutdown().await;
 }
 
@@ -456,7 +452,10 @@ async fn client_reports_a_hangup_as_a_protocol_error() {
         // Drop without answering.
     });
     let mut client = Client::connect(&path).await.unwrap();
-    let err = client.call::<_, ()>("ping", &(), |_| {}).await.unwrap_err();
+    let err = client
+        .call_raw::<_, ()>("ping", &(), None, |_| {})
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
 }
 
@@ -476,7 +475,10 @@ async fn client_rejects_replies_for_other_ids() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
     let mut client = Client::connect(&path).await.unwrap();
-    let err = client.call::<_, ()>("ping", &(), |_| {}).await.unwrap_err();
+    let err = client
+        .call_raw::<_, ()>("ping", &(), None, |_| {})
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("request 99"), "{err}");
 }
 
@@ -502,7 +504,7 @@ async fn bind_replaces_a_stale_socket() {
         let _ = rx.await;
     }));
     let mut client = Client::connect(&path).await.unwrap();
-    let _: PingResult = client.call(methods::PING, &(), |_| {}).await.unwrap();
+    let _: PingResult = client.call::<Ping>(&NoParams {}, |_| {}).await.unwrap();
     tx.send(()).unwrap();
     task.await.unwrap();
 }

@@ -5,6 +5,7 @@
 
 use super::context::CallCtx;
 use crate::error::RpcError;
+use crate::methods::Method;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
@@ -60,11 +61,28 @@ impl Router {
         Ok(self)
     }
 
-    /// Register a typed handler. Params that do not deserialise into `P` are
-    /// answered with `bad_request` carrying serde's message; a `null` or
+    /// Register the handler of method `M` (`router.add(VmCreate, handler)`). Its
+    /// error type converts into the wire [`RpcError`] here, so services keep their
+    /// own error enums and the mapping to codes lives in one `From` impl.
+    pub fn add<M, F, Fut, E>(&mut self, _method: M, f: F) -> Result<&mut Self, RouterError>
+    where
+        M: Method,
+        F: Fn(CallCtx, M::Params) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Result, E>> + Send + 'static,
+        E: Into<RpcError> + 'static,
+    {
+        self.add_named(M::NAME, move |ctx, p| {
+            let fut = f(ctx, p);
+            async move { fut.await.map_err(Into::into) }
+        })
+    }
+
+    /// Register a typed handler under a name of the caller's choosing (tests, and
+    /// methods outside [`crate::methods`]). Params that do not deserialise into `P`
+    /// are answered with `bad_request` carrying serde's message; a `null` or
     /// missing `params` is read as `{}` when `P` does not accept `null`, so
     /// methods whose params are all optional can be called without any.
-    pub fn add<P, R, F, Fut>(&mut self, name: &str, f: F) -> Result<&mut Self, RouterError>
+    pub fn add_named<P, R, F, Fut>(&mut self, name: &str, f: F) -> Result<&mut Self, RouterError>
     where
         P: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
@@ -146,20 +164,52 @@ mod tests {
 
     fn table() -> Router {
         let mut r = Router::new();
-        r.add("vm.show", |_ctx, p: VmNameParams| async move {
+        r.add_named("vm.show", |_ctx, p: VmNameParams| async move {
             Ok::<_, RpcError>(format!("shown {}", p.name))
         })
         .unwrap()
-        .add("vm.create", |_ctx, p: VmCreateParams| async move {
+        .add_named("vm.create", |_ctx, p: VmCreateParams| async move {
             Ok::<_, RpcError>(p.cpus)
         })
         .unwrap()
-        .add(
+        .add_named(
             "ping",
             |_ctx, _p: NoParams| async move { Ok::<_, RpcError>(()) },
         )
         .unwrap();
         r
+    }
+
+    /// A service error type with its own conversion, as the daemon has.
+    #[derive(Debug)]
+    struct Gone(String);
+    impl From<Gone> for RpcError {
+        fn from(g: Gone) -> RpcError {
+            RpcError::not_found(format!("{} is gone", g.0))
+        }
+    }
+
+    #[tokio::test]
+    async fn typed_methods_convert_service_errors() {
+        use crate::methods::{Ping, PingResult, VmShow};
+        let mut r = Router::new();
+        r.add(VmShow, |_ctx, p| async move { Err(Gone(p.name)) })
+            .unwrap()
+            .add(Ping, |_ctx, _p| async move {
+                Ok::<_, Gone>(PingResult {
+                    version: "t".into(),
+                    pid: 1,
+                })
+            })
+            .unwrap();
+        let e = r
+            .call(ctx(), "vm.show", json!({"name": "dev"}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert_eq!(e.message, "dev is gone");
+        let v = r.call(ctx(), "ping", Value::Null).await.unwrap();
+        assert_eq!(v, json!({"version": "t", "pid": 1}));
     }
 
     fn ctx() -> CallCtx {
@@ -225,7 +275,7 @@ mod tests {
     fn methods_are_sorted_and_duplicates_refused() {
         let mut r = table();
         assert_eq!(r.methods(), ["ping", "vm.create", "vm.show"]);
-        let dup = r.add(
+        let dup = r.add_named(
             "ping",
             |_ctx, _p: NoParams| async move { Ok::<_, RpcError>(()) },
         );
