@@ -4,13 +4,15 @@
 //! kernel through the same hardened paths as OCI pulls.
 
 use crate::app::App;
-use crate::images::{check_name, existing_from, finish_tree, publish};
-use crate::kernels::{self, KernelFiles};
+use crate::error::{blocking, Cause, DaemonError, Result};
+use crate::kernels;
+use crate::publish::{check_name, existing_from, finish_tree, publish};
 use banger_image::catalog::{self, Artifact, CatalogIndex, KernelEntry};
 use banger_image::kernel::InitrdSource;
 use banger_image::oci::{self, BlobCache, Compression, LayerDescriptor};
+use banger_image::BuiltImage;
 use banger_model::{ImageRecord, KernelRecord};
-use banger_rpc::{CatalogItem, CatalogListing, ImagePullParams, ProgressSink, RpcError};
+use banger_rpc::{CatalogItem, CatalogListing, ImagePullParams, ProgressSink};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,31 +24,36 @@ pub fn is_catalog_name(reference: &str) -> bool {
     !reference.contains(['/', ':', '@'])
 }
 
-fn location(app: &App) -> Result<String, RpcError> {
+fn location(app: &App) -> Result<String> {
     app.config.catalog.clone().ok_or_else(|| {
-        RpcError::bad_request(
-            "no catalog is configured, so bare names cannot be pulled: set BANGER_CATALOG to the URL or path of a catalog index (see docs/catalog.md), or pull an OCI image by reference, e.g. docker.io/library/debian:bookworm",
+        DaemonError::BadRequest(
+            "no catalog is configured, so bare names cannot be pulled: set BANGER_CATALOG to the URL or path of a catalog index (see docs/catalog.md), or pull an OCI image by reference, e.g. docker.io/library/debian:bookworm".into(),
         )
     })
 }
 
-async fn index(app: &App) -> Result<CatalogIndex, RpcError> {
+async fn index(app: &App) -> Result<CatalogIndex> {
     let loc = location(app)?;
     catalog::fetch_index(&loc)
         .await
-        .map_err(|e| RpcError::operation_failed(e.to_string()))
+        .map_err(DaemonError::build(format!("reading the catalog {loc}")))
 }
 
-fn catalog_error(e: catalog::CatalogError) -> RpcError {
-    use catalog::CatalogError as E;
-    match e {
-        E::UnknownImage { .. } | E::UnknownKernel { .. } => RpcError::not_found(e.to_string()),
-        other => RpcError::operation_failed(other.to_string()),
+/// A catalog error: unknown names are `not_found`, the rest failures of `what`.
+fn catalog_error(what: &str) -> impl FnOnce(catalog::CatalogError) -> DaemonError + '_ {
+    move |e| {
+        use catalog::CatalogError as E;
+        match e {
+            E::UnknownImage { .. } | E::UnknownKernel { .. } => {
+                DaemonError::NotFound(e.to_string())
+            }
+            other => DaemonError::build(what)(other),
+        }
     }
 }
 
 /// `catalog.list`: what `pull NAME` can fetch (empty when no catalog is configured).
-pub async fn listing(app: &App) -> Result<CatalogListing, RpcError> {
+pub async fn listing(app: &App) -> Result<CatalogListing> {
     let Some(loc) = app.config.catalog.clone() else {
         return Ok(CatalogListing::default());
     };
@@ -82,8 +89,9 @@ async fn fetch(
     what: &str,
     artifact: &Artifact,
     progress: &ProgressSink,
-) -> Result<PathBuf, RpcError> {
+) -> Result<PathBuf> {
     let cache = BlobCache::new(app.layout.blob_cache());
+    let failed = format!("downloading the catalog's {what}");
     let (sink, what) = (progress.clone(), what.to_string());
     let mut last = u64::MAX;
     let mut report = move |got: u64, total: u64| {
@@ -102,11 +110,11 @@ async fn fetch(
     };
     catalog::download(artifact, &cache, app.config.max_download_bytes, &mut report)
         .await
-        .map_err(catalog_error)
+        .map_err(catalog_error(&failed))
 }
 
 /// A layer descriptor for a verified catalog tarball, compression read from its magic.
-fn tar_descriptor(blob: &Path, artifact: &Artifact) -> Result<LayerDescriptor, String> {
+fn tar_descriptor(blob: &Path, artifact: &Artifact) -> Result<LayerDescriptor, Cause> {
     let mut head = [0u8; 8];
     let n = std::fs::File::open(blob)
         .and_then(|mut f| f.read(&mut head))
@@ -125,41 +133,27 @@ fn tar_descriptor(blob: &Path, artifact: &Artifact) -> Result<LayerDescriptor, S
 
 /// Unpack a verified tarball into `dest` through the no-follow applier (catalog
 /// content is as untrusted as any registry layer).
-fn unpack(blob: &Path, artifact: &Artifact, dest: &Path) -> Result<oci::AppliedTree, String> {
+fn unpack(blob: &Path, artifact: &Artifact, dest: &Path) -> Result<oci::AppliedTree, Cause> {
     let desc = tar_descriptor(blob, artifact)?;
     std::fs::create_dir_all(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
-    let mut a = oci::Applier::new(dest, oci::ApplyOptions::default()).map_err(|e| e.to_string())?;
-    a.apply_layer(blob, &desc).map_err(|e| e.to_string())?;
-    a.finish().map_err(|e| e.to_string())
-}
-
-/// Unpack a tarball from this host (`image register`): the user's own file, so
-/// there is no digest to check, but its content goes through the same no-follow
-/// applier as any download.
-pub(crate) fn unpack_local(file: &Path, dest: &Path) -> Result<oci::AppliedTree, String> {
-    let label = file.display().to_string();
-    let f = std::fs::File::open(file).map_err(|e| format!("open {label}: {e}"))?;
-    std::fs::create_dir_all(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
-    let mut a = oci::Applier::new(dest, oci::ApplyOptions::default()).map_err(|e| e.to_string())?;
-    a.apply_stream(&label, f, oci::Whiteouts::Interpret)
-        .map_err(|e| e.to_string())?;
-    a.finish().map_err(|e| e.to_string())
+    let mut a = oci::Applier::new(dest, oci::ApplyOptions::default())?;
+    a.apply_layer(blob, &desc)?;
+    Ok(a.finish()?)
 }
 
 /// `kernel.pull`.
-pub async fn pull_kernel(
-    app: &App,
-    name: &str,
-    progress: &ProgressSink,
-) -> Result<KernelRecord, RpcError> {
+pub async fn pull_kernel(app: &App, name: &str, progress: &ProgressSink) -> Result<KernelRecord> {
     let idx = index(app).await?;
-    let entry = idx.kernel(name).map_err(catalog_error)?.clone();
+    let entry = idx
+        .kernel(name)
+        .map_err(catalog_error("the catalog"))?
+        .clone();
     if let Ok(k) = app.db(|s| s.get_kernel_by_name(name)) {
         if k.source == kernel_source(&entry) {
             progress.send("kernel", Some(format!("{name} is already pulled")));
             return Ok(k);
         }
-        return Err(RpcError::already_exists(format!(
+        return Err(DaemonError::AlreadyExists(format!(
             "a kernel named {name} already exists (from {}); remove it first with banger kernel rm {name}",
             k.source
         )));
@@ -174,10 +168,10 @@ fn kernel_source(entry: &KernelEntry) -> String {
 /// The stored kernel named like `entry`, if any; an error if it is a different
 /// kernel (another release), since an image built for one release must not silently
 /// boot another.
-fn local_kernel(app: &App, entry: &KernelEntry) -> Result<Option<KernelRecord>, RpcError> {
+fn local_kernel(app: &App, entry: &KernelEntry) -> Result<Option<KernelRecord>> {
     match app.db(|s| s.get_kernel_by_name(&entry.name)) {
         Ok(k) if k.release == entry.release => Ok(Some(k)),
-        Ok(k) => Err(RpcError::already_exists(format!(
+        Ok(k) => Err(DaemonError::AlreadyExists(format!(
             "the kernel store has a kernel named {} with release {}, but the catalog's is {}; remove it (banger kernel rm {}) or pick a kernel with --kernel",
             k.name, k.release, entry.release, k.name
         ))),
@@ -191,7 +185,7 @@ async fn ensure_kernel(
     app: &App,
     entry: &KernelEntry,
     progress: &ProgressSink,
-) -> Result<KernelRecord, RpcError> {
+) -> Result<KernelRecord> {
     if let Some(k) = local_kernel(app, entry)? {
         return Ok(k);
     }
@@ -209,7 +203,7 @@ async fn ensure_kernel(
             progress.send("kernel:initrd", Some(format!("release {}", entry.release)));
             let (agent, release) = (app.config.agent.clone(), entry.release.clone());
             kernels::install(app, &entry.name, kernel_source(entry), move |staging| {
-                banger_image::debian::check_agent(&agent).map_err(|e| e.to_string())?;
+                banger_image::debian::check_agent(&agent)?;
                 let tree = staging.join("modules-tree");
                 let from = match &modules {
                     Some((blob, art)) => InitrdSource::Modules(unpack(blob, art, &tree)?.root),
@@ -221,8 +215,7 @@ async fn ensure_kernel(
                     Some(&release),
                     &from,
                     &agent,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 let _ = std::fs::remove_dir_all(&tree);
                 Ok(prepared)
             })
@@ -236,9 +229,12 @@ pub async fn pull_image(
     app: &App,
     p: ImagePullParams,
     progress: &ProgressSink,
-) -> Result<ImageRecord, RpcError> {
+) -> Result<ImageRecord> {
     let idx = index(app).await?;
-    let entry = idx.image(&p.reference).map_err(catalog_error)?.clone();
+    let entry = idx
+        .image(&p.reference)
+        .map_err(catalog_error("the catalog"))?
+        .clone();
     let name = p.name.clone().unwrap_or_else(|| entry.name.clone());
     check_name(&name)?;
     let source = format!("catalog:{}@{}", entry.name, &entry.rootfs.sha256[..12]);
@@ -253,15 +249,13 @@ pub async fn pull_image(
             }
             let started = Instant::now();
             let kernel = match p.kernel.as_deref() {
-                Some(k) => kernels::for_new_image(app, Some(k), progress).await?,
+                Some(k) => kernels::by_name(app, k)?,
                 None => {
-                    let kentry = idx.kernel(&entry.kernel).map_err(catalog_error)?;
+                    let kentry = idx
+                        .kernel(&entry.kernel)
+                        .map_err(catalog_error("the catalog"))?;
                     let k = ensure_kernel(app, kentry, progress).await?;
-                    KernelFiles {
-                        dir: app.layout.kernel_dir(&k.id),
-                        name: Some(k.name),
-                        release: k.release,
-                    }
+                    kernels::files_of(app, k)
                 }
             };
             let _cache = app.blob_cache.read().await;
@@ -271,14 +265,17 @@ pub async fn pull_image(
             let (agent, sink, st) = (app.config.agent.clone(), progress.clone(), staging.clone());
             let (art, kfiles, src) = (entry.rootfs.clone(), kernel.clone(), source.clone());
             let desc = entry.description.clone();
-            let built = tokio::task::spawn_blocking(move || {
-                sink.send("image:apply", Some("rootfs".into()));
-                let tree = unpack(&blob, &art, &st.join("tree"))?;
-                let config = serde_json::json!({ "description": desc });
-                finish_tree(tree, &st, &agent, &kfiles, &src, config, &sink)
+            let what = format!("turning catalog image {} into image {name}", entry.name);
+            let built = blocking("image pull", move || {
+                let run = || -> Result<BuiltImage, Cause> {
+                    sink.send("image:apply", Some("rootfs".into()));
+                    let tree = unpack(&blob, &art, &st.join("tree"))?;
+                    let config = serde_json::json!({ "description": desc });
+                    finish_tree(tree, &st, &agent, &kfiles, &src, config, &sink)
+                };
+                run().map_err(DaemonError::build(what))
             })
-            .await
-            .map_err(|e| RpcError::operation_failed(format!("image pull task failed: {e}")))?;
+            .await;
             match built {
                 Ok(b) => publish(
                     app,
@@ -291,10 +288,7 @@ pub async fn pull_image(
                 ),
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&staging);
-                    Err(RpcError::operation_failed(format!(
-                        "turning catalog image {} into image {name} failed: {e}",
-                        entry.name
-                    )))
+                    Err(e)
                 }
             }
         })

@@ -5,13 +5,15 @@
 //! goes away only drops its own wait; and if the leader itself is dropped mid-way,
 //! the next waiter in line takes over instead of waiting forever.
 
-use banger_rpc::{ProgressSink, RpcError};
+use crate::error::{DaemonError, Result};
+use banger_rpc::ProgressSink;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-type Outcome<T> = Option<Result<T, RpcError>>;
+/// A finished run: its value, or its error shared by everyone who waited for it.
+type Outcome<T> = Option<std::result::Result<T, Arc<DaemonError>>>;
 
 /// In-flight work by key.
 pub struct Coalescer<T> {
@@ -46,15 +48,10 @@ enum Role<T> {
 
 impl<T: Clone> Coalescer<T> {
     /// Run `work` for `key` unless it is already running; then share its result.
-    pub async fn run<F, Fut>(
-        &self,
-        key: &str,
-        progress: &ProgressSink,
-        work: F,
-    ) -> Result<T, RpcError>
+    pub async fn run<F, Fut>(&self, key: &str, progress: &ProgressSink, work: F) -> Result<T>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, RpcError>>,
+        Fut: Future<Output = Result<T>>,
     {
         let mut work = Some(work);
         loop {
@@ -79,7 +76,7 @@ impl<T: Clone> Coalescer<T> {
                     );
                     if let Ok(done) = rx.wait_for(Option::is_some).await {
                         if let Some(result) = done.clone() {
-                            return result;
+                            return result.map_err(DaemonError::Shared);
                         }
                     }
                     // The leader was dropped without a result: try again, maybe as leader.
@@ -89,14 +86,15 @@ impl<T: Clone> Coalescer<T> {
                         map: &self.inflight,
                         key: key.to_string(),
                     };
+                    // The loop leads at most once: a leader always returns.
                     let Some(work) = work.take() else {
-                        return Err(RpcError::operation_failed(
-                            "internal error: coalesced work ran twice; please report this",
+                        return Err(DaemonError::BadRequest(
+                            "internal error: coalesced work ran twice; please report this".into(),
                         ));
                     };
-                    let result = work().await;
+                    let result = work().await.map_err(Arc::new);
                     tx.send_replace(Some(result.clone()));
-                    return result;
+                    return result.map_err(DaemonError::Shared);
                 }
             }
         }
@@ -107,7 +105,6 @@ impl<T: Clone> Coalescer<T> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn sink() -> ProgressSink {
@@ -142,20 +139,24 @@ mod tests {
     #[tokio::test]
     async fn different_keys_run_in_parallel() {
         let c = Arc::new(Coalescer::<u32>::default());
-        let started = std::time::Instant::now();
+        // Each run waits for the other to have started: only parallel runs finish.
+        let both = tokio::sync::Barrier::new(2);
         let s = sink();
-        let (a, b) = tokio::join!(
-            c.run("a", &s, || async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(1)
-            }),
-            c.run("b", &s, || async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(2)
-            })
-        );
+        let (a, b) = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(
+                c.run("a", &s, || async {
+                    both.wait().await;
+                    Ok(1)
+                }),
+                c.run("b", &s, || async {
+                    both.wait().await;
+                    Ok(2)
+                })
+            )
+        })
+        .await
+        .expect("the two keys ran one after the other");
         assert_eq!((a.unwrap(), b.unwrap()), (1, 2));
-        assert!(started.elapsed() < Duration::from_millis(550));
     }
 
     #[tokio::test]
@@ -165,7 +166,7 @@ mod tests {
         let leader = tokio::spawn(async move {
             c1.run("x", &sink(), || async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                Err(RpcError::operation_failed("boom"))
+                Err(DaemonError::Injected("boom".into()))
             })
             .await
         });
@@ -175,7 +176,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         cancelled.abort();
         let waiter = c.run("x", &sink(), || async { Ok(2) }).await;
-        assert_eq!(waiter.unwrap_err().message, "boom");
+        let e = waiter.unwrap_err();
+        assert!(
+            matches!(&e, DaemonError::Shared(inner) if matches!(**inner, DaemonError::Injected(ref p) if p == "boom")),
+            "{e}"
+        );
         assert!(leader.await.unwrap().is_err());
     }
 

@@ -1,6 +1,7 @@
 //! Daemon configuration. Environment variables for now (one place, documented in the
 //! README); a config file can feed the same struct later.
 
+use crate::failpoint::Failpoints;
 use banger_model::{Subnet, VmmChoice};
 use banger_vmm::Accel;
 use std::path::PathBuf;
@@ -60,9 +61,9 @@ pub struct Config {
     /// Largest single download banger accepts (`BANGER_MAX_DOWNLOAD`, default 16G),
     /// whatever a catalog or registry claims.
     pub max_download_bytes: u64,
-    /// Test hook (`BANGER_FAIL_AT=<stage>`): make that start stage fail, to prove
-    /// that a failure at any step leaves nothing behind.
-    pub fail_at: Option<String>,
+    /// Test hook (`BANGER_FAIL_AT=<stage>[,…]`): make those start stages fail, to
+    /// prove that a failure at any step leaves nothing behind (see `failpoint.rs`).
+    pub failpoints: Failpoints,
     /// Defaults for new VMs.
     pub default_cpus: u32,
     /// Default guest memory in MiB.
@@ -74,19 +75,26 @@ pub struct Config {
 impl Config {
     /// Read the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Read the configuration through `get` (an environment; tests pass their own).
+    /// Empty values count as unset.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &str| get(k).filter(|v| !v.is_empty());
         let subnet = match var("BANGER_SUBNET") {
             Some(s) => s.parse()?,
             None => Subnet::default(),
         };
-        let accel = match var("BANGER_ACCEL").as_deref() {
+        let accel = match var("BANGER_ACCEL") {
             None => None,
-            Some("kvm") => Some(Accel::Kvm),
-            Some("tcg") => Some(Accel::Tcg),
-            Some(other) => return Err(ConfigError::Accel(other.into())),
+            Some(v) => Some(v.parse::<Accel>().map_err(|_| ConfigError::Accel(v))?),
         };
         // The same rule `banger doctor` reports (banger-hostcheck's `agent` module).
-        let agent = banger_hostcheck::agent::locate().path;
+        let exe = std::env::current_exe().ok();
+        let agent =
+            banger_hostcheck::agent::locate_with(var("BANGER_AGENT").as_deref(), exe.as_deref())
+                .path;
         let boot_timeout = match var("BANGER_BOOT_TIMEOUT") {
             Some(s) => Duration::from_secs(
                 s.parse()
@@ -107,7 +115,7 @@ impl Config {
             accel,
             debian_mirror: var("BANGER_DEBIAN_MIRROR"),
             boot_timeout,
-            fail_at: var("BANGER_FAIL_AT"),
+            failpoints: Failpoints::parse(var("BANGER_FAIL_AT").as_deref()),
             nat: match var("BANGER_NAT").as_deref() {
                 None | Some("on") | Some("1") => true,
                 Some("off") | Some("0") => false,
@@ -122,5 +130,25 @@ impl Config {
             default_memory_mib: 1024,
             default_disk_mib: 8 * 1024,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let c = Config::from_vars(|_| None).unwrap();
+        assert_eq!(c.bridge, "banger0");
+        assert_eq!(c.vmm, VmmChoice::Auto);
+        assert!(c.nat);
+        assert_eq!(c.accel, None);
+        let c = Config::from_vars(|k| (k == "BANGER_ACCEL").then(|| "tcg".to_string())).unwrap();
+        assert_eq!(c.accel, Some(Accel::Tcg));
+        assert!(Config::from_vars(|k| (k == "BANGER_ACCEL").then(|| "hvf".to_string())).is_err());
+        assert!(Config::from_vars(|k| (k == "BANGER_NAT").then(|| "maybe".to_string())).is_err());
+        let c = Config::from_vars(|k| (k == "BANGER_FAIL_AT").then(|| "boot".to_string())).unwrap();
+        assert!(c.failpoints.check("boot").is_err());
     }
 }

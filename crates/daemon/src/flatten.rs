@@ -11,13 +11,16 @@
 //! layers, and the rest is the common image path ([`finish_tree`]).
 
 use crate::app::App;
-use crate::images::{check_name, finish_tree, publish};
-use crate::kernels::{self, KernelFiles};
+use crate::error::{blocking, Cause, DaemonError, Result};
+use crate::images::kernel_for_new_image;
+use crate::kernels;
+use crate::publish::{check_name, finish_tree, publish, unpack_tar, KernelFiles};
+use crate::vm::files as vm_files;
 use banger_image::files as img_files;
 use banger_image::oci;
 use banger_image::{export, BuiltImage};
-use banger_model::{ImageRecord, VmState};
-use banger_rpc::{ImagePromoteParams, ImageRegisterParams, ProgressSink, RpcError};
+use banger_model::{ImageRecord, VmState, VmmChoice};
+use banger_rpc::{ImagePromoteParams, ImageRegisterParams, ProgressSink};
 use banger_vmm::{DiskSpec, MachineSpec};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,23 +28,24 @@ use std::time::{Duration, Instant};
 /// How long the export guest may run: a few GiB at TCG speed, with margin.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-fn op_failed(what: impl std::fmt::Display) -> RpcError {
-    RpcError::operation_failed(what.to_string())
-}
-
 /// Run a standard tool (`cp`, `e2label`) and turn a failure into its stderr.
-fn tool(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+fn tool(cmd: &str, args: &[&std::ffi::OsStr]) -> Result<(), Cause> {
     let out = std::process::Command::new(cmd)
         .args(args)
+        .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("running {cmd}: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => banger_hostcheck::tools::install_advice(cmd),
+            _ => format!("running {cmd}: {e}"),
+        })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
             "{cmd} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        )
+        .into())
     }
 }
 
@@ -63,10 +67,10 @@ async fn run_export_guest(
     disks: Vec<DiskSpec>,
     export_disk: &Path,
     progress: &ProgressSink,
-) -> Result<(), RpcError> {
+) -> Result<()> {
     let id = format!("export-{}", banger_store::new_id());
     let rt = app.layout.runtime.join("exports").join(&id);
-    std::fs::create_dir_all(&rt).map_err(|e| op_failed(format!("create {}: {e}", rt.display())))?;
+    std::fs::create_dir_all(&rt).map_err(DaemonError::io("creating", &rt))?;
     let result = async {
         let initrd = rt.join(img_files::INITRD);
         let (base, agent, out) = (
@@ -74,16 +78,19 @@ async fn run_export_guest(
             app.config.agent.clone(),
             initrd.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            banger_image::debian::check_agent(&agent).map_err(|e| e.to_string())?;
-            banger_image::initrd::with_init(&base, &agent, &out).map_err(|e| e.to_string())
+        blocking("export initrd", move || {
+            let run = || -> Result<(), Cause> {
+                banger_image::debian::check_agent(&agent)?;
+                Ok(banger_image::initrd::with_init(&base, &agent, &out)?)
+            };
+            run().map_err(DaemonError::build("preparing the export guest's initrd"))
         })
-        .await
-        .map_err(op_failed)?
-        .map_err(|e| op_failed(format!("preparing the export guest's initrd failed: {e}")))?;
-        let (vmm, kernel) =
-            crate::vms::choose_backend(app, banger_model::VmmChoice::Auto, kernel_dir, progress)
-                .await?;
+        .await?;
+        let selected = app
+            .backends
+            .select(VmmChoice::Auto, kernel_dir, progress)
+            .await?;
+        let (vmm, kernel) = (selected.vmm, selected.kernel);
         let mut all = disks;
         all.push(DiskSpec {
             path: export_disk.to_path_buf(),
@@ -105,15 +112,18 @@ async fn run_export_guest(
         let h = vmm
             .launch(&spec)
             .await
-            .map_err(|e| op_failed(format!("starting the export guest failed: {e}")))?;
-        let tag = h.control_socket.display().to_string();
-        if !banger_vmm::process::wait_exit(h.pid, &tag, EXPORT_TIMEOUT).await {
+            .map_err(DaemonError::vmm("starting the export guest"))?;
+        if !vmm.wait_exit(&h, EXPORT_TIMEOUT).await {
             let _ = vmm.kill(&h).await;
-            return Err(op_failed(format!(
-                "the export guest did not finish within {} minutes; its console log was {}",
-                EXPORT_TIMEOUT.as_secs() / 60,
-                h.console_log.display()
-            )));
+            return Err(DaemonError::Build {
+                what: "exporting the disks".into(),
+                source: format!(
+                    "the export guest did not finish within {} minutes; its console log was {}",
+                    EXPORT_TIMEOUT.as_secs() / 60,
+                    h.console_log.display()
+                )
+                .into(),
+            });
         }
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
@@ -132,13 +142,17 @@ async fn run_export_guest(
                 Ok(())
             }
             Err(e) => {
-                let console = std::fs::read_to_string(&h.console_log).unwrap_or_default();
+                let console = crate::vm::start::tail_text(&h.console_log, 16 * 1024);
                 let tail: Vec<&str> = console.lines().rev().take(8).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                Err(op_failed(format!(
-                    "{e}; the export guest's console ended with:\n{}",
-                    tail.join("\n")
-                )))
+                Err(DaemonError::Build {
+                    what: "reading the export disk".into(),
+                    source: format!(
+                        "{e}; the export guest's console ended with:\n{}",
+                        tail.join("\n")
+                    )
+                    .into(),
+                })
             }
         }
     }
@@ -148,22 +162,16 @@ async fn run_export_guest(
 }
 
 /// What a promoted image must not inherit from the VM: its identity.
-fn forget_identity(root: &Path) -> Result<(), String> {
-    let mut ed = oci::TreeEditor::open(root).map_err(|e| e.to_string())?;
+fn forget_identity(root: &Path) -> Result<(), Cause> {
+    let mut ed = oci::TreeEditor::open(root)?;
     if let Ok(names) = ed.list("etc/ssh") {
         for n in names.iter().filter(|n| n.starts_with("ssh_host_")) {
-            ed.remove(&format!("etc/ssh/{n}"))
-                .map_err(|e| e.to_string())?;
+            ed.remove(&format!("etc/ssh/{n}"))?;
         }
     }
     // An empty machine-id makes systemd generate a fresh one on each boot.
-    if ed
-        .kind("etc/machine-id")
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        ed.write("etc/machine-id", b"", 0o444)
-            .map_err(|e| e.to_string())?;
+    if ed.kind("etc/machine-id")?.is_some() {
+        ed.write("etc/machine-id", b"", 0o444)?;
     }
     Ok(())
 }
@@ -179,7 +187,7 @@ async fn build_from_export(
     source: String,
     seed_from: Option<PathBuf>,
     progress: &ProgressSink,
-) -> Result<ImageRecord, RpcError> {
+) -> Result<ImageRecord> {
     let started = Instant::now();
     let (st, agent, sink, kfiles) = (
         staging.to_path_buf(),
@@ -188,51 +196,55 @@ async fn build_from_export(
         kernel.clone(),
     );
     let src = source.clone();
-    let built = tokio::task::spawn_blocking(move || -> Result<BuiltImage, String> {
-        sink.send("image:apply", Some("exported tree".into()));
-        std::fs::create_dir_all(st.join("tree"))
-            .map_err(|e| format!("create {}: {e}", st.display()))?;
-        let tree =
-            export::apply_export(&export_disk, &st.join("tree"), oci::ApplyOptions::default())
-                .map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(&export_disk);
-        forget_identity(&tree.root)?;
-        let built = finish_tree(
-            tree,
-            &st,
-            &agent,
-            &kfiles,
-            &src,
-            serde_json::json!({}),
-            &sink,
-        )?;
-        if let Some(seed) = seed_from {
-            // --no-work: new VMs start with the original image's /root.
-            let dest = st.join(img_files::WORK_SEED);
-            std::fs::remove_dir_all(&dest)
-                .map_err(|e| format!("remove {}: {e}", dest.display()))?;
-            tool("cp", &["-a".as_ref(), seed.as_os_str(), dest.as_os_str()])
-                .map_err(|e| format!("copying the work seed: {e}"))?;
-        }
-        Ok(built)
+    let what = format!("making image {name}");
+    let built = blocking("image export", move || {
+        let run = || -> Result<BuiltImage, Cause> {
+            sink.send("image:apply", Some("exported tree".into()));
+            std::fs::create_dir_all(st.join("tree"))
+                .map_err(|e| format!("create {}: {e}", st.display()))?;
+            let tree =
+                export::apply_export(&export_disk, &st.join("tree"), oci::ApplyOptions::default())?;
+            let _ = std::fs::remove_file(&export_disk);
+            forget_identity(&tree.root)?;
+            let built = finish_tree(
+                tree,
+                &st,
+                &agent,
+                &kfiles,
+                &src,
+                serde_json::json!({}),
+                &sink,
+            )?;
+            if let Some(seed) = seed_from {
+                // --no-work: new VMs start with the original image's /root.
+                let dest = st.join(img_files::WORK_SEED);
+                std::fs::remove_dir_all(&dest)
+                    .map_err(|e| format!("remove {}: {e}", dest.display()))?;
+                tool("cp", &["-a".as_ref(), seed.as_os_str(), dest.as_os_str()])
+                    .map_err(|e| format!("copying the work seed: {e}"))?;
+            }
+            Ok(built)
+        };
+        run().map_err(DaemonError::build(what))
     })
-    .await
-    .map_err(op_failed)?;
-    match built {
-        Ok(b) => publish(
-            app,
-            &b.dir
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_default(),
-            name,
-            &b,
-            kernel.name.as_deref(),
-            &[],
-            started,
-        ),
-        Err(e) => Err(op_failed(format!("making image {name} failed: {e}"))),
-    }
+    .await?;
+    publish(
+        app,
+        &staging_id(&built),
+        name,
+        &built,
+        kernel.name.as_deref(),
+        &[],
+        started,
+    )
+}
+
+/// The image id of a staging directory (`images/.staging/<id>`).
+fn staging_id(b: &BuiltImage) -> String {
+    b.dir
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 /// `image.promote`: a stopped VM's root filesystem and /root become a new image.
@@ -240,13 +252,13 @@ pub async fn promote(
     app: &App,
     p: ImagePromoteParams,
     progress: &ProgressSink,
-) -> Result<ImageRecord, RpcError> {
+) -> Result<ImageRecord> {
     check_name(&p.name)?;
     let lock = app.vm_lock(&p.vm);
     let _vm = lock.lock().await;
     let rec = app.db(|s| s.get_vm_by_name(&p.vm))?;
     if rec.state != VmState::Stopped {
-        return Err(RpcError::bad_request(format!(
+        return Err(DaemonError::BadRequest(format!(
             "VM {} is {}; stop it first (banger vm stop {}) so its disks are consistent",
             p.vm,
             rec.state.as_str(),
@@ -260,17 +272,16 @@ pub async fn promote(
     app.images_in_flight
         .run(&name, progress, || async {
             if app.db(|s| s.get_image_by_name(&name)).is_ok() {
-                return Err(RpcError::already_exists(format!(
+                return Err(DaemonError::AlreadyExists(format!(
                     "an image named {name} already exists (see banger image list); pick another name"
                 )));
             }
             let id = banger_store::new_id();
             let staging = app.layout.image_staging().join(&id);
-            std::fs::create_dir_all(&staging)
-                .map_err(|e| op_failed(format!("create {}: {e}", staging.display())))?;
+            std::fs::create_dir_all(&staging).map_err(DaemonError::io("creating", &staging))?;
             let rootfs = image_dir.join(img_files::ROOTFS);
-            let overlay = vm_dir.join(crate::vms::files::OVERLAY);
-            let work = vm_dir.join(crate::vms::files::WORK);
+            let overlay = vm_dir.join(vm_files::OVERLAY);
+            let work = vm_dir.join(vm_files::WORK);
             let mut disks = vec![
                 DiskSpec { path: rootfs.clone(), read_only: true },
                 // Writable only so a dirty journal can be replayed; the guest mounts it read-only.
@@ -283,7 +294,7 @@ pub async fn promote(
             let export_disk = staging.join("export.disk");
             let result = async {
                 export::create_export_disk(&export_disk, export::size_for(&inputs))
-                    .map_err(|e| op_failed(e.to_string()))?;
+                    .map_err(DaemonError::build("creating the export disk"))?;
                 run_export_guest(app, &image_dir, disks, &export_disk, progress).await?;
                 let kernel = KernelFiles {
                     dir: image_dir.clone(),
@@ -326,24 +337,24 @@ pub async fn register(
     app: &App,
     p: ImageRegisterParams,
     progress: &ProgressSink,
-) -> Result<ImageRecord, RpcError> {
+) -> Result<ImageRecord> {
     check_name(&p.name)?;
     for path in [Some(&p.rootfs), p.kernel_file.as_ref(), p.modules.as_ref()]
         .into_iter()
         .flatten()
     {
         if !path.is_absolute() {
-            return Err(RpcError::bad_request(format!(
+            return Err(DaemonError::BadRequest(format!(
                 "{} is not an absolute path",
                 path.display()
             )));
         }
     }
     let ext4 = is_ext4(&p.rootfs).map_err(|e| {
-        RpcError::bad_request(format!("cannot read rootfs {}: {e}", p.rootfs.display()))
+        DaemonError::BadRequest(format!("cannot read rootfs {}: {e}", p.rootfs.display()))
     })?;
     if app.db(|s| s.get_image_by_name(&p.name)).is_ok() {
-        return Err(RpcError::already_exists(format!(
+        return Err(DaemonError::AlreadyExists(format!(
             "an image named {} already exists (see banger image list); pick another name",
             p.name
         )));
@@ -365,14 +376,13 @@ pub async fn register(
                         progress,
                     )
                     .await?;
-                    kernels::for_new_image(app, Some(&k.name), progress).await?
+                    kernels::files_of(app, k)
                 }
-                None => kernels::for_new_image(app, p.kernel.as_deref(), progress).await?,
+                None => kernel_for_new_image(app, p.kernel.as_deref(), progress).await?,
             };
             let id = banger_store::new_id();
             let staging = app.layout.image_staging().join(&id);
-            std::fs::create_dir_all(&staging)
-                .map_err(|e| op_failed(format!("create {}: {e}", staging.display())))?;
+            std::fs::create_dir_all(&staging).map_err(DaemonError::io("creating", &staging))?;
             let source = format!("file:{}", p.rootfs.display());
             let result = if ext4 {
                 register_ext4(app, &name, &staging, &p.rootfs, &kernel, source, progress).await
@@ -401,7 +411,7 @@ async fn register_ext4(
     kernel: &KernelFiles,
     source: String,
     progress: &ProgressSink,
-) -> Result<ImageRecord, RpcError> {
+) -> Result<ImageRecord> {
     // The user's file stays untouched: the guest reads a sparse copy relabelled as
     // banger's root (the init finds disks by label; a journal replay writes the copy).
     progress.send("image:copy", Some(rootfs.display().to_string()));
@@ -415,15 +425,15 @@ async fn register_ext4(
             copy.as_os_str(),
         ],
     )
-    .map_err(op_failed)?;
+    .map_err(DaemonError::build(format!("copying {}", rootfs.display())))?;
     tool(
         "e2label",
         &[copy.as_os_str(), banger_image::LABEL_ROOT.as_ref()],
     )
-    .map_err(op_failed)?;
+    .map_err(DaemonError::build("relabelling the copy"))?;
     let export_disk = staging.join("export.disk");
     export::create_export_disk(&export_disk, export::size_for(&[&copy]))
-        .map_err(|e| op_failed(e.to_string()))?;
+        .map_err(DaemonError::build("creating the export disk"))?;
     let disks = vec![DiskSpec {
         path: copy.clone(),
         read_only: false,
@@ -451,7 +461,7 @@ async fn register_tar(
     kernel: &KernelFiles,
     source: String,
     progress: &ProgressSink,
-) -> Result<ImageRecord, RpcError> {
+) -> Result<ImageRecord> {
     let started = Instant::now();
     let (st, agent, sink, kfiles, src, file) = (
         staging.to_path_buf(),
@@ -461,33 +471,32 @@ async fn register_tar(
         source.clone(),
         rootfs.to_path_buf(),
     );
-    let built = tokio::task::spawn_blocking(move || {
-        sink.send("image:apply", Some(file.display().to_string()));
-        let tree = crate::catalog::unpack_local(&file, &st.join("tree"))?;
-        finish_tree(
-            tree,
-            &st,
-            &agent,
-            &kfiles,
-            &src,
-            serde_json::json!({}),
-            &sink,
-        )
+    let what = format!("making image {name} from {}", rootfs.display());
+    let built = blocking("image register", move || {
+        let run = || -> Result<BuiltImage, Cause> {
+            let label = file.display().to_string();
+            sink.send("image:apply", Some(label.clone()));
+            let tree = unpack_tar(&file, &label, &st.join("tree"))?;
+            finish_tree(
+                tree,
+                &st,
+                &agent,
+                &kfiles,
+                &src,
+                serde_json::json!({}),
+                &sink,
+            )
+        };
+        run().map_err(DaemonError::build(what))
     })
-    .await
-    .map_err(op_failed)?;
-    match built {
-        Ok(b) => {
-            let id = b
-                .dir
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_default();
-            publish(app, &id, name, &b, kernel.name.as_deref(), &[], started)
-        }
-        Err(e) => Err(op_failed(format!(
-            "making image {name} from {} failed: {e}",
-            rootfs.display()
-        ))),
-    }
+    .await?;
+    publish(
+        app,
+        &staging_id(&built),
+        name,
+        &built,
+        kernel.name.as_deref(),
+        &[],
+        started,
+    )
 }

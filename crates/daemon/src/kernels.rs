@@ -1,5 +1,5 @@
-//! Kernel service: the local kernel store (`kernel import | pull | list | show | rm`)
-//! and the choice of kernel for new images.
+//! Kernel service: the local kernel store (`kernel import | list | show | rm`; pulls
+//! from the catalog are in `catalog.rs`).
 //!
 //! A kernel is published like an image: prepared in `kernels/.staging/<id>`, then one
 //! rename plus one row. Images copy (hard-link) the kernel and initrd they boot, so
@@ -7,54 +7,42 @@
 //! kernel it was made with.
 
 use crate::app::App;
-use crate::images::{check_name, now};
+use crate::error::{blocking, Cause, DaemonError, Result};
+use crate::publish::{check_name, link_or_copy, now, KernelFiles};
 use banger_image::files;
 use banger_image::kernel::{self, InitrdSource, PreparedKernel};
 use banger_model::KernelRecord;
-use banger_rpc::{KernelImportParams, ProgressSink, RpcError};
-use std::path::{Path, PathBuf};
+use banger_rpc::{KernelImportParams, ProgressSink};
+use std::path::Path;
 
-/// Remove leftovers of interrupted imports.
-pub fn sweep_staging(app: &App) {
-    let staging = app.layout.kernel_staging();
-    if staging.exists() {
-        tracing::info!(path = %staging.display(), "removing leftovers of interrupted kernel imports");
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-}
-
-/// Hard-link `from` to `to`, copying when they are on different filesystems.
-pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(|_| ()))
-}
-
-/// Prepare a kernel in a fresh staging directory with `prepare`, then publish it
-/// under `name`. The staging directory is removed on any failure.
+/// Prepare a kernel in a fresh staging directory with `prepare` (on a blocking
+/// thread), then publish it under `name`. The staging directory is removed on any
+/// failure.
 pub(crate) async fn install(
     app: &App,
     name: &str,
     source: String,
-    prepare: impl FnOnce(&Path) -> Result<PreparedKernel, String> + Send + 'static,
-) -> Result<KernelRecord, RpcError> {
+    prepare: impl FnOnce(&Path) -> Result<PreparedKernel, Cause> + Send + 'static,
+) -> Result<KernelRecord> {
     check_name(name)?;
     if app.db(|s| s.get_kernel_by_name(name)).is_ok() {
-        return Err(RpcError::already_exists(format!(
+        return Err(DaemonError::AlreadyExists(format!(
             "a kernel named {name} already exists (see banger kernel list; remove it with banger kernel rm {name} or pick another --name)"
         )));
     }
     let id = banger_store::new_id();
     let staging = app.layout.kernel_staging().join(&id);
     let st = staging.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&st))
-        .await
-        .map_err(|e| RpcError::operation_failed(format!("kernel import task failed: {e}")))?;
+    let what = format!("importing kernel {name}");
+    let prepared = blocking("kernel import", move || {
+        prepare(&st).map_err(DaemonError::build(what))
+    })
+    .await;
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(RpcError::operation_failed(format!(
-                "importing kernel {name} failed: {e}"
-            )));
+            return Err(e);
         }
     };
     let rec = KernelRecord {
@@ -69,20 +57,15 @@ pub(crate) async fn install(
         "name": rec.name, "release": rec.release, "source": rec.source, "initrd_modules": prepared.modules,
     });
     let dir = app.layout.kernel_dir(&id);
-    let publish = || -> Result<(), RpcError> {
-        std::fs::write(staging.join(files::MANIFEST), manifest.to_string())
-            .map_err(|e| RpcError::operation_failed(format!("writing the kernel manifest: {e}")))?;
+    let publish = || -> Result<()> {
+        let path = staging.join(files::MANIFEST);
+        std::fs::write(&path, manifest.to_string())
+            .map_err(DaemonError::io("writing the kernel manifest", &path))?;
         if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                RpcError::operation_failed(format!("creating {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent).map_err(DaemonError::io("creating", parent))?;
         }
-        std::fs::rename(&staging, &dir).map_err(|e| {
-            RpcError::operation_failed(format!(
-                "publishing kernel {name} to {} failed: {e}",
-                dir.display()
-            ))
-        })?;
+        std::fs::rename(&staging, &dir)
+            .map_err(DaemonError::io("publishing the kernel to", &dir))?;
         app.db(|s| s.insert_kernel(&rec))
     };
     if let Err(e) = publish() {
@@ -99,30 +82,30 @@ pub async fn import(
     app: &App,
     p: KernelImportParams,
     progress: &ProgressSink,
-) -> Result<KernelRecord, RpcError> {
+) -> Result<KernelRecord> {
     for path in [Some(&p.path), p.modules.as_ref(), p.initrd.as_ref()]
         .into_iter()
         .flatten()
     {
         if !path.is_absolute() {
-            return Err(RpcError::bad_request(format!(
+            return Err(DaemonError::BadRequest(format!(
                 "{} is not an absolute path (the CLI sends absolute paths; are you calling the RPC by hand?)",
                 path.display()
             )));
         }
     }
     let bytes = std::fs::read(&p.path).map_err(|e| {
-        RpcError::bad_request(format!("cannot read kernel {}: {e}", p.path.display()))
+        DaemonError::BadRequest(format!("cannot read kernel {}: {e}", p.path.display()))
     })?;
     if kernel::format(&bytes).is_none() {
-        return Err(RpcError::bad_request(
+        return Err(DaemonError::BadRequest(
             kernel::KernelError::NotAKernel(p.path.clone()).to_string(),
         ));
     }
     let release = match p.release.clone().or_else(|| kernel::release(&bytes)) {
         Some(r) => r,
         None => {
-            return Err(RpcError::bad_request(
+            return Err(DaemonError::BadRequest(
                 kernel::KernelError::NoRelease(p.path.clone()).to_string(),
             ))
         }
@@ -130,8 +113,8 @@ pub async fn import(
     let name = p.name.clone().unwrap_or_else(|| release.clone());
     let initrd_from = match (&p.initrd, &p.modules) {
         (Some(_), Some(_)) => {
-            return Err(RpcError::bad_request(
-                "pass either --initrd or --modules, not both",
+            return Err(DaemonError::BadRequest(
+                "pass either --initrd or --modules, not both".into(),
             ))
         }
         (Some(f), None) => InitrdSource::File(f.clone()),
@@ -154,9 +137,14 @@ pub async fn import(
         &name,
         format!("file:{}", p.path.display()),
         move |staging| {
-            banger_image::debian::check_agent(&agent).map_err(|e| e.to_string())?;
-            kernel::prepare(staging, &path, Some(&release), &initrd_from, &agent)
-                .map_err(|e| e.to_string())
+            banger_image::debian::check_agent(&agent)?;
+            Ok(kernel::prepare(
+                staging,
+                &path,
+                Some(&release),
+                &initrd_from,
+                &agent,
+            )?)
         },
     )
     .await
@@ -171,7 +159,8 @@ pub(crate) async fn adopt_from_image(app: &App, name: &str, image_dir: &Path, re
     }
     let (dir, rel) = (image_dir.to_path_buf(), release.to_string());
     let res = install(app, name, format!("image:{name}"), move |staging| {
-        std::fs::create_dir_all(staging).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(staging)
+            .map_err(|e| format!("create {}: {e}", staging.display()))?;
         for f in [files::KERNEL, files::INITRD] {
             link_or_copy(&dir.join(f), &staging.join(f)).map_err(|e| format!("{f}: {e}"))?;
         }
@@ -186,66 +175,38 @@ pub(crate) async fn adopt_from_image(app: &App, name: &str, image_dir: &Path, re
     })
     .await;
     if let Err(e) = res {
-        tracing::warn!(kernel = %name, "could not add the image's kernel to the kernel store: {}", e.message);
+        tracing::warn!(kernel = %name, "could not add the image's kernel to the kernel store: {e}");
     }
 }
 
-/// The kernel files a new image gets.
-#[derive(Debug, Clone)]
-pub(crate) struct KernelFiles {
-    /// Directory holding [`files::KERNEL`] and [`files::INITRD`].
-    pub dir: PathBuf,
-    /// Kernel store name, when it came from the store.
-    pub name: Option<String>,
-    /// Kernel release.
-    pub release: String,
+/// The stored kernel `name`, as the files a new image links.
+pub(crate) fn by_name(app: &App, name: &str) -> Result<KernelFiles> {
+    let k = app.db(|s| s.get_kernel_by_name(name))?;
+    Ok(files_of(app, k))
 }
 
-/// The kernel `name`, or the default kernel (that of the default image, built first
-/// if needed) when `name` is `None`.
-pub(crate) async fn for_new_image(
-    app: &App,
-    name: Option<&str>,
-    progress: &ProgressSink,
-) -> Result<KernelFiles, RpcError> {
-    if let Some(name) = name {
-        let k = app.db(|s| s.get_kernel_by_name(name))?;
-        return Ok(KernelFiles {
-            dir: app.layout.kernel_dir(&k.id),
-            name: Some(k.name),
-            release: k.release,
-        });
+/// A stored kernel's files.
+pub(crate) fn files_of(app: &App, k: KernelRecord) -> KernelFiles {
+    KernelFiles {
+        dir: app.layout.kernel_dir(&k.id),
+        name: Some(k.name),
+        release: k.release,
     }
-    let default = banger_model::DEFAULT_IMAGE;
-    if let Ok(k) = app.db(|s| s.get_kernel_by_name(default)) {
-        return Ok(KernelFiles {
-            dir: app.layout.kernel_dir(&k.id),
-            name: Some(k.name),
-            release: k.release,
-        });
-    }
-    let donor = crate::images::resolve(app, default, progress).await?;
-    Ok(KernelFiles {
-        dir: app.layout.image_dir(&donor.id),
-        name: donor.kernel.clone(),
-        release: donor.kernel_release,
-    })
 }
 
 /// `kernel.list`.
-pub fn list(app: &App) -> Result<Vec<KernelRecord>, RpcError> {
+pub fn list(app: &App) -> Result<Vec<KernelRecord>> {
     app.db(|s| s.list_kernels())
 }
 
 /// `kernel.show`.
-pub fn show(app: &App, name: &str) -> Result<KernelRecord, RpcError> {
+pub fn show(app: &App, name: &str) -> Result<KernelRecord> {
     app.db(|s| s.get_kernel_by_name(name))
 }
 
 /// `kernel.delete`: forget the kernel and remove its files. Images keep their copy.
-pub fn delete(app: &App, name: &str) -> Result<(), RpcError> {
+pub fn delete(app: &App, name: &str) -> Result<()> {
     let k = app.db(|s| s.delete_kernel(name))?;
     let dir = app.layout.kernel_dir(&k.id);
-    std::fs::remove_dir_all(&dir)
-        .map_err(|e| RpcError::operation_failed(format!("removing {} failed: {e}", dir.display())))
+    std::fs::remove_dir_all(&dir).map_err(DaemonError::io("removing", &dir))
 }

@@ -1,22 +1,10 @@
-//! `bangerd`, the owner daemon: state, orchestration and every unprivileged step.
+//! `bangerd`, the owner daemon (a thin binary over the `banger_daemon` library).
 //! The CLI starts it on demand; it listens on a 0600 unix socket.
-
-mod app;
-mod catalog;
-mod coalesce;
-mod config;
-mod flatten;
-mod handles;
-mod images;
-mod kernels;
-mod routes;
-mod vms;
 
 use anyhow::Context;
 use banger_model::Layout;
 use banger_store::{MigrationStatus, Store};
 use clap::Parser;
-use std::sync::Arc;
 
 /// banger's daemon (started automatically by `banger`).
 #[derive(Debug, Parser)]
@@ -61,11 +49,26 @@ fn real_main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(layout))
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let app = banger_daemon::open(layout)?;
+        banger_daemon::serve(app, shutdown_signal()).await
+    })?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+    }
+    tracing::info!("shutting down (running VMs keep running)");
 }
 
 fn check_migrations(layout: &Layout) -> anyhow::Result<()> {
@@ -81,45 +84,5 @@ fn check_migrations(layout: &Layout) -> anyhow::Result<()> {
         }
         other => println!("{}: {other:?}", layout.db().display()),
     }
-    Ok(())
-}
-
-async fn run(layout: Layout) -> anyhow::Result<()> {
-    let config = config::Config::from_env().context("reading configuration")?;
-    for d in [&layout.state, &layout.cache, &layout.runtime] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    let store = Store::open(&layout.db()).context("opening the state database")?;
-    let public_key =
-        banger_guest::keys::ensure(&layout.ssh_key()).context("preparing banger's ssh key")?;
-    let privileged: Arc<dyn banger_helper::Privileged> = Arc::new(banger_helper::InProcess);
-    let app = Arc::new(app::App::new(
-        layout.clone(),
-        config,
-        store,
-        privileged,
-        public_key,
-    ));
-
-    images::sweep_staging(&app);
-    kernels::sweep_staging(&app);
-    flatten::sweep(&app);
-    vms::reconcile(&app).await;
-    tokio::spawn(vms::monitor(app.clone()));
-
-    let listener = banger_rpc::bind(&layout.socket()).context("opening the daemon socket")?;
-    let router = Arc::new(routes::router(app.clone()).context("building the method table")?);
-    tracing::info!(socket = %layout.socket().display(), pid = std::process::id(), "bangerd ready");
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-        }
-        tracing::info!("shutting down (running VMs keep running)");
-    };
-    banger_rpc::serve(listener, router, shutdown).await;
-    let _ = std::fs::remove_file(layout.socket());
     Ok(())
 }

@@ -1,232 +1,147 @@
-//! The method table: RPC method name → service call. A test pins the list.
+//! The method table: each RPC method type → its service call. This is where service
+//! errors ([`DaemonError`]) become the wire's `RpcError` (through `Router::add` and
+//! `From<DaemonError> for RpcError`), and where long calls register in the operations
+//! list. A test pins the table against the protocol's method list.
 
 use crate::app::App;
-use crate::{catalog, flatten, images, kernels, vms};
+use crate::error::DaemonError;
+use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
-    methods as m, CachePruneParams, CallCtx, ImageBuildParams, ImageNameParams, ImagePromoteParams,
-    ImagePullParams, ImageRegisterParams, KernelImportParams, KernelNameParams, NoParams,
-    PingResult, Router, RouterError, VmCreateParams, VmDeleteParams, VmLogsParams, VmNameParams,
-    VmSetParams, WorkspaceParams,
+    CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
+    ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
+    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmKill,
+    VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats,
+    VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
+
+/// `route!(router, app, Method, |app, ctx, params| body)`: register `body` (a
+/// `Result<Method::Result, DaemonError>` expression, awaited inside) as the handler
+/// of `Method`, with its own clone of the app.
+macro_rules! route {
+    ($r:ident, $app:ident, $m:expr, |$a:ident, $c:pat_param, $p:pat_param| $body:expr) => {{
+        let app = Arc::clone(&$app);
+        $r.add($m, move |$c: CallCtx, $p| {
+            let $a = Arc::clone(&app);
+            async move {
+                let r: Result<_, DaemonError> = $body;
+                r
+            }
+        })?;
+    }};
+}
 
 /// Build the router over `app`.
 pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     let mut r = Router::new();
-    r.add(m::PING, |_c: CallCtx, _p: NoParams| async {
-        Ok(PingResult {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
-        })
-    })?;
-    let a = app.clone();
-    r.add(m::VM_CREATE, move |c: CallCtx, p: VmCreateParams| {
-        let a = a.clone();
-        async move { vms::create(&a, &c.op_id, p, &c.progress).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_START, move |c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::start_vm(&a, &c.op_id, &p.name, &c.progress).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_STOP, move |c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::stop(&a, &c.op_id, &p.name, &c.progress).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_RESTART, move |c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::restart(&a, &c.op_id, &p.name, &c.progress).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_KILL, move |_c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::kill(&a, &p.name).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_PRUNE, move |_c: CallCtx, _p: NoParams| {
-        let a = a.clone();
-        async move { vms::prune(&a).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_SET, move |_c: CallCtx, p: VmSetParams| {
-        let a = a.clone();
-        async move { vms::set(&a, p).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_LOGS, move |_c: CallCtx, p: VmLogsParams| {
-        let a = a.clone();
-        async move { vms::logs(&a, p) }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_STATS, move |_c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::stats(&a, &p.name).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_PORTS, move |_c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::ports(&a, &p.name).await }
-    })?;
-    let a = app.clone();
-    r.add(
-        m::VM_WORKSPACE_RECORD,
-        move |_c: CallCtx, p: WorkspaceParams| {
-            let a = a.clone();
-            async move { vms::record_workspace(&a, p).await }
-        },
-    )?;
-    let a = app.clone();
-    r.add(m::OPERATIONS_LIST, move |_c: CallCtx, _p: NoParams| {
-        let a = a.clone();
-        async move { Ok(a.ops.list()) }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_LIST, move |_c: CallCtx, _p: NoParams| {
-        let a = a.clone();
-        async move { vms::list(&a) }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_SHOW, move |_c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::show(&a, &p.name) }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_DELETE, move |_c: CallCtx, p: VmDeleteParams| {
-        let a = a.clone();
-        async move { vms::delete(&a, p).await }
-    })?;
-    let a = app.clone();
-    r.add(m::VM_SSH_INFO, move |_c: CallCtx, p: VmNameParams| {
-        let a = a.clone();
-        async move { vms::ssh_info(&a, &p.name) }
-    })?;
-    let a = app.clone();
-    r.add(m::IMAGE_BUILD, move |c: CallCtx, p: ImageBuildParams| {
-        let a = a.clone();
-        async move {
-            let target = p.name.clone().unwrap_or_else(|| "debian".into());
-            let _op = a.ops.begin(&c.op_id, "image.build", &target);
-            images::build(&a, p.name, p.release, p.packages, &c.progress, false).await
-        }
-    })?;
-    let a = app.clone();
-    r.add(m::IMAGE_PULL, move |c: CallCtx, p: ImagePullParams| {
-        let a = a.clone();
-        async move {
-            let target = p.reference.clone();
-            let _op = a.ops.begin(&c.op_id, "image.pull", &target);
-            images::pull(&a, p, &c.progress).await
-        }
-    })?;
-    let a = app.clone();
-    r.add(
-        m::IMAGE_PROMOTE,
-        move |c: CallCtx, p: ImagePromoteParams| {
-            let a = a.clone();
-            async move {
-                let _op = a.ops.begin(&c.op_id, "image.promote", &p.name);
-                flatten::promote(&a, p, &c.progress).await
-            }
-        },
-    )?;
-    let a = app.clone();
-    r.add(
-        m::IMAGE_REGISTER,
-        move |c: CallCtx, p: ImageRegisterParams| {
-            let a = a.clone();
-            async move {
-                let _op = a.ops.begin(&c.op_id, "image.register", &p.name);
-                flatten::register(&a, p, &c.progress).await
-            }
-        },
-    )?;
-    let a = app.clone();
-    r.add(
-        m::IMAGE_CACHE_PRUNE,
-        move |_c: CallCtx, p: CachePruneParams| {
-            let a = a.clone();
-            async move { images::cache_prune(&a, p.dry_run).await }
-        },
-    )?;
-    let a = app.clone();
-    r.add(m::CATALOG_LIST, move |_c: CallCtx, _p: NoParams| {
-        let a = a.clone();
-        async move { catalog::listing(&a).await }
-    })?;
-    let a = app.clone();
-    r.add(
-        m::KERNEL_IMPORT,
-        move |c: CallCtx, p: KernelImportParams| {
-            let a = a.clone();
-            async move {
-                let target = p.path.display().to_string();
-                let _op = a.ops.begin(&c.op_id, "kernel.import", &target);
-                kernels::import(&a, p, &c.progress).await
-            }
-        },
-    )?;
-    let a = app.clone();
-    r.add(m::KERNEL_PULL, move |c: CallCtx, p: KernelNameParams| {
-        let a = a.clone();
-        async move {
-            let _op = a.ops.begin(&c.op_id, "kernel.pull", &p.name);
-            catalog::pull_kernel(&a, &p.name, &c.progress).await
-        }
-    })?;
-    let a = app.clone();
-    r.add(m::KERNEL_LIST, move |_c: CallCtx, _p: NoParams| {
-        let a = a.clone();
-        async move { kernels::list(&a) }
-    })?;
-    let a = app.clone();
-    r.add(m::KERNEL_SHOW, move |_c: CallCtx, p: KernelNameParams| {
-        let a = a.clone();
-        async move { kernels::show(&a, &p.name) }
-    })?;
-    let a = app.clone();
-    r.add(m::KERNEL_DELETE, move |_c: CallCtx, p: KernelNameParams| {
-        let a = a.clone();
-        async move { kernels::delete(&a, &p.name) }
-    })?;
-    let a = app.clone();
-    r.add(m::IMAGE_DELETE, move |_c: CallCtx, p: ImageNameParams| {
-        let a = a.clone();
-        async move { images::delete(&a, &p.name).await }
-    })?;
-    let a = app.clone();
-    r.add(m::IMAGE_SHOW, move |_c: CallCtx, p: ImageNameParams| {
-        let a = a.clone();
-        async move { images::show(&a, &p.name) }
-    })?;
-    let a = app;
-    r.add(m::IMAGE_LIST, move |_c: CallCtx, _p: NoParams| {
-        let a = a.clone();
-        async move { images::list(&a) }
-    })?;
+    route!(r, app, Ping, |_a, _c, _p| Ok(PingResult {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    }));
+    route!(r, app, OperationsList, |a, _c, _p| Ok(a.ops.list()));
+
+    // VMs.
+    route!(r, app, VmCreate, |a, c, p| vm::create::create(
+        &a,
+        &c.op_id,
+        p,
+        &c.progress
+    )
+    .await);
+    route!(r, app, VmStart, |a, c, p| vm::start::start_vm(
+        &a,
+        &c.op_id,
+        &p.name,
+        &c.progress
+    )
+    .await);
+    route!(r, app, VmStop, |a, c, p| vm::stop::stop(
+        &a,
+        &c.op_id,
+        &p.name,
+        &c.progress
+    )
+    .await);
+    route!(r, app, VmRestart, |a, c, p| vm::stop::restart(
+        &a,
+        &c.op_id,
+        &p.name,
+        &c.progress
+    )
+    .await);
+    route!(r, app, VmKill, |a, _c, p| vm::stop::kill(&a, &p.name).await);
+    route!(r, app, VmDelete, |a, _c, p| vm::delete::delete(&a, p).await);
+    route!(r, app, VmPrune, |a, _c, _p| vm::delete::prune(&a).await);
+    route!(r, app, VmSet, |a, _c, p| vm::set::set(&a, p).await);
+    route!(r, app, VmList, |a, _c, _p| vm::query::list(&a));
+    route!(r, app, VmShow, |a, _c, p| vm::query::show(&a, &p.name));
+    route!(r, app, VmSshInfo, |a, _c, p| vm::query::ssh_info(
+        &a, &p.name
+    ));
+    route!(r, app, VmLogs, |a, _c, p| vm::query::logs(&a, p));
+    route!(r, app, VmPorts, |a, _c, p| vm::query::ports(&a, &p.name)
+        .await);
+    route!(r, app, VmWorkspaceRecord, |a, _c, p| {
+        vm::query::record_workspace(&a, p).await
+    });
+    route!(r, app, VmStats, |a, _c, p| vm::stats::stats(&a, &p.name)
+        .await);
+
+    // Images and the catalog.
+    route!(r, app, ImageBuild, |a, c, p| {
+        let target = p.name.clone().unwrap_or_else(|| "debian".into());
+        let _op = a.ops.begin(&c.op_id, "image.build", &target);
+        images::build(&a, p.name, p.release, p.packages, &c.progress, false).await
+    });
+    route!(r, app, ImagePull, |a, c, p| {
+        let _op = a.ops.begin(&c.op_id, "image.pull", &p.reference.clone());
+        images::pull(&a, p, &c.progress).await
+    });
+    route!(r, app, ImagePromote, |a, c, p| {
+        let _op = a.ops.begin(&c.op_id, "image.promote", &p.name.clone());
+        flatten::promote(&a, p, &c.progress).await
+    });
+    route!(r, app, ImageRegister, |a, c, p| {
+        let _op = a.ops.begin(&c.op_id, "image.register", &p.name.clone());
+        flatten::register(&a, p, &c.progress).await
+    });
+    route!(r, app, ImageCachePrune, |a, _c, p| images::cache_prune(
+        &a, p.dry_run
+    )
+    .await);
+    route!(r, app, ImageDelete, |a, _c, p| images::delete(&a, &p.name)
+        .await);
+    route!(r, app, ImageShow, |a, _c, p| images::show(&a, &p.name));
+    route!(r, app, ImageList, |a, _c, _p| images::list(&a));
+    route!(r, app, CatalogList, |a, _c, _p| catalog::listing(&a).await);
+
+    // Kernels.
+    route!(r, app, KernelImport, |a, c, p| {
+        let target = p.path.display().to_string();
+        let _op = a.ops.begin(&c.op_id, "kernel.import", &target);
+        kernels::import(&a, p, &c.progress).await
+    });
+    route!(r, app, KernelPull, |a, c, p| {
+        let _op = a.ops.begin(&c.op_id, "kernel.pull", &p.name);
+        catalog::pull_kernel(&a, &p.name, &c.progress).await
+    });
+    route!(r, app, KernelList, |a, _c, _p| kernels::list(&a));
+    route!(r, app, KernelShow, |a, _c, p| kernels::show(&a, &p.name));
+    route!(r, app, KernelDelete, |a, _c, p| kernels::delete(
+        &a, &p.name
+    ));
     Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banger_model::Layout;
+    use banger_rpc::METHODS;
 
     #[test]
     fn method_table_matches_the_protocol() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::under(dir.path());
-        let store = banger_store::Store::open(&layout.db()).unwrap();
-        let config = crate::config::Config::from_env().unwrap();
-        let app = Arc::new(App::new(
-            layout,
-            config,
-            store,
-            Arc::new(banger_helper::InProcess),
-            "ssh-ed25519 AAAA test".into(),
-        ));
+        let (_dir, app) = crate::vm::tests::fakes::app();
         let r = router(app).unwrap();
-        assert_eq!(r.methods(), m::METHODS);
+        assert_eq!(r.methods(), METHODS);
     }
 }

@@ -12,7 +12,8 @@ pub mod qmp;
 pub mod tsc;
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use accel::{Accel, AccelChoice};
 pub use qemu::Qemu;
@@ -116,4 +117,20 @@ pub trait Vmm: Send + Sync {
     async fn kill(&self, handles: &Handles) -> Result<(), VmmError>;
     /// Whether the VMM process behind `handles` is alive (and is still ours).
     fn is_alive(&self, handles: &Handles, vm_id: &str) -> bool;
+    /// Wait up to `timeout` for the VMM behind `handles` to exit on its own (a guest
+    /// powering off); true if it did.
+    async fn wait_exit(&self, handles: &Handles, timeout: Duration) -> bool {
+        let tag = handles.control_socket.display().to_string();
+        process::wait_exit(handles.pid, &tag, timeout).await
+    }
+    /// Remove the files this backend keeps in a VM's runtime directory once its VMM
+    /// is gone (sockets, pid file). The console log stays: it is the VM's log.
+    fn cleanup(&self, runtime_dir: &Path);
+}
+
+/// Remove `names` inside `dir`, ignoring those already gone.
+fn remove_files(dir: &Path, names: &[&str]) {
+    for n in names {
+        let _ = std::fs::remove_file(dir.join(n));
+    }
 }

@@ -191,6 +191,10 @@ impl Vmm for Qemu {
     fn is_alive(&self, h: &Handles, _vm_id: &str) -> bool {
         process::alive_with_tag(h.pid, &h.control_socket.display().to_string())
     }
+
+    fn cleanup(&self, runtime_dir: &Path) {
+        crate::remove_files(runtime_dir, &[files::QMP, files::AGENT, files::PID]);
+    }
 }
 
 #[cfg(test)]
@@ -255,5 +259,24 @@ mod tests {
             tsc_khz: 1,
         };
         assert!(q.args(&spec()).join(" ").contains("-accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn cleanup_removes_sockets_and_keeps_the_console() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [files::QMP, files::AGENT, files::PID, files::CONSOLE] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        let q = Qemu {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 1,
+        };
+        q.cleanup(d.path());
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [files::CONSOLE]);
     }
 }

@@ -499,4 +499,30 @@ impl Vmm for Firecracker {
     fn is_alive(&self, h: &Handles, _vm_id: &str) -> bool {
         process::alive_with_tag(h.pid, &h.control_socket.display().to_string())
     }
+
+    /// The API and vsock sockets (Firecracker does not remove them when it exits);
+    /// `console.log` and Firecracker's own log stay with the VM's logs.
+    fn cleanup(&self, runtime_dir: &Path) {
+        crate::remove_files(runtime_dir, &[files::API, files::VSOCK, files::METRICS]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_removes_both_sockets_and_keeps_the_logs() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [files::API, files::VSOCK, files::CONSOLE, files::LOG] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        Firecracker::default().cleanup(d.path());
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [files::CONSOLE, files::LOG]);
+    }
 }

@@ -1,0 +1,104 @@
+//! `bangerd`, banger's owner daemon, as a library: state, orchestration and every
+//! unprivileged step. The `bangerd` binary (`main.rs`) only parses its arguments,
+//! sets up logging and calls [`open`] then [`serve`].
+//!
+//! Layout of the crate:
+//! * [`app`]: the shared state ([`App`]) and the host-facing [`Parts`] (privileged
+//!   operations, VMM backends, guests, disks), which tests replace with fakes;
+//! * [`routes`]: the method table, where errors become the wire's;
+//! * [`vm`]: the VM service, one file per verb;
+//! * [`images`], [`catalog`], [`kernels`], [`flatten`]: images and kernels, over
+//!   [`publish`] (what they share, so none depends on another in a circle);
+//! * [`error`], [`config`], [`failpoint`], [`coalesce`], [`ops`], [`handles`].
+//!
+//! Concurrency, in one place: each VM has a lock held for the whole of any operation
+//! on it (`App::vm_lock`); requests producing the same image or kernel name coalesce
+//! ([`coalesce`]); Debian builds run one at a time; the blob cache is a read-write
+//! lock (pulls read, prune writes); the monitor ([`vm::reconcile::monitor`]) skips
+//! VMs whose lock is held.
+
+pub mod app;
+pub mod catalog;
+pub mod coalesce;
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod flatten;
+pub mod handles;
+pub mod images;
+pub mod kernels;
+pub mod ops;
+pub mod publish;
+pub mod routes;
+pub mod vm;
+
+pub use app::{App, Parts};
+pub use config::Config;
+pub use error::DaemonError;
+
+use banger_model::Layout;
+use banger_store::Store;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration (environment) is invalid.
+    #[error("reading the configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    /// A state directory could not be created.
+    #[error("creating {}: {source}; check that its parent is writable by this user", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state database could not be opened.
+    #[error("opening the state database: {0}")]
+    Store(#[from] banger_store::StoreError),
+    /// banger's ssh key could not be made or read.
+    #[error("preparing banger's ssh key: {0}")]
+    Key(#[from] banger_guest::keys::KeyError),
+    /// The daemon socket could not be opened.
+    #[error("opening the daemon socket: {0}")]
+    Bind(#[from] banger_rpc::BindError),
+    /// The method table is inconsistent (a bug).
+    #[error("building the method table: {0}")]
+    Router(#[from] banger_rpc::RouterError),
+}
+
+/// Open the daemon's state under `layout` with the real host parts.
+pub fn open(layout: Layout) -> Result<Arc<App>, StartError> {
+    let config = Config::from_env()?;
+    for d in [&layout.state, &layout.cache, &layout.runtime] {
+        std::fs::create_dir_all(d).map_err(|source| StartError::Dir {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    let store = Store::open(&layout.db())?;
+    let public_key = banger_guest::keys::ensure(&layout.ssh_key())?;
+    let parts = Parts::host(&layout, &config);
+    Ok(Arc::new(App::new(layout, config, store, public_key, parts)))
+}
+
+/// Clean up after earlier daemons, re-adopt running VMs, then serve RPC on the
+/// daemon socket until `shutdown` resolves. Running VMs keep running afterwards.
+pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    publish::sweep_staging(&app);
+    flatten::sweep(&app);
+    vm::reconcile::reconcile(&app).await;
+    tokio::spawn(vm::reconcile::monitor(app.clone()));
+
+    let socket = app.layout.socket();
+    let listener = banger_rpc::bind(&socket)?;
+    let router = Arc::new(routes::router(app.clone())?);
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "bangerd ready");
+    banger_rpc::serve(listener, router, shutdown).await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The VM service, one file per verb (as youki's `libcontainer/src/container/`):
+//!
+//! * [`create`] — `vm.create` (reserve name, address and id, then start);
+//! * [`start`] — `vm.start` and the start steps shared with create and restart;
+//! * [`stop`] — `vm.stop` (graceful), `vm.kill`, `vm.restart`, and the runtime
+//!   teardown every verb that ends a VM uses;
+//! * [`delete`] — `vm.delete`, `vm.prune`;
+//! * [`set`] — `vm.set`;
+//! * [`query`] — `vm.list`, `vm.show`, `vm.ssh_info`, `vm.logs`, `vm.ports`,
+//!   `vm.workspace_record`;
+//! * [`stats`] — `vm.stats`;
+//! * [`reconcile`] — keeping records true (re-adoption on daemon start, the liveness
+//!   monitor);
+//! * shared machinery: [`stages`] (timed steps and the undo stack), [`backend`] (the
+//!   only place naming QEMU or Firecracker), [`guest`] (readiness, shutdown, ports)
+//!   and [`disks`].
+//!
+//! Concurrency: every verb that changes a VM holds that VM's lock
+//! (`App::vm_lock(name)`) for its whole run, so operations on one VM serialise and
+//! different VMs proceed in parallel; the monitor skips VMs whose lock is held.
+
+pub mod backend;
+pub mod create;
+pub mod delete;
+pub mod disks;
+pub mod guest;
+pub mod query;
+pub mod reconcile;
+pub mod set;
+mod stages;
+pub mod start;
+pub mod stats;
+pub mod stop;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+use crate::error::{DaemonError, Result};
+
+/// Per-VM file names in the state directory (`state/vms/<id>/`).
+pub mod files {
+    /// Upper layer of the guest's /.
+    pub const OVERLAY: &str = "overlay.ext4";
+    /// The guest's /root.
+    pub const WORK: &str = "work.ext4";
+    /// Pinned guest host key.
+    pub const KNOWN_HOSTS: &str = "known_hosts";
+    /// OpenSSH ControlMaster socket, in the runtime directory.
+    pub const SSH_CONTROL: &str = "ssh.ctl";
+}
+
+/// Refuse sizes outside what banger supports.
+pub(crate) fn check_sizes(cpus: u32, memory_mib: u64, disk_mib: u64) -> Result<()> {
+    if !(1..=64).contains(&cpus) {
+        return Err(DaemonError::BadRequest(format!(
+            "--cpus {cpus} is out of range (1 to 64)"
+        )));
+    }
+    if !(128..=1024 * 1024).contains(&memory_mib) {
+        return Err(DaemonError::BadRequest(format!(
+            "--memory {memory_mib}M is out of range (128M to 1T)"
+        )));
+    }
+    if !(256..=16 * 1024 * 1024).contains(&disk_mib) {
+        return Err(DaemonError::BadRequest(format!(
+            "--disk {disk_mib}M is out of range (256M to 16T)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Read-mostly verbs: `vm.list`, `vm.show`, `vm.ssh_info`, `vm.logs`, `vm.ports`, and
+//! `vm.workspace_record` (the one write: what the CLI shipped into a VM).
+
+use super::files;
+use crate::app::App;
+use crate::error::{DaemonError, Result};
+use crate::handles;
+use banger_model::{VmRecord, VmState};
+use banger_rpc::{SshInfo, VmInfo, VmLogsParams, VmLogsResult, VmPortsResult, WorkspaceParams};
+use banger_vmm::qemu::files as console_files;
+
+/// The user-facing view of a record, with live facts (pid and backend while the VMM
+/// runs).
+pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
+    let image = app
+        .db(|s| s.get_image(&rec.image_id))
+        .map(|i| i.name)
+        .unwrap_or_else(|_| rec.image_id.clone());
+    let mut info = VmInfo::from_record(rec, &image);
+    info.workspace = app.db(|s| s.get_workspace(&rec.id)).ok().flatten();
+    if let Some(h) = handles::read(&app.layout.vm_dir(&rec.id)) {
+        if app.backends.for_handles(&h.vmm).is_alive(&h.vmm, &rec.id) {
+            info.pid = Some(h.vmm.pid);
+            info.backend = Some(h.vmm.backend.clone());
+        }
+    }
+    info
+}
+
+/// `vm.list`.
+pub fn list(app: &App) -> Result<Vec<VmInfo>> {
+    Ok(app
+        .db(|s| s.list_vms())?
+        .iter()
+        .map(|r| info_for(app, r))
+        .collect())
+}
+
+/// `vm.show`.
+pub fn show(app: &App, name: &str) -> Result<VmInfo> {
+    Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
+}
+
+fn not_running(name: &str, state: VmState) -> DaemonError {
+    DaemonError::BadRequest(format!(
+        "VM {name} is {}, not running (start it with banger vm start {name})",
+        state.as_str()
+    ))
+}
+
+/// `vm.ssh_info`: only for running VMs.
+pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    if rec.state != VmState::Running {
+        return Err(not_running(name, rec.state));
+    }
+    Ok(SshInfo {
+        name: rec.name.to_string(),
+        ip: rec.ip,
+        user: "root".into(),
+        key_path: app.layout.ssh_key(),
+        known_hosts_path: app.layout.vm_dir(&rec.id).join(files::KNOWN_HOSTS),
+        control_path: Some(app.layout.vm_runtime(&rec.id).join(files::SSH_CONTROL)),
+    })
+}
+
+/// The most `vm.logs` returns per call.
+const LOG_CHUNK: u64 = 1024 * 1024;
+/// What `vm.logs` returns without an offset: the console's last 64 KiB.
+const LOG_TAIL: u64 = 64 * 1024;
+
+/// `vm.logs`: the guest console from `offset` (default: the last 64 KiB).
+pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult> {
+    use std::io::{Read, Seek, SeekFrom};
+    let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
+    // Both backends write the guest console to the same file name.
+    let path = app.layout.vm_runtime(&rec.id).join(console_files::CONSOLE);
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return Ok(VmLogsResult {
+            data: String::new(),
+            next_offset: 0,
+        });
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = p.offset.unwrap_or(len.saturating_sub(LOG_TAIL)).min(len);
+    f.seek(SeekFrom::Start(from))
+        .map_err(DaemonError::io("reading", &path))?;
+    let mut buf = vec![];
+    f.take(LOG_CHUNK)
+        .read_to_end(&mut buf)
+        .map_err(DaemonError::io("reading", &path))?;
+    Ok(VmLogsResult {
+        data: String::from_utf8_lossy(&buf).into_owned(),
+        next_offset: from + buf.len() as u64,
+    })
+}
+
+/// `vm.ports`: TCP ports listening in the guest, as its agent sees them.
+pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    let h = handles::read(&app.layout.vm_dir(&rec.id))
+        .filter(|_| rec.state == VmState::Running)
+        .ok_or_else(|| not_running(name, rec.state))?;
+    let ports = app.guest.ports(&h.vmm).await.map_err(DaemonError::guest(
+        format!("asking the guest agent of {name} for its ports failed"),
+        String::new(),
+    ))?;
+    Ok(VmPortsResult {
+        name: rec.name.to_string(),
+        ip: rec.ip,
+        ports,
+    })
+}
+
+/// `vm.workspace_record`: remember the repository the CLI shipped into a VM.
+pub async fn record_workspace(app: &App, p: WorkspaceParams) -> Result<VmInfo> {
+    let ws = &p.workspace;
+    // The same rule the CLI applied before shipping; re-checked because any client may call.
+    match banger_workspace::guest_path("", Some(&ws.guest_path)) {
+        Ok(g) if g == ws.guest_path => {}
+        _ => {
+            return Err(DaemonError::BadRequest(format!(
+                "workspace path {:?} must be inside /root (the VM's work disk)",
+                ws.guest_path
+            )))
+        }
+    }
+    if ws.head.len() < 7 || !ws.head.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DaemonError::BadRequest(format!(
+            "{:?} is not a git commit id",
+            ws.head
+        )));
+    }
+    let lock = app.vm_lock(&p.name);
+    let _guard = lock.lock().await;
+    let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
+    app.db(|s| s.set_workspace(&rec.id, ws))?;
+    show(app, &p.name)
+}

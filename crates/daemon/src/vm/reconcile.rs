@@ -1,0 +1,83 @@
+//! Keeping records true to reality: re-adoption on daemon start and a liveness
+//! monitor while the daemon runs.
+//!
+//! QEMU daemonizes and Firecracker runs in its own session, so guests outlive the
+//! daemon. On start, [`reconcile`] re-adopts every VM whose VMM still runs (from its
+//! `handles.json`) and cleans up the others; then [`monitor`] notices VMMs that exit
+//! behind the daemon's back (guest `poweroff`, OOM kill, `kill -9`).
+
+use super::stop::teardown_runtime;
+use crate::app::App;
+use crate::handles;
+use banger_model::{VmRecord, VmState};
+use std::time::Duration;
+
+/// How often the monitor checks that running VMs' VMMs are alive.
+pub const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Bring one VM's record in line with reality: a `running` VM whose VMM is gone is
+/// cleaned up and marked stopped; a half-created one (its daemon died) is marked
+/// error. Returns true if the record changed.
+pub(crate) async fn settle(app: &App, rec: &VmRecord) -> bool {
+    if !matches!(rec.state, VmState::Running | VmState::Creating) {
+        return false;
+    }
+    let alive = handles::read(&app.layout.vm_dir(&rec.id))
+        .map(|h| app.backends.for_handles(&h.vmm).is_alive(&h.vmm, &rec.id))
+        .unwrap_or(false);
+    if alive && rec.state == VmState::Running {
+        return false;
+    }
+    if let Err(e) = teardown_runtime(app, rec).await {
+        tracing::warn!(vm = %rec.name, "cleaning up after a gone VMM: {e}");
+    }
+    let (state, err) = match rec.state {
+        VmState::Creating => (
+            VmState::Error,
+            Some("bangerd stopped while the VM was being created or started"),
+        ),
+        _ => (VmState::Stopped, None),
+    };
+    if let Err(e) = app.db(|s| s.set_vm_state(&rec.id, state, err)) {
+        tracing::warn!(vm = %rec.name, "recording the VM as {}: {e}", state.as_str());
+    }
+    tracing::warn!(vm = %rec.name, state = state.as_str(), "VM's VMM is gone (guest powered off, or it was killed); cleaned up");
+    true
+}
+
+/// On daemon start: VMs whose VMM still runs stay running (re-adopted, same guest);
+/// the others are cleaned up (see [`settle`]).
+pub async fn reconcile(app: &App) {
+    let vms = match app.db(|s| s.list_vms()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("reconcile: listing VMs failed: {e}");
+            return;
+        }
+    };
+    for rec in vms {
+        if !settle(app, &rec).await && rec.state == VmState::Running {
+            tracing::info!(vm = %rec.name, "re-adopted running VM");
+        }
+    }
+}
+
+/// Forever: every [`MONITOR_INTERVAL`], settle running VMs. VMs busy in another
+/// operation are skipped (their operation owns them).
+pub async fn monitor(app: std::sync::Arc<App>) {
+    loop {
+        tokio::time::sleep(MONITOR_INTERVAL).await;
+        let Ok(vms) = app.db(|s| s.list_vms()) else {
+            continue;
+        };
+        for rec in vms.into_iter().filter(|r| r.state == VmState::Running) {
+            let lock = app.vm_lock(rec.name.as_str());
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            if let Ok(now) = app.db(|s| s.get_vm(&rec.id)) {
+                settle(&app, &now).await;
+            }
+        }
+    }
+}

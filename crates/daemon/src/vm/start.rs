@@ -1,0 +1,388 @@
+//! `vm.start`, and the start steps shared by create, start and restart.
+//!
+//! The steps, each a timed stage with its undo recorded as soon as it made something:
+//! `disks` (overlay and work disks, only those that do not exist yet) → `network`
+//! (bridge, NAT once per daemon, the VM's tap) → `accel-probe` (only the first time
+//! the daemon needs the accelerator) → `boot` (the backend launches the VMM;
+//! `handles.json` records it) → `agent` → `ssh` (the guest answers). A failure at any
+//! step undoes exactly the steps before it and leaves the VM in `error` with the
+//! reason; the waits fail early, with the console's last lines, if the VMM dies.
+
+use super::files;
+use super::guest::GuestError;
+use super::stages::{Stages, Steps, Undo};
+use crate::app::App;
+use crate::error::{blocking, DaemonError, Result};
+use crate::handles::{self, VmHandles};
+use banger_contract::cmdline as key;
+use banger_helper::PrivOp;
+use banger_image::files as img_files;
+use banger_model::{GuestNet, ImageRecord, VmRecord, VmState};
+use banger_rpc::{ProgressSink, VmInfo};
+use banger_vmm::{DiskSpec, Handles, MachineSpec, NetSpec, Vmm};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `vm.start`: boot a stopped (or failed) VM with its existing disks.
+pub async fn start_vm(
+    app: &App,
+    op_id: &str,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<VmInfo> {
+    let _op = app.ops.begin(op_id, "vm.start", name);
+    let lock = app.vm_lock(name);
+    let _guard = lock.lock().await;
+    start_locked(app, op_id, name, progress).await
+}
+
+/// `vm.start` with the VM's lock held (restart holds it across stop and start).
+pub(crate) async fn start_locked(
+    app: &App,
+    op_id: &str,
+    name: &str,
+    progress: &ProgressSink,
+) -> Result<VmInfo> {
+    let rec = app.db(|s| s.get_vm_by_name(name))?;
+    if rec.state == VmState::Running {
+        return Ok(super::query::info_for(app, &rec));
+    }
+    let image = app.db(|s| s.get_image(&rec.image_id)).map_err(|_| {
+        DaemonError::NotFound(format!(
+            "the image of VM {name} is gone; it cannot boot again (delete it with banger vm delete {name})"
+        ))
+    })?;
+    app.db(|s| s.set_vm_state(&rec.id, VmState::Creating, None))?;
+    let st = Stages::new(name, progress, Some((&app.ops, op_id)));
+    boot_recorded(app, &rec, &image, st).await
+}
+
+/// Start `rec` and record the outcome: `running`, or `error` with the reason after
+/// every step that ran was undone.
+pub(crate) async fn boot_recorded(
+    app: &App,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    stages: Stages<'_>,
+) -> Result<VmInfo> {
+    let mut steps = Steps::new(stages, &app.config.failpoints);
+    match run_steps(app, rec, image, &mut steps).await {
+        Ok(()) => {
+            let timings = steps.commit();
+            app.db(|s| s.set_vm_state(&rec.id, VmState::Running, None))?;
+            let mut info = super::query::info_for(app, &app.db(|s| s.get_vm(&rec.id))?);
+            let total: u64 = timings.iter().map(|t| t.ms).sum();
+            tracing::info!(vm = %rec.name, total_ms = total, "vm running");
+            info.timings = timings;
+            Ok(info)
+        }
+        Err(e) => {
+            tracing::warn!(vm = %rec.name, "start failed: {e}");
+            steps.rollback(app).await;
+            let message = e.to_string();
+            if let Err(db) = app.db(|s| s.set_vm_state(&rec.id, VmState::Error, Some(&message))) {
+                tracing::warn!(vm = %rec.name, "recording the failure failed: {db}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The start steps. Disks that existed before (a stopped VM's data) are never
+/// recorded for undo.
+async fn run_steps(
+    app: &App,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    steps: &mut Steps<'_>,
+) -> Result<()> {
+    let image_dir = app.layout.image_dir(&image.id);
+    let vm_dir = app.layout.vm_dir(&rec.id);
+    let rt_dir = app.layout.vm_runtime(&rec.id);
+
+    steps.begin("disks")?;
+    let (overlay, work) = disks(app, rec, &image_dir, &vm_dir, steps).await?;
+
+    steps.begin("network")?;
+    let tap = network(app, rec, steps).await?;
+
+    if !app.backends.accel_known() {
+        // Once per daemon: decide KVM vs TCG by booting the kernel (cached per host boot).
+        steps.begin("accel-probe")?;
+    }
+    let selected = app
+        .backends
+        .select(rec.vmm, &image_dir, steps.progress())
+        .await?;
+
+    steps.begin("boot")?;
+    std::fs::create_dir_all(&rt_dir).map_err(DaemonError::io("creating", &rt_dir))?;
+    steps.created(Undo::RemoveDir(rt_dir.clone()));
+    let spec = machine_spec(
+        app,
+        rec,
+        &image_dir,
+        selected.kernel,
+        overlay,
+        work,
+        &tap,
+        &rt_dir,
+    );
+    let h = selected
+        .vmm
+        .launch(&spec)
+        .await
+        .map_err(DaemonError::vmm("starting the VM"))?;
+    steps.created(Undo::KillVmm {
+        handles: h.clone(),
+        vm_dir: vm_dir.clone(),
+        runtime_dir: rt_dir.clone(),
+    });
+    handles::write(
+        &vm_dir,
+        &VmHandles {
+            vmm: h.clone(),
+            tap,
+        },
+    )
+    .map_err(DaemonError::io("recording VM handles in", &vm_dir))?;
+
+    let deadline = Instant::now() + app.config.boot_timeout;
+    let timeout = app.config.boot_timeout;
+    let vmm = selected.vmm.as_ref();
+    steps.begin("agent")?;
+    wait_guest(
+        vmm,
+        &h,
+        &rec.id,
+        deadline,
+        app.guest.agent_ready(&h, timeout),
+    )
+    .await
+    .map_err(guest_error("the guest agent never answered", &h))?;
+    steps.begin("ssh")?;
+    wait_guest(
+        vmm,
+        &h,
+        &rec.id,
+        deadline,
+        app.guest.ssh_ready(rec.ip, timeout),
+    )
+    .await
+    .map_err(guest_error("sshd in the guest never answered", &h))?;
+    steps.end()
+}
+
+/// The `disks` step: the VM's state directory and the disks it lacks.
+async fn disks(
+    app: &App,
+    rec: &VmRecord,
+    image_dir: &Path,
+    vm_dir: &Path,
+    steps: &mut Steps<'_>,
+) -> Result<(PathBuf, PathBuf)> {
+    if !vm_dir.exists() {
+        std::fs::create_dir_all(vm_dir).map_err(DaemonError::io("creating", vm_dir))?;
+        steps.created(Undo::RemoveDir(vm_dir.to_path_buf()));
+    }
+    let (overlay, work) = (vm_dir.join(files::OVERLAY), vm_dir.join(files::WORK));
+    if !overlay.exists() {
+        // A new upper layer means a new guest host key: forget the pinned one.
+        let _ = std::fs::remove_file(vm_dir.join(files::KNOWN_HOSTS));
+        let (d, o) = (app.disks.clone(), overlay.clone());
+        blocking("overlay disk creation", move || {
+            d.create_overlay(&o)
+                .map_err(DaemonError::build("creating the overlay disk"))
+        })
+        .await?;
+        steps.created(Undo::RemoveFile(overlay.clone()));
+    }
+    if !work.exists() {
+        let (d, w, seed, key, mib) = (
+            app.disks.clone(),
+            work.clone(),
+            image_dir.join(img_files::WORK_SEED),
+            app.public_key.clone(),
+            rec.disk_mib,
+        );
+        blocking("work disk creation", move || {
+            d.create_work(&w, mib, &seed, &key)
+                .map_err(DaemonError::build("creating the work disk"))
+        })
+        .await?;
+        steps.created(Undo::RemoveFile(work.clone()));
+    }
+    Ok((overlay, work))
+}
+
+/// The `network` step: the bridge, outbound NAT (once per daemon) and the VM's tap.
+async fn network(app: &App, rec: &VmRecord, steps: &mut Steps<'_>) -> Result<String> {
+    let subnet = app.config.subnet;
+    let bridge = app.config.bridge.clone();
+    app.privileged
+        .run(PrivOp::EnsureBridge {
+            name: bridge.clone(),
+            gateway: subnet.gateway(),
+            prefix: subnet.prefix,
+        })
+        .await
+        .map_err(DaemonError::host(format!("setting up bridge {bridge}")))?;
+    ensure_nat(app, &bridge, steps.progress()).await;
+    let tap = banger_host::tap_name(&rec.id);
+    app.privileged
+        .run(PrivOp::CreateTap {
+            name: tap.clone(),
+            bridge,
+            owner_uid: None,
+        })
+        .await
+        .map_err(DaemonError::host(format!("creating tap {tap}")))?;
+    steps.created(Undo::DeleteTap(tap.clone()));
+    Ok(tap)
+}
+
+/// Outbound NAT for the guest subnet, once per daemon. A failure (no nft, a host
+/// firewall banger cannot change) costs guests their way out, not their start: the
+/// VM still boots and reaches the host, and the reason is shown once.
+async fn ensure_nat(app: &App, bridge: &str, progress: &ProgressSink) {
+    use std::sync::atomic::Ordering;
+    if !app.config.nat || app.nat_ready.load(Ordering::Relaxed) {
+        return;
+    }
+    let op = PrivOp::EnableNat {
+        bridge: bridge.to_string(),
+        subnet: app.config.subnet,
+    };
+    match app.privileged.run(op).await {
+        Ok(()) => {
+            app.nat_ready.store(true, Ordering::Relaxed);
+            tracing::info!(bridge, subnet = %app.config.subnet, "outbound NAT enabled");
+        }
+        Err(e) => {
+            tracing::warn!("outbound NAT could not be enabled: {e}");
+            progress.send(
+                "network",
+                Some(format!(
+                    "outbound NAT could not be enabled ({e}); guests reach only the host (set BANGER_NAT=off to stop trying, run banger doctor)"
+                )),
+            );
+        }
+    }
+}
+
+/// The machine a VM boots: the image's kernel, banger's initrd, the three disks (base
+/// read-only, then overlay and work) and the tap.
+#[allow(clippy::too_many_arguments)]
+fn machine_spec(
+    app: &App,
+    rec: &VmRecord,
+    image_dir: &Path,
+    kernel: PathBuf,
+    overlay: PathBuf,
+    work: PathBuf,
+    tap: &str,
+    rt_dir: &Path,
+) -> MachineSpec {
+    let subnet = app.config.subnet;
+    let net = GuestNet {
+        ip: rec.ip,
+        prefix: subnet.prefix,
+        gateway: subnet.gateway(),
+    };
+    MachineSpec {
+        id: rec.id.clone(),
+        cpus: rec.cpus,
+        memory_mib: rec.memory_mib,
+        kernel,
+        initrd: Some(image_dir.join(img_files::INITRD)),
+        cmdline: format!(
+            "{}={}/{} {}={} {}={}",
+            key::IP,
+            net.ip,
+            net.prefix,
+            key::GATEWAY,
+            net.gateway,
+            key::HOSTNAME,
+            rec.name
+        ),
+        disks: vec![
+            DiskSpec {
+                path: image_dir.join(img_files::ROOTFS),
+                read_only: true,
+            },
+            DiskSpec {
+                path: overlay,
+                read_only: false,
+            },
+            DiskSpec {
+                path: work,
+                read_only: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: tap.to_string(),
+            mac: net.mac(),
+        }),
+        runtime_dir: rt_dir.to_path_buf(),
+    }
+}
+
+/// How often a wait checks that the VMM still runs.
+const ALIVE_POLL: Duration = Duration::from_millis(250);
+
+/// Wait for `fut`, failing early if the VMM dies or the deadline passes.
+async fn wait_guest(
+    vmm: &dyn Vmm,
+    h: &Handles,
+    id: &str,
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<(), GuestError>>,
+) -> Result<(), GuestError> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tokio::time::sleep(ALIVE_POLL) => {
+                if !vmm.is_alive(h, id) {
+                    return Err(GuestError::VmmExited);
+                }
+                if Instant::now() > deadline {
+                    return Err(GuestError::Timeout);
+                }
+            }
+        }
+    }
+}
+
+/// A failed wait as a [`DaemonError::Guest`] carrying the console's last lines.
+fn guest_error(what: &'static str, h: &Handles) -> impl FnOnce(GuestError) -> DaemonError {
+    let log = h.console_log.clone();
+    move |source| DaemonError::guest(what, console_tail(&log))(source)
+}
+
+/// `; last console lines (PATH):\n  …` for the last ten non-empty lines, or nothing.
+pub(crate) fn console_tail(log: &Path) -> String {
+    let text = tail_text(log, 64 * 1024);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = lines[lines.len().saturating_sub(10)..].join("\n  ");
+    format!("; last console lines ({}):\n  {tail}", log.display())
+}
+
+/// The last `max` bytes of the file at `log` (lossily decoded; empty if unreadable).
+/// The console is written by the guest: never read it whole.
+pub(crate) fn tail_text(log: &Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if f.seek(SeekFrom::Start(len.saturating_sub(max))).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.take(max).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}

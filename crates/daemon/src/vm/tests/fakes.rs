@@ -1,0 +1,333 @@
+//! Fakes of the daemon's host-facing parts, sharing one [`World`] that records what
+//! happened, in order, and can be told to fail at a named point.
+
+use crate::app::{App, Parts};
+use crate::config::Config;
+use crate::error::{Cause, DaemonError, Result};
+use crate::vm::backend::{Backends, Selected};
+use crate::vm::disks::Disks;
+use crate::vm::guest::{Guest, GuestError, Target};
+use banger_helper::{HelperError, PrivOp, Privileged};
+use banger_model::{ImageRecord, Layout, VmmChoice};
+use banger_rpc::ProgressSink;
+use banger_vmm::{Accel, Handles, MachineSpec, Vmm, VmmError};
+use std::collections::{BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where a fake can be told to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fail {
+    /// Creating the overlay disk.
+    Overlay,
+    /// Creating the work disk.
+    Work,
+    /// `PrivOp::EnsureBridge`.
+    Bridge,
+    /// `PrivOp::CreateTap`.
+    Tap,
+    /// `Vmm::launch`.
+    Launch,
+    /// The agent never answers.
+    Agent,
+    /// sshd never answers.
+    Ssh,
+    /// The guest ignores the request to power off.
+    Shutdown,
+}
+
+#[derive(Default)]
+struct State {
+    fail: HashSet<Fail>,
+    log: Vec<String>,
+    taps: BTreeSet<String>,
+    alive: BTreeSet<u32>,
+    next_pid: u32,
+}
+
+/// The fake host and guests.
+#[derive(Default)]
+pub struct World {
+    state: Mutex<State>,
+}
+
+impl World {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+    /// Make `point` fail from now on.
+    pub fn fail(&self, point: Fail) {
+        self.lock().fail.insert(point);
+    }
+    /// Stop failing anywhere.
+    pub fn heal(&self) {
+        self.lock().fail.clear();
+    }
+    fn fails(&self, point: Fail) -> bool {
+        self.lock().fail.contains(&point)
+    }
+    fn record(&self, event: impl Into<String>) {
+        self.lock().log.push(event.into());
+    }
+    /// Everything that happened, in order.
+    pub fn log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+    /// Forget the log.
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+    /// Taps that exist now.
+    pub fn taps(&self) -> BTreeSet<String> {
+        self.lock().taps.clone()
+    }
+    /// VMMs running now.
+    pub fn alive(&self) -> BTreeSet<u32> {
+        self.lock().alive.clone()
+    }
+    /// The VMM `pid` dies behind the daemon's back.
+    pub fn crash(&self, pid: u32) {
+        self.lock().alive.remove(&pid);
+    }
+}
+
+/// Privileged operations: taps are a set, everything is logged.
+pub struct FakePrivileged(pub Arc<World>);
+
+fn helper_error(what: &str) -> HelperError {
+    HelperError::BadTapName(format!("fake {what} failure"))
+}
+
+#[async_trait::async_trait]
+impl Privileged for FakePrivileged {
+    async fn run(&self, op: PrivOp) -> Result<(), HelperError> {
+        let w = &self.0;
+        match op {
+            PrivOp::EnsureBridge { name, .. } => {
+                if w.fails(Fail::Bridge) {
+                    return Err(helper_error("bridge"));
+                }
+                w.record(format!("bridge {name}"));
+            }
+            PrivOp::CreateTap { name, .. } => {
+                if w.fails(Fail::Tap) {
+                    return Err(helper_error("tap"));
+                }
+                w.record(format!("create-tap {name}"));
+                w.lock().taps.insert(name);
+            }
+            PrivOp::DeleteTap { name } => {
+                if w.lock().taps.remove(&name) {
+                    w.record(format!("delete-tap {name}"));
+                }
+            }
+            PrivOp::EnableNat { .. } => w.record("nat"),
+            PrivOp::DisableNat { .. } => w.record("nat-off"),
+        }
+        Ok(())
+    }
+}
+
+/// A VMM whose "process" is a pid in the world's live set; it leaves a socket and
+/// a console log in the runtime directory, as real backends do.
+pub struct FakeVmm(pub Arc<World>);
+
+/// The fake's socket in a runtime directory.
+pub const FAKE_SOCKET: &str = "fake.sock";
+
+#[async_trait::async_trait]
+impl Vmm for FakeVmm {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn launch(&self, spec: &MachineSpec) -> Result<Handles, VmmError> {
+        if self.0.fails(Fail::Launch) {
+            return Err(VmmError::Launch("fake launch failure".into()));
+        }
+        let rt = &spec.runtime_dir;
+        std::fs::write(rt.join(FAKE_SOCKET), "").unwrap();
+        std::fs::write(rt.join("console.log"), "fake boot\nlast line\n").unwrap();
+        let pid = {
+            let mut s = self.0.lock();
+            s.next_pid += 1;
+            let pid = 1000 + s.next_pid;
+            s.alive.insert(pid);
+            pid
+        };
+        self.0
+            .record(format!("launch {pid} disks={}", spec.disks.len()));
+        Ok(Handles {
+            backend: "fake".into(),
+            pid,
+            control_socket: rt.join(FAKE_SOCKET),
+            agent_socket: rt.join(FAKE_SOCKET),
+            console_log: rt.join("console.log"),
+            accel: Accel::Tcg,
+        })
+    }
+
+    async fn kill(&self, h: &Handles) -> Result<(), VmmError> {
+        if self.0.lock().alive.remove(&h.pid) {
+            self.0.record(format!("kill {}", h.pid));
+        }
+        Ok(())
+    }
+
+    fn is_alive(&self, h: &Handles, _vm_id: &str) -> bool {
+        self.0.lock().alive.contains(&h.pid)
+    }
+
+    async fn wait_exit(&self, h: &Handles, _timeout: Duration) -> bool {
+        !self.is_alive(h, "")
+    }
+
+    fn cleanup(&self, runtime_dir: &Path) {
+        let _ = std::fs::remove_file(runtime_dir.join(FAKE_SOCKET));
+    }
+}
+
+/// Backends: always the fake VMM; an explicit Firecracker is refused, as on a host
+/// without it.
+pub struct FakeBackends(pub Arc<World>);
+
+#[async_trait::async_trait]
+impl Backends for FakeBackends {
+    async fn check(&self, choice: VmmChoice, _: &Path, _: &ProgressSink) -> Result<()> {
+        if choice == VmmChoice::Firecracker {
+            self.0.record("refuse firecracker");
+            return Err(DaemonError::BadRequest(
+                "--vmm firecracker cannot be used here: fake".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn select(&self, _: VmmChoice, image_dir: &Path, _: &ProgressSink) -> Result<Selected> {
+        Ok(Selected {
+            vmm: Box::new(FakeVmm(self.0.clone())),
+            kernel: image_dir.join("vmlinuz"),
+        })
+    }
+
+    fn accel_known(&self) -> bool {
+        true
+    }
+
+    fn for_handles(&self, _: &Handles) -> Box<dyn Vmm> {
+        Box::new(FakeVmm(self.0.clone()))
+    }
+
+    fn all(&self) -> Vec<Box<dyn Vmm>> {
+        vec![Box::new(FakeVmm(self.0.clone()))]
+    }
+}
+
+/// A guest that answers at once (or never, when told to fail).
+pub struct FakeGuest(pub Arc<World>);
+
+#[async_trait::async_trait]
+impl Guest for FakeGuest {
+    async fn agent_ready(&self, _: &Handles, _: Duration) -> Result<(), GuestError> {
+        if self.0.fails(Fail::Agent) {
+            return Err(GuestError::Other("fake agent silence".into()));
+        }
+        self.0.record("agent ready");
+        Ok(())
+    }
+
+    async fn ssh_ready(&self, _: Ipv4Addr, _: Duration) -> Result<(), GuestError> {
+        if self.0.fails(Fail::Ssh) {
+            return Err(GuestError::Other("fake sshd silence".into()));
+        }
+        self.0.record("ssh ready");
+        Ok(())
+    }
+
+    async fn shutdown(&self, t: Target<'_>) -> Result<(), GuestError> {
+        self.0.record(format!("shutdown {}", t.name));
+        if !self.0.fails(Fail::Shutdown) {
+            // The guest powers off: its VMM exits.
+            self.0.lock().alive.remove(&t.handles.pid);
+        }
+        Ok(())
+    }
+
+    async fn ports(&self, _: &Handles) -> Result<Vec<u16>, GuestError> {
+        Ok(vec![22, 8080])
+    }
+}
+
+/// Disks are small files.
+pub struct FakeDisks(pub Arc<World>);
+
+impl Disks for FakeDisks {
+    fn create_overlay(&self, path: &Path) -> Result<(), Cause> {
+        if self.0.fails(Fail::Overlay) {
+            return Err("fake overlay failure".into());
+        }
+        std::fs::write(path, "overlay")?;
+        self.0.record("overlay");
+        Ok(())
+    }
+
+    fn create_work(&self, path: &Path, mib: u64, _: &Path, _: &str) -> Result<(), Cause> {
+        if self.0.fails(Fail::Work) {
+            return Err("fake work failure".into());
+        }
+        std::fs::write(path, format!("work {mib}"))?;
+        self.0.record("work");
+        Ok(())
+    }
+
+    fn grow(&self, path: &Path, mib: u64) -> Result<(), Cause> {
+        std::fs::write(path, format!("work {mib}"))?;
+        self.0.record(format!("grow {mib}"));
+        Ok(())
+    }
+}
+
+/// An app over a temporary state directory with fake parts and the default image
+/// already published (so nothing builds), and the world behind the fakes.
+pub fn app_with(config: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<App>, Arc<World>) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::under(dir.path());
+    let mut cfg = Config::from_vars(|_| None).unwrap();
+    cfg.boot_timeout = Duration::from_secs(30);
+    config(&mut cfg);
+    let store = banger_store::Store::open(&layout.db()).unwrap();
+    let image = ImageRecord {
+        id: "img0001".into(),
+        name: banger_model::DEFAULT_IMAGE.into(),
+        source: "test".into(),
+        kernel_release: "6.1.0-test".into(),
+        size_bytes: 1,
+        created_at: 1,
+        kernel: None,
+    };
+    store.insert_image(&image, &[]).unwrap();
+    std::fs::create_dir_all(layout.image_dir(&image.id).join("work-seed")).unwrap();
+    let world = Arc::new(World::default());
+    let parts = Parts {
+        privileged: Arc::new(FakePrivileged(world.clone())),
+        backends: Arc::new(FakeBackends(world.clone())),
+        guest: Arc::new(FakeGuest(world.clone())),
+        disks: Arc::new(FakeDisks(world.clone())),
+    };
+    let app = Arc::new(App::new(
+        layout,
+        cfg,
+        store,
+        "ssh-ed25519 AAAA test".into(),
+        parts,
+    ));
+    (dir, app, world)
+}
+
+/// [`app_with`] the default configuration, without the world.
+pub fn app() -> (tempfile::TempDir, Arc<App>) {
+    let (d, a, _) = app_with(|_| {});
+    (d, a)
+}
