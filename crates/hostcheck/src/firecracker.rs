@@ -127,7 +127,7 @@ pub fn probe(binary: &str) -> Probe {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unusable {
     /// The binary is not installed.
-    #[error("firecracker is not installed ({0} is not an executable on PATH, /usr/sbin, /sbin or /usr/local/bin; see banger doctor)")]
+    #[error("firecracker is not installed ({0} is not an executable on PATH, /usr/sbin, /sbin or /usr/local/bin)")]
     Missing(String),
     /// The binary does not report a version.
     #[error("firecracker is installed but unusable ({0})")]
@@ -136,7 +136,7 @@ pub enum Unusable {
     #[error("firecracker v{0} is not supported (needs v{FIRECRACKER_MIN} or newer within major {major}; tested v{FIRECRACKER_TESTED})", major = FIRECRACKER_TESTED.major)]
     Unsupported(Version),
     /// KVM does not boot guests here.
-    #[error("KVM does not boot guests on this host (the accelerator is tcg), and Firecracker needs KVM (see banger doctor)")]
+    #[error("KVM does not boot guests on this host (the accelerator is tcg), and Firecracker needs KVM")]
     NoKvm,
     /// Nobody has checked KVM yet (doctor before the first VM start).
     #[error("KVM has not been verified yet (the first VM start probes it), and Firecracker needs working KVM")]
