@@ -31,7 +31,7 @@ pub enum NatError {
     #[error("subnet prefix /{0} is not valid for NAT; use /1 to /30")]
     BadPrefix(u8),
     /// The `nft` program is not installed.
-    #[error("nft is not installed; install nftables (apt-get install nftables)")]
+    #[error("{}", banger_hostcheck::tools::install_advice("nft"))]
     NftMissing,
     /// `nft` could not be started or talked to.
     #[error("could not run nft: {0}")]

@@ -136,7 +136,9 @@ pub enum Unusable {
     #[error("firecracker v{0} is not supported (needs v{FIRECRACKER_MIN} or newer within major {major}; tested v{FIRECRACKER_TESTED})", major = FIRECRACKER_TESTED.major)]
     Unsupported(Version),
     /// KVM does not boot guests here.
-    #[error("KVM does not boot guests on this host (the accelerator is tcg), and Firecracker needs KVM")]
+    #[error(
+        "KVM does not boot guests on this host (the accelerator is tcg), and Firecracker needs KVM"
+    )]
     NoKvm,
     /// Nobody has checked KVM yet (doctor before the first VM start).
     #[error("KVM has not been verified yet (the first VM start probes it), and Firecracker needs working KVM")]

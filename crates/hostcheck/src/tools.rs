@@ -81,9 +81,11 @@ pub fn find(command: &str) -> Option<Tool> {
     all().find(|t| t.command == Some(command))
 }
 
-/// The Debian package that ships `command`, for "is not installed" errors.
+/// The Debian package that ships `command` (a name, or a path whose file name is
+/// looked up), for "is not installed" errors.
 pub fn debian_package(command: &str) -> &'static str {
-    find(command).map_or("the package that provides it", |t| t.debian)
+    let base = command.rsplit('/').next().unwrap_or(command);
+    find(base).map_or("the package that provides it", |t| t.debian)
 }
 
 /// The advice for a missing `command`: which package to install, and `banger doctor`.
@@ -119,5 +121,9 @@ mod tests {
         assert_eq!(ssh.why, "commands and shells in VMs");
         assert!(all().any(|t| t.command.is_none() && t.debian == "ca-certificates"));
         assert!(install_advice("mmdebstrap").contains("apt-get install mmdebstrap"));
+        assert_eq!(
+            debian_package("/usr/bin/qemu-system-x86_64"),
+            "qemu-system-x86"
+        );
     }
 }

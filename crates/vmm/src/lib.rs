@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use accel::{Accel, AccelChoice};
+
+/// The guest's serial console log in a VM's runtime directory, whatever the backend
+/// (it outlives the VMM: `banger vm logs` reads it after a stop).
+pub const CONSOLE_LOG: &str = "console.log";
 pub use qemu::Qemu;
 
 /// One disk attached to the guest.
@@ -80,7 +84,7 @@ pub struct Handles {
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
     /// The VMM binary is not installed.
-    #[error("{0} is not installed; install it (Debian: apt-get install qemu-system-x86) or run `banger doctor`")]
+    #[error("{}", banger_hostcheck::tools::install_advice(.0))]
     Missing(String),
     /// The VMM refused to start; its own message follows.
     #[error("the VMM failed to start: {0}")]

@@ -33,7 +33,7 @@ pub mod files {
     /// Agent channel socket.
     pub const AGENT: &str = "agent.sock";
     /// Serial console log.
-    pub const CONSOLE: &str = "console.log";
+    pub const CONSOLE: &str = crate::CONSOLE_LOG;
     /// QEMU pid file.
     pub const PID: &str = "qemu.pid";
 }

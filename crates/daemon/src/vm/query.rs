@@ -7,7 +7,6 @@ use crate::error::{DaemonError, Result};
 use crate::handles;
 use banger_model::{VmRecord, VmState};
 use banger_rpc::{SshInfo, VmInfo, VmLogsParams, VmLogsResult, VmPortsResult, WorkspaceParams};
-use banger_vmm::qemu::files as console_files;
 
 /// The user-facing view of a record, with live facts (pid and backend while the VMM
 /// runs).
@@ -73,8 +72,7 @@ const LOG_TAIL: u64 = 64 * 1024;
 pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult> {
     use std::io::{Read, Seek, SeekFrom};
     let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
-    // Both backends write the guest console to the same file name.
-    let path = app.layout.vm_runtime(&rec.id).join(console_files::CONSOLE);
+    let path = app.layout.vm_runtime(&rec.id).join(banger_vmm::CONSOLE_LOG);
     let Ok(mut f) = std::fs::File::open(&path) else {
         return Ok(VmLogsResult {
             data: String::new(),

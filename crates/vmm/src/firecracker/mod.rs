@@ -62,7 +62,7 @@ pub mod files {
     /// Host side of the guest's vsock (the agent channel).
     pub const VSOCK: &str = "vsock.sock";
     /// Guest serial console (Firecracker's stdout and stderr).
-    pub const CONSOLE: &str = "console.log";
+    pub const CONSOLE: &str = crate::CONSOLE_LOG;
     /// Firecracker's own log.
     pub const LOG: &str = "firecracker.log";
     /// Firecracker's metrics, when enabled.
