@@ -5,6 +5,8 @@
 //! guests through a daemon that runs inside a network namespace this test creates, so
 //! the bridge, taps and guest traffic never touch the host's network.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -646,7 +648,10 @@ fn concurrent_creates_and_prune(env: &Env) {
         .collect();
     left.sort_unstable();
     assert_eq!(left, ["c2", "c3"]);
-    assert!(env.banger(&["vm", "delete", "c2", "c3"]).status.success());
+    assert!(env
+        .banger(&["vm", "delete", "-f", "c2", "c3"])
+        .status
+        .success());
     env.assert_nothing_left();
 }
 
