@@ -12,7 +12,7 @@ mod debugfs;
 mod entry;
 mod error;
 mod fixups;
-mod fsat;
+pub(crate) mod fsat;
 mod layer;
 mod names;
 mod pull;
