@@ -664,6 +664,36 @@ async fn follows_redirects() {
 }
 
 #[tokio::test]
+async fn plain_http_is_refused_for_other_hosts_and_after_redirects() {
+    // `.invalid` never resolves: the refusal must come before any lookup.
+    let err = fetch_index("http://banger-test.invalid/index.json")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    assert!(err.to_string().contains("refusing"), "{err}");
+    let (_d, cache) = cache();
+    let remote = artifact(
+        Location::Url("http://banger-test.invalid/x".into()),
+        b"data",
+    );
+    let err = fetch(&remote, &cache).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    // A loopback server redirecting to a plain-http host elsewhere is not followed.
+    let s = Server::start();
+    s.route(
+        "/index.json",
+        Reply::Redirect("http://banger-test.invalid/index.json".into()),
+    );
+    let err = fetch_index(&s.url("/index.json")).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    s.route("/a", Reply::Redirect("http://banger-test.invalid/a".into()));
+    let err = fetch(&http(&s, "/a", b"data"), &cache).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    assert_clean(&cache, &http(&s, "/a", b"data"));
+}
+
+#[tokio::test]
 async fn hash_mismatch_keeps_nothing() {
     let s = Server::start();
     let bytes = content(100_000, 3);
