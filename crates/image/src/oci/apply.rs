@@ -146,6 +146,39 @@ fn name_error(p: NameProblem, layer: &str, path: &str) -> ApplyError {
     }
 }
 
+/// Longest entry path (or hardlink target) accepted: Linux's `PATH_MAX`.
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
+/// Deepest entry path accepted. Bookkeeping per entry grows with depth × length
+/// (every ancestor is recorded), so depth is bounded separately; real images stay
+/// far below (a deep `node_modules` tree is ~40 levels).
+pub(crate) const MAX_PATH_DEPTH: usize = 256;
+
+/// Refuse a path longer than [`MAX_PATH_BYTES`] or deeper than [`MAX_PATH_DEPTH`]
+/// components, before anything is allocated for it.
+fn check_path_caps(raw: &[u8], layer: &str) -> Result<(), ApplyError> {
+    let depth = raw
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .count();
+    let what = if raw.len() > MAX_PATH_BYTES {
+        format!(
+            "{} bytes long (more than {MAX_PATH_BYTES} is refused)",
+            raw.len()
+        )
+    } else if depth > MAX_PATH_DEPTH {
+        format!("{depth} directories deep (more than {MAX_PATH_DEPTH} is refused)")
+    } else {
+        return Ok(());
+    };
+    let shown: String = String::from_utf8_lossy(&raw[..raw.len().min(80)]).into_owned();
+    Err(ApplyError::PathTooLong {
+        layer: layer.into(),
+        path: format!("{shown}..."),
+        what,
+    })
+}
+
 /// Record `key` and all its ancestors as written by the current layer (an opaque
 /// marker must keep the directories leading to what this layer wrote).
 fn mark_written(written: &mut HashSet<String>, key: &str) {
@@ -257,10 +290,21 @@ impl Applier {
         cap: u64,
         whiteouts: Whiteouts,
     ) -> Result<u64, ApplyError> {
+        let (stream, violation) = super::guard::guard(stream);
         let capped = |e: ApplyError| match e {
             ApplyError::Corrupt { .. } if hit.get() => ApplyError::UncompressedTooLarge {
                 layer: layer.into(),
                 cap,
+            },
+            ApplyError::Corrupt { source, .. } => match violation.take() {
+                Some(v) => ApplyError::HostileHeader {
+                    layer: layer.into(),
+                    what: v.to_string(),
+                },
+                None => ApplyError::Corrupt {
+                    layer: layer.into(),
+                    source,
+                },
             },
             other => other,
         };
@@ -331,6 +375,7 @@ impl Applier {
         if kind.is_pax_global_extensions() {
             return Ok(());
         }
+        check_path_caps(&raw, layer)?;
         let rel =
             RelPath::parse_with(&raw, !self.native).map_err(|p| name_error(p, layer, &shown))?;
         if let Some(name) = rel
@@ -391,6 +436,14 @@ impl Applier {
     fn parent(&mut self, ctx: &Ctx<'_>) -> Result<OwnedFd, ApplyError> {
         let mut created = vec![];
         let r = self.root.dir(ctx.rel.parent(), true, &mut created);
+        // Implicit parents cost bookkeeping like entries do: count them against the cap.
+        self.entries += created.len() as u64;
+        if self.entries > self.limits.max_entries {
+            return Err(ApplyError::TooManyEntries {
+                layer: ctx.layer.into(),
+                cap: self.limits.max_entries,
+            });
+        }
         for key in created {
             // A record-only device node with that name is gone now.
             self.fixups.remove_tree(&key);
@@ -651,6 +704,7 @@ impl Applier {
             Some(t) if !t.is_empty() => t.into_owned(),
             _ => return Err(ctx.bad("hardlink without a target")),
         };
+        check_path_caps(&raw, ctx.layer)?;
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let outside = || ApplyError::HardlinkOutside {
             layer: ctx.layer.into(),

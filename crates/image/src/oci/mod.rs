@@ -13,6 +13,7 @@ mod entry;
 mod error;
 mod fixups;
 pub(crate) mod fsat;
+mod guard;
 mod layer;
 mod names;
 mod pull;
