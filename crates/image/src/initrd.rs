@@ -224,10 +224,12 @@ fn read_regular(dir: BorrowedFd<'_>, name: &str, cap: u64) -> Result<Vec<u8>, Re
 /// following symlinks.
 fn read_module(dir: &mut Root, moddir: &Path, rel: &str) -> Result<Vec<u8>, InitrdError> {
     let comps: Vec<String> = rel.split('/').map(str::to_string).collect();
-    let (name, parents) = comps.split_last().ok_or_else(|| InitrdError::BadModulePath {
-        moddir: moddir.to_path_buf(),
-        path: rel.to_string(),
-    })?;
+    let (name, parents) = comps
+        .split_last()
+        .ok_or_else(|| InitrdError::BadModulePath {
+            moddir: moddir.to_path_buf(),
+            path: rel.to_string(),
+        })?;
     let not_file = |what: String| InitrdError::NotAModuleFile {
         moddir: moddir.to_path_buf(),
         path: rel.to_string(),

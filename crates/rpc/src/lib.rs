@@ -27,7 +27,8 @@ pub use methods::{
     VmPorts, VmSetParams, VmStats, WorkspaceParams, METHODS,
 };
 pub use server::{
-    bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,
+    bind, serve, serve_with_options, BindError, CallCtx, HandlerFuture, ProgressSink, Router,
+    RouterError, ServeOptions,
 };
 
 /// The protocol version spoken by this build (`"v"` in every line).

@@ -367,7 +367,9 @@ pub(crate) fn check_url(url: &Url) -> Result<(), String> {
 /// must pass [`check_url`] itself.
 pub(crate) fn check_redirect(from: Option<&Url>, to: &Url) -> Result<(), String> {
     if from.is_some_and(|f| f.scheme() == "https") && to.scheme() != "https" {
-        return Err(format!("redirect from https to {to} (a downgrade to plain http)"));
+        return Err(format!(
+            "redirect from https to {to} (a downgrade to plain http)"
+        ));
     }
     check_url(to).map_err(|reason| format!("redirect to {to}: {reason}"))
 }
@@ -445,7 +447,11 @@ mod tests {
         ] {
             assert!(check_url(&u(ok)).is_ok(), "{ok}");
         }
-        for bad in ["http://example.org/i.json", "http://10.0.0.1/i.json", "ftp://x/y"] {
+        for bad in [
+            "http://example.org/i.json",
+            "http://10.0.0.1/i.json",
+            "ftp://x/y",
+        ] {
             assert!(check_url(&u(bad)).is_err(), "{bad}");
         }
     }

@@ -285,8 +285,11 @@ mod tests {
         let mut cur = openat(&top, "deep", dir_flags(), Mode::empty()).unwrap();
         for i in 0..5_000 {
             if i % 100 == 0 {
-                std::fs::write(format!("/proc/self/fd/{}/f", std::os::fd::AsRawFd::as_raw_fd(&cur)), b"x")
-                    .unwrap();
+                std::fs::write(
+                    format!("/proc/self/fd/{}/f", std::os::fd::AsRawFd::as_raw_fd(&cur)),
+                    b"x",
+                )
+                .unwrap();
             }
             mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
             cur = openat(&cur, "d", dir_flags(), Mode::empty()).unwrap();

@@ -60,7 +60,10 @@ enum State {
     /// Collecting the next 512-byte header.
     Header,
     /// Inside an entry's data (with padding); PAX data is kept to learn `size`.
-    Data { left: u64, pax: Option<(Vec<u8>, u64)> },
+    Data {
+        left: u64,
+        pax: Option<(Vec<u8>, u64)>,
+    },
     /// Past the end-of-archive block or a header the tar reader will refuse itself:
     /// nothing more is parsed (the reader stops there too).
     Done,
