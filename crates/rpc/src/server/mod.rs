@@ -12,4 +12,4 @@ pub use context::{CallCtx, ProgressSink};
 pub use limits::ServeOptions;
 pub use lock::{lock_state_dir, LockError, SocketOwner, StateLock, LOCK_FILE};
 pub use router::{HandlerFuture, Router, RouterError};
-pub use serve::{serve, serve_with_options};
+pub use serve::{parse_request, serve, serve_with_options, ParsedRequest};

@@ -251,6 +251,36 @@ impl Connection {
     }
 }
 
+/// A request line that passed the envelope checks, as [`parse_request`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRequest {
+    /// The request id (echoed in every reply line).
+    pub id: u64,
+    /// The op id: the client's, or one bangerd generated.
+    pub op_id: String,
+    /// Whether the client chose the op id.
+    pub client_op_id: bool,
+    /// The method name (not yet looked up).
+    pub method: String,
+    /// The raw params.
+    pub params: Value,
+}
+
+/// Decode and check one request line exactly as the server does before routing it
+/// (JSON object, protocol version, envelope fields, op id shape). For tools and the
+/// fuzz target; the server itself never panics on any line.
+pub fn parse_request(line: &str) -> Result<ParsedRequest, RpcError> {
+    parse(line)
+        .map(|c| ParsedRequest {
+            id: c.id,
+            op_id: c.op_id,
+            client_op_id: c.client_op_id,
+            method: c.method,
+            params: c.params,
+        })
+        .map_err(|(_, e)| e)
+}
+
 /// A request that passed envelope checks.
 struct Call {
     id: u64,
