@@ -652,6 +652,22 @@ async fn good_download_lands_in_the_cache_and_is_reused() {
 }
 
 #[tokio::test]
+async fn a_damaged_cached_blob_of_the_right_size_is_downloaded_again() {
+    let s = Server::start();
+    let bytes = content(50_000, 9);
+    s.body("/k", &bytes);
+    let a = http(&s, "/k", &bytes);
+    let (_d, cache) = cache();
+    let path = fetch(&a, &cache).await.unwrap();
+    // Same size, other content (bit rot, or a blob renamed before its data was
+    // durable and then lost in a crash).
+    std::fs::write(&path, vec![0u8; bytes.len()]).unwrap();
+    let again = fetch(&a, &cache).await.unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+    assert_eq!(s.requests().len(), 2, "the damaged blob was not reused");
+}
+
+#[tokio::test]
 async fn follows_redirects() {
     let s = Server::start();
     let bytes = content(1000, 1);

@@ -109,7 +109,19 @@ pub async fn download(
     let dest = cache.path(&digest).map_err(|e| CatalogError::Invalid {
         what: format!("{url}: {e}"),
     })?;
-    if cache.has(&digest, size) {
+    // A cached blob of the right size is re-hashed (and dropped if damaged).
+    let cached = cache
+        .has_verified(&digest, size)
+        .await
+        .map_err(|e| match e {
+            crate::oci::PullError::Io { what, path, source } => {
+                CatalogError::Io { what, path, source }
+            }
+            other => CatalogError::Invalid {
+                what: format!("{url}: {other}"),
+            },
+        })?;
+    if cached {
         progress(size, size);
         return Ok(dest);
     }
@@ -165,7 +177,8 @@ pub async fn download(
     // Hang up before the (possibly slow) sync: nothing more is wanted from the server.
     drop(source);
     sink.finish().await?;
-    tokio::fs::rename(&tmp.path, &dest)
+    cache
+        .publish(&tmp.path, &dest)
         .await
         .map_err(io("store blob", &dest))?;
     tmp.keep();
@@ -272,7 +285,7 @@ impl Sink<'_> {
             });
         }
         self.file.flush().await.map_err(io("write", self.path))?;
-        self.file.sync_data().await.map_err(io("sync", self.path))
+        self.file.sync_all().await.map_err(io("sync", self.path))
     }
 }
 

@@ -1,10 +1,13 @@
 //! The content-addressed blob cache: `<dir>/sha256/<hex>`, filled only with blobs
 //! whose size and sha256 were checked while they streamed in.
 //!
-//! A blob lands under its final name by an atomic rename of a fully verified
-//! temporary file, so a crash or a concurrent pull of the same blob never leaves a
-//! partial blob under a digest name. Layers are checked once more (same fd) right
-//! before they are applied, so a blob damaged on disk later is caught too.
+//! A blob lands under its final name by an atomic rename of a fully verified and
+//! fsynced temporary file, followed by an fsync of the blob directory
+//! ([`crate::durable`] has the order), so neither a crash nor a concurrent pull of
+//! the same blob ever leaves a partial blob under a digest name. A cached blob
+//! whose size matches is re-hashed before it is reused, and dropped if its content
+//! no longer matches its name; layers are checked once more (same fd) right before
+//! they are applied.
 
 use super::pull::PullError;
 use futures::StreamExt;
@@ -83,7 +86,48 @@ impl BlobCache {
         )))
     }
 
-    /// True when the blob is present with the expected size.
+    /// True when the blob is present with the expected size and its content still
+    /// hashes to `digest`. A blob of the right size but the wrong content (damaged
+    /// on disk, or written by a crashed older banger) is removed so the caller
+    /// downloads it again. Hashing is blocking work: it runs on a blocking thread.
+    pub async fn has_verified(&self, digest: &str, size: u64) -> Result<bool, PullError> {
+        if !self.has(digest, size) {
+            return Ok(false);
+        }
+        let path = self.path(digest)?;
+        let (p, d) = (path.clone(), digest.to_string());
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&p)?;
+            super::layer::hash_file(&mut f, size, &d)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await
+        .map_err(|e| io("hash", &path)(std::io::Error::other(e)))?;
+        match hashed {
+            Ok((hex, got)) if got == size && format!("sha256:{hex}") == digest => Ok(true),
+            Ok(_) | Err(_) => {
+                tracing::warn!(blob = %path.display(), "cached blob does not match its digest; removing it");
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(false),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(io("remove damaged blob", &path)(e)),
+                }
+            }
+        }
+    }
+
+    /// Durably move a verified, fsynced temporary file to `dest` and fsync the
+    /// blob directory, so the name survives a crash together with the data.
+    pub(crate) async fn publish(&self, tmp: &Path, dest: &Path) -> std::io::Result<()> {
+        tokio::fs::rename(tmp, dest).await?;
+        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        tokio::task::spawn_blocking(move || crate::durable::sync_dir(&dir))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// True when the blob is present with the expected size (size only: see
+    /// [`BlobCache::has_verified`] before trusting its content).
     pub fn has(&self, digest: &str, size: u64) -> bool {
         self.path(digest)
             .ok()
@@ -112,7 +156,7 @@ impl BlobCache {
                 cap,
             });
         }
-        if self.has(&desc.digest, size) {
+        if self.has_verified(&desc.digest, size).await? {
             return Ok((dest, true));
         }
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
@@ -124,7 +168,8 @@ impl BlobCache {
             .download(client, reference, desc, size, cap, &tmp)
             .await;
         let r = match r {
-            Ok(()) => tokio::fs::rename(&tmp, &dest)
+            Ok(()) => self
+                .publish(&tmp, &dest)
                 .await
                 .map_err(io("store blob", &dest)),
             Err(e) => Err(e),
@@ -180,6 +225,8 @@ impl BlobCache {
             file.write_all(&chunk).await.map_err(io("write", tmp))?;
         }
         file.flush().await.map_err(io("write", tmp))?;
+        // Data on disk before the name points at it (see `crate::durable`).
+        file.sync_all().await.map_err(io("sync", tmp))?;
         if total != size {
             return Err(PullError::BlobSize {
                 digest: desc.digest.clone(),
