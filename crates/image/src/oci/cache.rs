@@ -10,9 +10,8 @@
 //! they are applied.
 
 use super::pull::PullError;
-use futures::StreamExt;
-use oci_client::manifest::OciDescriptor;
-use oci_client::{Client, Reference};
+use super::registry::{Descriptor, Registry};
+use oci_client::Reference;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +36,15 @@ pub struct PruneReport {
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PullError {
     let path = path.to_path_buf();
     move |source| PullError::Io { what, path, source }
+}
+
+/// What is left of a pull's total download cap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    /// Bytes still allowed.
+    pub left: u64,
+    /// The whole cap (for the error message).
+    pub cap: u64,
 }
 
 /// Temporary names unique within the process (the pid covers other processes).
@@ -136,19 +144,18 @@ impl BlobCache {
     }
 
     /// Download `desc` from `reference`'s repository unless present; refuse more than
-    /// `cap` bytes or anything that does not match the descriptor.
+    /// `cap` bytes or anything that does not match the descriptor. Every byte
+    /// received is also taken from `budget` (the pull's running total), and the
+    /// download stops as soon as it is spent.
     pub(crate) async fn fetch(
         &self,
-        client: &Client,
+        registry: &Registry,
         reference: &Reference,
-        desc: &OciDescriptor,
+        desc: &Descriptor,
         cap: u64,
+        budget: &mut Budget,
     ) -> Result<(PathBuf, bool), PullError> {
-        let size = u64::try_from(desc.size).map_err(|_| PullError::BlobSize {
-            digest: desc.digest.clone(),
-            expected: 0,
-            actual: 0,
-        })?;
+        let size = desc.size;
         let dest = self.path(&desc.digest)?;
         if size > cap {
             return Err(PullError::BlobTooLarge {
@@ -165,7 +172,7 @@ impl BlobCache {
             .await
             .map_err(|(path, e)| io("create", &path)(e))?;
         let r = self
-            .download(client, reference, desc, size, cap, &tmp)
+            .download(registry, reference, desc, cap, budget, &tmp)
             .await;
         let r = match r {
             Ok(()) => self
@@ -182,22 +189,22 @@ impl BlobCache {
 
     async fn download(
         &self,
-        client: &Client,
+        registry: &Registry,
         reference: &Reference,
-        desc: &OciDescriptor,
-        size: u64,
+        desc: &Descriptor,
         cap: u64,
+        budget: &mut Budget,
         tmp: &Path,
     ) -> Result<(), PullError> {
-        let registry = |source| PullError::Registry {
-            reference: reference.whole(),
-            source: Box::new(source),
-        };
-        let mut stream = client
-            .pull_blob_stream(reference, desc)
+        let size = desc.size;
+        let mut resp = registry
+            .blob(&desc.digest)
             .await
-            .map_err(registry)?;
-        if stream.content_length.is_some_and(|l| l > size.min(cap)) {
+            .map_err(|source| PullError::Registry {
+                reference: reference.whole(),
+                source: Box::new(source),
+            })?;
+        if resp.content_length().is_some_and(|l| l > size.min(cap)) {
             return Err(PullError::BlobTooLarge {
                 digest: desc.digest.clone(),
                 cap: size.min(cap),
@@ -208,11 +215,17 @@ impl BlobCache {
             .map_err(io("create", tmp))?;
         let mut h = Sha256::new();
         let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| PullError::Download {
-                digest: desc.digest.clone(),
-                source,
-            })?;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(PullError::Download {
+                        digest: desc.digest.clone(),
+                        source: std::io::Error::other(e),
+                    })
+                }
+            };
             total += chunk.len() as u64;
             // Stop as soon as the registry sends more than it announced.
             if total > size || total > cap {
@@ -221,6 +234,13 @@ impl BlobCache {
                     cap: size.min(cap),
                 });
             }
+            // And as soon as the pull as a whole goes over its total.
+            budget.left = budget.left.checked_sub(chunk.len() as u64).ok_or_else(|| {
+                PullError::TotalTooLarge {
+                    reference: reference.whole(),
+                    cap: budget.cap,
+                }
+            })?;
             h.update(&chunk);
             file.write_all(&chunk).await.map_err(io("write", tmp))?;
         }

@@ -29,6 +29,8 @@ pub struct LayerDescriptor {
 pub struct Limits {
     /// Largest compressed blob accepted.
     pub max_compressed: u64,
+    /// Largest sum of compressed layer blobs downloaded for one image.
+    pub max_total_compressed: u64,
     /// Largest uncompressed tar stream accepted for one layer.
     pub max_uncompressed: u64,
     /// Largest sum of uncompressed tar streams over all layers of an image.
@@ -46,6 +48,7 @@ impl Default for Limits {
         const GIB: u64 = 1024 * 1024 * 1024;
         Limits {
             max_compressed: 4 * GIB,
+            max_total_compressed: 16 * GIB,
             max_uncompressed: 16 * GIB,
             max_total_uncompressed: 32 * GIB,
             max_entries: 2_000_000,

@@ -17,6 +17,7 @@ mod guard;
 mod layer;
 mod names;
 mod pull;
+pub mod registry;
 mod rootfs;
 mod tree;
 
