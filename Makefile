@@ -10,7 +10,7 @@ AGENT_OUT := target/$(TARGET)/guest/banger-agent
 DEBS := qemu-system-x86 mmdebstrap e2fsprogs openssh-client nftables iproute2 ca-certificates
 DEB_CMDS := qemu-system-x86_64 mmdebstrap mkfs.ext4 debugfs ssh nft ip
 
-.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean
+.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean fuzz-smoke
 
 ## make run: install what is missing, build, then boot the default image and run uname in it.
 run: deps build
@@ -53,6 +53,11 @@ check:
 
 bench: build
 	./scripts/bench.sh
+
+## make fuzz-smoke: every cargo-fuzz target for a few seconds (stable toolchain; docs/fuzzing.md).
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	./scripts/fuzz-smoke $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             max_uncompressed: 8 << 20,
             max_total_uncompressed: 8 << 20,
             max_entries: 10_000,
+            max_metadata_bytes: 4 << 20,
         },
         owners: OwnerMode::Record,
     };

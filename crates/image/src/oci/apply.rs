@@ -19,7 +19,7 @@ use super::error::ApplyError;
 use super::fixups::{Device, Fixup, Fixups};
 use super::fsat::{dir_flags, kind_at, remove_all_at, Root, WalkError};
 use super::layer::{capped, open_verified, tar_stream, LayerDescriptor, Limits};
-use super::names::{NameProblem, RelPath};
+use super::names::{check_path_caps, NameProblem, RelPath};
 use rustix::fs::{
     chmodat, chownat, fchmod, fchown, fsetxattr, futimens, linkat, makedev, mkdirat, mknodat,
     openat, symlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid,
@@ -112,6 +112,8 @@ pub struct Applier {
     limits: Limits,
     total: u64,
     entries: u64,
+    /// Path and xattr bytes seen so far (see [`Limits::max_metadata_bytes`]).
+    metadata_bytes: u64,
     fixups: Fixups,
     dir_times: HashMap<String, Timespec>,
     buf: Vec<u8>,
@@ -144,39 +146,6 @@ fn name_error(p: NameProblem, layer: &str, path: &str) -> ApplyError {
         NameProblem::Absolute => ApplyError::Absolute { layer, path },
         NameProblem::Unencodable => ApplyError::Unencodable { layer, path },
     }
-}
-
-/// Longest entry path (or hardlink target) accepted: Linux's `PATH_MAX`.
-pub(crate) const MAX_PATH_BYTES: usize = 4096;
-
-/// Deepest entry path accepted. Bookkeeping per entry grows with depth × length
-/// (every ancestor is recorded), so depth is bounded separately; real images stay
-/// far below (a deep `node_modules` tree is ~40 levels).
-pub(crate) const MAX_PATH_DEPTH: usize = 256;
-
-/// Refuse a path longer than [`MAX_PATH_BYTES`] or deeper than [`MAX_PATH_DEPTH`]
-/// components, before anything is allocated for it.
-fn check_path_caps(raw: &[u8], layer: &str) -> Result<(), ApplyError> {
-    let depth = raw
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .count();
-    let what = if raw.len() > MAX_PATH_BYTES {
-        format!(
-            "{} bytes long (more than {MAX_PATH_BYTES} is refused)",
-            raw.len()
-        )
-    } else if depth > MAX_PATH_DEPTH {
-        format!("{depth} directories deep (more than {MAX_PATH_DEPTH} is refused)")
-    } else {
-        return Ok(());
-    };
-    let shown: String = String::from_utf8_lossy(&raw[..raw.len().min(80)]).into_owned();
-    Err(ApplyError::PathTooLong {
-        layer: layer.into(),
-        path: format!("{shown}..."),
-        what,
-    })
 }
 
 /// Record `key` and all its ancestors as written by the current layer (an opaque
@@ -218,6 +187,7 @@ impl Applier {
             limits: opts.limits,
             total: 0,
             entries: 0,
+            metadata_bytes: 0,
             fixups: Fixups::default(),
             dir_times: HashMap::new(),
             buf: vec![0; 256 * 1024],
@@ -399,6 +369,8 @@ impl Applier {
             rel: &rel,
         };
         let meta = EntryMeta::read(entry).map_err(|r| ctx.bad(r))?;
+        let xattr_bytes: usize = meta.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.count_metadata(layer, raw.len() + xattr_bytes)?;
         use tar::EntryType as T;
         match kind {
             // Old tars mark directories only with a trailing slash.
@@ -411,6 +383,19 @@ impl Applier {
             other => return Err(ctx.bad(format!("unsupported tar entry type {other:?}"))),
         }
         mark_written(written, &rel.key());
+        Ok(())
+    }
+
+    /// Count `n` bytes of paths or xattrs kept in memory against
+    /// [`Limits::max_metadata_bytes`].
+    fn count_metadata(&mut self, layer: &str, n: usize) -> Result<(), ApplyError> {
+        self.metadata_bytes = self.metadata_bytes.saturating_add(n as u64);
+        if self.metadata_bytes > self.limits.max_metadata_bytes {
+            return Err(ApplyError::TooMuchMetadata {
+                layer: layer.into(),
+                cap: self.limits.max_metadata_bytes,
+            });
+        }
         Ok(())
     }
 
@@ -436,8 +421,10 @@ impl Applier {
     fn parent(&mut self, ctx: &Ctx<'_>) -> Result<OwnedFd, ApplyError> {
         let mut created = vec![];
         let r = self.root.dir(ctx.rel.parent(), true, &mut created);
-        // Implicit parents cost bookkeeping like entries do: count them against the cap.
+        // Implicit parents cost bookkeeping like entries do: count them against the caps.
         self.entries += created.len() as u64;
+        let created_bytes: usize = created.iter().map(String::len).sum();
+        self.count_metadata(ctx.layer, created_bytes)?;
         if self.entries > self.limits.max_entries {
             return Err(ApplyError::TooManyEntries {
                 layer: ctx.layer.into(),

@@ -144,6 +144,14 @@ pub enum ApplyError {
         /// Which cap it broke.
         what: String,
     },
+    /// The paths and extended attributes of all entries are larger than the cap.
+    #[error("layer {layer} brings the image over {cap} bytes of paths and extended attributes (the cap); the image is hostile or unusual, raise the limit if it is trusted")]
+    TooMuchMetadata {
+        /// Layer digest (or stream label).
+        layer: String,
+        /// The cap.
+        cap: u64,
+    },
     /// The image has more entries than the configured cap.
     #[error("layer {layer} brings the image over {cap} entries (the cap); raise the entry limit if the image is trusted")]
     TooManyEntries {

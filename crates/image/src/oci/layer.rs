@@ -39,6 +39,11 @@ pub struct Limits {
     /// memory against a layer of millions of empty entries (a big development
     /// image has a few hundred thousand).
     pub max_entries: u64,
+    /// Largest sum of entry path lengths (implicit parent directories included)
+    /// and extended attribute sizes over all layers. The applier keeps per-path
+    /// records, so this bounds its memory against long paths and big xattrs
+    /// repeated over many entries (a big image has ~30 MiB of paths).
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +57,7 @@ impl Default for Limits {
             max_uncompressed: 16 * GIB,
             max_total_uncompressed: 32 * GIB,
             max_entries: 2_000_000,
+            max_metadata_bytes: 512 << 20,
         }
     }
 }
