@@ -213,15 +213,16 @@ impl Registry {
         req.send().await.map_err(|e| transport(url, e))
     }
 
-    /// GET `url`, answering one bearer challenge; any non-success status becomes
-    /// [`RegistryError::Status`] with the start of the body.
+    /// GET `url`, answering one bearer challenge per request (a token can expire
+    /// during a long pull: Docker Hub's last five minutes); any non-success status
+    /// becomes [`RegistryError::Status`] with the start of the body.
     async fn get(
         &self,
         url: &str,
         accept: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
         let mut resp = self.send(url, accept).await?;
-        if resp.status() == StatusCode::UNAUTHORIZED && self.token().is_none() {
+        if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp
                 .headers()
                 .get(WWW_AUTHENTICATE)
