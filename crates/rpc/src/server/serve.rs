@@ -124,14 +124,15 @@ pub(crate) async fn serve_with(
 }
 
 /// One error line, written only if the socket takes it at once, then close: a
-/// refused connection costs no task and no wait.
+/// refused connection costs no task and no wait (and only a debug log line, so a
+/// connection flood cannot flood the log either).
 fn refuse_busy(stream: UnixStream, max: usize) {
-    let err = reject(
-        RpcError::operation_failed(format!(
-            "bangerd is serving its maximum of {max} connections; close other banger commands (or scripts holding connections open) and retry"
-        )),
-        None,
-    );
+    let op_id = new_op_id();
+    debug!(op_id = %op_id, max, "refused an RPC connection: at the connection cap");
+    let err = RpcError::operation_failed(format!(
+        "bangerd is serving its maximum of {max} connections; close other banger commands (or scripts holding connections open) and retry"
+    ))
+    .with_op_id(op_id);
     let line = ErrorLine {
         v: PROTOCOL_VERSION,
         id: 0,
