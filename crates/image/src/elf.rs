@@ -15,18 +15,22 @@ pub enum ElfError {
 
 const PT_INTERP: u32 = 3;
 
+// Offsets come from the file: `o + n` must not overflow (found by fuzzing).
+fn range(o: usize, n: usize) -> Result<std::ops::Range<usize>, ElfError> {
+    Ok(o..o.checked_add(n).ok_or(ElfError::Truncated)?)
+}
 fn u16_at(b: &[u8], o: usize) -> Result<u16, ElfError> {
-    b.get(o..o + 2)
+    b.get(range(o, 2)?)
         .map(|s| u16::from_le_bytes([s[0], s[1]]))
         .ok_or(ElfError::Truncated)
 }
 fn u32_at(b: &[u8], o: usize) -> Result<u32, ElfError> {
-    b.get(o..o + 4)
+    b.get(range(o, 4)?)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         .ok_or(ElfError::Truncated)
 }
 fn u64_at(b: &[u8], o: usize) -> Result<u64, ElfError> {
-    let s = b.get(o..o + 8).ok_or(ElfError::Truncated)?;
+    let s = b.get(range(o, 8)?).ok_or(ElfError::Truncated)?;
     let mut a = [0u8; 8];
     a.copy_from_slice(s);
     Ok(u64::from_le_bytes(a))
@@ -47,7 +51,11 @@ pub fn is_static(bytes: &[u8]) -> Result<bool, ElfError> {
         return Err(ElfError::Truncated);
     }
     for i in 0..phnum {
-        if u32_at(bytes, phoff + i * phentsize)? == PT_INTERP {
+        let at = i
+            .checked_mul(phentsize)
+            .and_then(|d| phoff.checked_add(d))
+            .ok_or(ElfError::Truncated)?;
+        if u32_at(bytes, at)? == PT_INTERP {
             return Ok(false);
         }
     }
@@ -62,6 +70,26 @@ mod tests {
     fn host_binaries_are_dynamic() {
         let ls = std::fs::read("/bin/ls").unwrap();
         assert_eq!(is_static(&ls), Ok(false));
+    }
+
+    #[test]
+    fn program_header_offsets_near_the_top_of_the_address_space_are_refused() {
+        // Found by fuzzing: phoff close to usize::MAX made `phoff + 4` overflow.
+        let mut b = vec![0u8; 128];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[5] = 1;
+        b[0x10] = 2;
+        b[0x12] = 62;
+        b[0x20..0x28].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
+        b[0x36] = 56;
+        b[0x38] = 1;
+        assert!(is_static(&b).is_err());
+        assert!(crate::vmlinux::elf_info(&b).is_err());
+        // The fuzzer's own input.
+        let crash = include_bytes!("../tests/fuzz-regressions/kernel_headers-phoff-overflow");
+        assert!(crate::vmlinux::elf_info(crash).is_err());
+        let _ = is_static(crash);
     }
 
     #[test]
