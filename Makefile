@@ -16,7 +16,7 @@ TOOLS := crates/hostcheck/tools.txt
 DEBS := $(shell awk '!/^\#/ && NF && $$5 != "test" {print $$2}' $(TOOLS) | sort -u)
 DEB_CMDS := $(shell awk '!/^\#/ && NF && $$5 != "test" && $$1 != "-" {print $$1}' $(TOOLS))
 
-.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean
+.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean fuzz-smoke
 
 ## make run: install what is missing, build, then boot the default image and run uname in it.
 run: deps build
@@ -59,6 +59,11 @@ check:
 
 bench: build
 	./scripts/bench.sh
+
+## make fuzz-smoke: every cargo-fuzz target for a few seconds (stable toolchain; docs/fuzzing.md).
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	./scripts/fuzz-smoke $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

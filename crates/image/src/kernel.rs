@@ -100,21 +100,37 @@ pub fn release(bytes: &[u8]) -> Option<String> {
 
 /// Find the modules directory of `release` in an unpacked tree (a modules tarball
 /// or a root filesystem).
+///
+/// `dir` is trusted (the caller unpacked it); nothing below it is: every candidate
+/// is walked one component at a time without following a symlink, so a symlinked
+/// `lib`, `lib/modules` or `lib/modules/<release>` in a downloaded tree can never
+/// lead outside it (a merged-usr root still works through `usr/lib/modules`).
 pub fn find_moddir(dir: &Path, release: &str) -> Result<PathBuf, KernelError> {
-    let candidates = [
-        dir.join("lib/modules").join(release),
-        dir.join("usr/lib/modules").join(release),
-        dir.join(release),
-        dir.to_path_buf(),
+    let none = || KernelError::NoModules {
+        dir: dir.to_path_buf(),
+        release: release.to_string(),
+    };
+    if release.is_empty() || release.contains('/') || release == "." || release == ".." {
+        return Err(none());
+    }
+    let mut root = crate::oci::fsat::Root::open(dir, false).map_err(io("open", dir))?;
+    let candidates: [&[&str]; 4] = [
+        &["lib", "modules", release],
+        &["usr", "lib", "modules", release],
+        &[release],
+        &[],
     ];
-    candidates
-        .into_iter()
-        // symlink_metadata: a symlinked modules.dep in untrusted input is not followed.
-        .find(|c| std::fs::symlink_metadata(c.join("modules.dep")).is_ok_and(|m| m.is_file()))
-        .ok_or_else(|| KernelError::NoModules {
-            dir: dir.to_path_buf(),
-            release: release.to_string(),
-        })
+    for comps in candidates {
+        let comps: Vec<String> = comps.iter().map(|c| c.to_string()).collect();
+        let Ok(fd) = root.dir(&comps, false, &mut vec![]) else {
+            continue;
+        };
+        let dep = crate::oci::fsat::kind_at(std::os::fd::AsFd::as_fd(&fd), "modules.dep");
+        if matches!(dep, Ok(Some(rustix::fs::FileType::RegularFile))) {
+            return Ok(comps.iter().fold(dir.to_path_buf(), |p, c| p.join(c)));
+        }
+    }
+    Err(none())
 }
 
 /// Where banger's initrd comes from for an imported kernel.
@@ -224,5 +240,40 @@ mod tests {
             find_moddir(d.path(), "6.2"),
             Err(KernelError::NoModules { .. })
         ));
+    }
+
+    #[test]
+    fn symlinked_module_directories_are_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let m = outside.path().join("modules/6.1.0-x");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("modules.dep"), "").unwrap();
+        // lib -> outside, lib/modules -> outside, lib/modules/<release> -> outside.
+        for (link, target) in [
+            ("lib", outside.path().to_path_buf()),
+            ("lib/modules", outside.path().join("modules")),
+            ("lib/modules/6.1.0-x", m.clone()),
+            ("6.1.0-x", m.clone()),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let at = d.path().join(link);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&target, &at).unwrap();
+            assert!(
+                matches!(
+                    find_moddir(d.path(), "6.1.0-x"),
+                    Err(KernelError::NoModules { .. })
+                ),
+                "{link}"
+            );
+        }
+        // A merged-usr root (relative lib -> usr/lib) is found through usr/lib.
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("usr/lib/modules/6.1.0-x");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("modules.dep"), "").unwrap();
+        std::os::unix::fs::symlink("usr/lib", d.path().join("lib")).unwrap();
+        assert_eq!(find_moddir(d.path(), "6.1.0-x").unwrap(), real);
+        assert!(find_moddir(d.path(), "../x").is_err());
     }
 }

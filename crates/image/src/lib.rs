@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod customize;
 pub mod debian;
 pub mod disks;
+pub mod durable;
 pub mod elf;
 pub mod export;
 pub mod ext4;

@@ -173,14 +173,21 @@ pub struct Payload<'a> {
     pub compression: Compression,
 }
 
+// Offsets come from the file: `o + n` must not overflow (found by fuzzing).
 fn le16(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(o..o.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn le32(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(o..o.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn le64(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// Locate the compressed payload through the setup header.
@@ -413,15 +420,16 @@ pub fn elf_info(bytes: &[u8]) -> Result<ElfInfo, VmlinuxError> {
     for i in 0..phnum {
         let o = phoff.saturating_add(i.saturating_mul(phentsize));
         let ph = (|| {
+            let at = |k: usize| o.checked_add(k);
             Some(ProgramHeader {
                 kind: le32(bytes, o)?,
-                flags: le32(bytes, o + 4)?,
-                offset: le64(bytes, o + 8)?,
-                vaddr: le64(bytes, o + 16)?,
-                paddr: le64(bytes, o + 24)?,
-                filesz: le64(bytes, o + 32)?,
-                memsz: le64(bytes, o + 40)?,
-                align: le64(bytes, o + 48)?,
+                flags: le32(bytes, at(4)?)?,
+                offset: le64(bytes, at(8)?)?,
+                vaddr: le64(bytes, at(16)?)?,
+                paddr: le64(bytes, at(24)?)?,
+                filesz: le64(bytes, at(32)?)?,
+                memsz: le64(bytes, at(40)?)?,
+                align: le64(bytes, at(48)?)?,
             })
         })()
         .ok_or(VmlinuxError::NotElf(

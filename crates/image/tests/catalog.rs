@@ -654,6 +654,22 @@ async fn good_download_lands_in_the_cache_and_is_reused() {
 }
 
 #[tokio::test]
+async fn a_damaged_cached_blob_of_the_right_size_is_downloaded_again() {
+    let s = Server::start();
+    let bytes = content(50_000, 9);
+    s.body("/k", &bytes);
+    let a = http(&s, "/k", &bytes);
+    let (_d, cache) = cache();
+    let path = fetch(&a, &cache).await.unwrap();
+    // Same size, other content (bit rot, or a blob renamed before its data was
+    // durable and then lost in a crash).
+    std::fs::write(&path, vec![0u8; bytes.len()]).unwrap();
+    let again = fetch(&a, &cache).await.unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+    assert_eq!(s.requests().len(), 2, "the damaged blob was not reused");
+}
+
+#[tokio::test]
 async fn follows_redirects() {
     let s = Server::start();
     let bytes = content(1000, 1);
@@ -663,6 +679,36 @@ async fn follows_redirects() {
     let path = fetch(&http(&s, "/a", &bytes), &cache).await.unwrap();
     assert_eq!(std::fs::read(path).unwrap(), bytes);
     assert_eq!(s.requests(), ["/a", "/b"]);
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_for_other_hosts_and_after_redirects() {
+    // `.invalid` never resolves: the refusal must come before any lookup.
+    let err = fetch_index("http://banger-test.invalid/index.json")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    assert!(err.to_string().contains("refusing"), "{err}");
+    let (_d, cache) = cache();
+    let remote = artifact(
+        Location::Url("http://banger-test.invalid/x".into()),
+        b"data",
+    );
+    let err = fetch(&remote, &cache).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    // A loopback server redirecting to a plain-http host elsewhere is not followed.
+    let s = Server::start();
+    s.route(
+        "/index.json",
+        Reply::Redirect("http://banger-test.invalid/index.json".into()),
+    );
+    let err = fetch_index(&s.url("/index.json")).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    s.route("/a", Reply::Redirect("http://banger-test.invalid/a".into()));
+    let err = fetch(&http(&s, "/a", b"data"), &cache).await.unwrap_err();
+    assert!(matches!(err, CatalogError::Insecure { .. }), "{err:?}");
+    assert_clean(&cache, &http(&s, "/a", b"data"));
 }
 
 #[tokio::test]

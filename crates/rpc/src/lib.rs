@@ -19,7 +19,8 @@ pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
 pub use methods::*;
 pub use server::{
-    bind, serve, BindError, CallCtx, HandlerFuture, ProgressSink, Router, RouterError,
+    bind, serve, serve_with_options, BindError, CallCtx, HandlerFuture, ProgressSink, Router,
+    RouterError, ServeOptions,
 };
 
 /// The protocol version spoken by this build (`"v"` in every line).

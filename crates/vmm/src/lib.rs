@@ -78,6 +78,30 @@ pub struct Handles {
     pub console_log: PathBuf,
     /// Accelerator in use.
     pub accel: Accel,
+    /// The VMM process's start time (clock ticks since boot, `/proc/<pid>/stat`
+    /// field 22), recorded at launch so a reused pid is never taken for the VMM.
+    /// `None` in handles written by older bangers: those are checked by pid and
+    /// command line only, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+}
+
+impl Handles {
+    /// The VMM process's identity: pid, control socket path (its command line
+    /// contains it) and start time.
+    pub fn identity(&self) -> process::Identity<'_> {
+        process::Identity {
+            pid: self.pid,
+            tag: self.control_socket.to_str().unwrap_or_default(),
+            start_time: self.start_time,
+        }
+    }
+
+    /// Whether the VMM process behind these handles is alive and is still the one
+    /// that was launched (see [`process`]).
+    pub fn vmm_alive(&self) -> bool {
+        self.identity().alive()
+    }
 }
 
 /// Why a backend operation failed.
@@ -136,5 +160,48 @@ pub trait Vmm: Send + Sync {
 fn remove_files(dir: &Path, names: &[&str]) {
     for n in names {
         let _ = std::fs::remove_file(dir.join(n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handles(start_time: Option<u64>) -> Handles {
+        Handles {
+            backend: "qemu".into(),
+            pid: std::process::id(),
+            control_socket: PathBuf::from("/run/x/qmp.sock"),
+            agent_socket: PathBuf::from("/run/x/agent.sock"),
+            console_log: PathBuf::from("/run/x/console.log"),
+            accel: Accel::Tcg,
+            start_time,
+        }
+    }
+
+    #[test]
+    fn old_handles_files_without_a_start_time_still_load() {
+        let mut v = serde_json::to_value(handles(None)).unwrap();
+        assert!(v.get("start_time").is_none());
+        v.as_object_mut().unwrap().remove("start_time");
+        let h: Handles = serde_json::from_value(v).unwrap();
+        assert_eq!(h.start_time, None);
+        let with: Handles =
+            serde_json::from_value(serde_json::to_value(handles(Some(12345))).unwrap()).unwrap();
+        assert_eq!(with.start_time, Some(12345));
+    }
+
+    #[test]
+    fn a_recorded_start_time_that_differs_means_dead() {
+        // This test process, tagged by its own executable path, with the wrong start time.
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mut h = handles(process::start_time(std::process::id()));
+        h.control_socket = exe;
+        assert!(h.vmm_alive());
+        h.start_time = h.start_time.map(|t| t + 1);
+        assert!(!h.vmm_alive());
+        h.pid = 1;
+        h.start_time = None;
+        assert!(!h.vmm_alive());
     }
 }

@@ -1,31 +1,118 @@
-//! Process checks that survive pid reuse: a pid is "ours" only if its command line
-//! still names the VM id we tagged it with.
+//! Process checks that survive pid reuse.
+//!
+//! A pid is "ours" only if all of these hold: it is above 1 (0 would address our
+//! own process group and 1 is init), it is not a zombie, its command line still
+//! contains the tag we launched it with (the VM's control socket path, never
+//! empty), and, when we recorded it, its start time (field 22 of
+//! `/proc/<pid>/stat`, clock ticks since boot) is the one we saw at launch. The
+//! start time is what tells a reused pid apart: a new process with the same pid
+//! and a copied command line cannot have started at the same tick.
 
 use std::time::{Duration, Instant};
 
-/// Whether `pid` is alive and its command line contains `tag`.
-pub fn alive_with_tag(pid: u32, tag: &str) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(raw) => {
-            let text = String::from_utf8_lossy(&raw);
-            text.contains(tag) && !is_zombie(pid)
+/// Who a launched process is: pid, the tag its command line contains, and its
+/// start time when it was recorded (handles written by older bangers have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    /// The process id.
+    pub pid: u32,
+    /// A string its command line contains (the control socket path).
+    pub tag: &'a str,
+    /// Its start time in clock ticks since boot, if recorded.
+    pub start_time: Option<u64>,
+}
+
+impl Identity<'_> {
+    /// Whether this exact process is alive (see the module docs).
+    pub fn alive(&self) -> bool {
+        if self.pid <= 1 || self.tag.is_empty() {
+            return false;
         }
-        Err(_) => false,
+        let Some(stat) = read_stat(self.pid) else {
+            return false;
+        };
+        if stat.zombie {
+            return false;
+        }
+        if self.start_time.is_some_and(|t| t != stat.start_time) {
+            return false;
+        }
+        match std::fs::read(format!("/proc/{}/cmdline", self.pid)) {
+            Ok(raw) => String::from_utf8_lossy(&raw).contains(self.tag),
+            Err(_) => false,
+        }
+    }
+
+    /// Wait until this process is gone, up to `timeout`. True if it exited.
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        let t = Instant::now();
+        while self.alive() {
+            if t.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Send `sig` if this process is alive (checked right before sending).
+    pub fn signal(&self, sig: libc::c_int) {
+        if self.alive() {
+            signal(self.pid, sig);
+        }
     }
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+/// Whether `pid` is alive and its command line contains `tag` (no start-time
+/// check). Refuses pid 0 and 1 and an empty tag, which would match anything.
+pub fn alive_with_tag(pid: u32, tag: &str) -> bool {
+    Identity {
+        pid,
+        tag,
+        start_time: None,
+    }
+    .alive()
 }
 
-/// Send `sig` to `pid` (ESRCH is fine: already gone).
+/// The start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22),
+/// or `None` if it is gone or unreadable.
+pub fn start_time(pid: u32) -> Option<u64> {
+    if pid == 0 {
+        return None;
+    }
+    read_stat(pid).map(|s| s.start_time)
+}
+
+struct Stat {
+    zombie: bool,
+    start_time: u64,
+}
+
+/// Parse `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may
+/// contain spaces and parentheses itself, so fields are counted after the last `)`.
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    // After the name: field 3 is the state, field 22 the start time.
+    let state = fields.next()?;
+    let start_time = fields.nth(22 - 4)?.parse().ok()?;
+    Some(Stat {
+        zombie: state.starts_with('Z'),
+        start_time,
+    })
+}
+
+/// Send `sig` to `pid` (ESRCH is fine: already gone). Pid 0 (our own process
+/// group) and 1 (init) are never signalled.
 pub fn signal(pid: u32, sig: libc::c_int) {
+    if pid <= 1 {
+        return;
+    }
     let Ok(p) = libc::pid_t::try_from(pid) else {
         return;
     };
@@ -35,14 +122,13 @@ pub fn signal(pid: u32, sig: libc::c_int) {
 
 /// Wait until `pid` no longer runs with `tag`, up to `timeout`. True if it exited.
 pub async fn wait_exit(pid: u32, tag: &str, timeout: Duration) -> bool {
-    let t = Instant::now();
-    while alive_with_tag(pid, tag) {
-        if t.elapsed() > timeout {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    Identity {
+        pid,
+        tag,
+        start_time: None,
     }
-    true
+    .wait_exit(timeout)
+    .await
 }
 
 #[cfg(test)]
@@ -66,5 +152,58 @@ mod tests {
         signal(pid, libc::SIGKILL);
         let _ = child.wait();
         assert!(wait_exit(pid, "sleep", Duration::from_secs(2)).await);
+    }
+
+    #[test]
+    fn pid_0_and_1_and_empty_tags_are_never_alive() {
+        // Our own process has a cmdline; an empty tag would match it.
+        let me = std::process::id();
+        assert!(!alive_with_tag(me, ""));
+        assert!(!alive_with_tag(0, "x"));
+        assert!(!alive_with_tag(1, ""));
+        // init's cmdline contains "/" on any system; still never ours.
+        assert!(!alive_with_tag(1, "/"));
+    }
+
+    #[test]
+    fn a_different_start_time_means_another_process() {
+        let me = std::process::id();
+        let cmdline = std::fs::read(format!("/proc/{me}/cmdline")).unwrap();
+        let tag = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .next()
+            .unwrap()
+            .to_string();
+        let started = start_time(me).unwrap();
+        let same = Identity {
+            pid: me,
+            tag: &tag,
+            start_time: Some(started),
+        };
+        assert!(same.alive());
+        // Same pid and command line, another start time: a reused pid.
+        let reused = Identity {
+            start_time: Some(started + 1),
+            ..same
+        };
+        assert!(!reused.alive());
+        // Unknown start time (old handles): the tag decides.
+        assert!(Identity {
+            start_time: None,
+            ..same
+        }
+        .alive());
+    }
+
+    #[test]
+    fn stat_parsing_survives_hostile_command_names() {
+        let line = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.start_time, 987654);
+        assert!(!s.zombie);
+        let z = parse_stat("7 (x) Z 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55 0 0").unwrap();
+        assert!(z.zombie);
+        assert_eq!(z.start_time, 55);
+        assert!(parse_stat("garbage").is_none());
     }
 }

@@ -120,8 +120,10 @@ impl Qemu {
     }
 }
 
+/// The pid QEMU wrote; 0 and 1 are never a VMM's.
 fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    (pid > 1).then_some(pid)
 }
 
 #[async_trait::async_trait]
@@ -157,10 +159,15 @@ impl Vmm for Qemu {
         }
         let pid_path = rt.join(files::PID);
         let pid = read_pid(&pid_path).ok_or_else(|| VmmError::NoPid(pid_path.clone()))?;
+        let control_socket = rt.join(files::QMP);
+        // Recorded only while the pid still runs our QEMU (tagged by its QMP path).
+        let start_time = process::start_time(pid)
+            .filter(|_| process::alive_with_tag(pid, &control_socket.display().to_string()));
         Ok(Handles {
             backend: "qemu".into(),
             pid,
-            control_socket: rt.join(files::QMP),
+            start_time,
+            control_socket,
             agent_socket: rt.join(files::AGENT),
             console_log: rt.join(files::CONSOLE),
             accel: self.accel,
@@ -168,17 +175,17 @@ impl Vmm for Qemu {
     }
 
     async fn kill(&self, h: &Handles) -> Result<(), VmmError> {
-        let tag = h.control_socket.display().to_string();
-        if !process::alive_with_tag(h.pid, &tag) {
+        let id = h.identity();
+        if !id.alive() {
             return Ok(());
         }
         // Ask QEMU to quit (flushes its block layer), then insist.
         let _ = crate::qmp::execute(&h.control_socket, "quit", Duration::from_secs(2)).await;
-        if process::wait_exit(h.pid, &tag, Duration::from_secs(3)).await {
+        if id.wait_exit(Duration::from_secs(3)).await {
             return Ok(());
         }
-        process::signal(h.pid, libc::SIGKILL);
-        if process::wait_exit(h.pid, &tag, Duration::from_secs(5)).await {
+        id.signal(libc::SIGKILL);
+        if id.wait_exit(Duration::from_secs(5)).await {
             Ok(())
         } else {
             Err(VmmError::Io {
@@ -189,7 +196,7 @@ impl Vmm for Qemu {
     }
 
     fn is_alive(&self, h: &Handles, _vm_id: &str) -> bool {
-        process::alive_with_tag(h.pid, &h.control_socket.display().to_string())
+        h.vmm_alive()
     }
 
     fn cleanup(&self, runtime_dir: &Path) {

@@ -60,7 +60,7 @@ pub async fn fetch_index(location: &str) -> Result<CatalogIndex, CatalogError> {
             (bytes, loc.clone())
         }
         Location::Url(url) => {
-            let mut resp = get(url).await.map_err(fetch_err)?;
+            let mut resp = get(url).await.map_err(|e| e.into_catalog(fetch_err))?;
             check_status(&resp, url)?;
             if resp.content_length().is_some_and(|l| l > MAX_INDEX_BYTES) {
                 return Err(too_large());
@@ -109,7 +109,19 @@ pub async fn download(
     let dest = cache.path(&digest).map_err(|e| CatalogError::Invalid {
         what: format!("{url}: {e}"),
     })?;
-    if cache.has(&digest, size) {
+    // A cached blob of the right size is re-hashed (and dropped if damaged).
+    let cached = cache
+        .has_verified(&digest, size)
+        .await
+        .map_err(|e| match e {
+            crate::oci::PullError::Io { what, path, source } => {
+                CatalogError::Io { what, path, source }
+            }
+            other => CatalogError::Invalid {
+                what: format!("{url}: {other}"),
+            },
+        })?;
+    if cached {
         progress(size, size);
         return Ok(dest);
     }
@@ -165,7 +177,8 @@ pub async fn download(
     // Hang up before the (possibly slow) sync: nothing more is wanted from the server.
     drop(source);
     sink.finish().await?;
-    tokio::fs::rename(&tmp.path, &dest)
+    cache
+        .publish(&tmp.path, &dest)
         .await
         .map_err(io("store blob", &dest))?;
     tmp.keep();
@@ -188,10 +201,12 @@ impl Source {
         };
         match location {
             Location::Url(url) => {
-                let resp = get(url).await.map_err(|e| CatalogError::Transfer {
-                    url: url.clone(),
-                    got: 0,
-                    source: e,
+                let resp = get(url).await.map_err(|e| {
+                    e.into_catalog(|source| CatalogError::Transfer {
+                        url: url.clone(),
+                        got: 0,
+                        source,
+                    })
                 })?;
                 check_status(&resp, url)?;
                 match resp.content_length() {
@@ -270,7 +285,7 @@ impl Sink<'_> {
             });
         }
         self.file.flush().await.map_err(io("write", self.path))?;
-        self.file.sync_data().await.map_err(io("sync", self.path))
+        self.file.sync_all().await.map_err(io("sync", self.path))
     }
 }
 
@@ -300,20 +315,100 @@ impl Drop for TempFile {
     }
 }
 
-/// Send a GET with banger's client settings.
-async fn get(url: &str) -> Result<reqwest::Response, BoxError> {
-    let parsed = Url::parse(url)?;
-    Ok(client(&parsed)?.get(parsed).send().await?)
+/// Why a GET was not answered.
+enum GetError {
+    /// Refused before or during the request by the transport rules ([`check_url`]).
+    Insecure { url: String, reason: String },
+    /// Anything else (DNS, TLS, connection...).
+    Other(BoxError),
+}
+
+impl GetError {
+    fn into_catalog(self, other: impl FnOnce(BoxError) -> CatalogError) -> CatalogError {
+        match self {
+            GetError::Insecure { url, reason } => CatalogError::Insecure { url, reason },
+            GetError::Other(e) => other(e),
+        }
+    }
+}
+
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
+
+/// Send a GET with banger's client settings. Refuses a non-loopback plain-http URL
+/// before any network traffic, and any redirect that breaks [`check_redirect`].
+async fn get(url: &str) -> Result<reqwest::Response, GetError> {
+    let parsed = Url::parse(url).map_err(|e| GetError::Other(Box::new(e)))?;
+    check_url(&parsed).map_err(|reason| GetError::Insecure {
+        url: url.to_string(),
+        reason,
+    })?;
+    let client = client(&parsed).map_err(|e| GetError::Other(Box::new(e)))?;
+    client.get(parsed).send().await.map_err(|e| {
+        if e.is_redirect() {
+            // Our policy's message is the source; reqwest's own text only says
+            // "error following redirect".
+            let mut reason = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason = s.to_string();
+                src = s.source();
+            }
+            GetError::Insecure {
+                url: e.url().map_or_else(|| url.to_string(), Url::to_string),
+                reason,
+            }
+        } else {
+            GetError::Other(Box::new(e))
+        }
+    })
+}
+
+/// The transport rule for every URL banger fetches a catalog or an artifact from:
+/// https, or plain http to a loopback host (a local test server).
+pub(crate) fn check_url(url: &Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err("plain http is only accepted for loopback hosts".to_string()),
+        other => Err(format!("unsupported scheme {other:?}")),
+    }
+}
+
+/// The rule for following a redirect from `from` to `to`: never from https to
+/// http (a downgrade would hand the transfer to anyone on the path), and the target
+/// must pass [`check_url`] itself.
+pub(crate) fn check_redirect(from: Option<&Url>, to: &Url) -> Result<(), String> {
+    if from.is_some_and(|f| f.scheme() == "https") && to.scheme() != "https" {
+        return Err(format!(
+            "redirect from https to {to} (a downgrade to plain http)"
+        ));
+    }
+    check_url(to).map_err(|reason| format!("redirect to {to}: {reason}"))
+}
+
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        match check_redirect(attempt.previous().last(), attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(reason) => attempt.error(reason),
+        }
+    })
 }
 
 /// A client for `url`: bounded connect and idle times, no transparent
-/// decompression (sizes and hashes are those of the bytes on the wire), and no
-/// proxy for loopback addresses (a proxy cannot reach the user's own loopback).
+/// decompression (sizes and hashes are those of the bytes on the wire), redirects
+/// checked by [`check_redirect`], and no proxy for loopback addresses (a proxy
+/// cannot reach the user's own loopback).
 fn client(url: &Url) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("banger/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_IDLE_TIMEOUT)
+        .redirect(redirect_policy())
         .no_gzip()
         .no_brotli()
         .no_zstd()
@@ -344,5 +439,46 @@ fn check_status(resp: &reqwest::Response, url: &str) -> Result<(), CatalogError>
             status: resp.status().as_u16(),
             url: url.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        for ok in [
+            "https://example.org/i.json",
+            "http://127.0.0.1:8080/i.json",
+            "http://localhost/i.json",
+            "http://[::1]:9/i.json",
+        ] {
+            assert!(check_url(&u(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.org/i.json",
+            "http://10.0.0.1/i.json",
+            "ftp://x/y",
+        ] {
+            assert!(check_url(&u(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirects_never_downgrade() {
+        let https = u("https://example.org/a");
+        assert!(check_redirect(Some(&https), &u("https://cdn.example.org/b")).is_ok());
+        assert!(check_redirect(Some(&https), &u("http://example.org/b")).is_err());
+        // Not even to loopback.
+        assert!(check_redirect(Some(&https), &u("http://127.0.0.1/b")).is_err());
+        let local = u("http://127.0.0.1/a");
+        assert!(check_redirect(Some(&local), &u("http://127.0.0.1:81/b")).is_ok());
+        assert!(check_redirect(Some(&local), &u("http://example.org/b")).is_err());
+        assert!(check_redirect(Some(&local), &u("https://example.org/b")).is_ok());
     }
 }

@@ -136,6 +136,16 @@ pub enum CatalogError {
         #[source]
         source: BoxError,
     },
+    /// A plain-http URL for a host other than loopback, or a redirect from https to
+    /// http: the bytes could be changed in transit (or the index, the trust anchor,
+    /// replaced), so banger does not ask.
+    #[error("refusing {url}: {reason}; serve the catalog and its files over https (plain http is only accepted for loopback test servers)")]
+    Insecure {
+        /// The URL refused (or the redirect's source).
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// A local file or the cache could not be read or written.
     #[error("could not {what} {path}: {source}")]
     Io {

@@ -17,8 +17,9 @@
 //!
 //! The index is the trust anchor: every artifact is downloaded into the
 //! content-addressed [`crate::oci::BlobCache`] only after its exact size and sha256
-//! matched what the index declares ([`download`]). Fetching the index itself over
-//! plain http therefore gives no integrity; serve it over https or from disk.
+//! matched what the index declares ([`download`]). Plain http would give the index
+//! no integrity, so it is accepted only for loopback hosts (local test servers), and
+//! no redirect may go from https to http: serve a catalog over https or from disk.
 
 mod download;
 mod error;

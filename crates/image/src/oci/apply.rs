@@ -19,7 +19,7 @@ use super::error::ApplyError;
 use super::fixups::{Device, Fixup, Fixups};
 use super::fsat::{dir_flags, kind_at, remove_all_at, Root, WalkError};
 use super::layer::{capped, open_verified, tar_stream, LayerDescriptor, Limits};
-use super::names::{NameProblem, RelPath};
+use super::names::{check_path_caps, NameProblem, RelPath};
 use rustix::fs::{
     chmodat, chownat, fchmod, fchown, fsetxattr, futimens, linkat, makedev, mkdirat, mknodat,
     openat, symlinkat, utimensat, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid,
@@ -112,6 +112,8 @@ pub struct Applier {
     limits: Limits,
     total: u64,
     entries: u64,
+    /// Path and xattr bytes seen so far (see [`Limits::max_metadata_bytes`]).
+    metadata_bytes: u64,
     fixups: Fixups,
     dir_times: HashMap<String, Timespec>,
     buf: Vec<u8>,
@@ -185,6 +187,7 @@ impl Applier {
             limits: opts.limits,
             total: 0,
             entries: 0,
+            metadata_bytes: 0,
             fixups: Fixups::default(),
             dir_times: HashMap::new(),
             buf: vec![0; 256 * 1024],
@@ -257,10 +260,21 @@ impl Applier {
         cap: u64,
         whiteouts: Whiteouts,
     ) -> Result<u64, ApplyError> {
+        let (stream, violation) = super::guard::guard(stream);
         let capped = |e: ApplyError| match e {
             ApplyError::Corrupt { .. } if hit.get() => ApplyError::UncompressedTooLarge {
                 layer: layer.into(),
                 cap,
+            },
+            ApplyError::Corrupt { source, .. } => match violation.take() {
+                Some(v) => ApplyError::HostileHeader {
+                    layer: layer.into(),
+                    what: v.to_string(),
+                },
+                None => ApplyError::Corrupt {
+                    layer: layer.into(),
+                    source,
+                },
             },
             other => other,
         };
@@ -331,6 +345,7 @@ impl Applier {
         if kind.is_pax_global_extensions() {
             return Ok(());
         }
+        check_path_caps(&raw, layer)?;
         let rel =
             RelPath::parse_with(&raw, !self.native).map_err(|p| name_error(p, layer, &shown))?;
         if let Some(name) = rel
@@ -354,6 +369,8 @@ impl Applier {
             rel: &rel,
         };
         let meta = EntryMeta::read(entry).map_err(|r| ctx.bad(r))?;
+        let xattr_bytes: usize = meta.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.count_metadata(layer, raw.len() + xattr_bytes)?;
         use tar::EntryType as T;
         match kind {
             // Old tars mark directories only with a trailing slash.
@@ -366,6 +383,19 @@ impl Applier {
             other => return Err(ctx.bad(format!("unsupported tar entry type {other:?}"))),
         }
         mark_written(written, &rel.key());
+        Ok(())
+    }
+
+    /// Count `n` bytes of paths or xattrs kept in memory against
+    /// [`Limits::max_metadata_bytes`].
+    fn count_metadata(&mut self, layer: &str, n: usize) -> Result<(), ApplyError> {
+        self.metadata_bytes = self.metadata_bytes.saturating_add(n as u64);
+        if self.metadata_bytes > self.limits.max_metadata_bytes {
+            return Err(ApplyError::TooMuchMetadata {
+                layer: layer.into(),
+                cap: self.limits.max_metadata_bytes,
+            });
+        }
         Ok(())
     }
 
@@ -391,6 +421,16 @@ impl Applier {
     fn parent(&mut self, ctx: &Ctx<'_>) -> Result<OwnedFd, ApplyError> {
         let mut created = vec![];
         let r = self.root.dir(ctx.rel.parent(), true, &mut created);
+        // Implicit parents cost bookkeeping like entries do: count them against the caps.
+        self.entries += created.len() as u64;
+        let created_bytes: usize = created.iter().map(String::len).sum();
+        self.count_metadata(ctx.layer, created_bytes)?;
+        if self.entries > self.limits.max_entries {
+            return Err(ApplyError::TooManyEntries {
+                layer: ctx.layer.into(),
+                cap: self.limits.max_entries,
+            });
+        }
         for key in created {
             // A record-only device node with that name is gone now.
             self.fixups.remove_tree(&key);
@@ -651,6 +691,7 @@ impl Applier {
             Some(t) if !t.is_empty() => t.into_owned(),
             _ => return Err(ctx.bad("hardlink without a target")),
         };
+        check_path_caps(&raw, ctx.layer)?;
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let outside = || ApplyError::HardlinkOutside {
             layer: ctx.layer.into(),

@@ -1,15 +1,17 @@
 //! The content-addressed blob cache: `<dir>/sha256/<hex>`, filled only with blobs
 //! whose size and sha256 were checked while they streamed in.
 //!
-//! A blob lands under its final name by an atomic rename of a fully verified
-//! temporary file, so a crash or a concurrent pull of the same blob never leaves a
-//! partial blob under a digest name. Layers are checked once more (same fd) right
-//! before they are applied, so a blob damaged on disk later is caught too.
+//! A blob lands under its final name by an atomic rename of a fully verified and
+//! fsynced temporary file, followed by an fsync of the blob directory
+//! ([`crate::durable`] has the order), so neither a crash nor a concurrent pull of
+//! the same blob ever leaves a partial blob under a digest name. A cached blob
+//! whose size matches is re-hashed before it is reused, and dropped if its content
+//! no longer matches its name; layers are checked once more (same fd) right before
+//! they are applied.
 
 use super::pull::PullError;
-use futures::StreamExt;
-use oci_client::manifest::OciDescriptor;
-use oci_client::{Client, Reference};
+use super::registry::{Descriptor, Registry};
+use oci_client::Reference;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,15 @@ pub struct PruneReport {
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PullError {
     let path = path.to_path_buf();
     move |source| PullError::Io { what, path, source }
+}
+
+/// What is left of a pull's total download cap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    /// Bytes still allowed.
+    pub left: u64,
+    /// The whole cap (for the error message).
+    pub cap: u64,
 }
 
 /// Temporary names unique within the process (the pid covers other processes).
@@ -83,7 +94,48 @@ impl BlobCache {
         )))
     }
 
-    /// True when the blob is present with the expected size.
+    /// True when the blob is present with the expected size and its content still
+    /// hashes to `digest`. A blob of the right size but the wrong content (damaged
+    /// on disk, or written by a crashed older banger) is removed so the caller
+    /// downloads it again. Hashing is blocking work: it runs on a blocking thread.
+    pub async fn has_verified(&self, digest: &str, size: u64) -> Result<bool, PullError> {
+        if !self.has(digest, size) {
+            return Ok(false);
+        }
+        let path = self.path(digest)?;
+        let (p, d) = (path.clone(), digest.to_string());
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&p)?;
+            super::layer::hash_file(&mut f, size, &d)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .await
+        .map_err(|e| io("hash", &path)(std::io::Error::other(e)))?;
+        match hashed {
+            Ok((hex, got)) if got == size && format!("sha256:{hex}") == digest => Ok(true),
+            Ok(_) | Err(_) => {
+                tracing::warn!(blob = %path.display(), "cached blob does not match its digest; removing it");
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(false),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(io("remove damaged blob", &path)(e)),
+                }
+            }
+        }
+    }
+
+    /// Durably move a verified, fsynced temporary file to `dest` and fsync the
+    /// blob directory, so the name survives a crash together with the data.
+    pub(crate) async fn publish(&self, tmp: &Path, dest: &Path) -> std::io::Result<()> {
+        tokio::fs::rename(tmp, dest).await?;
+        let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        tokio::task::spawn_blocking(move || crate::durable::sync_dir(&dir))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// True when the blob is present with the expected size (size only: see
+    /// [`BlobCache::has_verified`] before trusting its content).
     pub fn has(&self, digest: &str, size: u64) -> bool {
         self.path(digest)
             .ok()
@@ -92,19 +144,18 @@ impl BlobCache {
     }
 
     /// Download `desc` from `reference`'s repository unless present; refuse more than
-    /// `cap` bytes or anything that does not match the descriptor.
+    /// `cap` bytes or anything that does not match the descriptor. Every byte
+    /// received is also taken from `budget` (the pull's running total), and the
+    /// download stops as soon as it is spent.
     pub(crate) async fn fetch(
         &self,
-        client: &Client,
+        registry: &Registry,
         reference: &Reference,
-        desc: &OciDescriptor,
+        desc: &Descriptor,
         cap: u64,
+        budget: &mut Budget,
     ) -> Result<(PathBuf, bool), PullError> {
-        let size = u64::try_from(desc.size).map_err(|_| PullError::BlobSize {
-            digest: desc.digest.clone(),
-            expected: 0,
-            actual: 0,
-        })?;
+        let size = desc.size;
         let dest = self.path(&desc.digest)?;
         if size > cap {
             return Err(PullError::BlobTooLarge {
@@ -112,7 +163,7 @@ impl BlobCache {
                 cap,
             });
         }
-        if self.has(&desc.digest, size) {
+        if self.has_verified(&desc.digest, size).await? {
             return Ok((dest, true));
         }
         let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
@@ -121,10 +172,11 @@ impl BlobCache {
             .await
             .map_err(|(path, e)| io("create", &path)(e))?;
         let r = self
-            .download(client, reference, desc, size, cap, &tmp)
+            .download(registry, reference, desc, cap, budget, &tmp)
             .await;
         let r = match r {
-            Ok(()) => tokio::fs::rename(&tmp, &dest)
+            Ok(()) => self
+                .publish(&tmp, &dest)
                 .await
                 .map_err(io("store blob", &dest)),
             Err(e) => Err(e),
@@ -137,22 +189,22 @@ impl BlobCache {
 
     async fn download(
         &self,
-        client: &Client,
+        registry: &Registry,
         reference: &Reference,
-        desc: &OciDescriptor,
-        size: u64,
+        desc: &Descriptor,
         cap: u64,
+        budget: &mut Budget,
         tmp: &Path,
     ) -> Result<(), PullError> {
-        let registry = |source| PullError::Registry {
-            reference: reference.whole(),
-            source: Box::new(source),
-        };
-        let mut stream = client
-            .pull_blob_stream(reference, desc)
+        let size = desc.size;
+        let mut resp = registry
+            .blob(&desc.digest)
             .await
-            .map_err(registry)?;
-        if stream.content_length.is_some_and(|l| l > size.min(cap)) {
+            .map_err(|source| PullError::Registry {
+                reference: reference.whole(),
+                source: Box::new(source),
+            })?;
+        if resp.content_length().is_some_and(|l| l > size.min(cap)) {
             return Err(PullError::BlobTooLarge {
                 digest: desc.digest.clone(),
                 cap: size.min(cap),
@@ -163,11 +215,17 @@ impl BlobCache {
             .map_err(io("create", tmp))?;
         let mut h = Sha256::new();
         let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| PullError::Download {
-                digest: desc.digest.clone(),
-                source,
-            })?;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(PullError::Download {
+                        digest: desc.digest.clone(),
+                        source: std::io::Error::other(e),
+                    })
+                }
+            };
             total += chunk.len() as u64;
             // Stop as soon as the registry sends more than it announced.
             if total > size || total > cap {
@@ -176,10 +234,19 @@ impl BlobCache {
                     cap: size.min(cap),
                 });
             }
+            // And as soon as the pull as a whole goes over its total.
+            budget.left = budget.left.checked_sub(chunk.len() as u64).ok_or_else(|| {
+                PullError::TotalTooLarge {
+                    reference: reference.whole(),
+                    cap: budget.cap,
+                }
+            })?;
             h.update(&chunk);
             file.write_all(&chunk).await.map_err(io("write", tmp))?;
         }
         file.flush().await.map_err(io("write", tmp))?;
+        // Data on disk before the name points at it (see `crate::durable`).
+        file.sync_all().await.map_err(io("sync", tmp))?;
         if total != size {
             return Err(PullError::BlobSize {
                 digest: desc.digest.clone(),

@@ -125,6 +125,33 @@ pub enum ApplyError {
         /// The cap that was hit.
         cap: u64,
     },
+    /// A tar header the guard refuses before parsing: an oversized GNU long name /
+    /// long link / PAX header, or a GNU sparse entry (see `oci::guard`).
+    #[error("layer {layer} contains {what}; the layer is refused (a hostile or unusual tar)")]
+    HostileHeader {
+        /// Layer digest (or stream label).
+        layer: String,
+        /// What was found.
+        what: String,
+    },
+    /// An entry's path is longer or deeper than any real image needs.
+    #[error("layer {layer}: entry {path:?} is {what}; the layer is refused")]
+    PathTooLong {
+        /// Layer digest (or stream label).
+        layer: String,
+        /// The path (shortened for the message).
+        path: String,
+        /// Which cap it broke.
+        what: String,
+    },
+    /// The paths and extended attributes of all entries are larger than the cap.
+    #[error("layer {layer} brings the image over {cap} bytes of paths and extended attributes (the cap); the image is hostile or unusual, raise the limit if it is trusted")]
+    TooMuchMetadata {
+        /// Layer digest (or stream label).
+        layer: String,
+        /// The cap.
+        cap: u64,
+    },
     /// The image has more entries than the configured cap.
     #[error("layer {layer} brings the image over {cap} entries (the cap); raise the entry limit if the image is trusted")]
     TooManyEntries {

@@ -164,6 +164,10 @@ pub(crate) fn kind_at(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<Option
 
 /// Remove `name` from `dir`, recursively if it is a directory, never following a
 /// symlink (a symlink is removed, not its target). Returns what was there.
+///
+/// The walk is iterative and holds one directory descriptor at a time, so neither
+/// the thread stack nor the descriptor table limits the depth of a tree it can
+/// remove (see [`remove_contents`]).
 pub(crate) fn remove_all_at<P: rustix::path::Arg + Copy>(
     dir: BorrowedFd<'_>,
     name: P,
@@ -175,14 +179,80 @@ pub(crate) fn remove_all_at<P: rustix::path::Arg + Copy>(
     };
     if kind == FileType::Directory {
         let fd = openat(dir, name, dir_flags(), Mode::empty())?;
-        for child in list(fd.as_fd())? {
-            remove_all_at(fd.as_fd(), child.as_c_str())?;
-        }
+        remove_contents(fd)?;
         unlinkat(dir, name, AtFlags::REMOVEDIR)?;
     } else {
         unlinkat(dir, name, AtFlags::empty())?;
     }
     Ok(Some(kind))
+}
+
+/// One directory on the way down: its name in its parent, its identity (to check
+/// that `..` leads back to the parent we came from) and the names still to remove.
+struct Level {
+    name: std::ffi::CString,
+    id: (u64, u64),
+    pending: Vec<std::ffi::CString>,
+}
+
+fn identity(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Empty directory `top`, depth first, without recursion. Going down opens each
+/// child with `O_NOFOLLOW`; going back up opens `..` and checks it is the directory
+/// we came from (same device and inode), so a directory moved away meanwhile stops
+/// the removal instead of letting it continue somewhere else.
+fn remove_contents(top: OwnedFd) -> std::io::Result<()> {
+    let mut cur = top;
+    let mut stack = vec![Level {
+        name: std::ffi::CString::default(),
+        id: identity(cur.as_fd())?,
+        pending: list(cur.as_fd())?,
+    }];
+    while let Some(level) = stack.last_mut() {
+        if let Some(child) = level.pending.pop() {
+            let st = match statat(&cur, child.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                let fd = openat(&cur, child.as_c_str(), dir_flags(), Mode::empty())?;
+                let next = Level {
+                    name: child,
+                    id: identity(fd.as_fd())?,
+                    pending: list(fd.as_fd())?,
+                };
+                stack.push(next);
+                cur = fd;
+            } else {
+                match unlinkat(&cur, child.as_c_str(), AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            continue;
+        }
+        // `cur` is empty now.
+        if stack.len() == 1 {
+            return Ok(());
+        }
+        let Some(done) = stack.pop() else {
+            return Ok(());
+        };
+        let parent = openat(&cur, c"..", dir_flags(), Mode::empty())?;
+        let want = stack.last().map(|l| l.id);
+        if Some(identity(parent.as_fd())?) != want {
+            return Err(std::io::Error::other(
+                "a directory was moved while its tree was being removed",
+            ));
+        }
+        unlinkat(&parent, done.name.as_c_str(), AtFlags::REMOVEDIR)?;
+        cur = parent;
+    }
+    Ok(())
 }
 
 /// The names in directory `fd` (without `.` and `..`). Collected first so callers
@@ -198,4 +268,61 @@ pub(crate) fn list(fd: BorrowedFd<'_>) -> std::io::Result<Vec<std::ffi::CString>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_a_tree_deeper_than_the_stack_and_fd_table_allow() {
+        // 5 000 levels: the old recursive removal needed a stack frame and an open
+        // descriptor per level (EMFILE at ~1 000 with the default limit, a stack
+        // overflow further down).
+        let t = tempfile::tempdir().unwrap();
+        let top = openat(rustix::fs::CWD, t.path(), dir_flags(), Mode::empty()).unwrap();
+        mkdirat(&top, "deep", Mode::from_raw_mode(0o755)).unwrap();
+        let mut cur = openat(&top, "deep", dir_flags(), Mode::empty()).unwrap();
+        for i in 0..5_000 {
+            if i % 100 == 0 {
+                std::fs::write(
+                    format!("/proc/self/fd/{}/f", std::os::fd::AsRawFd::as_raw_fd(&cur)),
+                    b"x",
+                )
+                .unwrap();
+            }
+            mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+            cur = openat(&cur, "d", dir_flags(), Mode::empty()).unwrap();
+        }
+        drop(cur);
+        // Run on a small stack so that recursion would overflow for sure.
+        let dir = t.path().to_path_buf();
+        let r = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let top = openat(rustix::fs::CWD, &dir, dir_flags(), Mode::empty()).unwrap();
+                remove_all_at(top.as_fd(), "deep").map_err(|e| e.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(r, Ok(Some(FileType::Directory)));
+        assert!(!t.path().join("deep").exists());
+    }
+
+    #[test]
+    fn symlinks_inside_are_removed_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        std::fs::write(outside.join("keep/file"), "x").unwrap();
+        let tree = t.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/b/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("link")).unwrap();
+        let root = openat(rustix::fs::CWD, t.path(), dir_flags(), Mode::empty()).unwrap();
+        remove_all_at(root.as_fd(), "tree").unwrap();
+        assert!(!tree.exists());
+        assert!(outside.join("keep/file").exists());
+    }
 }

@@ -29,6 +29,8 @@ pub struct LayerDescriptor {
 pub struct Limits {
     /// Largest compressed blob accepted.
     pub max_compressed: u64,
+    /// Largest sum of compressed layer blobs downloaded for one image.
+    pub max_total_compressed: u64,
     /// Largest uncompressed tar stream accepted for one layer.
     pub max_uncompressed: u64,
     /// Largest sum of uncompressed tar streams over all layers of an image.
@@ -37,6 +39,11 @@ pub struct Limits {
     /// memory against a layer of millions of empty entries (a big development
     /// image has a few hundred thousand).
     pub max_entries: u64,
+    /// Largest sum of entry path lengths (implicit parent directories included)
+    /// and extended attribute sizes over all layers. The applier keeps per-path
+    /// records, so this bounds its memory against long paths and big xattrs
+    /// repeated over many entries (a big image has ~30 MiB of paths).
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for Limits {
@@ -46,9 +53,11 @@ impl Default for Limits {
         const GIB: u64 = 1024 * 1024 * 1024;
         Limits {
             max_compressed: 4 * GIB,
+            max_total_compressed: 16 * GIB,
             max_uncompressed: 16 * GIB,
             max_total_uncompressed: 32 * GIB,
             max_entries: 2_000_000,
+            max_metadata_bytes: 512 << 20,
         }
     }
 }

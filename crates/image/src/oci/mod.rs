@@ -12,10 +12,12 @@ mod debugfs;
 mod entry;
 mod error;
 mod fixups;
-mod fsat;
+pub(crate) mod fsat;
+mod guard;
 mod layer;
 mod names;
 mod pull;
+pub mod registry;
 mod rootfs;
 mod tree;
 

@@ -119,6 +119,39 @@ pub(crate) fn guest_path(key: &str) -> String {
     format!("/{key}")
 }
 
+/// Longest entry path (or hardlink target) accepted: Linux's `PATH_MAX`.
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
+/// Deepest entry path accepted. Bookkeeping per entry grows with depth × length
+/// (every ancestor is recorded), so depth is bounded separately; real images stay
+/// far below (a deep `node_modules` tree is ~40 levels).
+pub(crate) const MAX_PATH_DEPTH: usize = 256;
+
+/// Refuse a path longer than [`MAX_PATH_BYTES`] or deeper than [`MAX_PATH_DEPTH`]
+/// components, before anything is allocated for it.
+pub(crate) fn check_path_caps(raw: &[u8], layer: &str) -> Result<(), super::error::ApplyError> {
+    let depth = raw
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .count();
+    let what = if raw.len() > MAX_PATH_BYTES {
+        format!(
+            "{} bytes long (more than {MAX_PATH_BYTES} is refused)",
+            raw.len()
+        )
+    } else if depth > MAX_PATH_DEPTH {
+        format!("{depth} directories deep (more than {MAX_PATH_DEPTH} is refused)")
+    } else {
+        return Ok(());
+    };
+    let shown: String = String::from_utf8_lossy(&raw[..raw.len().min(80)]).into_owned();
+    Err(super::error::ApplyError::PathTooLong {
+        layer: layer.into(),
+        path: format!("{shown}..."),
+        what,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,11 +6,11 @@
 //! pulls around the fetch and report progress per layer.
 
 use super::apply::{AppliedTree, Applier, ApplyOptions, LayerStats};
-use super::cache::BlobCache;
+use super::cache::{BlobCache, Budget};
 use super::error::ApplyError;
 use super::layer::{is_layer_media_type, LayerDescriptor, Limits};
+use super::registry::{PullLimits, Registry, RegistryError};
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,13 +27,21 @@ pub enum PullError {
         /// The parser's complaint.
         reason: String,
     },
-    /// The registry refused or could not be reached.
-    #[error("registry request for {reference} failed: {source}; check the reference, that the registry is reachable and, for a registry without TLS, that it is listed as plain HTTP")]
+    /// The registry refused, could not be reached, or answered something refused.
+    #[error("registry request for {reference} failed: {source}")]
     Registry {
         /// The reference.
         reference: String,
-        /// oci-client's error.
-        source: Box<oci_client::errors::OciDistributionError>,
+        /// What went wrong.
+        source: Box<RegistryError>,
+    },
+    /// The layers together are larger than the total download cap.
+    #[error("the layers of {reference} add up to more than {cap} bytes (the total download cap); nothing more is downloaded (raise the limit if the image is trusted)")]
+    TotalTooLarge {
+        /// The reference.
+        reference: String,
+        /// The cap.
+        cap: u64,
     },
     /// The download broke off.
     #[error("downloading blob {digest} failed: {source}; pull again")]
@@ -121,6 +129,8 @@ pub struct PullOptions {
     pub plain_http: Vec<String>,
     /// Largest config blob accepted.
     pub max_config_bytes: u64,
+    /// Manifest size and layer count caps.
+    pub protocol: PullLimits,
 }
 
 impl Default for PullOptions {
@@ -129,6 +139,7 @@ impl Default for PullOptions {
             limits: Limits::default(),
             plain_http: vec![],
             max_config_bytes: 4 * 1024 * 1024,
+            protocol: PullLimits::default(),
         }
     }
 }
@@ -215,8 +226,10 @@ pub enum PullEvent {
     },
 }
 
-/// A client for `reference`'s registry with banger's settings: linux/amd64 from
-/// indexes, plain HTTP only for the listed registries, bounded waits.
+/// An oci-client client with banger's settings (linux/amd64 from indexes, plain
+/// HTTP only for the listed registries, bounded waits), for pushing in tests and
+/// tools. Pulls ([`fetch`]) do not use it: oci-client reads registry answers
+/// without bounds (see [`super::registry`]).
 pub fn client(opts: &PullOptions) -> Client {
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(opts.plain_http.clone()),
@@ -238,6 +251,12 @@ pub fn parse_reference(reference: &str) -> Result<Reference, PullError> {
 }
 
 /// Resolve `reference` and bring its config and layers into `cache`.
+///
+/// Bounded at every step: the manifest (and any index) by
+/// [`PullLimits::max_manifest_bytes`], the layer count by [`PullLimits::max_layers`],
+/// each blob by its cap, and all layers together by
+/// [`Limits::max_total_compressed`], checked on the declared sizes before the first
+/// download and on the bytes received while downloading.
 pub async fn fetch(
     reference: &str,
     cache: &BlobCache,
@@ -245,14 +264,16 @@ pub async fn fetch(
     progress: &mut (dyn FnMut(PullEvent) + Send),
 ) -> Result<PulledImage, PullError> {
     let r = parse_reference(reference)?;
-    let client = client(opts);
-    let (manifest, manifest_digest) = client
-        .pull_image_manifest(&r, &RegistryAuth::Anonymous)
+    let registry_err = |source| PullError::Registry {
+        reference: r.whole(),
+        source: Box::new(source),
+    };
+    let registry = Registry::new(&r, &opts.plain_http).map_err(registry_err)?;
+    let target = r.digest().or(r.tag()).unwrap_or("latest").to_string();
+    let (manifest, manifest_digest) = registry
+        .resolve(&target, &opts.protocol)
         .await
-        .map_err(|source| PullError::Registry {
-            reference: r.whole(),
-            source: Box::new(source),
-        })?;
+        .map_err(registry_err)?;
     // Refuse unusable layers before downloading anything.
     for l in &manifest.layers {
         if !is_layer_media_type(&l.media_type) {
@@ -262,15 +283,36 @@ pub async fn fetch(
             });
         }
     }
+    let declared = manifest
+        .layers
+        .iter()
+        .fold(0u64, |sum, l| sum.saturating_add(l.size));
+    let total_cap = opts.limits.max_total_compressed;
+    if declared > total_cap {
+        return Err(PullError::TotalTooLarge {
+            reference: r.whole(),
+            cap: total_cap,
+        });
+    }
     progress(PullEvent::Resolved {
         manifest_digest: manifest_digest.clone(),
         layers: manifest.layers.len(),
-        bytes: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
+        bytes: declared,
     });
+    let mut config_budget = Budget {
+        left: opts.max_config_bytes,
+        cap: opts.max_config_bytes,
+    };
     let (config_path, _) = cache
-        .fetch(&client, &r, &manifest.config, opts.max_config_bytes)
+        .fetch(
+            &registry,
+            &r,
+            &manifest.config,
+            opts.max_config_bytes,
+            &mut config_budget,
+        )
         .await?;
-    let config = read_config(&config_path, &r.whole())?;
+    let config = read_config(&config_path, &r.whole(), opts.max_config_bytes)?;
     if config.os != "linux" || config.architecture != "amd64" {
         return Err(PullError::Platform {
             reference: r.whole(),
@@ -278,10 +320,16 @@ pub async fn fetch(
             architecture: config.architecture,
         });
     }
+    // Bytes still allowed over all layers; each download counts against it as it
+    // streams.
+    let mut budget = Budget {
+        left: total_cap,
+        cap: total_cap,
+    };
     let mut layers = vec![];
     for (index, l) in manifest.layers.iter().enumerate() {
         let (path, cached) = cache
-            .fetch(&client, &r, l, opts.limits.max_compressed)
+            .fetch(&registry, &r, l, opts.limits.max_compressed, &mut budget)
             .await?;
         progress(if cached {
             PullEvent::LayerCached {
@@ -292,7 +340,7 @@ pub async fn fetch(
             PullEvent::LayerFetched {
                 index,
                 digest: l.digest.clone(),
-                bytes: l.size as u64,
+                bytes: l.size,
             }
         });
         layers.push((
@@ -300,7 +348,7 @@ pub async fn fetch(
             LayerDescriptor {
                 media_type: l.media_type.clone(),
                 digest: l.digest.clone(),
-                size: l.size as u64,
+                size: l.size,
             },
         ));
     }
@@ -312,12 +360,16 @@ pub async fn fetch(
     })
 }
 
-fn read_config(path: &Path, reference: &str) -> Result<ImageConfig, PullError> {
-    let bytes = std::fs::read(path).map_err(|source| PullError::Io {
-        what: "read",
-        path: path.into(),
-        source,
-    })?;
+fn read_config(path: &Path, reference: &str, cap: u64) -> Result<ImageConfig, PullError> {
+    use std::io::Read as _;
+    let mut bytes = vec![];
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap).read_to_end(&mut bytes))
+        .map_err(|source| PullError::Io {
+            what: "read",
+            path: path.into(),
+            source,
+        })?;
     let raw: RawConfig = serde_json::from_slice(&bytes).map_err(|e| PullError::Config {
         reference: reference.into(),
         reason: e.to_string(),

@@ -75,6 +75,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     UnixListener::from_std(std_listener).map_err(io_err("register the socket", path))
 }
 
+/// [`bind`], plus the [`super::SocketOwner`] that removes the socket at shutdown
+/// only if the path still names this socket (never a newer daemon's).
+pub fn bind_owned(path: &Path) -> Result<(UnixListener, super::SocketOwner), BindError> {
+    let listener = bind(path)?;
+    let owner = super::SocketOwner::record(path).map_err(io_err("inspect the new socket", path))?;
+    Ok((listener, owner))
+}
+
 fn remove_if_stale(path: &Path) -> Result<(), BindError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,

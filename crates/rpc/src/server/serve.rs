@@ -6,6 +6,7 @@
 //! the daemon half-way through a lifecycle step.
 
 use super::context::{CallCtx, ProgressSink};
+use super::limits::{Claim, InFlight, ServeOptions};
 use super::router::{unknown_method, Router};
 use crate::error::{ErrorCode, RpcError};
 use crate::methods::Progress;
@@ -55,13 +56,27 @@ impl Access {
 ///
 /// On shutdown the loop stops accepting, lets every in-flight call finish and
 /// send its final line, then returns. Wrap it in a timeout if a bounded stop
-/// matters more than finishing calls.
+/// matters more than finishing calls. Every line is written within
+/// [`ServeOptions::write_timeout`], so a client that never reads cannot hold
+/// shutdown up beyond that.
+///
+/// Uses [`ServeOptions::default`]; see [`serve_with_options`].
 pub async fn serve(
     listener: UnixListener,
     router: Arc<Router>,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_with(listener, router, shutdown, Access::owner_or_root()).await;
+    serve_with_options(listener, router, shutdown, ServeOptions::default()).await;
+}
+
+/// [`serve`] with explicit connection, read and write bounds.
+pub async fn serve_with_options(
+    listener: UnixListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+    opts: ServeOptions,
+) {
+    serve_with(listener, router, shutdown, Access::owner_or_root(), opts).await;
 }
 
 pub(crate) async fn serve_with(
@@ -69,16 +84,27 @@ pub(crate) async fn serve_with(
     router: Arc<Router>,
     shutdown: impl Future<Output = ()>,
     access: Access,
+    opts: ServeOptions,
 ) {
     let stop = CancellationToken::new();
+    let in_flight = InFlight::default();
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if conns.len() >= opts.max_connections => {
+                    refuse_busy(stream, opts.max_connections);
+                }
                 Ok((stream, _)) => {
-                    conns.spawn(connection(stream, Arc::clone(&router), access, stop.child_token()));
+                    let conn = Connection {
+                        router: Arc::clone(&router),
+                        access,
+                        opts,
+                        in_flight: in_flight.clone(),
+                    };
+                    conns.spawn(conn.run(stream, stop.child_token()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning; the
@@ -97,91 +123,171 @@ pub(crate) async fn serve_with(
     }
 }
 
+/// One error line, written only if the socket takes it at once, then close: a
+/// refused connection costs no task and no wait (and only a debug log line, so a
+/// connection flood cannot flood the log either).
+fn refuse_busy(stream: UnixStream, max: usize) {
+    let op_id = new_op_id();
+    debug!(op_id = %op_id, max, "refused an RPC connection: at the connection cap");
+    let err = RpcError::operation_failed(format!(
+        "bangerd is serving its maximum of {max} connections; close other banger commands (or scripts holding connections open) and retry"
+    ))
+    .with_op_id(op_id);
+    let line = ErrorLine {
+        v: PROTOCOL_VERSION,
+        id: 0,
+        error: &err,
+    };
+    let mut bytes = encode(0, &line).into_bytes();
+    bytes.push(b'\n');
+    let _ = stream.try_write(&bytes);
+}
+
 fn log_join(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         error!(error = %e, "an RPC connection task failed");
     }
 }
 
-async fn connection(
-    stream: UnixStream,
+/// What every connection task shares.
+struct Connection {
     router: Arc<Router>,
     access: Access,
-    stop: CancellationToken,
-) {
-    let peer_uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(e) => {
-            warn!(error = %e, "could not read the peer credentials of an RPC connection; closing it");
+    opts: ServeOptions,
+    in_flight: InFlight,
+}
+
+impl Connection {
+    async fn run(self, stream: UnixStream, stop: CancellationToken) {
+        let wt = self.opts.write_timeout;
+        let peer_uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                warn!(error = %e, "could not read the peer credentials of an RPC connection; closing it");
+                return;
+            }
+        };
+        let mut conn = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST_LINE));
+        if !self.access.allows(peer_uid) {
+            let op_id = new_op_id();
+            warn!(op_id = %op_id, peer_uid, "refused an RPC connection from another user");
+            let err = RpcError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "uid {peer_uid} may not use this bangerd (it serves uid {}); run banger as that user or as root",
+                    self.access.owner
+                ),
+            )
+            .with_op_id(op_id);
+            if send_error(&mut conn, wt, 0, &err).await.is_ok() {
+                close_gracefully(conn).await;
+            }
             return;
         }
-    };
-    let mut conn = Framed::new(stream, LinesCodec::new_with_max_length(MAX_REQUEST_LINE));
-    if !access.allows(peer_uid) {
-        let op_id = new_op_id();
-        warn!(op_id = %op_id, peer_uid, "refused an RPC connection from another user");
-        let err = RpcError::new(
-            ErrorCode::Unauthorized,
-            format!(
-                "uid {peer_uid} may not use this bangerd (it serves uid {}); run banger as that user or as root",
-                access.owner
-            ),
-        )
-        .with_op_id(op_id);
-        if send_error(&mut conn, 0, &err).await.is_ok() {
-            close_gracefully(conn).await;
-        }
-        return;
-    }
-    loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => break,
-            next = conn.next() => next,
-        };
-        let outcome = match next {
-            None => break,
-            Some(Ok(line)) if line.trim().is_empty() => continue,
-            Some(Ok(line)) => handle_line(&mut conn, &router, peer_uid, &line).await,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                let err = reject(
-                    RpcError::bad_request(format!(
-                        "request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"
-                    )),
-                    None,
-                );
-                if send_error(&mut conn, 0, &err).await.is_ok() {
-                    close_gracefully(conn).await;
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => break,
+                next = tokio::time::timeout(self.opts.read_timeout, conn.next()) => next,
+            };
+            let next = match next {
+                Ok(next) => next,
+                Err(_) if conn.read_buffer().is_empty() => {
+                    debug!("closing an idle RPC connection");
+                    break;
                 }
-                return;
-            }
-            Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                let err = reject(
-                    RpcError::bad_request(
-                        "request line is not valid UTF-8; closing the connection",
-                    ),
-                    None,
-                );
-                if send_error(&mut conn, 0, &err).await.is_ok() {
-                    close_gracefully(conn).await;
+                Err(_) => {
+                    let err = reject(
+                        RpcError::bad_request(format!(
+                            "request line not completed within {} s; closing the connection",
+                            self.opts.read_timeout.as_secs()
+                        )),
+                        None,
+                    );
+                    if send_error(&mut conn, wt, 0, &err).await.is_ok() {
+                        close_gracefully(conn).await;
+                    }
+                    return;
                 }
-                return;
-            }
-            Some(Err(LinesCodecError::Io(e))) => {
-                debug!(error = %e, "RPC connection read failed");
+            };
+            let outcome = match next {
+                None => break,
+                Some(Ok(line)) if line.trim().is_empty() => continue,
+                Some(Ok(line)) => self.handle_line(&mut conn, peer_uid, &line).await,
+                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                    let err = reject(
+                        RpcError::bad_request(format!(
+                            "request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"
+                        )),
+                        None,
+                    );
+                    if send_error(&mut conn, wt, 0, &err).await.is_ok() {
+                        close_gracefully(conn).await;
+                    }
+                    return;
+                }
+                Some(Err(LinesCodecError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    let err = reject(
+                        RpcError::bad_request(
+                            "request line is not valid UTF-8; closing the connection",
+                        ),
+                        None,
+                    );
+                    if send_error(&mut conn, wt, 0, &err).await.is_ok() {
+                        close_gracefully(conn).await;
+                    }
+                    return;
+                }
+                Some(Err(LinesCodecError::Io(e))) => {
+                    debug!(error = %e, "RPC connection read failed");
+                    break;
+                }
+            };
+            if let Err(e) = outcome {
+                debug!(error = %e, "RPC client went away (or stopped reading) before its reply was written");
                 break;
             }
-        };
-        if let Err(e) = outcome {
-            debug!(error = %e, "RPC client went away before its reply was written");
-            break;
         }
     }
+}
+
+/// A request line that passed the envelope checks, as [`parse_request`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRequest {
+    /// The request id (echoed in every reply line).
+    pub id: u64,
+    /// The op id: the client's, or one bangerd generated.
+    pub op_id: String,
+    /// Whether the client chose the op id.
+    pub client_op_id: bool,
+    /// The method name (not yet looked up).
+    pub method: String,
+    /// The raw params.
+    pub params: Value,
+}
+
+/// Decode and check one request line exactly as the server does before routing it
+/// (JSON object, protocol version, envelope fields, op id shape). For tools and the
+/// fuzz target; the server itself never panics on any line.
+pub fn parse_request(line: &str) -> Result<ParsedRequest, RpcError> {
+    parse(line)
+        .map(|c| ParsedRequest {
+            id: c.id,
+            op_id: c.op_id,
+            client_op_id: c.client_op_id,
+            method: c.method,
+            params: c.params,
+        })
+        .map_err(|(_, e)| e)
 }
 
 /// A request that passed envelope checks.
 struct Call {
     id: u64,
     op_id: String,
+    /// Whether the client chose the op id (else bangerd generated it).
+    client_op_id: bool,
     method: String,
     params: Value,
 }
@@ -219,6 +325,7 @@ fn parse(line: &str) -> Result<Call, (u64, RpcError)> {
         let err = RpcError::bad_request(format!("malformed request envelope: {e}"));
         (id, reject(err, client_op_id.clone()))
     })?;
+    let client_op_id = req.op_id.is_some();
     let op_id = match req.op_id {
         None => new_op_id(),
         Some(o) if valid_op_id(&o) => o,
@@ -232,6 +339,7 @@ fn parse(line: &str) -> Result<Call, (u64, RpcError)> {
     Ok(Call {
         id,
         op_id,
+        client_op_id,
         method: req.method,
         params: req.params,
     })
@@ -244,80 +352,111 @@ fn reject(err: RpcError, op_id: Option<String>) -> RpcError {
     err.with_op_id(op_id)
 }
 
-async fn handle_line(
-    conn: &mut Conn,
-    router: &Router,
-    peer_uid: u32,
-    line: &str,
-) -> Result<(), LinesCodecError> {
-    let call = match parse(line) {
-        Ok(call) => call,
-        Err((id, err)) => return send_error(conn, id, &err).await,
-    };
-    let Some(handler) = router.get(&call.method) else {
-        let err = reject(unknown_method(&call.method), Some(call.op_id));
-        return send_error(conn, call.id, &err).await;
-    };
+impl Connection {
+    async fn handle_line(
+        &self,
+        conn: &mut Conn,
+        peer_uid: u32,
+        line: &str,
+    ) -> Result<(), LinesCodecError> {
+        let wt = self.opts.write_timeout;
+        let mut call = match parse(line) {
+            Ok(call) => call,
+            Err((id, err)) => return send_error(conn, wt, id, &err).await,
+        };
+        let Some(handler) = self.router.get(&call.method) else {
+            let err = reject(unknown_method(&call.method), Some(call.op_id));
+            return send_error(conn, wt, call.id, &err).await;
+        };
+        let claim = match self.claim(&mut call) {
+            Ok(claim) => claim,
+            Err(err) => return send_error(conn, wt, call.id, &err).await,
+        };
 
-    let span = tracing::info_span!("rpc", op_id = %call.op_id, method = %call.method);
-    let (progress, mut rx) = ProgressSink::channel();
-    let ctx = CallCtx {
-        op_id: call.op_id.clone(),
-        peer_uid,
-        progress,
-    };
-    let started = Instant::now();
-    // Raw handlers may do work before returning their future; keep it in the span too.
-    let fut = span.in_scope(|| handler(ctx, call.params));
-    let mut task = tokio::spawn(
-        async move {
-            debug!(peer_uid, "call started");
-            let result = fut.await;
-            let elapsed_ms = started.elapsed().as_millis();
-            match &result {
-                Ok(_) => info!(elapsed_ms, "call succeeded"),
-                Err(e) => warn!(elapsed_ms, code = %e.code, "call failed: {}", e.message),
+        let span = tracing::info_span!("rpc", op_id = %call.op_id, method = %call.method);
+        let (progress, mut rx) = ProgressSink::channel();
+        let ctx = CallCtx {
+            op_id: call.op_id.clone(),
+            peer_uid,
+            progress,
+        };
+        let started = Instant::now();
+        // Raw handlers may do work before returning their future; keep it in the span too.
+        let fut = span.in_scope(|| handler(ctx, call.params));
+        let mut task = tokio::spawn(
+            async move {
+                // Held until the handler is done, whatever happens to the connection.
+                let _claim = claim;
+                debug!(peer_uid, "call started");
+                let result = fut.await;
+                let elapsed_ms = started.elapsed().as_millis();
+                match &result {
+                    Ok(_) => info!(elapsed_ms, "call succeeded"),
+                    Err(e) => warn!(elapsed_ms, code = %e.code, "call failed: {}", e.message),
+                }
+                result
             }
-            result
-        }
-        .instrument(span),
-    );
+            .instrument(span),
+        );
 
-    let joined = loop {
-        tokio::select! {
-            biased;
-            Some(p) = rx.recv() => send_progress(conn, call.id, &p).await?,
-            joined = &mut task => break joined,
+        let joined = loop {
+            tokio::select! {
+                biased;
+                Some(p) = rx.recv() => send_progress(conn, wt, call.id, &p).await?,
+                joined = &mut task => break joined,
+            }
+        };
+        while let Ok(p) = rx.try_recv() {
+            send_progress(conn, wt, call.id, &p).await?;
         }
-    };
-    while let Ok(p) = rx.try_recv() {
-        send_progress(conn, call.id, &p).await?;
+
+        match joined {
+            Ok(Ok(result)) => {
+                let line = ResultLine {
+                    v: PROTOCOL_VERSION,
+                    id: call.id,
+                    op_id: &call.op_id,
+                    result: &result,
+                };
+                send_line(conn, wt, encode(call.id, &line)).await
+            }
+            Ok(Err(mut err)) => {
+                if err.op_id.is_none() {
+                    err.op_id = Some(call.op_id);
+                }
+                send_error(conn, wt, call.id, &err).await
+            }
+            Err(join) => {
+                error!(op_id = %call.op_id, method = %call.method, error = %join, "RPC handler panicked");
+                let err = RpcError::operation_failed(format!(
+                    "bangerd hit an internal error while running {} (a bug); the daemon log has details under {}",
+                    call.method, call.op_id
+                ))
+                .with_op_id(call.op_id);
+                send_error(conn, wt, call.id, &err).await
+            }
+        }
     }
 
-    match joined {
-        Ok(Ok(result)) => {
-            let line = ResultLine {
-                v: PROTOCOL_VERSION,
-                id: call.id,
-                op_id: &call.op_id,
-                result: &result,
-            };
-            conn.send(encode(call.id, &line)).await
+    /// Hold the call's op id for as long as it runs. A client-chosen id already
+    /// held by a running call is refused; a generated one is drawn again.
+    fn claim(&self, call: &mut Call) -> Result<Claim, RpcError> {
+        if call.client_op_id {
+            return self.in_flight.claim(&call.op_id).ok_or_else(|| {
+                reject(
+                    RpcError::already_exists(format!(
+                        "op_id {} is already used by a call in progress; give each call its own op_id, or leave it out and bangerd picks one",
+                        call.op_id
+                    )),
+                    None,
+                )
+            });
         }
-        Ok(Err(mut err)) => {
-            if err.op_id.is_none() {
-                err.op_id = Some(call.op_id);
+        loop {
+            if let Some(claim) = self.in_flight.claim(&call.op_id) {
+                return Ok(claim);
             }
-            send_error(conn, call.id, &err).await
-        }
-        Err(join) => {
-            error!(op_id = %call.op_id, method = %call.method, error = %join, "RPC handler panicked");
-            let err = RpcError::operation_failed(format!(
-                "bangerd hit an internal error while running {} (a bug); the daemon log has details under {}",
-                call.method, call.op_id
-            ))
-            .with_op_id(call.op_id);
-            send_error(conn, call.id, &err).await
+            call.op_id = new_op_id();
         }
     }
 }
@@ -345,22 +484,51 @@ async fn close_gracefully(conn: Conn) {
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
-async fn send_progress(conn: &mut Conn, id: u64, p: &Progress) -> Result<(), LinesCodecError> {
+/// Write one line within `timeout`: a client that does not read gets disconnected
+/// instead of pinning the connection task (and the daemon's shutdown) forever.
+async fn send_line(
+    conn: &mut Conn,
+    timeout: Duration,
+    line: String,
+) -> Result<(), LinesCodecError> {
+    match tokio::time::timeout(timeout, conn.send(line)).await {
+        Ok(r) => r,
+        Err(_) => Err(LinesCodecError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client did not take a reply line within {} s",
+                timeout.as_secs()
+            ),
+        ))),
+    }
+}
+
+async fn send_progress(
+    conn: &mut Conn,
+    timeout: Duration,
+    id: u64,
+    p: &Progress,
+) -> Result<(), LinesCodecError> {
     let line = ProgressLine {
         v: PROTOCOL_VERSION,
         id,
         progress: p,
     };
-    conn.send(encode(id, &line)).await
+    send_line(conn, timeout, encode(id, &line)).await
 }
 
-async fn send_error(conn: &mut Conn, id: u64, err: &RpcError) -> Result<(), LinesCodecError> {
+async fn send_error(
+    conn: &mut Conn,
+    timeout: Duration,
+    id: u64,
+    err: &RpcError,
+) -> Result<(), LinesCodecError> {
     let line = ErrorLine {
         v: PROTOCOL_VERSION,
         id,
         error: err,
     };
-    conn.send(encode(id, &line)).await
+    send_line(conn, timeout, encode(id, &line)).await
 }
 
 #[cfg(test)]
@@ -402,6 +570,7 @@ mod tests {
                 let _ = rx.await;
             },
             access,
+            ServeOptions::default(),
         ));
         let stream = UnixStream::connect(&path).await.unwrap();
         let (r, mut w) = stream.into_split();

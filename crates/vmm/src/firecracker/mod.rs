@@ -394,9 +394,12 @@ impl Firecracker {
         // background once it exits.
         drop(child);
         tracing::info!(pid, api = %api.display(), "firecracker guest started");
+        let start_time = process::start_time(pid)
+            .filter(|_| process::alive_with_tag(pid, &api.display().to_string()));
         Ok(Handles {
             backend: "firecracker".into(),
             pid,
+            start_time,
             control_socket: api,
             agent_socket: vsock_path,
             console_log: console_path,
@@ -406,21 +409,19 @@ impl Firecracker {
 
     /// Ask the guest to stop with Ctrl+Alt+Del, then SIGKILL after [`STOP_GRACE`].
     pub async fn stop(&self, h: &Handles) -> Result<(), FirecrackerError> {
-        let tag = h.control_socket.display().to_string();
-        if !process::alive_with_tag(h.pid, &tag) {
+        let id = h.identity();
+        if !id.alive() {
             return Ok(());
         }
         if let Ok(client) = ApiClient::with_timeout(&h.control_socket, Duration::from_secs(1)) {
             if let Ok(req) = Firecracker::stop_request() {
-                if client.send(&req).await.is_ok()
-                    && process::wait_exit(h.pid, &tag, STOP_GRACE).await
-                {
+                if client.send(&req).await.is_ok() && id.wait_exit(STOP_GRACE).await {
                     return Ok(());
                 }
             }
         }
-        process::signal(h.pid, libc::SIGKILL);
-        if process::wait_exit(h.pid, &tag, Duration::from_secs(5)).await {
+        id.signal(libc::SIGKILL);
+        if id.wait_exit(Duration::from_secs(5)).await {
             Ok(())
         } else {
             Err(FirecrackerError::Io {
@@ -497,7 +498,7 @@ impl Vmm for Firecracker {
     }
 
     fn is_alive(&self, h: &Handles, _vm_id: &str) -> bool {
-        process::alive_with_tag(h.pid, &h.control_socket.display().to_string())
+        h.vmm_alive()
     }
 
     /// The API and vsock sockets (Firecracker does not remove them when it exits);
