@@ -95,10 +95,12 @@ fn shutdown(runs: Runs, session: &Session) {
         Runs::AsInit => {
             // SAFETY: sync(2) has no preconditions.
             unsafe { libc::sync() };
-            answer(session, Ok(Control::Done(Done::default())));
-            // The init's signal loop runs the orderly power-off (crate::pid1).
+            let _ = session.send(&Control::Done(Done::default()));
+            // The init's signal loop runs the orderly power-off (crate::pid1); it must
+            // start even if the host already left.
             // SAFETY: kill(2) of our own process.
             unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            session.close();
         }
         Runs::AsService => {
             // SAFETY: sync(2) has no preconditions.

@@ -32,11 +32,16 @@ pub const LABEL_WORK: &str = "banger-work";
 const MODULE_LIST: &str = "/etc/banger/modules";
 const MODULE_DIR: &str = "/lib/modules";
 
+/// Seconds since boot, from the clock (not /proc: the agent as init logs after
+/// leaving the VM's root at power-off, where no /proc is mounted).
 fn uptime() -> String {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default()
+    // SAFETY: timespec is plain data; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return String::new();
+    }
+    format!("{}.{:02}", ts.tv_sec, ts.tv_nsec / 10_000_000)
 }
 
 pub(crate) fn log(msg: &str) {

@@ -9,10 +9,10 @@
 //! * A unix socket (`serve --listen`), for tests and debugging on a host.
 
 use crate::handler::{Agent, Runs};
-use banger_channel::sync::{serve, ServeError, ServerConfig};
+use banger_channel::sync::{serve, serve_port, ServeError, ServerConfig};
 use banger_channel::Limits;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,10 @@ pub const DEFAULT_PORT: &str = "org.banger.agent";
 /// Connections served at once on the listeners (vsock, unix); more are closed at once.
 const MAX_CONNECTIONS: usize = 16;
 
-fn config(wait_for_peer: bool) -> ServerConfig {
+fn config() -> ServerConfig {
     ServerConfig {
         software: format!("banger-agent {}", env!("CARGO_PKG_VERSION")),
         limits: Limits::default(),
-        wait_for_peer,
     }
 }
 
@@ -38,10 +37,29 @@ fn log_end(what: &str, r: &Result<(), ServeError>) {
     }
 }
 
+/// The device of the virtio-serial port `name`. udev makes the
+/// `/dev/virtio-ports/<name>` link; without udev (the agent as init) the name is in
+/// sysfs and devtmpfs has the device as `/dev/vportNpM`.
+fn find_port(name: &str) -> Option<PathBuf> {
+    let link = Path::new("/dev/virtio-ports").join(name);
+    if link.exists() {
+        return Some(link);
+    }
+    std::fs::read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path().join("name")).is_ok_and(|n| n.trim() == name))
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .filter(|p| p.exists())
+}
+
 /// Serve the virtio-serial port `name` forever (waiting for it to appear).
 pub fn serial(name: &str, agent: &Agent) -> std::io::Error {
-    let path = Path::new("/dev/virtio-ports").join(name);
     loop {
+        let Some(path) = find_port(name) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
         let f = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -56,20 +74,69 @@ pub fn serial(name: &str, agent: &Agent) -> std::io::Error {
                 return std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
             }
         };
-        // One host connection per round; a read error means the port itself failed:
-        // reopen it.
-        loop {
-            let w = match f.try_clone() {
-                Ok(w) => w,
-                Err(e) => return e,
-            };
-            let r = serve(&f, Box::new(w), &config(true), agent);
-            log_end("virtio-serial connection", &r);
-            if matches!(r, Err(ServeError::Read(_))) {
-                break;
+        // Host connections come and go on the port; a read error means the port
+        // itself failed: reopen it.
+        let e = serve_port(
+            &f,
+            || Ok(Box::new(PortWriter(f.try_clone()?)) as Box<dyn std::io::Write + Send>),
+            &config(),
+            agent,
+            |r| {
+                match r {
+                Err(ServeError::Frame(e)) => eprintln!(
+                    "banger-agent: virtio-serial: a new host connection began mid-stream ({e}); resynchronised"
+                ),
+                r => log_end("virtio-serial connection", r),
             }
-        }
+            },
+        );
+        eprintln!("banger-agent: the virtio-serial port failed ({e}); reopening it");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How long a write waits for a connected host to take the port's data.
+const PORT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes to the virtio-serial port that fail instead of blocking when no host is
+/// connected. A port write blocks until a host connects, so without this a worker of
+/// a connection whose host left would stall (and later write stale frames into the
+/// next host's connection), and a shutdown reply could keep the power-off from running.
+struct PortWriter(std::fs::File);
+
+impl std::io::Write for PortWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, PORT_WRITE_TIMEOUT.as_millis() as libc::c_int) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if p.revents & libc::POLLOUT != 0 {
+            return self.0.write(buf);
+        }
+        if p.revents & libc::POLLHUP != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the host disconnected from the virtio-serial port",
+            ));
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the host did not read the virtio-serial port for {}s",
+                PORT_WRITE_TIMEOUT.as_secs()
+            ),
+        ))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -105,7 +172,7 @@ pub fn connection(
     let started = std::thread::Builder::new()
         .name(what.into())
         .spawn(move || {
-            log_end(what, &serve(reader, writer, &config(false), &*agent));
+            log_end(what, &serve(reader, writer, &config(), &*agent));
             ACTIVE.fetch_sub(1, Ordering::SeqCst);
         });
     if let Err(e) = started {

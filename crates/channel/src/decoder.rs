@@ -67,6 +67,20 @@ impl Decoder {
         };
     }
 
+    /// After a framing error, look for a preamble again, starting with the bytes of the
+    /// header that failed. On a virtio-serial port a host that reconnected begins with
+    /// the preamble right where the guest expected the old connection's next header,
+    /// so those bytes are where the new connection starts.
+    pub fn resync(&mut self) {
+        let pending = match &self.state {
+            State::Header { buf, have } => buf[..*have].to_vec(),
+            _ => Vec::new(),
+        };
+        self.expect_preamble();
+        // Fewer bytes than a preamble: they can only advance the match, never fail.
+        let _ = self.decode_all(&pending);
+    }
+
     /// Whether the decoder is still looking for the preamble.
     pub fn in_preamble(&self) -> bool {
         matches!(self.state, State::Preamble { .. })
@@ -75,9 +89,23 @@ impl Decoder {
     /// Consume bytes from the front of `input`: returns how many were used and the
     /// frame they completed, if any. Call again with the rest until it is empty.
     pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<Frame>), FrameError> {
+        let (n, r) = self.decode_step(input);
+        r.map(|f| (n, f))
+    }
+
+    /// Like [`Decoder::decode`], but says how many bytes were used even on an error
+    /// (for [`Decoder::resync`], which goes on from there).
+    pub fn decode_step(&mut self, input: &[u8]) -> (usize, Result<Option<Frame>, FrameError>) {
         let mut used = 0;
-        while used < input.len() {
-            let rest = &input[used..];
+        match self.step(input, &mut used) {
+            Ok(f) => (used, Ok(f)),
+            Err(e) => (used, Err(e)),
+        }
+    }
+
+    fn step(&mut self, input: &[u8], used: &mut usize) -> Result<Option<Frame>, FrameError> {
+        while *used < input.len() {
+            let rest = &input[*used..];
             match &mut self.state {
                 State::Preamble {
                     matched,
@@ -85,7 +113,7 @@ impl Decoder {
                     head,
                 } => {
                     let b = rest[0];
-                    used += 1;
+                    *used += 1;
                     if b == PREAMBLE[*matched] {
                         *matched += 1;
                         if *matched == PREAMBLE.len() {
@@ -119,7 +147,7 @@ impl Decoder {
                     let n = (HEADER_LEN - *have).min(rest.len());
                     buf[*have..*have + n].copy_from_slice(&rest[..n]);
                     *have += n;
-                    used += n;
+                    *used += n;
                     if *have == HEADER_LEN {
                         let header = Header::decode(buf, &self.limits)?;
                         let cap = (header.len as usize).min(INITIAL_PAYLOAD_CAPACITY);
@@ -128,7 +156,7 @@ impl Decoder {
                             buf: Vec::with_capacity(cap),
                         };
                         if header.len == 0 {
-                            return Ok((used, Some(self.finish())));
+                            return Ok(Some(self.finish()));
                         }
                     }
                 }
@@ -136,14 +164,14 @@ impl Decoder {
                     let want = header.len as usize - buf.len();
                     let n = want.min(rest.len());
                     buf.extend_from_slice(&rest[..n]);
-                    used += n;
+                    *used += n;
                     if buf.len() == header.len as usize {
-                        return Ok((used, Some(self.finish())));
+                        return Ok(Some(self.finish()));
                     }
                 }
             }
         }
-        Ok((used, None))
+        Ok(None)
     }
 
     /// Hand out the completed payload and go back to reading a header.
@@ -271,6 +299,26 @@ mod tests {
         let mut d = Decoder::new(limits);
         let e = d.decode_all(&vec![0u8; 4096]).unwrap_err();
         assert!(matches!(e, FrameError::NoPreamble(_)), "{e}");
+    }
+
+    #[test]
+    fn a_new_connection_where_a_header_was_expected_is_found_again() {
+        let fs = frames();
+        let mut w = wire(&fs[..2]);
+        // The next connection starts without the old one having ended.
+        w.extend(wire(&fs[2..]));
+        let mut d = Decoder::new(Limits::default());
+        let mut got = vec![];
+        let mut input = &w[..];
+        while !input.is_empty() {
+            let (n, r) = d.decode_step(input);
+            input = &input[n..];
+            match r {
+                Ok(f) => got.extend(f),
+                Err(_) => d.resync(),
+            }
+        }
+        assert_eq!(got, fs);
     }
 
     #[test]

@@ -449,3 +449,96 @@ async fn sessions_fail_with_the_reason_when_the_connection_drops() {
     assert!(matches!(conn.open(&exec()), Err(SessionError::Lost(_))));
     t.join().expect("peer");
 }
+
+/// A byte stream like a virtio-serial port: scripted reads, then a failure.
+struct Port(std::collections::VecDeque<Vec<u8>>);
+
+impl Read for Port {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.pop_front() {
+            Some(mut chunk) => {
+                let n = chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    self.0.push_front(chunk.split_off(n));
+                }
+                Ok(n)
+            }
+            None => {
+                // Give the last sessions' threads time to answer before the port dies.
+                std::thread::sleep(Duration::from_millis(500));
+                Err(std::io::Error::other("the port went away"))
+            }
+        }
+    }
+}
+
+/// What a port's connections wrote, shared with the test.
+#[derive(Clone, Default)]
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_port_serves_host_after_host_and_resynchronises_on_a_reconnect() {
+    let hello = {
+        let h = serde_json::to_vec(&Hello::new(Role::Client, "host")).expect("json");
+        [PREAMBLE.to_vec(), encode(0, Kind::Hello, &h)].concat()
+    };
+    let ping = |id| encode(id, Kind::Open, br#"{"type":"ping"}"#);
+    let mut script = std::collections::VecDeque::new();
+    // Host 1 pings, then leaves (end of file: nobody connected).
+    script.push_back([hello.clone(), ping(1)].concat());
+    script.push_back(Vec::new());
+    // Host 2 pings; host 3 connects before the guest saw host 2 leave: its preamble
+    // comes where host 2's next frame would have. Bytes arrive one at a time.
+    for b in [hello.clone(), ping(1), hello.clone(), ping(1)].concat() {
+        script.push_back(vec![b]);
+    }
+    let sink = Sink::default();
+    let mut ends = Vec::new();
+    let handler = common::TestHandler::default();
+    let config = banger_channel::sync::ServerConfig {
+        software: "port".into(),
+        limits: Limits::default(),
+    };
+    let s2 = sink.clone();
+    let e = banger_channel::sync::serve_port(
+        Port(script),
+        || Ok(Box::new(s2.clone()) as Box<dyn Write + Send>),
+        &config,
+        &handler,
+        |r| ends.push(format!("{r:?}")),
+    );
+    assert!(e.to_string().contains("the port went away"), "{e}");
+    // Three hellos back; host 3 got its pong (host 2's may have been cut off when host 3
+    // arrived: host 2 was gone by then anyway).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = sink.0.lock().unwrap().clone();
+        let starts: Vec<usize> = out
+            .windows(PREAMBLE.len())
+            .enumerate()
+            .filter(|(_, w)| w == PREAMBLE)
+            .map(|(i, _)| i)
+            .collect();
+        let pong_after = |from: usize| out[from..].windows(6).any(|w| w == b"\"pong\"");
+        if starts.len() == 3 && pong_after(starts[2]) && pong_after(starts[0]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hellos at {starts:?}; ends {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ends.len(), 3, "{ends:?}");
+}

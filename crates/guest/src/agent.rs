@@ -155,7 +155,6 @@ mod tests {
         let config = ServerConfig {
             software: "mini".into(),
             limits: Limits::default(),
-            wait_for_peer: false,
         };
         let _ = serve(s, Box::new(w), &config, &Mini);
     }

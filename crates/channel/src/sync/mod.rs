@@ -49,9 +49,6 @@ pub struct ServerConfig {
     pub software: String,
     /// Bounds on what the peer sends.
     pub limits: Limits,
-    /// Treat end-of-file before the peer's hello as "nobody connected yet" and keep
-    /// waiting (a virtio-serial port reads EOF while no host is connected).
-    pub wait_for_peer: bool,
 }
 
 /// Why a connection ended.
@@ -98,14 +95,25 @@ struct FrameReader<R> {
 }
 
 impl<R: Read> FrameReader<R> {
-    /// The next frame; `None` at end of file.
+    fn new(r: R, limits: Limits) -> Self {
+        Self {
+            r,
+            dec: Decoder::new(limits),
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The next frame; `None` at end of file. With `wait_for_peer`, end of file means
+    /// "nobody connected yet" (a virtio-serial port without a host) and is waited out.
     fn next(&mut self, wait_for_peer: bool) -> Result<Option<Frame>, ServeError> {
         loop {
             if self.start < self.end {
-                let (n, f) = self.dec.decode(&self.buf[self.start..self.end])?;
+                let (n, f) = self.dec.decode_step(&self.buf[self.start..self.end]);
                 self.start += n;
-                if f.is_some() {
-                    return Ok(f);
+                if let Some(f) = f? {
+                    return Ok(Some(f));
                 }
                 continue;
             }
@@ -133,22 +141,59 @@ pub fn serve<R: Read>(
     config: &ServerConfig,
     handler: &dyn Handler,
 ) -> Result<(), ServeError> {
+    let mut fr = FrameReader::new(reader, config.limits);
+    serve_one(&mut fr, writer, config, handler, false)
+}
+
+/// Serve connection after connection on a byte stream that outlives them: a
+/// virtio-serial port, where hosts come and go without the guest being told. End of
+/// file means "no host right now"; a new host starts with the preamble, which is also
+/// found where the previous connection's next frame was expected (a host that
+/// reconnected before the guest read the end of the old one), so a framing error
+/// starts a new connection from that point instead of ending the port. `writer` gives
+/// a new writer for each connection; `on_end` hears how each one ended. Returns only
+/// when the stream itself fails.
+pub fn serve_port<R: Read>(
+    reader: R,
+    mut writer: impl FnMut() -> io::Result<Box<dyn Write + Send>>,
+    config: &ServerConfig,
+    handler: &dyn Handler,
+    mut on_end: impl FnMut(&Result<(), ServeError>),
+) -> ServeError {
+    let mut fr = FrameReader::new(reader, config.limits);
+    loop {
+        let w = match writer() {
+            Ok(w) => w,
+            Err(e) => return ServeError::Write(e),
+        };
+        let r = serve_one(&mut fr, w, config, handler, true);
+        on_end(&r);
+        match r {
+            Err(ServeError::Read(e)) => return ServeError::Read(e),
+            Err(ServeError::Frame(_)) => fr.dec.resync(),
+            _ => fr.dec.expect_preamble(),
+        }
+    }
+}
+
+fn serve_one<R: Read>(
+    fr: &mut FrameReader<R>,
+    writer: Box<dyn Write + Send>,
+    config: &ServerConfig,
+    handler: &dyn Handler,
+    port: bool,
+) -> Result<(), ServeError> {
     let conn = Arc::new(Conn::new(writer, config.limits));
-    let mut fr = FrameReader {
-        r: reader,
-        dec: Decoder::new(config.limits),
-        buf: vec![0; READ_BUF],
-        start: 0,
-        end: 0,
-    };
-    let result = run(&mut fr, &conn, config, handler);
+    let result = run(fr, &conn, handler, &config.software, port);
     let reason = match &result {
         Ok(()) => "the host closed the channel".to_string(),
         Err(e) => {
-            if !matches!(
+            // On a port a framing error is most likely the next host: no goaway for it.
+            let quiet = matches!(
                 e,
                 ServeError::Read(_) | ServeError::Write(_) | ServeError::Goaway(_)
-            ) {
+            ) || (port && matches!(e, ServeError::Frame(_)));
+            if !quiet {
                 let msg = serde_json::to_vec(&Goaway {
                     message: e.to_string(),
                 })
@@ -165,10 +210,11 @@ pub fn serve<R: Read>(
 fn run<R: Read>(
     fr: &mut FrameReader<R>,
     conn: &Arc<Conn>,
-    config: &ServerConfig,
     handler: &dyn Handler,
+    software: &str,
+    port: bool,
 ) -> Result<(), ServeError> {
-    let Some(first) = fr.next(config.wait_for_peer)? else {
+    let Some(first) = fr.next(port)? else {
         return Ok(());
     };
     if first.kind != Kind::Hello {
@@ -179,7 +225,7 @@ fn run<R: Read>(
     }
     let peer: Hello = serde_json::from_slice(&first.payload)
         .map_err(|e| ServeError::protocol(format!("malformed hello: {e}")))?;
-    let ours = Hello::new(Role::Server, config.software.clone());
+    let ours = Hello::new(Role::Server, software);
     let hello = serde_json::to_vec(&ours).map_err(|e| ServeError::protocol(e.to_string()))?;
     let header = crate::frame::Header {
         len: hello.len() as u32,

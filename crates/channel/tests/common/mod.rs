@@ -136,7 +136,6 @@ pub fn server(limits: Limits) -> (Server, std::os::unix::net::UnixStream) {
         let config = ServerConfig {
             software: "test-server".into(),
             limits,
-            wait_for_peer: false,
         };
         serve(b, Box::new(w), &config, &handler)
     });
