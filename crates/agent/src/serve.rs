@@ -74,6 +74,7 @@ pub fn serial(name: &str, agent: &Agent) -> std::io::Error {
                 return std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
             }
         };
+        announce_restart(&f);
         // Host connections come and go on the port; a read error means the port
         // itself failed: reopen it.
         let e = serve_port(
@@ -92,6 +93,30 @@ pub fn serial(name: &str, agent: &Agent) -> std::io::Error {
         );
         eprintln!("banger-agent: the virtio-serial port failed ({e}); reopening it");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A host still connected to the port when the agent (re)opens it was talking to a
+/// previous agent (the service restarted): tell it with a goaway frame, so it
+/// reconnects instead of waiting for answers this agent will never give. A host still
+/// in its handshake skips the frame as junk before the preamble.
+fn announce_restart(f: &std::fs::File) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    if n <= 0 || p.revents & libc::POLLHUP != 0 || p.revents & libc::POLLOUT == 0 {
+        return;
+    }
+    let msg = serde_json::json!({"message": "the guest agent restarted"}).to_string();
+    let frame = banger_channel::frame::encode(0, banger_channel::Kind::Goaway, msg.as_bytes());
+    if let Ok(w) = f.try_clone() {
+        let _ = PortWriter(w).write_all(&frame);
     }
 }
 
