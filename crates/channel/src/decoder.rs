@@ -11,8 +11,14 @@ use crate::limits::{Limits, HEADER_LEN, PREAMBLE};
 /// Bytes of a payload buffer reserved up front; the rest grows with the data.
 const INITIAL_PAYLOAD_CAPACITY: usize = 16 << 10;
 
-/// What an old JSON-lines agent answers to anything that is not a request.
-const LEGACY_REPLY: &[u8] = b"{\"ok\"";
+/// Skipped bytes kept to recognise an old JSON-lines agent's reply: one short line.
+const LEGACY_HEAD: usize = 256;
+
+/// Whether `line` is what an old JSON-lines agent answers to anything that is not a
+/// request: a JSON object line with an `ok` member (`{"error":"malformed ...","ok":false}`).
+fn is_legacy_reply(line: &[u8]) -> bool {
+    line.starts_with(b"{\"") && line.windows(5).any(|w| w == b"\"ok\":")
+}
 
 #[derive(Debug)]
 enum State {
@@ -127,11 +133,10 @@ impl Decoder {
                     // The preamble's only NUL is its first byte, so after a mismatch
                     // the only place a new match can start is this byte.
                     *skipped += *matched + 1;
-                    if head.len() < LEGACY_REPLY.len() {
+                    if head.len() < LEGACY_HEAD {
                         head.extend_from_slice(&PREAMBLE[..*matched]);
                         head.push(b);
-                        head.truncate(LEGACY_REPLY.len());
-                        if head.as_slice() == LEGACY_REPLY {
+                        if (b == b'\n' || head.len() >= LEGACY_HEAD) && is_legacy_reply(head) {
                             return Err(FrameError::LegacyPeer);
                         }
                     }
@@ -324,10 +329,14 @@ mod tests {
     #[test]
     fn an_old_json_lines_agent_is_recognised() {
         let mut d = Decoder::new(Limits::default());
+        // serde_json sorts the old agent's keys: "error" comes before "ok".
         let e = d
-            .decode_all(b"{\"ok\":false,\"error\":\"malformed request\"}\n")
+            .decode_all(b"{\"error\":\"malformed request: expected value\",\"ok\":false}\n")
             .unwrap_err();
         assert_eq!(e, FrameError::LegacyPeer);
+        // A JSON line without "ok" is just junk.
+        let mut d = Decoder::new(Limits::default());
+        assert!(d.decode_all(b"{\"hello\":1}\n").is_ok());
     }
 
     #[test]

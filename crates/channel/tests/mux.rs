@@ -402,7 +402,7 @@ async fn handshakes_fail_clearly() {
     assert!(matches!(e, HandshakeError::Version(_)), "{e}");
     assert!(e.to_string().contains("raw-agent speaks 4..=5"), "{e}");
 
-    let legacy = b"{\"ok\":false,\"error\":\"malformed request: expected value\"}\n".to_vec();
+    let legacy = b"{\"error\":\"malformed request: expected value\",\"ok\":false}\n".to_vec();
     let e = hs(raw_server(legacy, vec![])).await.unwrap_err();
     assert!(
         matches!(e, HandshakeError::Frame(FrameError::LegacyPeer)),

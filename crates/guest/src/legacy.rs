@@ -1,10 +1,12 @@
 //! The agent protocol before the channel: one JSON request line, one JSON reply line.
 //! Only for guests whose agent is older than this banger (see [`crate::agent`]).
 //!
-//! Over virtio-serial an old agent may still owe a reply to the previous connection
-//! (it answers the channel preamble we sent with a "malformed request" line, which it
-//! writes when the next host connects), so such lines are skipped: our own request is
-//! never malformed.
+//! Over virtio-serial the old agent still holds what our channel attempt sent after
+//! the preamble (the hello frame, no newline): if we reconnect before it saw the end of
+//! that connection, our request would be glued to that junk. So the request starts
+//! with a newline, which ends the junk line, and the "malformed request" / "empty
+//! request" replies that earns (and any owed to the previous connection) are skipped:
+//! our own request is never malformed.
 
 use crate::agent::{AgentError, Channel};
 use serde_json::Value;
@@ -30,8 +32,8 @@ pub async fn request(ch: Channel<'_>, op: &str, timeout: Duration) -> Result<Val
             }
         };
         let (r, mut w) = s.into_split();
-        let mut line = serde_json::json!({ "op": op }).to_string();
-        line.push('\n');
+        let mut line = format!("\n{}\n", serde_json::json!({ "op": op }));
+        line.shrink_to_fit();
         w.write_all(line.as_bytes()).await?;
         let mut r = BufReader::new(r.take(MAX_LINE * (MAX_STALE as u64 + 1)));
         for _ in 0..=MAX_STALE {
@@ -82,7 +84,7 @@ mod tests {
                 let (r, mut w) = s.into_split();
                 for _ in 0..owed {
                     let _ = w
-                        .write_all(b"{\"ok\":false,\"error\":\"malformed request: x\"}\n")
+                        .write_all(b"{\"error\":\"malformed request: x\",\"ok\":false}\n")
                         .await;
                 }
                 owed = 0;
@@ -98,7 +100,7 @@ mod tests {
                     } else {
                         // The preamble line: answered now, and owed once more.
                         let _ = w
-                            .write_all(b"{\"ok\":false,\"error\":\"malformed request: y\"}\n")
+                            .write_all(b"{\"error\":\"malformed request: y\",\"ok\":false}\n")
                             .await;
                         owed += 1;
                     }
