@@ -123,41 +123,58 @@ fn announce_restart(f: &std::fs::File) {
 /// How long a write waits for a connected host to take the port's data.
 const PORT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Writes to the virtio-serial port that fail instead of blocking when no host is
-/// connected. A port write blocks until a host connects, so without this a worker of
-/// a connection whose host left would stall (and later write stale frames into the
+/// How long a write waits for a host to be connected. The guest learns of a new host
+/// connection on a control queue, separately from its data: the first bytes of a new
+/// host can be read before the port says a host is connected, so "no host" is only
+/// believed after this long.
+const PORT_HOST_GRACE: Duration = Duration::from_secs(2);
+
+/// Writes to the virtio-serial port that fail instead of blocking forever when no host
+/// is connected. A port write blocks until a host connects, so without this a worker
+/// of a connection whose host left would stall (and later write stale frames into the
 /// next host's connection), and a shutdown reply could keep the power-off from running.
 struct PortWriter(std::fs::File);
 
 impl std::io::Write for PortWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         use std::os::fd::AsRawFd;
-        let mut p = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut p, 1, PORT_WRITE_TIMEOUT.as_millis() as libc::c_int) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
+        let start = std::time::Instant::now();
+        loop {
+            let mut p = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, PORT_WRITE_TIMEOUT.as_millis() as libc::c_int) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if p.revents & libc::POLLOUT != 0 {
+                return self.0.write(buf);
+            }
+            if p.revents & libc::POLLHUP == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the host did not read the virtio-serial port for {}s",
+                        PORT_WRITE_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            if start.elapsed() >= PORT_HOST_GRACE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the host disconnected from the virtio-serial port",
+                ));
+            }
+            // POLLHUP returns at once: wait a little for the host to show up.
+            std::thread::sleep(Duration::from_millis(10));
         }
-        if p.revents & libc::POLLOUT != 0 {
-            return self.0.write(buf);
-        }
-        if p.revents & libc::POLLHUP != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the host disconnected from the virtio-serial port",
-            ));
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "the host did not read the virtio-serial port for {}s",
-                PORT_WRITE_TIMEOUT.as_secs()
-            ),
-        ))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
