@@ -357,9 +357,9 @@ async fn tar_put_and_get_round_trip() {
     assert!(!into.join("escape.tx").exists());
 }
 
-/// Processes whose parent is `pid` and that are zombies.
-fn zombies_of(pid: u32) -> Vec<String> {
-    let mut z = Vec::new();
+/// The children of `pid` as (state, stat line).
+fn children_of(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
@@ -368,25 +368,41 @@ fn zombies_of(pid: u32) -> Vec<String> {
             continue;
         };
         let f: Vec<&str> = after.split_whitespace().collect();
-        if f.len() > 1 && f[0] == "Z" && f[1] == pid.to_string() {
-            z.push(stat);
+        if f.len() > 1 && f[1] == pid.to_string() {
+            out.push((f[0].to_string(), stat.clone()));
         }
     }
-    z
+    out
 }
 
 #[tokio::test]
 async fn orphans_are_reaped_and_reconnects_work() {
     let a = agent();
     let c = client(&a);
-    // The background sleep outlives its shell and is reparented to the agent.
+    // The background sleep outlives its shell and is reparented to the agent (a
+    // subreaper), which must reap it when it ends: then the agent has no child left.
     let x = c
-        .exec(shell("sleep 0.3 </dev/null >/dev/null 2>&1 & exit 0"))
+        .exec(shell("sleep 2 </dev/null >/dev/null 2>&1 & exit 0"))
         .await
         .expect("exec");
     assert_eq!(finish(&x).await.2, 0);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(zombies_of(a.child.id()), Vec::<String>::new());
+    let adopted = children_of(a.child.id());
+    assert!(
+        adopted.iter().any(|(_, stat)| stat.contains("(sleep)")),
+        "the orphan was not adopted by the agent: {adopted:?}"
+    );
+    let t = Instant::now();
+    loop {
+        let kids = children_of(a.child.id());
+        if kids.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the agent still has children (a zombie was not reaped?): {kids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     c.disconnect().await;
     assert_eq!(
