@@ -28,6 +28,12 @@ pub struct Hello {
     pub role: Role,
     /// The sender's software and version, for messages (`banger-agent 0.1.0`).
     pub software: String,
+    /// The client's random number for this connection, echoed by the server. On a
+    /// virtio-serial port the guest may still flush replies meant for an earlier host
+    /// connection (preamble and hello included) into a new one; the client skips every
+    /// hello that does not carry its own nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
 }
 
 /// Why two hellos do not make a connection.
@@ -53,14 +59,26 @@ pub enum VersionError {
 }
 
 impl Hello {
-    /// This build's hello for `role`.
+    /// This build's hello for `role`, without a nonce.
     pub fn new(role: Role, software: impl Into<String>) -> Self {
         Self {
             protocol: PROTOCOL_VERSION,
             min_protocol: MIN_PROTOCOL_VERSION,
             role,
             software: software.into(),
+            nonce: None,
         }
+    }
+
+    /// A fresh random nonce (per-process random keys mixed with a counter: unique
+    /// enough to tell connections of one host apart, no dependency needed).
+    pub fn fresh_nonce() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.finish()
     }
 
     /// The version both sides use: the highest both speak. Both sides compute the same.

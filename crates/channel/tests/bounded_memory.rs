@@ -60,8 +60,9 @@ fn hostile_agent(frames: Vec<u8>) -> std::os::unix::net::UnixStream {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("pair");
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
-        let _ = b.read(&mut buf);
-        let _ = b.write_all(&hello(Role::Server));
+        let n = b.read(&mut buf).unwrap_or(0);
+        let nonce = common::client_nonce(&buf[..n]);
+        let _ = b.write_all(&common::server_hello_for(nonce, 1, 1, "hostile"));
         let mut sent = 0;
         while sent < FLOOD {
             if b.write_all(&frames).is_err() {

@@ -314,13 +314,18 @@ fn the_server_gives_up_on_endless_junk() {
     w.join().expect("writer");
 }
 
-/// A raw server: answers the hello with `reply`, then whatever `then` holds.
-fn raw_server(reply: Vec<u8>, then: Vec<u8>) -> std::os::unix::net::UnixStream {
+/// A raw server: reads the client's hello, answers with `reply(its nonce)`, then
+/// writes `then`.
+fn raw_server_with(
+    reply: impl FnOnce(Option<u64>) -> Vec<u8> + Send + 'static,
+    then: Vec<u8>,
+) -> std::os::unix::net::UnixStream {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("pair");
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
-        let _ = b.read(&mut buf);
-        let _ = b.write_all(&reply);
+        let n = b.read(&mut buf).unwrap_or(0);
+        let nonce = common::client_nonce(&buf[..n]);
+        let _ = b.write_all(&reply(nonce));
         let _ = b.write_all(&then);
         // Keep the stream open until the client hangs up.
         let _ = b.read_to_end(&mut Vec::new());
@@ -328,20 +333,21 @@ fn raw_server(reply: Vec<u8>, then: Vec<u8>) -> std::os::unix::net::UnixStream {
     a
 }
 
-fn server_hello(protocol: u32, min: u32) -> Vec<u8> {
-    let mut h = Hello::new(Role::Server, "raw-agent");
-    h.protocol = protocol;
-    h.min_protocol = min;
-    [
-        PREAMBLE.to_vec(),
-        encode(0, Kind::Hello, &serde_json::to_vec(&h).expect("json")),
-    ]
-    .concat()
+/// A raw server answering with fixed bytes.
+fn raw_server(reply: Vec<u8>, then: Vec<u8>) -> std::os::unix::net::UnixStream {
+    raw_server_with(move |_| reply, then)
+}
+
+/// A raw server answering with a proper hello of versions `min..=protocol`.
+fn raw_agent(protocol: u32, min: u32, then: Vec<u8>) -> std::os::unix::net::UnixStream {
+    raw_server_with(
+        move |nonce| common::server_hello_for(nonce, protocol, min, "raw-agent"),
+        then,
+    )
 }
 
 #[tokio::test]
 async fn the_client_refuses_hostile_servers_with_a_reason() {
-    let good = server_hello(1, 1);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "giant frame",
@@ -378,7 +384,7 @@ async fn the_client_refuses_hostile_servers_with_a_reason() {
         ),
     ];
     for (what, then, expect) in cases {
-        let conn = client(raw_server(good.clone(), then)).await;
+        let conn = client(raw_agent(1, 1, then)).await;
         let _s = conn.open(&put("x")).expect("open");
         let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
             .await
@@ -396,9 +402,7 @@ async fn handshakes_fail_clearly() {
     let config = || Config::client("t");
     let hs = |sock| Connection::handshake(common::tokio_stream(sock), config());
 
-    let e = hs(raw_server(server_hello(5, 4), vec![]))
-        .await
-        .unwrap_err();
+    let e = hs(raw_agent(5, 4, vec![])).await.unwrap_err();
     assert!(matches!(e, HandshakeError::Version(_)), "{e}");
     assert!(e.to_string().contains("raw-agent speaks 4..=5"), "{e}");
 
@@ -421,9 +425,20 @@ async fn handshakes_fail_clearly() {
     let e = hs(raw_server(not_hello, vec![])).await.unwrap_err();
     assert!(e.to_string().contains("expected a hello"), "{e}");
 
-    // Stale bytes of an earlier connection before the preamble are skipped.
-    let stale = [b"old frame bytes".to_vec(), server_hello(1, 1)].concat();
-    let conn = hs(raw_server(stale, vec![])).await.expect("resynchronised");
+    // Stale bytes of an earlier connection before the preamble are skipped, and so is
+    // a whole stale answer (preamble, hello with another nonce, frames) before ours.
+    let stale = |nonce| {
+        [
+            b"old frame bytes".to_vec(),
+            common::server_hello_for(Some(12345), 1, 1, "stale"),
+            encode(1, Kind::Control, br#"{"type":"pong"}"#),
+            common::server_hello_for(nonce, 1, 1, "raw-agent"),
+        ]
+        .concat()
+    };
+    let conn = hs(raw_server_with(stale, vec![]))
+        .await
+        .expect("resynchronised");
     assert_eq!(conn.peer().software, "raw-agent");
 }
 
@@ -433,8 +448,9 @@ async fn sessions_fail_with_the_reason_when_the_connection_drops() {
     let t = std::thread::spawn(move || {
         let mut b = b;
         let mut buf = [0u8; 4096];
-        let _ = b.read(&mut buf);
-        let _ = b.write_all(&server_hello(1, 1));
+        let n = b.read(&mut buf).unwrap_or(0);
+        let nonce = common::client_nonce(&buf[..n]);
+        let _ = b.write_all(&common::server_hello_for(nonce, 1, 1, "raw-agent"));
         let _ = b.read(&mut buf); // the open
         drop(b);
     });

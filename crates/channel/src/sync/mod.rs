@@ -225,7 +225,8 @@ fn run<R: Read>(
     }
     let peer: Hello = serde_json::from_slice(&first.payload)
         .map_err(|e| ServeError::protocol(format!("malformed hello: {e}")))?;
-    let ours = Hello::new(Role::Server, software);
+    let mut ours = Hello::new(Role::Server, software);
+    ours.nonce = peer.nonce;
     let hello = serde_json::to_vec(&ours).map_err(|e| ServeError::protocol(e.to_string()))?;
     let header = crate::frame::Header {
         len: hello.len() as u32,

@@ -281,6 +281,24 @@ async fn write_hello<W: AsyncWrite + Unpin>(w: &mut W, hello: &Hello) -> std::io
     w.flush().await
 }
 
+/// The hello in the peer's first frame (a goaway there is a refusal).
+fn hello_of(f: &Frame) -> Result<Hello, HandshakeError> {
+    match f.kind {
+        Kind::Hello => serde_json::from_slice(&f.payload)
+            .map_err(|e| HandshakeError::Protocol(format!("malformed hello: {e}"))),
+        Kind::Goaway => {
+            let g: Option<Goaway> = serde_json::from_slice(&f.payload).ok();
+            Err(HandshakeError::Goaway(
+                g.map(|g| g.message).unwrap_or_default(),
+            ))
+        }
+        k => Err(HandshakeError::Protocol(format!(
+            "expected a hello, got a {} frame",
+            frame::kind_name(k)
+        ))),
+    }
+}
+
 impl Connection {
     /// Run the handshake on `io` and start the connection's tasks (on the current
     /// tokio runtime). Bound it with a timeout: a silent peer makes it wait forever.
@@ -289,13 +307,14 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut r, mut w) = ::tokio::io::split(io);
-        let ours = Hello::new(config.role, config.software.clone());
+        let mut ours = Hello::new(config.role, config.software.clone());
         if config.role == Role::Client {
+            ours.nonce = Some(Hello::fresh_nonce());
             write_hello(&mut w, &ours).await?;
         }
         let mut dec = Decoder::new(config.limits);
         let mut buf = vec![0u8; READ_BUF];
-        let (first, leftover) = 'read: loop {
+        let (peer, leftover) = 'read: loop {
             let n = r.read(&mut buf).await?;
             if n == 0 {
                 return Err(HandshakeError::Eof);
@@ -304,28 +323,20 @@ impl Connection {
             while off < n {
                 let (k, f) = dec.decode(&buf[off..n])?;
                 off += k;
-                if let Some(f) = f {
-                    break 'read (f, buf[off..n].to_vec());
+                let Some(f) = f else { continue };
+                let peer = hello_of(&f)?;
+                // A hello without our nonce answers an earlier connection (a guest
+                // flushing stale replies into a virtio-serial port): skip it and
+                // whatever follows it, up to the next preamble.
+                if config.role == Role::Client && peer.nonce != ours.nonce {
+                    dec.expect_preamble();
+                    continue;
                 }
-            }
-        };
-        let peer: Hello = match first.kind {
-            Kind::Hello => serde_json::from_slice(&first.payload)
-                .map_err(|e| HandshakeError::Protocol(format!("malformed hello: {e}")))?,
-            Kind::Goaway => {
-                let g: Option<Goaway> = serde_json::from_slice(&first.payload).ok();
-                return Err(HandshakeError::Goaway(
-                    g.map(|g| g.message).unwrap_or_default(),
-                ));
-            }
-            k => {
-                return Err(HandshakeError::Protocol(format!(
-                    "expected a hello, got a {} frame",
-                    frame::kind_name(k)
-                )))
+                break 'read (peer, buf[off..n].to_vec());
             }
         };
         if config.role == Role::Server {
+            ours.nonce = peer.nonce;
             write_hello(&mut w, &ours).await?;
         }
         let version = ours.negotiate(&peer)?;

@@ -161,3 +161,31 @@ pub async fn read_all(s: &banger_channel::tokio::Session, stream: Stream) -> Vec
     }
     out
 }
+
+/// The nonce in a client's hello among `bytes` (what a raw server read).
+pub fn client_nonce(bytes: &[u8]) -> Option<u64> {
+    let frames = banger_channel::decoder::Decoder::new(Limits::default())
+        .decode_all(bytes)
+        .unwrap_or_default();
+    let hello = frames
+        .iter()
+        .find(|f| f.kind == banger_channel::Kind::Hello)?;
+    serde_json::from_slice::<banger_channel::Hello>(&hello.payload)
+        .ok()?
+        .nonce
+}
+
+/// A server's preamble and hello answering `nonce`.
+pub fn server_hello_for(nonce: Option<u64>, protocol: u32, min: u32, software: &str) -> Vec<u8> {
+    use banger_channel::frame::{encode, Kind};
+    let mut h = banger_channel::Hello::new(banger_channel::Role::Server, software);
+    h.protocol = protocol;
+    h.min_protocol = min;
+    h.nonce = nonce;
+    let json = serde_json::to_vec(&h).expect("json");
+    [
+        banger_channel::limits::PREAMBLE.to_vec(),
+        encode(0, Kind::Hello, &json),
+    ]
+    .concat()
+}
