@@ -3,7 +3,7 @@
 //! support (no CONFIG_IP_PNP), so addressing travels here instead.
 
 use banger_contract::cmdline as key;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// What banger asked for on the command line.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -14,8 +14,10 @@ pub struct BootParams {
     pub gateway: Option<Ipv4Addr>,
     /// Hostname (`banger.hostname=dev`).
     pub hostname: Option<String>,
-    /// The init to hand over to (`banger.init=/sbin/init`).
-    pub init: Option<String>,
+    /// Who is the guest's init (`banger.init=agent|systemd|/path`).
+    pub init: Init,
+    /// Name servers for /etc/resolv.conf when the agent is the init (`banger.dns=a,b`).
+    pub dns: Vec<IpAddr>,
     /// Accelerator probe: print [`PROBE_OK`] and power off (`banger.probe`).
     pub probe: bool,
     /// What the boot is for (`banger.mode=...`); a normal boot without it.
@@ -35,6 +37,25 @@ pub enum Mode {
     /// that asked for something else must never get a boot that writes to the disks.
     Unknown(String),
 }
+
+/// Who runs as the guest's init after the root is ready.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Init {
+    /// No `banger.init`: the image's `/sbin/init` (systemd) if it has one, else the agent.
+    #[default]
+    Default,
+    /// `banger.init=agent`: the agent stays PID 1 (the fast init, see [`crate::pid1`]).
+    Agent,
+    /// `banger.init=systemd`: hand over to the image's `/sbin/init`, as banger always did.
+    Systemd,
+    /// `banger.init=/path`: hand over to that program (debugging).
+    Path(String),
+    /// A value this agent does not know: treated as [`Init::Default`], with a warning.
+    Unknown(String),
+}
+
+/// Most name servers `resolv.conf` honours.
+const MAX_DNS: usize = 3;
 
 /// What the init prints in probe mode; the host looks for it on the console.
 pub const PROBE_OK: &str = banger_contract::cmdline::PROBE_OK;
@@ -57,7 +78,21 @@ pub fn parse(cmdline: &str) -> BootParams {
             }
             key::GATEWAY => p.gateway = v.parse().ok(),
             key::HOSTNAME => p.hostname = Some(v.to_string()),
-            key::INIT => p.init = Some(v.to_string()),
+            key::INIT => {
+                p.init = match v {
+                    key::INIT_AGENT => Init::Agent,
+                    key::INIT_SYSTEMD => Init::Systemd,
+                    path if path.starts_with('/') => Init::Path(path.to_string()),
+                    other => Init::Unknown(other.to_string()),
+                }
+            }
+            key::DNS => {
+                p.dns = v
+                    .split(',')
+                    .filter_map(|a| a.parse().ok())
+                    .take(MAX_DNS)
+                    .collect()
+            }
             key::MODE => {
                 p.mode = match v {
                     key::MODE_EXPORT => Mode::Export,
@@ -82,7 +117,8 @@ mod tests {
         assert_eq!(p.ip, Some((Ipv4Addr::new(172, 30, 0, 2), 24)));
         assert_eq!(p.gateway, Some(Ipv4Addr::new(172, 30, 0, 1)));
         assert_eq!(p.hostname.as_deref(), Some("dev"));
-        assert_eq!(p.init, None);
+        assert_eq!(p.init, Init::Default);
+        assert!(p.dns.is_empty());
         assert_eq!(p.mode, Mode::Boot);
     }
 
@@ -93,6 +129,26 @@ mod tests {
             parse("banger.mode=exprt").mode,
             Mode::Unknown("exprt".into())
         );
+    }
+
+    #[test]
+    fn parses_the_init_and_name_servers() {
+        assert_eq!(parse("banger.init=agent").init, Init::Agent);
+        assert_eq!(parse("banger.init=systemd").init, Init::Systemd);
+        assert_eq!(
+            parse("banger.init=/bin/sh").init,
+            Init::Path("/bin/sh".into())
+        );
+        assert_eq!(
+            parse("banger.init=runit").init,
+            Init::Unknown("runit".into())
+        );
+        let p = parse("banger.dns=172.30.0.1,bogus,::1,1.1.1.1,8.8.8.8");
+        let want: Vec<IpAddr> = ["172.30.0.1", "::1", "1.1.1.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(p.dns, want);
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! initramfs: load the handful of virtio modules, find the three disks by their ext4
 //! labels (device order is not stable across VMMs), stack the per-VM overlay disk on
 //! the shared read-only base, mount the work disk at /root, configure eth0 and the
-//! hostname from `banger.*` parameters, then switch into the new root and exec its init.
+//! hostname from `banger.*` parameters, then switch into the new root and either exec
+//! its init (systemd) or stay the init itself ([`crate::pid1`]): `banger.init=agent`
+//! picks the agent, `banger.init=systemd` the image's `/sbin/init`; without the
+//! parameter the image's `/sbin/init` runs if it has one, the agent otherwise (an image
+//! without systemd still boots).
 //!
 //! With `banger.mode=export` it instead tars the VM's merged disks onto an export
 //! disk and powers off ([`crate::export`]).
@@ -20,11 +24,16 @@ use std::time::{Duration, Instant};
 /// ext4 labels of banger's disks (the host–guest contract).
 pub use banger_contract::disk::{LABEL_OVERLAY, LABEL_ROOT, LABEL_WORK};
 
+/// Seconds since boot, from the clock (not /proc: the agent as init logs after
+/// leaving the VM's root at power-off, where no /proc is mounted).
 fn uptime() -> String {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default()
+    // SAFETY: timespec is plain data; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return String::new();
+    }
+    format!("{}.{:02}", ts.tv_sec, ts.tv_nsec / 10_000_000)
 }
 
 pub(crate) fn log(msg: &str) {
@@ -135,12 +144,48 @@ fn boot() -> std::io::Result<()> {
     for d in ["dev", "proc", "sys"] {
         sys::mount_move(&Path::new("/").join(d), &Path::new("/newroot").join(d))?;
     }
+    // Kept to reach the overlay's disks again if the agent stays the init.
+    let initrd_root = sys::open_dir_handle(Path::new("/"))?;
     std::env::set_current_dir("/newroot")?;
     sys::mount_move(Path::new("."), Path::new("/"))?;
     sys::chroot_here()?;
-    let init = params.init.as_deref().unwrap_or("/sbin/init");
-    log(&format!("handing over to {init}"));
-    Err(sys::exec(init, &[init]))
+    match choose_init(&params.init) {
+        Ok(init) => {
+            drop(initrd_root);
+            log(&format!("handing over to {init}"));
+            Err(sys::exec(&init, &[&init]))
+        }
+        Err(why) => {
+            log(&why);
+            crate::pid1::run(&params, initrd_root)
+        }
+    }
+}
+
+/// The program to hand over to, or why the agent stays the init (`Err`).
+fn choose_init(init: &cmdline::Init) -> Result<String, String> {
+    use cmdline::Init;
+    const SYSTEM_INIT: &str = "/sbin/init";
+    let has_init = Path::new(SYSTEM_INIT).exists();
+    match init {
+        Init::Agent => Err("banger.init=agent: the agent stays the init".into()),
+        Init::Systemd => Ok(SYSTEM_INIT.into()),
+        Init::Path(p) => Ok(p.clone()),
+        Init::Default | Init::Unknown(_) => {
+            if let Init::Unknown(v) = init {
+                log(&format!(
+                    "unknown banger.init={v} (this agent knows agent, systemd or a path); using the default"
+                ));
+            }
+            if has_init {
+                Ok(SYSTEM_INIT.into())
+            } else {
+                Err(format!(
+                    "the image has no {SYSTEM_INIT}: the agent stays the init"
+                ))
+            }
+        }
+    }
 }
 
 /// The kernel gives PID 1 a console only if the initrd has /dev/console; ours gets

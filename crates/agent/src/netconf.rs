@@ -97,6 +97,11 @@ fn set_up(s: &Sock, dev: &str) -> io::Result<()> {
     s.ioctl(SIOCSIFFLAGS, &mut r, &format!("bring {dev} up"))
 }
 
+/// Bring up `lo` (the agent as init has nobody else to do it).
+pub fn loopback_up() -> io::Result<()> {
+    set_up(&Sock::new()?, "lo")
+}
+
 /// Bring up `lo`; give `dev` its address and bring it up; add the default route.
 pub fn configure(dev: &str, ip: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> io::Result<()> {
     let s = Sock::new()?;

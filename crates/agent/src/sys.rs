@@ -114,7 +114,7 @@ pub fn exec(path: &str, args: &[&str]) -> io::Error {
     io::Error::new(e.kind(), format!("exec {path}: {e}"))
 }
 
-/// Power the machine off (used only when boot cannot continue).
+/// Power the machine off (after a failed boot, an export, or the agent init's shutdown).
 pub fn power_off() -> ! {
     // SAFETY: plain syscalls; as PID 1 we may reboot.
     unsafe {
@@ -124,4 +124,61 @@ pub fn power_off() -> ! {
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
+}
+
+/// Open a directory as an `O_PATH` handle (close-on-exec), to return to it later.
+pub fn open_dir_handle(p: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = cstr(p)?;
+    // SAFETY: valid C string; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("open {}: {e}", p.display()),
+        ));
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Make the directory `dir` (an [`open_dir_handle`]) the root and working directory.
+pub fn chroot_to(dir: &std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fchdir on a descriptor we own.
+    check(unsafe { libc::fchdir(dir.as_raw_fd()) }, || {
+        "fchdir to the initrd's root".into()
+    })?;
+    chroot_here()
+}
+
+/// Remount `target` read-only.
+pub fn remount_ro(target: &Path) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: valid C string; null source, type and data are allowed for a remount.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            t.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    };
+    check(rc, || format!("remount {} read-only", target.display()))
+}
+
+/// umount(2).
+pub fn umount(target: &Path) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::umount2(t.as_ptr(), 0) }, || {
+        format!("unmount {}", target.display())
+    })
 }

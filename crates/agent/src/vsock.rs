@@ -3,24 +3,21 @@
 //! Firecracker guests have no virtio-serial device, only virtio-vsock, so there the
 //! agent must listen on a vsock port. Firecracker's host side is a unix socket that
 //! forwards a `CONNECT <port>\n` to this listener (see `banger_guest::vsock`); once the
-//! guest accepts, the connection carries the same protocol as the serial port: one JSON
-//! request a line in, one JSON reply a line out, answered by [`crate::agent::handle`].
+//! guest accepts, the connection carries the agent channel (banger-channel), exactly as
+//! the serial port does.
 //!
 //! QEMU guests keep using the serial port. Listening on vsock there too is harmless:
 //! without a vsock device nothing ever connects, and if the kernel has no AF_VSOCK at
 //! all we say so once and carry on with the serial port alone.
 
+use crate::handler::Agent;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The vsock port the agent listens on (the host–guest contract).
 pub const AGENT_VSOCK_PORT: u32 = banger_contract::agent::VSOCK_PORT;
-
-/// Longest request line accepted. Agent requests are a few dozen bytes; the cap only
-/// keeps a confused peer from making the guest buffer an unbounded line.
-const MAX_LINE: u64 = 64 * 1024;
 
 /// A listening AF_VSOCK stream socket.
 pub struct VsockListener {
@@ -121,12 +118,12 @@ impl VsockListener {
 /// Start the vsock listener on [`AGENT_VSOCK_PORT`] in a background thread. When the
 /// guest kernel has no AF_VSOCK (or the port is taken) this logs once to stderr and
 /// returns: the serial port still serves the host.
-pub fn spawn() {
+pub fn spawn(agent: Arc<Agent>) {
     match VsockListener::bind(AGENT_VSOCK_PORT) {
         Ok(l) => {
             let started = std::thread::Builder::new()
                 .name("vsock-accept".into())
-                .spawn(move || accept_loop(&l));
+                .spawn(move || accept_loop(&l, &agent));
             if let Err(e) = started {
                 eprintln!("banger-agent: cannot start the vsock listener thread: {e}; serving the serial port only");
             }
@@ -137,31 +134,14 @@ pub fn spawn() {
     }
 }
 
-/// Accept forever, one thread per connection (the host opens few, short-lived ones).
-fn accept_loop(l: &VsockListener) {
+/// Accept forever, one thread per connection.
+fn accept_loop(l: &VsockListener, agent: &Arc<Agent>) {
     loop {
         match l.accept() {
-            Ok(stream) => {
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("vsock-conn".into())
-                        .spawn(move || {
-                            let w = match stream.try_clone() {
-                                Ok(w) => w,
-                                Err(e) => {
-                                    eprintln!(
-                                    "banger-agent: vsock connection: cannot clone the stream: {e}"
-                                );
-                                    return;
-                                }
-                            };
-                            // A broken connection only ends that connection.
-                            let _ = serve_lines(stream, w);
-                        });
-                if let Err(e) = spawned {
-                    eprintln!("banger-agent: cannot start a vsock connection thread: {e}");
-                }
-            }
+            Ok(stream) => match stream.try_clone() {
+                Ok(w) => crate::serve::connection(stream, Box::new(w), agent.clone(), "vsock"),
+                Err(e) => eprintln!("banger-agent: vsock connection: cannot clone the stream: {e}"),
+            },
             Err(e) => {
                 // EINTR, ECONNABORTED, EMFILE, ...: transient for a listener. Back off so
                 // a persistent error (EMFILE) does not spin a CPU.
@@ -172,97 +152,15 @@ fn accept_loop(l: &VsockListener) {
     }
 }
 
-/// Answer one connection: each line read from `r` gets one JSON reply line on `w`,
-/// until EOF. A line longer than [`MAX_LINE`] gets an error reply and ends the
-/// connection (the rest of it cannot be framed reliably).
-pub(crate) fn serve_lines<R: Read, W: Write>(r: R, mut w: W) -> std::io::Result<()> {
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = (&mut r).take(MAX_LINE).read_line(&mut line)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let too_long = n as u64 == MAX_LINE && !line.ends_with('\n');
-        let reply = if too_long {
-            serde_json::json!({"ok": false, "error": format!("request longer than {MAX_LINE} bytes")})
-        } else {
-            crate::agent::handle(line.trim())
-        };
-        let mut out = reply.to_string();
-        out.push('\n');
-        w.write_all(out.as_bytes())?;
-        w.flush()?;
-        if too_long {
-            return Ok(());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
-    use std::os::unix::net::UnixStream;
-
-    fn read_reply(r: &mut BufReader<UnixStream>) -> Value {
-        let mut l = String::new();
-        r.read_line(&mut l).expect("read reply");
-        serde_json::from_str(&l).expect("reply is JSON")
-    }
-
-    #[test]
-    fn lines_in_lines_out_over_a_stream() {
-        let (host, guest) = UnixStream::pair().expect("socketpair");
-        let gw = guest.try_clone().expect("clone");
-        let t = std::thread::spawn(move || serve_lines(guest, gw));
-        let mut w = host.try_clone().expect("clone");
-        let mut r = BufReader::new(host);
-
-        w.write_all(b"{\"op\":\"ping\"}\n").expect("write");
-        let ping = read_reply(&mut r);
-        assert_eq!(ping["ok"], true);
-        assert_eq!(ping["version"], env!("CARGO_PKG_VERSION"));
-
-        // Two requests in one write: two replies, in order.
-        w.write_all(b"{\"op\":\"dance\"}\ngarbage\n")
-            .expect("write");
-        let a = read_reply(&mut r);
-        assert_eq!(a["ok"], false);
-        assert!(a["error"].as_str().unwrap_or("").contains("dance"), "{a}");
-        let b = read_reply(&mut r);
-        assert!(
-            b["error"].as_str().unwrap_or("").contains("malformed"),
-            "{b}"
-        );
-
-        // EOF from the host ends the connection cleanly.
-        w.shutdown(std::net::Shutdown::Write).expect("shutdown");
-        t.join()
-            .expect("join")
-            .expect("serve_lines ends without error");
-    }
-
-    #[test]
-    fn an_endless_line_is_refused_and_closes() {
-        let (host, guest) = UnixStream::pair().expect("socketpair");
-        let gw = guest.try_clone().expect("clone");
-        let t = std::thread::spawn(move || serve_lines(guest, gw));
-        let mut w = host.try_clone().expect("clone");
-        let writer = std::thread::spawn(move || {
-            // The server stops reading after MAX_LINE; ignore the resulting EPIPE.
-            let _ = w.write_all(&vec![b'x'; MAX_LINE as usize + 10]);
-        });
-        let mut r = BufReader::new(host);
-        let reply = read_reply(&mut r);
-        assert!(
-            reply["error"].as_str().unwrap_or("").contains("longer"),
-            "{reply}"
-        );
-        t.join().expect("join").expect("serve_lines returns Ok");
-        writer.join().expect("writer");
-    }
+    use crate::handler::Runs;
+    use banger_channel::decoder::Decoder;
+    use banger_channel::frame::{encode, Kind};
+    use banger_channel::limits::PREAMBLE;
+    use banger_channel::{Control, Hello, Limits, Role};
+    use std::io::{Read, Write};
 
     /// Connect to `cid:port` (the test's client side).
     fn connect(cid: u32, port: u32) -> Result<File, std::io::Error> {
@@ -282,6 +180,25 @@ mod tests {
         Ok(File::from(fd))
     }
 
+    /// Say hello, open `request` as session 1, return the first control message.
+    fn ask(mut s: File, request: &[u8]) -> Control {
+        let hello = serde_json::to_vec(&Hello::new(Role::Client, "test")).unwrap();
+        s.write_all(PREAMBLE).unwrap();
+        s.write_all(&encode(0, Kind::Hello, &hello)).unwrap();
+        s.write_all(&encode(1, Kind::Open, request)).unwrap();
+        let mut d = Decoder::new(Limits::default());
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the agent hung up");
+            for f in d.decode_all(&buf[..n]).unwrap() {
+                if f.session == 1 && f.kind == Kind::Control {
+                    return serde_json::from_slice(&f.payload).unwrap();
+                }
+            }
+        }
+    }
+
     #[test]
     fn answers_over_real_vsock_loopback() {
         // The agent's own port if free here, else any port (the host may run an agent).
@@ -295,25 +212,23 @@ mod tests {
             }
         };
         let port = l.port().expect("getsockname");
-        std::thread::spawn(move || accept_loop(&l));
-        let stream = match connect(libc::VMADDR_CID_LOCAL, port) {
-            Ok(s) => s,
+        let agent = Arc::new(Agent {
+            runs: Runs::OnUnixSocket,
+        });
+        std::thread::spawn(move || accept_loop(&l, &agent));
+        let conn = |what| match connect(libc::VMADDR_CID_LOCAL, port) {
+            Ok(s) => Some(s),
             Err(e) => {
-                println!("skipping: no vsock loopback transport ({e})");
-                return;
+                println!("skipping {what}: no vsock loopback transport ({e})");
+                None
             }
         };
-        let mut w = stream.try_clone().expect("clone");
-        let mut r = BufReader::new(stream);
-        w.write_all(b"{\"op\":\"ping\"}\n").expect("write");
-        let mut l = String::new();
-        r.read_line(&mut l).expect("read");
-        let v: Value = serde_json::from_str(&l).expect("JSON reply");
-        assert_eq!(v["ok"], true, "{v}");
-        w.write_all(b"{\"op\":\"ports\"}\n").expect("write");
-        l.clear();
-        r.read_line(&mut l).expect("read");
-        let v: Value = serde_json::from_str(&l).expect("JSON reply");
-        assert!(v["ports"].is_array(), "{v}");
+        let Some(s) = conn("ping") else { return };
+        assert!(matches!(ask(s, br#"{"type":"ping"}"#), Control::Pong(_)));
+        let Some(s) = conn("ports") else { return };
+        assert!(matches!(
+            ask(s, br#"{"type":"ports"}"#),
+            Control::Ports { .. }
+        ));
     }
 }

@@ -41,6 +41,8 @@ pub mod cmdline {
     pub const INIT_AGENT: &str = "agent";
     /// `banger.init` value: hand over to the image's systemd.
     pub const INIT_SYSTEMD: &str = "systemd";
+    /// Name servers for the guest's resolv.conf: `banger.dns=172.30.0.1[,…]`.
+    pub const DNS: &str = "banger.dns";
     /// What the boot is for; a normal boot without it: `banger.mode=export`.
     pub const MODE: &str = "banger.mode";
     /// `banger.mode` value: tar the merged disks onto the export disk, power off.

@@ -4,6 +4,8 @@
 //! is refused early, through layers and plain streams alike (an export guest's tar
 //! goes through the same code).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_image::oci::{Applier, ApplyError, ApplyOptions, Limits, Whiteouts};
 use std::io::Write;
 

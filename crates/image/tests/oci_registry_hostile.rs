@@ -3,6 +3,8 @@
 //! refused with a message that says why, before anything large is read or any
 //! layer is downloaded.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_image::oci::{fetch, BlobCache, Limits, PullError, PullOptions};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

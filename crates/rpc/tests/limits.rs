@@ -2,6 +2,8 @@
 //! that never reads its replies, a reused op id. Each gets a clear error or a
 //! closed connection, and the server keeps answering others and can shut down.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_rpc::methods::{self, NoParams, PingResult};
 use banger_rpc::{bind, serve_with_options, CallCtx, Router, RpcError, ServeOptions};
 use serde_json::Value;
@@ -23,7 +25,7 @@ struct Server {
 /// for `release`).
 fn router(release: Arc<Notify>) -> Router {
     let mut r = Router::new();
-    r.add(methods::PING, |_ctx, _p: NoParams| async move {
+    r.add(methods::Ping, |_ctx, _p: NoParams| async move {
         Ok::<_, RpcError>(PingResult {
             version: "test".into(),
             pid: std::process::id(),

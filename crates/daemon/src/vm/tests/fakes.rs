@@ -166,6 +166,7 @@ impl Vmm for FakeVmm {
             agent_socket: rt.join(FAKE_SOCKET),
             console_log: rt.join("console.log"),
             accel: Accel::Tcg,
+            start_time: None,
         })
     }
 
