@@ -10,7 +10,7 @@ AGENT_OUT := target/$(TARGET)/guest/banger-agent
 DEBS := qemu-system-x86 mmdebstrap e2fsprogs openssh-client nftables iproute2 ca-certificates
 DEB_CMDS := qemu-system-x86_64 mmdebstrap mkfs.ext4 debugfs ssh nft ip
 
-.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean
+.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean release
 
 ## make run: install what is missing, build, then boot the default image and run uname in it.
 run: deps build
@@ -43,6 +43,13 @@ build: agent
 build-debug: agent
 	$(CARGO) build --workspace
 	install -m 0755 $(AGENT_OUT) target/debug/banger-agent
+
+## make release RELEASE_KEY=/path/key.pem: a signed release in dist/ (docs/releases.md).
+RELEASE_KEY ?=
+RELEASE_OUT ?= dist
+release: agent
+	@test -n "$(RELEASE_KEY)" || { echo "set RELEASE_KEY=/path/to/release-key.pem (see docs/releases.md)"; exit 1; }
+	$(CARGO) run -q -p xtask -- release --key "$(RELEASE_KEY)" --agent $(AGENT_OUT) --out $(RELEASE_OUT) $(RELEASE_FLAGS)
 
 fmt:
 	$(CARGO) fmt --all

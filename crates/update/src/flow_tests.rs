@@ -4,7 +4,7 @@
 
 use crate::flow::{run, HookError, Hooks, Options, Outcome, UpdateError};
 use crate::layout::Install;
-use crate::pack::{merge_channel, pack, PackInput};
+use crate::pack::{merge_channel, pack, write_channel, PackInput};
 use crate::signature::PrivateKey;
 use crate::test_support::{random_key, Fault, Server};
 use crate::trust::Trust;
@@ -98,9 +98,14 @@ impl Fixture {
             assets: vec![],
         };
         let p = pack(&input, &self.key, &self.root).unwrap();
-        let existing = std::fs::read(self.root.join("manifest.json")).ok();
-        let m = merge_channel(existing.as_deref(), p.entry.clone()).unwrap();
-        std::fs::write(self.root.join("manifest.json"), m).unwrap();
+        write_channel(&self.root, p.entry.clone()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(self.root.join("latest"))
+                .unwrap()
+                .trim(),
+            b.version,
+            "each fixture publishes one release"
+        );
         p
     }
 

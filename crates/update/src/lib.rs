@@ -24,6 +24,8 @@ pub mod swap;
 pub mod trust;
 pub mod unpack;
 
+pub use semver;
+
 pub use flow::{run, HookError, Hooks, Options, Outcome, UpdateError};
 pub use layout::Install;
 pub use trust::Trust;

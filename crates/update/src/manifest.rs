@@ -7,6 +7,9 @@
 use crate::download::same_origin;
 use serde::Deserialize;
 
+/// URLs as the updater handles them.
+pub use reqwest::Url;
+
 /// Largest manifest we read.
 pub const MAX_MANIFEST: u64 = 1 << 20;
 /// Largest release tarball we download.

@@ -217,3 +217,106 @@ pub fn merge_channel(
     out.push(b'\n');
     Ok(out)
 }
+
+/// Add `entry` to the channel in `out`: `out/manifest.json` (merged with the one already
+/// there) and `out/latest` (the newest non-pre-release version, for `install.sh`).
+pub fn write_channel(out: &Path, entry: serde_json::Value) -> Result<(), PackError> {
+    let path = out.join("manifest.json");
+    let existing = match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let merged = merge_channel(existing.as_deref(), entry)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&merged).map_err(|e| PackError::Channel(e.to_string()))?;
+    let latest = v["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| crate::manifest::parse_version(r["version"].as_str()?).ok())
+        .filter(|v| v.pre.is_empty())
+        .max();
+    std::fs::write(&path, &merged).map_err(io(&path))?;
+    if let Some(l) = latest {
+        let p = out.join("latest");
+        std::fs::write(&p, format!("{l}\n")).map_err(io(&p))?;
+    }
+    Ok(())
+}
+
+/// The markers around the public key embedded in `install.sh`.
+const KEY_BEGIN: &str = "RELEASE_KEY='";
+const KEY_END: &str = "'\n# END RELEASE KEY";
+
+/// The release public key `install.sh` verifies with.
+pub fn install_sh_key(script: &str) -> Option<&str> {
+    let start = script.find(KEY_BEGIN)? + KEY_BEGIN.len();
+    let len = script[start..].find(KEY_END)?;
+    Some(&script[start..start + len])
+}
+
+/// `install.sh` with its embedded key replaced by `pem` (a release signed with another
+/// key, e.g. in tests, ships an installer that can verify it).
+pub fn install_sh_with_key(script: &str, pem: &str) -> Result<String, PackError> {
+    let old = install_sh_key(script).ok_or_else(|| {
+        PackError::Channel(
+            "install.sh has no RELEASE_KEY='…' block before # END RELEASE KEY".into(),
+        )
+    })?;
+    let start = script.find(KEY_BEGIN).unwrap_or(0) + KEY_BEGIN.len();
+    Ok(format!(
+        "{}{}{}",
+        &script[..start],
+        pem.trim(),
+        &script[start + old.len()..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INSTALL_SH: &str = include_str!("../../../install.sh");
+    const RELEASE_PUB: &str = include_str!("../../../keys/release.pub");
+
+    #[test]
+    fn install_sh_embeds_the_release_key() {
+        assert_eq!(
+            install_sh_key(INSTALL_SH).map(str::trim),
+            Some(RELEASE_PUB.trim()),
+            "install.sh must verify with keys/release.pub"
+        );
+    }
+
+    #[test]
+    fn install_sh_key_can_be_swapped() {
+        let k = crate::test_support::random_key()
+            .public_key()
+            .to_pem()
+            .unwrap();
+        let s = install_sh_with_key(INSTALL_SH, &k).unwrap();
+        assert_eq!(install_sh_key(&s).unwrap(), k.trim());
+        assert_eq!(
+            s.len() - k.trim().len(),
+            INSTALL_SH.len() - RELEASE_PUB.trim().len()
+        );
+    }
+
+    #[test]
+    fn merged_channels_stay_sorted_and_unique() {
+        let e = |v: &str| serde_json::json!({"version": v, "target": "t"});
+        let m = merge_channel(None, e("0.2.0")).unwrap();
+        let m = merge_channel(Some(&m), e("0.10.0")).unwrap();
+        let m = merge_channel(Some(&m), e("0.2.0")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        let versions: Vec<&str> = v["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["0.10.0", "0.2.0"]);
+        assert!(merge_channel(Some(b"{\"schema\":9}"), e("1.0.0")).is_err());
+    }
+}

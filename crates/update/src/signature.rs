@@ -11,7 +11,9 @@
 use base64::Engine as _;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePublicKey as _};
+use p256::pkcs8::{
+    DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+};
 
 /// Largest signature file we read: a DER P-256 signature is at most 72 bytes (96 in
 /// base64); the cap leaves room for whitespace and nothing else.
@@ -90,6 +92,14 @@ impl PrivateKey {
             .map_err(|e| SignatureError::BadPrivateKey(e.to_string()))
     }
 
+    /// The key as unencrypted PKCS#8 PEM (`PRIVATE KEY`).
+    pub fn to_pem(&self) -> Result<String, SignatureError> {
+        self.0
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .map(|z| z.to_string())
+            .map_err(|e| SignatureError::BadPrivateKey(e.to_string()))
+    }
+
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(*self.0.verifying_key())
@@ -134,6 +144,8 @@ mod tests {
         let key = PublicKey::from_pem(&pub_pem).unwrap();
         let sig = k.sign(DATA);
         verify(&key, DATA, sig.as_bytes()).unwrap();
+        let again = PrivateKey::from_pem(&k.to_pem().unwrap()).unwrap();
+        assert_eq!(again.public_key(), k.public_key());
         // A trailing newline (as `base64` or an editor adds) is fine.
         verify(&key, DATA, format!("{sig}\n").as_bytes()).unwrap();
     }

@@ -25,6 +25,12 @@ pub enum SumsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sums(Vec<(String, [u8; 32])>);
 
+/// SHA-256 of `b`.
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
 /// Lowercase hex of a digest.
 pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
