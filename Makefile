@@ -18,7 +18,7 @@ run: deps build
 
 ## make test: every test: unit, root integration (in private network namespaces), end-to-end.
 test: deps build-debug
-	$(CARGO) test --workspace
+	BANGER_UPDATE_IT=1 $(CARGO) test --workspace
 	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/$(AGENT_OUT) \
 		$(CARGO) test -p banger-cli --test e2e -- --nocapture --test-threads=1
 
@@ -49,7 +49,7 @@ RELEASE_KEY ?=
 RELEASE_OUT ?= dist
 release: agent
 	@test -n "$(RELEASE_KEY)" || { echo "set RELEASE_KEY=/path/to/release-key.pem (see docs/releases.md)"; exit 1; }
-	$(CARGO) run -q -p xtask -- release --key "$(RELEASE_KEY)" --agent $(AGENT_OUT) --out $(RELEASE_OUT) $(RELEASE_FLAGS)
+	$(CARGO) run --release -q -p xtask -- release --key "$(RELEASE_KEY)" --agent $(AGENT_OUT) --out $(RELEASE_OUT) $(RELEASE_FLAGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -35,7 +35,9 @@ const CMD_TIMEOUT: Duration = Duration::from_secs(90);
 /// binaries, restart the daemon (running VMs keep running), check, roll back on failure.
 ///
 /// Example: banger update --check
+///
 /// Example: sudo banger update            (a system install)
+///
 /// Example: banger update --to v0.1.2     (a specific version; the only way to downgrade)
 #[derive(Debug, clap::Args)]
 pub struct UpdateArgs {
