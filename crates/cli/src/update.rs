@@ -426,7 +426,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn last_lines(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
-    let v: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    // A banger child prints `error: …`; we add our own context around it.
+    let v: Vec<&str> = s
+        .lines()
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     v[v.len().saturating_sub(3)..]
         .join(" | ")
         .chars()

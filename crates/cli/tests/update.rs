@@ -223,6 +223,7 @@ fn update_check_dry_run_refusals_rollback_and_swap() {
     let good_sig = std::fs::read(&sig).unwrap();
     let sums = std::fs::read(rel.dir.join("SHA256SUMS")).unwrap();
     std::fs::write(&sig, random_key().sign(&sums)).unwrap();
+    server.take_log();
     assert_refused(
         &inst,
         &inst.banger(&["update"]),
@@ -244,7 +245,7 @@ fn update_check_dry_run_refusals_rollback_and_swap() {
     assert_refused(
         &inst,
         &inst.banger(&["update"]),
-        "does not match",
+        "the download is corrupt or was altered",
         &before,
         &daemon1,
     );

@@ -114,6 +114,6 @@ pub fn vm_survives_update(env: &Env) {
     assert_eq!(v["state"], "running");
     drop(server);
 
-    assert!(run_in(env, &banger, &["vm", "delete", "upd"]).status.success());
+    assert!(run_in(env, &banger, &["vm", "delete", "-f", "upd"]).status.success());
     let _ = run_in(env, &banger, &["daemon", "stop"]);
 }
