@@ -41,9 +41,15 @@ fn main() {
         }),
         None => std::env::var("CARGO_PKG_VERSION").unwrap_or_else(|_| "0.0.0".into()),
     };
-    let commit = match nonempty("BANGER_BUILD_COMMIT") {
-        Some(c) => checked("BANGER_BUILD_COMMIT", c, 40, |c| c.is_ascii_alphanumeric()),
-        None => git_commit(&root).unwrap_or_else(|| "unknown".into()),
+    let (commit, source) = match nonempty("BANGER_BUILD_COMMIT") {
+        Some(c) => (
+            checked("BANGER_BUILD_COMMIT", c, 40, |c| c.is_ascii_alphanumeric()),
+            "env",
+        ),
+        None => match git_commit(&root) {
+            Some(c) => (c, "git"),
+            None => ("unknown".into(), "none"),
+        },
     };
     let secs = match nonempty("SOURCE_DATE_EPOCH") {
         Some(s) => s
@@ -58,6 +64,7 @@ fn main() {
 
     println!("cargo:rustc-env=BANGER_BUILD_VERSION={version}");
     println!("cargo:rustc-env=BANGER_BUILD_COMMIT={commit}");
+    println!("cargo:rustc-env=BANGER_BUILD_COMMIT_SOURCE={source}");
     println!("cargo:rustc-env=BANGER_BUILD_AT={}", civil::rfc3339(secs));
     println!("cargo:rustc-env=BANGER_BUILD_TARGET={target}");
 }
