@@ -16,7 +16,7 @@ TOOLS := crates/hostcheck/tools.txt
 DEBS := $(shell awk '!/^\#/ && NF && $$5 != "test" {print $$2}' $(TOOLS) | sort -u)
 DEB_CMDS := $(shell awk '!/^\#/ && NF && $$5 != "test" && $$1 != "-" {print $$1}' $(TOOLS))
 
-.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean fuzz-smoke
+.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean fuzz-smoke release
 
 ## make run: install what is missing, build, then boot the default image and run uname in it.
 run: deps build
@@ -24,7 +24,7 @@ run: deps build
 
 ## make test: every test: unit, root integration (in private network namespaces), end-to-end.
 test: deps build-debug
-	$(CARGO) test --workspace
+	BANGER_UPDATE_IT=1 $(CARGO) test --workspace
 	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/$(AGENT_INSTALLED) \
 		$(CARGO) test -p banger-cli --test e2e -- --nocapture --test-threads=1
 
@@ -49,6 +49,13 @@ build: agent
 # The default members: everything but the agent, which `agent` builds static.
 build-debug: agent
 	$(CARGO) build
+
+## make release RELEASE_KEY=/path/key.pem: a signed release in dist/ (docs/releases.md).
+RELEASE_KEY ?=
+RELEASE_OUT ?= dist
+release: agent
+	@test -n "$(RELEASE_KEY)" || { echo "set RELEASE_KEY=/path/to/release-key.pem (see docs/releases.md)"; exit 1; }
+	$(CARGO) run --release -q -p xtask -- release --key "$(RELEASE_KEY)" --agent $(AGENT_OUT) --out $(RELEASE_OUT) $(RELEASE_FLAGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,9 +6,12 @@
 mod complete;
 mod daemon;
 mod doctor;
+mod generate;
 mod images;
 mod ssh;
 mod ui;
+mod update;
+mod version;
 mod vm;
 mod workspace;
 
@@ -21,7 +24,7 @@ use vm::VmCmd;
 #[derive(Debug, Parser)]
 #[command(
     name = "banger",
-    version,
+    version = banger_buildinfo::VERSION_LINE,
     about = "Disposable Linux development VMs: boot, run, throw away."
 )]
 struct Cli {
@@ -70,6 +73,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    Version(version::VersionArgs),
+    Update(update::UpdateArgs),
+    #[command(name = "__generate", hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +131,12 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     if let Cmd::Daemon(d) = cmd {
         return daemon_cmd(layout, d).await;
     }
+    match cmd {
+        Cmd::Version(a) => return version::run(a),
+        Cmd::Update(a) => return update::run(layout, a).await,
+        Cmd::Generate(a) => return generate::run(a),
+        _ => {}
+    }
     let mut c = daemon::connect(layout).await?;
     match cmd {
         Cmd::Vm(v) => vm::dispatch(&mut c, v).await,
@@ -133,6 +146,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Operations { json } => operations(&mut c, json).await,
         Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
         Cmd::Doctor { .. } => Ok(ExitCode::SUCCESS),
+        Cmd::Version(_) | Cmd::Update(_) | Cmd::Generate(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

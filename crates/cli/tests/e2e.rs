@@ -10,6 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+#[path = "e2e_sections/update.rs"]
+mod update_section;
+
 struct Env {
     home: tempfile::TempDir,
     netns: String,
@@ -193,6 +197,7 @@ fn end_to_end() {
         ("workspaces", workspaces_round_trip),
         ("oci", oci_pull_boots),
         ("catalog", catalog_kernels_register_promote),
+        ("update", update_section::vm_survives_update),
         ("schema", newer_schema_is_refused),
     ];
     // BANGER_E2E_ONLY=a,b runs only those sections (the image build always runs):

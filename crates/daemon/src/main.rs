@@ -8,7 +8,7 @@ use clap::Parser;
 
 /// banger's daemon (started automatically by `banger`).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "bangerd", version = banger_buildinfo::VERSION_LINE, about)]
 struct Args {
     /// Check the state database's schema against this binary and exit: status 1 if the
     /// database was written by a newer banger.

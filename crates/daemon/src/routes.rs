@@ -35,7 +35,7 @@ macro_rules! route {
 pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     let mut r = Router::new();
     route!(r, app, Ping, |_a, _c, _p| Ok(PingResult {
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: banger_buildinfo::VERSION.to_string(),
         pid: std::process::id(),
     }));
     route!(r, app, OperationsList, |a, _c, _p| Ok(a.ops.list()));
