@@ -179,6 +179,8 @@ fn ensure_root_dir(dir: &Path) -> Result<(), JailError> {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
             return Err(jailer_io("create", dir)(e))
         }
+        // The helper's umask (077) narrowed the mode: the owner must traverse it.
+        Ok(()) => set_mode(dir, 0o711)?,
         _ => {}
     }
     let md = std::fs::symlink_metadata(dir).map_err(jailer_io("inspect", dir))?;
@@ -195,7 +197,17 @@ fn ensure_root_dir(dir: &Path) -> Result<(), JailError> {
     if md.mode() & 0o022 != 0 {
         return Err(unsafe_root(format!("its mode is {:o}", md.mode() & 0o7777)));
     }
+    // The owner (Firecracker, and the daemon reaching its sockets) must traverse it.
+    if md.mode() & 0o011 != 0o011 {
+        set_mode(dir, (md.mode() & 0o7777) | 0o011)?;
+    }
     Ok(())
+}
+
+fn set_mode(dir: &Path, mode: u32) -> Result<(), JailError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(jailer_io("set the mode of", dir))
 }
 
 /// Whether a process with `--id <jail_id>` on its command line runs (the jailer
@@ -299,6 +311,7 @@ fn prepare(
         .mode(0o711)
         .create(&jail.dir)
         .map_err(jailer_io("create", &jail.dir))?;
+    set_mode(&jail.dir, 0o711)?;
     // The jailer makes the chroot the owner's (0700) once it is inside.
     std::fs::DirBuilder::new()
         .mode(0o700)
