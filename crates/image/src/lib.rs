@@ -15,6 +15,7 @@ pub mod initrd;
 pub mod kernel;
 pub mod oci;
 mod run;
+pub mod seed;
 pub mod vmlinux;
 
 pub use debian::{build_debian, BuildRequest, BuiltImage};
