@@ -63,7 +63,7 @@ pub fn mkfs(
             source,
         })?;
     drop(f);
-    let mut cmd = Command::new("mkfs.ext4");
+    let mut cmd = Command::new(crate::run::program("mkfs.ext4"));
     // Lazy init keeps creation in milliseconds; -m 0: no root reserve on a VM's own disk.
     cmd.args(["-q", "-F", "-m", "0", "-L", label])
         .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"]);
@@ -180,7 +180,7 @@ pub fn run_script(image: &Path, text: &str, tag: &str) -> Result<(), Ext4Error> 
         path: script_path.clone(),
         source,
     })?;
-    let out = Command::new("debugfs")
+    let out = Command::new(crate::run::program("debugfs"))
         .arg("-w")
         .arg("-f")
         .arg(&script_path)

@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod customize;
 pub mod debian;
+pub mod debian_unshare;
 pub mod disks;
 pub mod elf;
 pub mod export;

@@ -35,6 +35,24 @@ pub enum ToolError {
     },
 }
 
+/// `tool` as a program to run: its name when `PATH` finds it, else Debian's
+/// `/usr/sbin/<tool>` or `/sbin/<tool>` when there. e2fsprogs lives in `/usr/sbin`,
+/// which a non-root user's `PATH` lacks on Debian, and banger's owner daemon is such
+/// a user.
+pub fn program(tool: &str) -> std::ffi::OsString {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()));
+    if !on_path {
+        for dir in ["/usr/sbin", "/sbin"] {
+            let p = Path::new(dir).join(tool);
+            if p.is_file() {
+                return p.into_os_string();
+            }
+        }
+    }
+    tool.into()
+}
+
 /// The Debian package that ships `tool`, for install hints.
 pub fn package_of(tool: &str) -> &'static str {
     match tool {
