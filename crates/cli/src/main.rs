@@ -8,6 +8,7 @@ mod daemon;
 mod doctor;
 mod images;
 mod ssh;
+mod system;
 mod ui;
 mod workspace;
 
@@ -67,6 +68,9 @@ enum Cmd {
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
     Daemon(DaemonCmd),
+    /// banger as a system service: install, status, restart, uninstall, run.
+    #[command(subcommand)]
+    System(system::SystemCmd),
     /// Check this host: tools, /dev/kvm, privileges, guest agent, backends.
     ///
     /// Works without the daemon; prints the fix for each problem. Exit status 1 if any
@@ -388,6 +392,9 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     if let Cmd::Daemon(d) = cmd {
         return daemon_cmd(layout, d).await;
     }
+    if let Cmd::System(s) = cmd {
+        return system::run(s).await;
+    }
     let mut c = daemon::connect(layout).await?;
     match cmd {
         Cmd::Vm(v) => vm(&mut c, v).await,
@@ -396,7 +403,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Completion { .. } => Ok(ExitCode::SUCCESS),
         Cmd::Operations { json } => operations(&mut c, json).await,
         Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
-        Cmd::Doctor { .. } => Ok(ExitCode::SUCCESS),
+        Cmd::Doctor { .. } | Cmd::System(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
