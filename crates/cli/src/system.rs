@@ -144,7 +144,7 @@ async fn status(l: &SystemLayout, version: &str) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| l.helper_socket());
     rows.push(checks::helper_reachable(&helper_socket, version).await);
     rows.push(
-        match install::wait_for_daemon(&l.daemon_socket(), Duration::from_millis(500)).await {
+        match install::wait_for_daemon(&l.daemon_socket(), Duration::from_secs(1)).await {
             Ok(p) => checks::Check {
                 name: "daemon".into(),
                 status: Status::Pass,
