@@ -61,6 +61,15 @@ impl HelperClient {
         Ok(reply.version)
     }
 
+    /// The bridge and subnet the helper serves (its config's): the daemon must use
+    /// these, since the helper refuses any other.
+    pub async fn network(&self) -> Result<crate::wire::Network, HelperError> {
+        let (reply, _) = self.call(Request::Helper(HelperOp::Ping {})).await?;
+        reply
+            .network
+            .ok_or_else(|| HelperError::Protocol("ping reply without the network".into()))
+    }
+
     /// The caller's taps, as the helper recorded them.
     pub async fn list_taps(&self) -> Result<Vec<TapRecord>, HelperError> {
         let (reply, _) = self.call(Request::Helper(HelperOp::ListTaps {})).await?;

@@ -155,6 +155,19 @@ pub struct Reply {
     /// `launch_jailed`: where the guest runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<JailLaunched>,
+    /// `ping`: the bridge and subnet the helper serves (from its config), so the
+    /// daemon uses the same ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// The guests' network as the helper's config defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// The guests' bridge.
+    pub bridge: String,
+    /// The guest subnet (the bridge has its first address).
+    pub subnet: banger_model::Subnet,
 }
 
 impl Reply {

@@ -125,6 +125,11 @@ fn strangers_garbage_and_oversized_requests_are_refused() {
         // The owner and root are served.
         assert_eq!(h.as_user(OWNER, &["ping"]), ["ok"]);
         assert_eq!(h.client().ping().await.unwrap(), env!("CARGO_PKG_VERSION"));
+        let net = h.client().network().await.unwrap();
+        assert_eq!(
+            (net.bridge.as_str(), net.subnet.to_string().as_str()),
+            ("banger0", "172.30.0.0/24")
+        );
 
         // Garbage: a refusal per line, the connection stays usable.
         let (replies, _) =

@@ -69,7 +69,16 @@ impl Server {
                 self.run_priv(op, caller).await?;
                 Ok((Reply::ok(), None))
             }
-            Request::Helper(HelperOp::Ping {}) => Ok((Reply::ok(), None)),
+            Request::Helper(HelperOp::Ping {}) => Ok((
+                Reply {
+                    network: Some(crate::wire::Network {
+                        bridge: self.config.bridge.clone(),
+                        subnet: self.subnet,
+                    }),
+                    ..Reply::ok()
+                },
+                None,
+            )),
             Request::Helper(HelperOp::ListTaps {}) => {
                 let taps = self.list_taps(caller).await;
                 Ok((
