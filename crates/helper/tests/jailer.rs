@@ -548,3 +548,90 @@ fn jailed_launches_outside_the_rules_are_refused() {
         assert!(e.contains("jailer") && e.contains("may write"), "{e}");
     });
 }
+
+/// The same launch with Firecracker's real jailer and firecracker, when
+/// `BANGER_REAL_JAILER` and `BANGER_REAL_FIRECRACKER` name them (built from
+/// Firecracker's sources; nothing here builds them), in the host's real cgroup
+/// hierarchy. `BANGER_REAL_VMLINUX` (an ELF kernel) adds InstanceStart.
+#[test]
+fn a_real_jailer_accepts_the_helpers_launch() {
+    let (Some(jailer), Some(fc)) = (
+        std::env::var_os("BANGER_REAL_JAILER"),
+        std::env::var_os("BANGER_REAL_FIRECRACKER"),
+    ) else {
+        println!("skipping: set BANGER_REAL_JAILER and BANGER_REAL_FIRECRACKER to run the jailed launch with Firecracker's own jailer");
+        return;
+    };
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(move || async move {
+        let s = setup();
+        let mut cfg = s.cfg.clone();
+        let bin = s.dir.path().join("real");
+        std::fs::create_dir(&bin).unwrap();
+        for (src, name) in [(&jailer, "jailer"), (&fc, "firecracker")] {
+            std::fs::copy(src, bin.join(name)).unwrap();
+            std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        cfg.jailer = Some(bin.join("jailer"));
+        cfg.firecracker = Some(bin.join("firecracker"));
+        let mut spec = s.spec.clone();
+        if let Some(k) = std::env::var_os("BANGER_REAL_VMLINUX") {
+            std::fs::copy(k, &spec.kernel).unwrap();
+            std::os::unix::fs::chown(&spec.kernel, Some(OWNER), Some(OWNER)).unwrap();
+        }
+        spec.initrd = None;
+        let h = Helper::start(s.dir.path(), cfg);
+        make_tap(&h, &spec.net.as_ref().unwrap().tap).await;
+        let j = match h.client().launch_jailed(&spec).await {
+            Ok(j) => j,
+            Err(e) => panic!("{e}\nhelper log:\n{}", h.log()),
+        };
+        println!("jailed firecracker pid {} in {}", j.pid, j.chroot.display());
+        assert_eq!(status_uid(j.pid), OWNER);
+        let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", j.pid)).unwrap();
+        println!("cgroups:\n{cg}");
+        assert!(cg.contains(&format!("banger/{}", j.jail_id)), "{cg}");
+        let fcb = Firecracker::default();
+        let client = ApiClient::new(&j.api_socket).unwrap();
+        for r in fcb.configure_requests(&j.spec).unwrap() {
+            client.send(&r).await.unwrap_or_else(|e| {
+                panic!(
+                    "{:?} {}: {e}\nconsole:\n{}",
+                    r.method,
+                    r.path,
+                    std::fs::read_to_string(&j.console_log).unwrap_or_default()
+                )
+            });
+            println!("accepted {:?} {}", r.method, r.path);
+        }
+        if std::env::var_os("BANGER_REAL_VMLINUX").is_some() {
+            let r = client.send(&Firecracker::start_request().unwrap()).await;
+            println!("InstanceStart: {r:?}");
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(j.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let t = Instant::now();
+        while banger_helper::jail::running(&j.jail_id) {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        h.client().cleanup_jail(&spec.id).await.unwrap();
+        assert!(!j.chroot.exists());
+        for line in cg.lines() {
+            // "N:controller[,controller]:/path" (v1) or "0::/path" (v2).
+            let mut f = line.splitn(3, ':');
+            let (_, ctrl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            if path.contains(&j.jail_id) {
+                let base = Path::new("/sys/fs/cgroup").join(ctrl.split(',').next().unwrap_or(""));
+                let dir = base.join(path.trim_start_matches('/'));
+                assert!(!dir.exists(), "{} was not removed", dir.display());
+            }
+        }
+    });
+}
