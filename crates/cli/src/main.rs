@@ -9,6 +9,7 @@ mod doctor;
 mod generate;
 mod images;
 mod ssh;
+mod system;
 mod ui;
 mod update;
 mod version;
@@ -62,6 +63,9 @@ enum Cmd {
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
     Daemon(DaemonCmd),
+    /// banger as a system service: install, status, restart, uninstall, run.
+    #[command(subcommand)]
+    System(system::SystemCmd),
     /// Check this host: tools, /dev/kvm, privileges, guest agent, backends.
     ///
     /// Works without the daemon; prints the fix for each problem. Exit status 1 if any
@@ -135,6 +139,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Version(a) => return version::run(a),
         Cmd::Update(a) => return update::run(layout, a).await,
         Cmd::Generate(a) => return generate::run(a),
+        Cmd::System(s) => return system::run(s).await,
         _ => {}
     }
     let mut c = daemon::connect(layout).await?;
@@ -146,7 +151,9 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Operations { json } => operations(&mut c, json).await,
         Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
         Cmd::Doctor { .. } => Ok(ExitCode::SUCCESS),
-        Cmd::Version(_) | Cmd::Update(_) | Cmd::Generate(_) => Ok(ExitCode::SUCCESS),
+        Cmd::Version(_) | Cmd::Update(_) | Cmd::Generate(_) | Cmd::System(_) => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

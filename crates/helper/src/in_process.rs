@@ -1,10 +1,14 @@
 //! Running privileged operations inside the daemon itself, for when it is root.
 
+use std::os::fd::OwnedFd;
+
 use crate::{HelperError, PrivOp, Privileged};
 
 /// Runs each [`PrivOp`] in the calling process through `banger-host`, after the same
 /// validation the separate helper applies. The daemon uses it when it runs as root
-/// (dev mode), so both setups accept and refuse exactly the same requests.
+/// (quick trials, CI), so both setups accept and refuse exactly the same requests.
+/// The bridge and subnet come from the daemon's own config (the helper takes them
+/// from its config file instead), and there is no record of taps: root may touch any.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InProcess;
 
@@ -17,6 +21,11 @@ impl Privileged for InProcess {
         }
         tracing::debug!(op = op.name(), request = ?op, "running privileged operation");
         execute(op).await
+    }
+
+    async fn open_tap(&self, name: &str) -> Result<OwnedFd, HelperError> {
+        crate::validate::tap_name(name)?;
+        Ok(banger_host::open_tap(name)?)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The typed privileged interface of banger.
+//! The typed privileged interface of banger, and the root helper that serves it.
 //!
 //! The daemon never performs root-only host operations itself: it builds a [`PrivOp`]
 //! and hands it to a [`Privileged`] implementation. Every implementation validates
@@ -6,18 +6,37 @@
 //! banger-shaped things (its own taps, a bridge on a private subnet), never
 //! arbitrary network changes.
 //!
-//! [`InProcess`] runs the operations in the daemon's own process, for when it runs
-//! as root. A separate root helper serving the same (serde-serialisable) enum over a
-//! socket will be the second implementation.
+//! - [`InProcess`] runs the operations in the daemon's own process, for a root daemon.
+//! - [`HelperClient`] sends them to `banger-helper` (this crate's binary, see
+//!   [`server`]) over its unix socket. The helper adds what a compromised owner
+//!   daemon must not get: the bridge and subnet come from its root-owned config
+//!   ([`config`]), a subnet that overlaps a host route or address is refused, taps
+//!   belong to the caller SO_PEERCRED names, and the helper only touches links it
+//!   recorded making ([`records`]). It also passes tap descriptors
+//!   ([`Privileged::open_tap`]) and launches Firecracker through its jailer ([`jail`]).
+//!
+//! The wire format is in [`wire`]; `BANGER_HELPER_SOCKET` ([`HELPER_SOCKET_ENV`]) is
+//! how the owner daemon learns the helper's socket.
 
+pub mod client;
+pub mod config;
 mod error;
 mod in_process;
+pub mod jail;
 mod op;
+pub mod records;
+pub mod server;
+pub mod tools;
 mod validate;
+pub mod wire;
 
+pub use client::{HelperClient, HELPER_SOCKET_ENV};
+pub use config::HelperConfig;
 pub use error::HelperError;
 pub use in_process::InProcess;
 pub use op::PrivOp;
+
+use std::os::fd::OwnedFd;
 
 /// Something that can carry out privileged operations.
 ///
@@ -29,4 +48,10 @@ pub trait Privileged: Send + Sync {
     /// Validate `op` and carry it out. Implementations must refuse anything
     /// [`PrivOp::validate`] refuses.
     async fn run(&self, op: PrivOp) -> Result<(), HelperError>;
+
+    /// Open banger's tap `name` (TUNSETIFF with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, as
+    /// QEMU's `-netdev tap,ifname=` would) and return the queue's descriptor
+    /// (close-on-exec), for a VMM that cannot open `/dev/net/tun` itself: hand it
+    /// over as `-netdev tap,fd=N`. Fails while another process holds the tap.
+    async fn open_tap(&self, name: &str) -> Result<OwnedFd, HelperError>;
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use banger_model::Subnet;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{self, mask};
+use crate::validate;
 use crate::HelperError;
 
 /// One root-only host operation.
@@ -94,13 +94,7 @@ impl PrivOp {
             PrivOp::DeleteTap { name } => validate::tap_name(name),
             PrivOp::EnableNat { bridge, subnet } => {
                 validate::bridge_name(bridge)?;
-                validate::prefix(subnet.prefix)?;
-                // Subnet's Deserialize does not normalise, so a request could carry
-                // host bits; refuse rather than guess what was meant.
-                if u32::from(subnet.network) & !mask(subnet.prefix) != 0 {
-                    return Err(HelperError::HostBitsSet(*subnet));
-                }
-                validate::private("subnet", subnet.network, subnet.prefix)
+                validate::subnet(subnet)
             }
             PrivOp::DisableNat { bridge } => validate::bridge_name(bridge),
         }

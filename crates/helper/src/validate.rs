@@ -90,6 +90,25 @@ pub(crate) fn host_address(addr: Ipv4Addr, prefix: u8) -> Result<(), HelperError
     }
 }
 
+/// A guest subnet banger may use: a /16../29 network address inside one RFC 1918 block.
+pub(crate) fn subnet(s: &banger_model::Subnet) -> Result<(), HelperError> {
+    prefix(s.prefix)?;
+    // Subnet's Deserialize does not normalise, so a request could carry host bits;
+    // refuse rather than guess what was meant.
+    if u32::from(s.network) & !mask(s.prefix) != 0 {
+        return Err(HelperError::HostBitsSet(*s));
+    }
+    private("subnet", s.network, s.prefix)
+}
+
+/// An absolute path made only of normal components (no `.`, `..`).
+pub(crate) fn plain_absolute(p: &std::path::Path) -> bool {
+    use std::path::Component;
+    p.is_absolute()
+        && p.components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
 /// A uid a tap may be given: not (uid_t)-1 or other values that are really negative
 /// numbers cast by a buggy caller, and not the overflow uid.
 pub(crate) fn owner_uid(uid: u32) -> Result<(), HelperError> {

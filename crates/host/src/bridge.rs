@@ -26,6 +26,18 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
     set_up(&handle, name, index, None).await
 }
 
+/// The MAC banger gives the bridge whose gateway is `gateway`.
+///
+/// A bridge without an explicit MAC takes the lowest MAC of its ports, so it would
+/// change whenever a VM starts or stops and guests' ARP caches would point at a
+/// stale address. banger pins it: the same 06:ba scheme as guest MACs, encoding the
+/// gateway IP (which no guest ever has). It also marks the bridge as banger's: the
+/// root helper accepts an existing bridge with this address as one banger made.
+pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
+    let o = gateway.octets();
+    [0x06, 0xba, o[0], o[1], o[2], o[3]]
+}
+
 /// Index of the existing bridge, creating it first if needed.
 async fn bridge_index(handle: &Handle, name: &str, gateway: Ipv4Addr) -> Result<u32, NetError> {
     if let Some(msg) = find_link(handle, name).await? {
@@ -38,12 +50,7 @@ async fn bridge_index(handle: &Handle, name: &str, gateway: Ipv4Addr) -> Result<
             })
         };
     }
-    // A bridge without an explicit MAC takes the lowest MAC of its ports, so it
-    // would change whenever a VM starts or stops and guests' ARP caches would point
-    // at a stale address. Pin it: the same 06:ba scheme as guest MACs, encoding the
-    // gateway IP (which no guest ever has).
-    let o = gateway.octets();
-    let mac = vec![0x06, 0xba, o[0], o[1], o[2], o[3]];
+    let mac = bridge_mac(gateway).to_vec();
     let created = handle
         .link()
         .add(LinkBridge::new(name).address(mac).build())

@@ -16,11 +16,15 @@ mod error;
 mod names;
 mod nat;
 mod netlink;
+mod routes;
 mod tap;
 
-pub use bridge::ensure_bridge;
+pub use bridge::{bridge_mac, ensure_bridge};
 pub use error::NetError;
 pub use names::{tap_name, validate_ifname, IFNAMSIZ_MAX};
-pub use nat::{disable_nat, enable_nat, nat_ruleset, NatError, NAT_TABLE};
+pub use nat::{
+    disable_nat, disable_nat_with, enable_nat, enable_nat_with, nat_ruleset, NatError, NAT_TABLE,
+};
 pub use netlink::{delete_link, link_exists, link_state, LinkState};
+pub use routes::{ipv4_addresses, ipv4_routes, Addr4, Route4};
 pub use tap::{create_tap, open_tap};

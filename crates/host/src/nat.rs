@@ -77,8 +77,14 @@ pub fn nat_ruleset(bridge: &str, subnet: Subnet) -> Result<String, NatError> {
 /// Install (or replace) banger's NAT table for `subnet` behind `bridge` and enable
 /// IPv4 forwarding. Idempotent.
 pub async fn enable_nat(bridge: &str, subnet: Subnet) -> Result<(), NatError> {
+    enable_nat_with(Path::new(nft_program()), bridge, subnet).await
+}
+
+/// [`enable_nat`] with the `nft` program given by the caller: the root helper runs
+/// tools by absolute path only, never through `PATH`.
+pub async fn enable_nat_with(nft: &Path, bridge: &str, subnet: Subnet) -> Result<(), NatError> {
     let ruleset = nat_ruleset(bridge, subnet)?;
-    run_nft(&ruleset).await?;
+    run_nft(nft, &ruleset).await?;
     enable_forwarding()
 }
 
@@ -87,10 +93,16 @@ pub async fn enable_nat(bridge: &str, subnet: Subnet) -> Result<(), NatError> {
 /// IPv4 forwarding is left on: other software on the host may rely on it, and banger
 /// cannot know whether it was on before.
 pub async fn disable_nat() -> Result<(), NatError> {
+    disable_nat_with(Path::new(nft_program())).await
+}
+
+/// [`disable_nat`] with the `nft` program given by the caller (see [`enable_nat_with`]).
+pub async fn disable_nat_with(nft: &Path) -> Result<(), NatError> {
     // `add` first so `delete` cannot fail on a missing table; one transaction.
-    run_nft(&format!(
-        "add table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\n"
-    ))
+    run_nft(
+        nft,
+        &format!("add table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\n"),
+    )
     .await
 }
 
@@ -116,8 +128,8 @@ fn nft_program() -> &'static str {
 
 /// Feed `script` to `nft -f -`. The child is spawned from the calling thread, so it
 /// inherits that thread's network namespace.
-async fn run_nft(script: &str) -> Result<(), NatError> {
-    let mut child = Command::new(nft_program())
+async fn run_nft(nft: &Path, script: &str) -> Result<(), NatError> {
+    let mut child = Command::new(nft)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -13,6 +13,10 @@ use crate::{validate_ifname, NetError};
 const IFLA_TUN_OWNER: u16 = 1;
 /// IFLA_TUN_PERSIST from linux/if_link.h.
 const IFLA_TUN_PERSIST: u16 = 6;
+/// IFLA_TUN_TYPE from linux/if_link.h: IFF_TUN (1) or IFF_TAP (2), one byte.
+const IFLA_TUN_TYPE: u16 = 3;
+/// IFF_TAP as IFLA_TUN_TYPE reports it.
+const TUN_TYPE_TAP: u8 = 2;
 
 /// What banger cares about for one link; for diagnostics and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,11 @@ pub struct LinkState {
     pub tap_owner: Option<u32>,
     /// For taps: whether it survives its last file descriptor being closed.
     pub tap_persist: bool,
+    /// A tun-driver link in tap (Ethernet) mode. `kind` is "tun" for both tun and
+    /// tap devices; only this tells them apart.
+    pub is_tap: bool,
+    /// The link's hardware address, when it has a 6-byte one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Open a netlink connection in the calling thread's network namespace.
@@ -155,6 +164,13 @@ pub async fn link_state(name: &str) -> Result<Option<LinkState>, NetError> {
     let tap_persist = tun_attr_bytes(&msg, IFLA_TUN_PERSIST)
         .and_then(|b| b.first().copied())
         .is_some_and(|b| b != 0);
+    let is_tap = tun_attr_bytes(&msg, IFLA_TUN_TYPE)
+        .and_then(|b| b.first().copied())
+        .is_some_and(|t| t == TUN_TYPE_TAP);
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    });
     Ok(Some(LinkState {
         index: msg.header.index,
         kind: kind(&msg).map(|k| k.to_string()),
@@ -163,6 +179,8 @@ pub async fn link_state(name: &str) -> Result<Option<LinkState>, NetError> {
         lower_up: msg.header.flags.contains(LinkFlags::LowerUp),
         tap_owner,
         tap_persist,
+        is_tap,
+        mac,
     }))
 }
 

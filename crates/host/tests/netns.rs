@@ -270,3 +270,35 @@ fn outside_a_runtime_is_an_error_not_a_panic() {
     let r = futures::executor::block_on(link_exists("lo"));
     assert!(matches!(r, Err(NetError::NoRuntime)), "{r:?}");
 }
+
+#[test]
+fn routes_addresses_and_link_kinds_as_the_helper_sees_them() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        let st = link_state("bgtest0").await.unwrap().unwrap();
+        assert_eq!(st.mac, Some(bridge_mac(GW)));
+        assert!(!st.is_tap);
+        let addrs = ipv4_addresses().await.unwrap();
+        let a = addrs.iter().find(|a| a.addr == GW).unwrap();
+        assert_eq!(
+            (a.index, a.prefix, a.label.as_deref()),
+            (st.index, 24, Some("bgtest0"))
+        );
+        let routes = ipv4_routes().await.unwrap();
+        assert!(
+            routes.iter().any(|r| r.dst == Ipv4Addr::new(172, 30, 0, 0)
+                && r.prefix == 24
+                && r.oif == Some(st.index)),
+            "{routes:?}"
+        );
+        create_tap("bgr1", "bgtest0", Some(1000)).await.unwrap();
+        assert!(link_state("bgr1").await.unwrap().unwrap().is_tap);
+        sh(&["ip", "tuntap", "add", "dev", "bgr2", "mode", "tun"]);
+        let tun = link_state("bgr2").await.unwrap().unwrap();
+        assert_eq!(tun.kind.as_deref(), Some("tun"));
+        assert!(!tun.is_tap, "a tun device is not a tap");
+    });
+}

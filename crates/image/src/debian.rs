@@ -83,6 +83,24 @@ pub enum BuildError {
     /// A package or release name contains characters apt would not accept.
     #[error("{0:?} is not a valid Debian package or release name")]
     BadName(String),
+    /// A build without root cannot run on this host as this user.
+    #[error("building an image without root needs user namespaces with a subordinate id range: {reason}; install Debian's uidmap (apt-get install uidmap) and give this user a range (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER), or build as root")]
+    Rootless {
+        /// What is missing.
+        reason: String,
+    },
+    /// Unpacking mmdebstrap's tar (unprivileged build) failed.
+    #[error("unpacking the Debian tree: {0}")]
+    Unpack(#[from] crate::oci::ApplyError),
+    /// Writing the ext4 image with recorded owners (unprivileged build) failed.
+    #[error(transparent)]
+    Rootfs(#[from] crate::oci::RootfsError),
+    /// Editing the tree without following symlinks failed.
+    #[error(transparent)]
+    Tree(#[from] crate::oci::TreeError),
+    /// Sanitising the image's /root failed.
+    #[error(transparent)]
+    Seed(#[from] crate::seed::SeedError),
     /// Customising the tree failed.
     #[error(transparent)]
     Customize(#[from] CustomizeError),
@@ -104,7 +122,7 @@ pub enum BuildError {
     },
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
     move |source| BuildError::Io { what, path, source }
 }
@@ -124,17 +142,19 @@ pub fn check_agent(agent: &Path) -> Result<(), BuildError> {
 
 /// Build a Debian image into `req.staging`. `progress(stage, detail)` is called as the
 /// build advances (mmdebstrap's own status lines arrive as details of `debootstrap`).
+///
+/// As root, mmdebstrap writes the tree directly (owners and device nodes real on the
+/// host) and `mkfs.ext4 -d` copies it. Any other user builds without root
+/// ([`crate::debian_unshare`]): mmdebstrap's unshare mode writes a tar, which the
+/// no-follow applier unpacks recording owners, and debugfs writes them into the image.
 pub fn build_debian(
     req: &BuildRequest,
     progress: &mut dyn FnMut(&str, Option<String>),
 ) -> Result<BuiltImage, BuildError> {
-    if !valid_name(&req.release) {
-        return Err(BuildError::BadName(req.release.clone()));
+    check_request(req)?;
+    if !rustix::process::geteuid().is_root() {
+        return crate::debian_unshare::build_debian_unshare(req, progress);
     }
-    if let Some(bad) = req.extra_packages.iter().find(|p| !valid_name(p)) {
-        return Err(BuildError::BadName(bad.clone()));
-    }
-    check_agent(&req.agent)?;
     let tree = req.staging.join("tree");
     std::fs::create_dir_all(&req.staging).map_err(io("create", &req.staging))?;
 
@@ -142,22 +162,11 @@ pub fn build_debian(
         "debootstrap",
         Some(format!("Debian {} from the archive", req.release)),
     );
-    mmdebstrap(req, &tree, progress)?;
+    mmdebstrap(req, &[], &tree, progress)?;
 
     progress("customize", None);
     customize::apply(&tree, &req.agent)?;
-    let (kernel_release, vmlinuz) = find_kernel(&tree)?;
-    std::fs::copy(&vmlinuz, req.staging.join(files::KERNEL))
-        .map_err(io("copy kernel", &vmlinuz))?;
-    // Debian's own initramfs is never used (banger's replaces it): drop 30 MB.
-    for e in std::fs::read_dir(tree.join("boot"))
-        .map_err(io("read", &tree))?
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with("initrd.img") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    let kernel_release = take_kernel(req, &tree)?;
 
     progress("initrd", Some(format!("kernel {kernel_release}")));
     let moddir = tree.join("lib/modules").join(&kernel_release);
@@ -167,16 +176,59 @@ pub fn build_debian(
     let seed = req.staging.join(files::WORK_SEED);
     std::fs::rename(tree.join("root"), &seed).map_err(io("move /root of", &tree))?;
     std::fs::create_dir(tree.join("root")).map_err(io("create", &tree))?;
+    warn_dropped(&crate::seed::sanitize_work_seed(&seed, None)?);
 
     progress("ext4", None);
     let rootfs = req.staging.join(files::ROOTFS);
     let size_mib = tree_size_mib(&tree).map_err(io("measure", &tree))?;
     ext4::mkfs(&rootfs, size_mib, LABEL_ROOT, Some(&tree))?;
     std::fs::remove_dir_all(&tree).map_err(io("remove", &tree))?;
+    finish(req, kernel_release, &rootfs)
+}
 
-    let size_bytes = std::fs::metadata(&rootfs)
-        .map_err(io("stat", &rootfs))?
-        .len();
+/// Names apt would accept, and a static agent: checked before anything runs.
+pub(crate) fn check_request(req: &BuildRequest) -> Result<(), BuildError> {
+    if !valid_name(&req.release) {
+        return Err(BuildError::BadName(req.release.clone()));
+    }
+    if let Some(bad) = req.extra_packages.iter().find(|p| !valid_name(p)) {
+        return Err(BuildError::BadName(bad.clone()));
+    }
+    check_agent(&req.agent)
+}
+
+/// Log what sanitising the work seed dropped (the image's /root should not carry it).
+pub(crate) fn warn_dropped(dropped: &[crate::seed::Dropped]) {
+    if !dropped.is_empty() {
+        let list: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
+        tracing::warn!(dropped = %list.join("; "), "dropped from the image's /root (work seed)");
+    }
+}
+
+/// Copy the tree's only kernel out as the image's kernel and drop Debian's own
+/// initramfs (banger's replaces it: 30 MB less). Returns the kernel release.
+pub(crate) fn take_kernel(req: &BuildRequest, tree: &Path) -> Result<String, BuildError> {
+    let (kernel_release, vmlinuz) = find_kernel(tree)?;
+    std::fs::copy(&vmlinuz, req.staging.join(files::KERNEL))
+        .map_err(io("copy kernel", &vmlinuz))?;
+    for e in std::fs::read_dir(tree.join("boot"))
+        .map_err(io("read", tree))?
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("initrd.img") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(kernel_release)
+}
+
+/// The manifest and the [`BuiltImage`] of a finished staging directory.
+pub(crate) fn finish(
+    req: &BuildRequest,
+    kernel_release: String,
+    rootfs: &Path,
+) -> Result<BuiltImage, BuildError> {
+    let size_bytes = std::fs::metadata(rootfs).map_err(io("stat", rootfs))?.len();
     let built = BuiltImage {
         dir: req.staging.clone(),
         kernel_release,
@@ -189,19 +241,23 @@ pub fn build_debian(
     Ok(built)
 }
 
-fn mmdebstrap(
+/// Run mmdebstrap for `req` with `extra` options (e.g. unshare mode) into `target`
+/// (a directory, or a tar file with `--format=tar`).
+pub(crate) fn mmdebstrap(
     req: &BuildRequest,
-    tree: &Path,
+    extra: &[&str],
+    target: &Path,
     progress: &mut dyn FnMut(&str, Option<String>),
 ) -> Result<(), BuildError> {
     let mut pkgs: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
     pkgs.extend(req.extra_packages.iter().cloned());
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg("--variant=minbase")
+        .args(extra)
         .arg(format!("--include={}", pkgs.join(",")))
         .arg("--verbose")
         .arg(&req.release)
-        .arg(tree);
+        .arg(target);
     if let Some(m) = &req.mirror {
         cmd.arg(m);
     }
@@ -234,7 +290,7 @@ fn mmdebstrap(
     }
     let status = child
         .wait()
-        .map_err(io("wait for mmdebstrap building", tree))?;
+        .map_err(io("wait for mmdebstrap building", target))?;
     if !status.success() {
         return Err(BuildError::Mmdebstrap {
             release: req.release.clone(),

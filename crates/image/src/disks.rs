@@ -45,6 +45,9 @@ pub fn create_work_disk(
     })?;
     let has_ssh_dir = seed.is_some_and(|s| s.join(".ssh").is_dir());
     let mut d = Debugfs::new();
+    if let Some(s) = seed.filter(|s| s.is_dir()) {
+        seed_to_root(s, &mut d)?;
+    }
     // The root of the work disk is /root in the guest: sshd's StrictModes wants it
     // owned by root and not group/world writable, whoever ran mkfs.
     d.set_owner("/", 0o040700, 0, 0)?;
@@ -60,6 +63,48 @@ pub fn create_work_disk(
     let r = d.apply(path);
     let _ = std::fs::remove_file(&key_file);
     r
+}
+
+/// `mkfs.ext4 -d` copies host owners. A daemon that is not root holds the work seed
+/// under its own uid (an unprivileged apply records owners instead of applying them),
+/// so without this every file of the guest's `/root` would belong to that uid. Give
+/// what this user owns in the seed to root, as the image had it. Symlinks are left
+/// (debugfs would resolve them inside the disk) and so are names debugfs cannot carry.
+fn seed_to_root(seed: &Path, d: &mut Debugfs) -> Result<(), Ext4Error> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    if me == 0 {
+        return Ok(());
+    }
+    fn walk(dir: &Path, rel: &str, me: u32, d: &mut Debugfs) -> Result<(), Ext4Error> {
+        let io = |source| Ext4Error::Io {
+            what: "read the work seed",
+            path: dir.to_path_buf(),
+            source,
+        };
+        for e in std::fs::read_dir(dir).map_err(io)? {
+            let e = e.map_err(io)?;
+            // DirEntry::metadata does not follow symlinks.
+            let md = e.metadata().map_err(io)?;
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let path = format!("{rel}/{name}");
+            if md.file_type().is_symlink() {
+                continue;
+            }
+            if md.uid() == me {
+                if let Err(err) = d.set_owner(&path, md.mode(), 0, 0) {
+                    tracing::warn!(path, error = %err, "work seed entry keeps the daemon's uid in the guest");
+                }
+            }
+            if md.is_dir() {
+                walk(&e.path(), &path, me, d)?;
+            }
+        }
+        Ok(())
+    }
+    walk(seed, "", me, d)
 }
 
 /// Grow a (stopped VM's) ext4 disk file to `new_mib`: extend the sparse file, check
@@ -80,7 +125,7 @@ pub fn grow_disk(path: &Path, new_mib: u64) -> Result<(), Ext4Error> {
     }
     f.set_len(new).map_err(io("extend disk"))?;
     drop(f);
-    let mut fsck = std::process::Command::new("e2fsck");
+    let mut fsck = std::process::Command::new(crate::run::program("e2fsck"));
     fsck.args(["-f", "-p"]).arg(path);
     // e2fsck -p exits 1 when it fixed something harmless: only >= 4 is a failure.
     let out = fsck.output().map_err(io("run e2fsck on"))?;
@@ -91,7 +136,7 @@ pub fn grow_disk(path: &Path, new_mib: u64) -> Result<(), Ext4Error> {
             tail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         }));
     }
-    let mut resize = std::process::Command::new("resize2fs");
+    let mut resize = std::process::Command::new(crate::run::program("resize2fs"));
     resize.arg(path);
     crate::run::run(resize)?;
     Ok(())

@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod customize;
 pub mod debian;
+pub mod debian_unshare;
 pub mod disks;
 pub mod durable;
 pub mod elf;
@@ -16,6 +17,7 @@ pub mod initrd;
 pub mod kernel;
 pub mod oci;
 mod run;
+pub mod seed;
 pub mod vmlinux;
 
 pub use debian::{build_debian, BuildRequest, BuiltImage};

@@ -1,7 +1,7 @@
 //! Running the external tools this crate relies on, with errors that name the tool,
 //! its exit status and the tail of what it printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// An external tool failed.
@@ -33,6 +33,16 @@ pub enum ToolError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// `tool` as a program to run: where banger-hostcheck's `which` finds it (`PATH`,
+/// then `/usr/sbin` and `/sbin`: e2fsprogs lives in `/usr/sbin`, which a non-root
+/// user's `PATH` lacks on Debian, and banger's owner daemon is such a user), else its
+/// bare name so the spawn error names it.
+pub fn program(tool: &str) -> std::ffi::OsString {
+    banger_hostcheck::which::which(tool)
+        .map(PathBuf::into_os_string)
+        .unwrap_or_else(|| tool.into())
 }
 
 /// The Debian package that ships `tool`, for install hints (banger-hostcheck's table).

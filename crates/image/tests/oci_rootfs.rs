@@ -28,6 +28,16 @@ fn image_layers() -> Vec<Vec<u8>> {
             .hardlink("usr/bin/sudoedit", "usr/bin/sudo")
             .dir("home/dev", m(0o750, 1000, 1000))
             .file("home/dev/.profile", m(0o640, 1000, 1000), b"PS1=x")
+            // Names real images have (systemd's escaped units, spaces, quotes), which
+            // the debugfs pass carries quoted.
+            .dir("home/dev/odd dir", m(0o750, 1000, 1000))
+            .file(
+                "home/dev/odd dir/it's \"quoted\" \\x2d",
+                m(0o640, 1000, 1001),
+                b"odd",
+            )
+            // Before its directory's own entry, which must not forget it.
+            .device("dev/odd node", EntryType::Char, 1, 5, m(0o600, 0, 0))
             .dir("dev", ROOT)
             .device("dev/null", EntryType::Char, 1, 3, m(0o666, 0, 0))
             .device("dev/sda", EntryType::Block, 8, 0, m(0o660, 0, 6))
@@ -102,6 +112,25 @@ fn check_image(img: &Path, with_xattrs: bool) {
     );
     let prof = st("/home/dev/.profile");
     assert_eq!((prof.mode, prof.uid, prof.gid), (0o640, 1000, 1000));
+    let odd = st("/home/dev/odd dir");
+    assert_eq!(
+        (odd.mode, odd.uid, odd.gid),
+        (0o750, 1000, 1000),
+        "{}",
+        odd.raw
+    );
+    let odd = st("/home/dev/odd dir/it's \"quoted\" \\x2d");
+    assert_eq!(
+        (odd.mode, odd.uid, odd.gid),
+        (0o640, 1000, 1001),
+        "{}",
+        odd.raw
+    );
+    let node = st("/dev/odd node");
+    assert_eq!(
+        (node.kind.as_str(), node.mode),
+        ("character special", 0o600)
+    );
     let shadow = st("/etc/shadow");
     assert_eq!((shadow.mode, shadow.uid, shadow.gid), (0o640, 0, 42));
     let root_home = st("/root");

@@ -2,6 +2,8 @@
 //! with `openssl dgst -sha256 -verify` (what install.sh runs, and what cosign's blob
 //! format is), and one openssl makes verifies with ours, for both PEM key flavours.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_update::signature::{verify, PrivateKey, PublicKey};
 use std::path::Path;
 use std::process::Command;

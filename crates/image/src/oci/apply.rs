@@ -556,7 +556,10 @@ impl Applier {
             );
             self.fixups.set(key, f);
         } else {
-            self.fixups.remove_tree(key);
+            // Only this path's own record: a directory entry that restates an existing
+            // directory (later layers do, for the parents of what they change) keeps
+            // its children and their records. Replacement is clear_slot's business.
+            self.fixups.remove(key);
         }
     }
 

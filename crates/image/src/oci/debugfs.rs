@@ -3,11 +3,12 @@
 //! `ext4::Debugfs` covers banger's small edits; this pass needs two commands it lacks
 //! (`mknod`, which only takes a name in the current directory, and `ea_set -f`) and
 //! runs scripts of tens of thousands of lines, so it has its own builder. Same rules:
-//! typed commands only, every path checked for characters debugfs cannot carry, and
+//! typed commands only, every path checked for characters debugfs cannot carry and
+//! double-quoted, and
 //! any stderr line other than the banner or an "Allocated inode" note is a failure
 //! (debugfs exits 0 when commands fail).
 
-use super::names::encodable;
+use super::names::{encodable, quote};
 use super::rootfs::RootfsError;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -30,7 +31,7 @@ impl Script {
     /// Set one inode field (`mode`, `uid`, `gid`, `mtime`...) of `path`.
     pub(crate) fn sif(&mut self, path: &str, field: &str, value: &str) -> Result<(), RootfsError> {
         let p = check(path)?;
-        let _ = writeln!(self.text, "sif {p} {field} {value}");
+        let _ = writeln!(self.text, "sif {} {field} {value}", quote(p));
         self.lines += 1;
         Ok(())
     }
@@ -51,7 +52,9 @@ impl Script {
         let kind = if block { 'b' } else { 'c' };
         let _ = writeln!(
             self.text,
-            "cd {dir}\nmknod {name} {kind} {major} {minor}\ncd /"
+            "cd {}\nmknod {} {kind} {major} {minor}\ncd /",
+            quote(dir),
+            quote(name)
         );
         self.lines += 3;
         Ok(())
@@ -72,7 +75,13 @@ impl Script {
         if name.is_empty() || !encodable(name) {
             return Err(RootfsError::Unencodable(name.to_string()));
         }
-        let _ = writeln!(self.text, "ea_set -f {v} {p} {name}");
+        let _ = writeln!(
+            self.text,
+            "ea_set -f {} {} {}",
+            quote(v),
+            quote(p),
+            quote(name)
+        );
         self.lines += 1;
         Ok(())
     }
@@ -108,13 +117,20 @@ mod tests {
         s.sif("/dev/null", "mode", "020666").unwrap();
         assert_eq!(
             s.text,
-            "cd /dev\nmknod null c 1 3\ncd /\ncd /\nmknod sda b 8 0\ncd /\nsif /dev/null mode 020666\n"
+            "cd \"/dev\"\nmknod \"null\" c 1 3\ncd /\ncd \"/\"\nmknod \"sda\" b 8 0\ncd /\nsif \"/dev/null\" mode 020666\n"
         );
-        assert!(s.sif("/a b", "uid", "0").is_err());
+        // Spaces, quotes and backslashes travel quoted; control characters never.
+        s.sif("/a b\\x2d\"q'", "uid", "0").unwrap();
+        assert!(
+            s.text.ends_with("sif \"/a b\\x2d\"\"q'\" uid 0\n"),
+            "{}",
+            s.text
+        );
         assert!(s.sif("/a\nrm /etc", "uid", "0").is_err());
+        assert!(s.sif("/a\tb", "uid", "0").is_err());
         assert!(s
-            .ea_set_file("/a", "user.x y", Path::new("/tmp/v"))
+            .ea_set_file("/a", "user.x\ny", Path::new("/tmp/v"))
             .is_err());
-        assert_eq!(s.lines(), 7);
+        assert_eq!(s.lines(), 8);
     }
 }

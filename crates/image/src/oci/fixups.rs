@@ -53,6 +53,11 @@ impl Fixups {
         self.map.get(key)
     }
 
+    /// Forget `key`'s own record (what is below it stays).
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
     /// Forget `key` and everything below it (it was removed or replaced).
     pub(crate) fn remove_tree(&mut self, key: &str) {
         self.map.remove(key);

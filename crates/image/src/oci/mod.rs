@@ -32,3 +32,10 @@ pub use pull::{
 };
 pub use rootfs::{build_rootfs, RootfsError, RootfsInfo};
 pub use tree::{TreeEditor, TreeError};
+
+/// The names in directory `fd`, without `.` and `..` (for [`crate::seed`]).
+pub(crate) fn list_names(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Vec<std::ffi::CString>> {
+    fsat::list(fd)
+}

@@ -3,8 +3,10 @@
 //! A layer is attacker-controlled input. Every name is normalised into a list of plain
 //! components here, and only such components ever reach a `*at` system call: no `..`, no
 //! absolute paths, and nothing a debugfs script could not express (the ext4 ownership
-//! pass names every recorded path in a debugfs script, so a name with a space or a
-//! newline would either break the script or, worse, inject a command into it).
+//! pass names every recorded path in a debugfs script, read line by line: a name with a
+//! newline would either break the script or, worse, inject a command into it). Inside
+//! the script every path is double-quoted ([`quote`]), which carries spaces, quotes and
+//! backslashes literally.
 
 /// Why a name was refused; the caller adds the layer and entry for the error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,15 +15,22 @@ pub(crate) enum NameProblem {
     DotDot,
     /// The name starts with `/`.
     Absolute,
-    /// Not UTF-8, or whitespace, quotes, backslash or control characters.
+    /// Not UTF-8, or control characters.
     Unencodable,
 }
 
-/// True for characters a debugfs script cannot carry inside a path: debugfs splits its
-/// command lines on whitespace and interprets quotes and backslashes.
-/// Kept identical to the check in `ext4::Debugfs` so both passes agree.
+/// True for characters a debugfs script cannot carry inside a path, even quoted: it
+/// reads its script line by line, so no control character (newline, tab, NUL...) may
+/// appear. Kept identical to the check in `ext4::Debugfs` so both passes agree.
 pub(crate) fn unencodable_char(c: char) -> bool {
-    c.is_whitespace() || c.is_control() || c == '"' || c == '\'' || c == '\\'
+    c.is_control()
+}
+
+/// `s` as one debugfs (libss) argument: double-quoted, with `"` doubled. Inside quotes
+/// libss takes spaces, single quotes, backslashes and `#` literally (checked against
+/// e2fsprogs 1.47.0's debugfs). `s` must be [`encodable`].
+pub(crate) fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// True when `s` can appear as (part of) a path in a debugfs script.
@@ -31,8 +40,8 @@ pub(crate) fn encodable(s: &str) -> bool {
 
 /// True when `s` may be a file name at all: UTF-8 without control characters. Spaces,
 /// quotes and backslashes are legal in real images (Debian's systemd ships
-/// `system-systemd\x2dcryptsetup.slice`, Python packages ship `launcher manifest.xml`);
-/// they are refused only when owners must be applied through debugfs (see [`encodable`]).
+/// `system-systemd\x2dcryptsetup.slice`, Python packages ship `launcher manifest.xml`),
+/// and debugfs carries them quoted, so this is now the same rule as [`encodable`].
 pub(crate) fn acceptable(s: &str) -> bool {
     !s.chars().any(char::is_control)
 }
@@ -167,21 +176,18 @@ mod tests {
         assert_eq!(RelPath::parse(b"a/../../x"), Err(NameProblem::DotDot));
         assert_eq!(RelPath::parse(b"a/.."), Err(NameProblem::DotDot));
         assert_eq!(RelPath::parse(b"/etc/x"), Err(NameProblem::Absolute));
-        for bad in [
-            &b"a b"[..],
-            b"a\nb",
-            b"a\"b",
-            b"a'b",
-            b"a\\b",
-            b"\xff",
-            b"a\tb",
-        ] {
+        for bad in [&b"a\nb"[..], b"a\rb", b"\xff", b"a\tb", b"a\x7fb"] {
             assert_eq!(
                 RelPath::parse(bad),
                 Err(NameProblem::Unencodable),
                 "{bad:?}"
             );
         }
+        // Spaces, quotes and backslashes travel quoted in debugfs scripts.
+        for ok in [&b"a b"[..], b"a\"b", b"a'b", b"a\\x2db"] {
+            assert!(RelPath::parse(ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(quote("/a \"b\""), "\"/a \"\"b\"\"\"");
         // Non-ASCII UTF-8 is fine (Debian's CA bundle has such names).
         assert!(RelPath::parse("certs/Főtanúsítvány.crt".as_bytes()).is_ok());
         // `...` is an ordinary name.

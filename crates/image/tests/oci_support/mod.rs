@@ -293,7 +293,7 @@ pub fn have_e2fsprogs() -> bool {
 pub fn debugfs_stat(img: &Path, path: &str) -> Option<Inode> {
     let out = std::process::Command::new("debugfs")
         .arg("-R")
-        .arg(format!("stat {path}"))
+        .arg(format!("stat \"{}\"", path.replace('"', "\"\"")))
         .arg(img)
         .output()
         .unwrap();

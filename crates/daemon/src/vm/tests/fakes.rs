@@ -128,6 +128,14 @@ impl Privileged for FakePrivileged {
         }
         Ok(())
     }
+
+    async fn open_tap(&self, name: &str) -> Result<std::os::fd::OwnedFd, HelperError> {
+        // A descriptor that is not a tap: the fake VMM never uses it.
+        self.0.record(format!("open-tap {name}"));
+        std::fs::File::open("/dev/null")
+            .map(Into::into)
+            .map_err(|_| helper_error("open-tap"))
+    }
 }
 
 /// A VMM whose "process" is a pid in the world's live set; it leaves a socket and

@@ -1,0 +1,251 @@
+//! The two systemd units of a system install, rendered from the layout (pure).
+//!
+//! - `bangerd-root.service`: `banger-helper`, as root, with the capabilities its
+//!   operations need and nothing else.
+//! - `bangerd.service`: `bangerd` as the owner, with the state, cache and runtime
+//!   directories systemd creates for it (0700, the owner's).
+//!
+//! Both: `KillMode=process` so a stop or restart signals only the service's own
+//! process and guests (QEMU, jailed Firecracker, children in the unit's cgroup) keep
+//! running; `RuntimeDirectoryPreserve=yes` so the sockets and per-VM runtime files of
+//! running guests survive a restart (the Go banger lost re-adoption without it);
+//! `SendSIGKILL=no` because systemd otherwise SIGKILLs whatever is left in the cgroup
+//! after the stop timeout, guests included.
+//!
+//! Two directives differ from the obvious hardening, on purpose:
+//! - `bangerd.service` keeps `NoNewPrivileges=no`: image builds run mmdebstrap in
+//!   unshare mode, which maps the user's subordinate ids through Debian's setuid (or
+//!   file-capability) `newuidmap`/`newgidmap`; no-new-privileges would make them
+//!   fail. The capability bounding set limits what any child can gain to exactly
+//!   CAP_SETUID and CAP_SETGID (what those two tools use).
+//! - with Firecracker's jailer configured, the helper may write below `/var/lib` as a
+//!   whole: it hard-links each guest's disks from the owner's state directory into the
+//!   jail, and a hard link cannot cross the separate mounts `ReadWritePaths=` would make
+//!   of `/var/lib/banger` and `/var/lib/banger-jail` (EXDEV).
+
+use crate::layout::SystemLayout;
+
+/// Capabilities of the helper without Firecracker: links, taps and nftables, and
+/// giving its socket to the owner.
+pub const HELPER_CAPS: &[&str] = &["CAP_NET_ADMIN", "CAP_CHOWN"];
+/// What the jailer needs on top (mount namespace and pivot_root, chroot, device nodes,
+/// uid/gid change, chown) and the helper for the guest's files (hard links of files
+/// it does not own, reading the owner's state directory, stopping a jailer that hangs).
+pub const JAILER_CAPS: &[&str] = &[
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_FOWNER",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_KILL",
+];
+/// The daemon's bounding set (see the module docs).
+pub const DAEMON_CAPS: &[&str] = &["CAP_SETUID", "CAP_SETGID"];
+
+/// Directives `banger doctor` expects in both units.
+pub const COMMON_HARDENING: &[&str] = &[
+    "ProtectSystem=strict",
+    "PrivateTmp=yes",
+    "KillMode=process",
+    "RuntimeDirectoryPreserve=yes",
+    "UMask=0077",
+    "LockPersonality=yes",
+    "RestrictRealtime=yes",
+    "ProtectKernelModules=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "SystemCallArchitectures=native",
+];
+/// Directives `banger doctor` expects in the helper's unit only.
+pub const HELPER_HARDENING: &[&str] = &["NoNewPrivileges=yes", "ProtectHome=yes"];
+/// Directives `banger doctor` expects in the daemon's unit only.
+pub const DAEMON_HARDENING: &[&str] = &["ProtectHome=read-only", "ProtectKernelTunables=yes"];
+
+fn common(out: &mut String) {
+    for d in COMMON_HARDENING {
+        out.push_str(d);
+        out.push('\n');
+    }
+    out.push_str("ProtectKernelLogs=yes\n");
+}
+
+/// `bangerd-root.service`. `jailer` says whether Firecracker's jailer is configured
+/// (`jailer = ...` in helper.toml), which widens its capabilities and write access.
+pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
+    let mut caps: Vec<&str> = HELPER_CAPS.to_vec();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# Written by `banger system install`; `banger system install` again rewrites it.\n\
+         [Unit]\n\
+         Description=banger root helper (bridge, taps, NAT{} for bangerd)\n\
+         Documentation=man:banger(1)\n\
+         Before={}\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={} --config {}\n\
+         Restart=on-failure\n\
+         RestartSec=1\n\
+         SendSIGKILL=no\n\
+         TimeoutStopSec=30\n\
+         RuntimeDirectory=banger-helper\n\
+         RuntimeDirectoryMode=0755\n\
+         NoNewPrivileges=yes\n\
+         ProtectHome=yes\n\
+         ProtectKernelTunables=no\n",
+        if jailer { ", jailed Firecracker" } else { "" },
+        crate::layout::DAEMON_UNIT,
+        l.binary("banger-helper").display(),
+        l.helper_config().display(),
+    ));
+    common(&mut out);
+    if jailer {
+        caps.extend_from_slice(JAILER_CAPS);
+        out.push_str(&format!(
+            "StateDirectory=banger-jail\n\
+             StateDirectoryMode=0711\n\
+             # Hard links from the owner's state into the jail cannot cross mounts.\n\
+             ReadWritePaths={}\n\
+             ProtectControlGroups=no\n",
+            l.state_dir()
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ));
+    } else {
+        out.push_str("ProtectControlGroups=yes\nMemoryDenyWriteExecute=yes\n");
+    }
+    out.push_str(&format!(
+        "CapabilityBoundingSet={}\n\
+         RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        caps.join(" ")
+    ));
+    out
+}
+
+/// `bangerd.service`, running as `owner` (login name).
+pub fn daemon_unit(l: &SystemLayout, owner: &str) -> String {
+    let mut out = format!(
+        "# Written by `banger system install`; `banger system install` again rewrites it.\n\
+         [Unit]\n\
+         Description=banger owner daemon (VMs, images) for {owner}\n\
+         Documentation=man:banger(1)\n\
+         Wants={helper}\n\
+         After={helper} network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         User={owner}\n\
+         ExecStart={bin}\n\
+         Restart=on-failure\n\
+         RestartSec=1\n\
+         SendSIGKILL=no\n\
+         TimeoutStopSec=30\n",
+        helper = crate::layout::HELPER_UNIT,
+        bin = l.binary("bangerd").display(),
+    );
+    for (k, v) in l.daemon_env() {
+        out.push_str(&format!("Environment={k}={v}\n"));
+    }
+    out.push_str(
+        "StateDirectory=banger\n\
+         StateDirectoryMode=0700\n\
+         CacheDirectory=banger\n\
+         CacheDirectoryMode=0700\n\
+         RuntimeDirectory=banger\n\
+         RuntimeDirectoryMode=0700\n\
+         # mmdebstrap's unshare mode runs the setuid newuidmap/newgidmap (see banger-system's units.rs).\n\
+         NoNewPrivileges=no\n\
+         ProtectHome=read-only\n\
+         ProtectKernelTunables=yes\n\
+         ProtectControlGroups=yes\n",
+    );
+    common(&mut out);
+    out.push_str(&format!(
+        "CapabilityBoundingSet={}\n\
+         AmbientCapabilities=\n\
+         RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6 AF_VSOCK\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        DAEMON_CAPS.join(" ")
+    ));
+    out
+}
+
+/// Hardening directives missing from `unit` (the text of the helper's unit when
+/// `helper`, else the daemon's): what `banger doctor` reports.
+pub fn missing_hardening(unit: &str, helper: bool) -> Vec<&'static str> {
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    let own = if helper {
+        HELPER_HARDENING
+    } else {
+        DAEMON_HARDENING
+    };
+    let mut missing: Vec<&'static str> = COMMON_HARDENING
+        .iter()
+        .chain(own)
+        .copied()
+        .filter(|d| !lines.contains(d))
+        .collect();
+    if !lines
+        .iter()
+        .any(|l| l.starts_with("CapabilityBoundingSet=") && l.len() > 22)
+    {
+        missing.push("CapabilityBoundingSet=...");
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_carry_their_hardening() {
+        let l = SystemLayout::default();
+        for jailer in [false, true] {
+            let h = helper_unit(&l, jailer);
+            assert!(missing_hardening(&h, true).is_empty(), "{h}");
+            assert!(h.contains(
+                "ExecStart=/usr/local/bin/banger-helper --config /etc/banger/helper.toml"
+            ));
+            assert!(h.contains("RuntimeDirectory=banger-helper\nRuntimeDirectoryMode=0755"));
+            assert!(!h.contains("User="), "the helper runs as root");
+            assert_eq!(h.contains("CAP_SYS_ADMIN"), jailer);
+            assert_eq!(h.contains("ReadWritePaths=/var/lib\n"), jailer);
+        }
+        let d = daemon_unit(&l, "alice");
+        assert!(missing_hardening(&d, false).is_empty(), "{d}");
+        assert!(d.contains("User=alice\n"));
+        assert!(d.contains("Environment=BANGER_HELPER_SOCKET=/run/banger-helper/helper.sock\n"));
+        assert!(d.contains("Environment=XDG_STATE_HOME=/var/lib\n"));
+        assert!(d.contains("StateDirectoryMode=0700"));
+        assert!(d.contains("CapabilityBoundingSet=CAP_SETUID CAP_SETGID\n"));
+        // A unit stripped of a directive is reported.
+        let weak = d.replace("ProtectSystem=strict\n", "");
+        assert_eq!(missing_hardening(&weak, false), ["ProtectSystem=strict"]);
+        // Every line is a section, a comment or key=value.
+        for line in h_and_d(&l) {
+            assert!(
+                line.is_empty()
+                    || line.starts_with('#')
+                    || line.starts_with('[')
+                    || line.contains('='),
+                "{line:?}"
+            );
+        }
+    }
+
+    fn h_and_d(l: &SystemLayout) -> Vec<String> {
+        let mut v: Vec<String> = helper_unit(l, true).lines().map(str::to_string).collect();
+        v.extend(daemon_unit(l, "bob").lines().map(str::to_string));
+        v
+    }
+}
