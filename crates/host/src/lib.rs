@@ -13,6 +13,7 @@
 
 mod bridge;
 mod error;
+mod isolation;
 mod names;
 mod nat;
 mod netlink;
@@ -20,6 +21,10 @@ mod tap;
 
 pub use bridge::ensure_bridge;
 pub use error::NetError;
+pub use isolation::{
+    disable_guard, enable_guard, guard_ruleset, isolate_tap, release_tap, tap_ruleset,
+    untap_ruleset, IsolationError, BRIDGE_TABLE, GUARD_TABLE,
+};
 pub use names::{tap_name, validate_ifname, IFNAMSIZ_MAX};
 pub use nat::{disable_nat, enable_nat, nat_ruleset, NatError, NAT_TABLE};
 pub use netlink::{delete_link, link_exists, link_state, LinkState};

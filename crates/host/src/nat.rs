@@ -116,7 +116,7 @@ fn nft_program() -> &'static str {
 
 /// Feed `script` to `nft -f -`. The child is spawned from the calling thread, so it
 /// inherits that thread's network namespace.
-async fn run_nft(script: &str) -> Result<(), NatError> {
+pub(crate) async fn run_nft(script: &str) -> Result<(), NatError> {
     let mut child = Command::new(nft_program())
         .args(["-f", "-"])
         .stdin(Stdio::piped())
