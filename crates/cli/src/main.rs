@@ -8,6 +8,8 @@ mod daemon;
 mod doctor;
 mod images;
 mod ssh;
+#[allow(dead_code)] // wired to `banger ssh-config` with the daemon's known_hosts (issue 12)
+mod ssh_config;
 mod ui;
 mod workspace;
 
