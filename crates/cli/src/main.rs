@@ -9,6 +9,8 @@ mod doctor;
 mod generate;
 mod images;
 mod ssh;
+#[allow(dead_code)] // wired to `banger ssh-config` with the daemon's known_hosts (issue 12)
+mod ssh_config;
 mod system;
 mod ui;
 mod update;

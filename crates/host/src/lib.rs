@@ -13,6 +13,7 @@
 
 mod bridge;
 mod error;
+mod isolation;
 mod names;
 mod nat;
 mod netlink;
@@ -21,6 +22,10 @@ mod tap;
 
 pub use bridge::{bridge_mac, ensure_bridge};
 pub use error::NetError;
+pub use isolation::{
+    default_nft, disable_guard, enable_guard, guard_ruleset, isolate_tap, release_tap, tap_ruleset,
+    untap_ruleset, IsolationError, BRIDGE_TABLE, GUARD_TABLE,
+};
 pub use names::{tap_name, validate_ifname, IFNAMSIZ_MAX};
 pub use nat::{
     disable_nat, disable_nat_with, enable_nat, enable_nat_with, nat_ruleset, NatError, NAT_TABLE,

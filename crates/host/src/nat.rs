@@ -118,7 +118,7 @@ fn enable_forwarding() -> Result<(), NatError> {
 
 /// The nft binary: Debian's path when present (a daemon's PATH may lack /usr/sbin),
 /// else whatever PATH finds.
-fn nft_program() -> &'static str {
+pub(crate) fn nft_program() -> &'static str {
     if Path::new("/usr/sbin/nft").exists() {
         "/usr/sbin/nft"
     } else {
@@ -128,7 +128,7 @@ fn nft_program() -> &'static str {
 
 /// Feed `script` to `nft -f -`. The child is spawned from the calling thread, so it
 /// inherits that thread's network namespace.
-async fn run_nft(nft: &Path, script: &str) -> Result<(), NatError> {
+pub(crate) async fn run_nft(nft: &Path, script: &str) -> Result<(), NatError> {
     let mut child = Command::new(nft)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
