@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use banger_system::checks::{self, Status};
 use banger_system::run::{RunEnd, RunOptions};
-use banger_system::{install, Artifacts, InstallRecord, Owner, Sources, SystemError, SystemLayout};
+use banger_system::{install, InstallRecord, Owner, Sources, SystemError, SystemLayout};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +76,8 @@ pub async fn run(cmd: SystemCmd) -> anyhow::Result<ExitCode> {
             root_or("banger system install")?;
             let owner = Owner::from_arg_or_sudo(owner.as_deref())?;
             let src = Sources::beside_current_exe()?;
-            let art = artifacts().context("generating man pages and completions")?;
+            let art =
+                crate::generate::artifacts().context("generating man pages and completions")?;
             let out = install::install(&l, &owner, &src, &art, version).await?;
             for f in &out.files {
                 println!("installed {}", f.display());
@@ -187,69 +188,4 @@ async fn status(l: &SystemLayout, version: &str) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Man pages for every command and the completion registration scripts, from the
-/// CLI's own clap tree.
-fn artifacts() -> anyhow::Result<Artifacts> {
-    use clap::CommandFactory;
-    use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
-    let mut cmd = crate::Cli::command().disable_help_subcommand(true);
-    cmd.build();
-    let mut man_pages = vec![];
-    fn walk(cmd: &clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-            walk(sub, out)?;
-        }
-        let man = clap_mangen::Man::new(cmd.clone());
-        let mut buf = vec![];
-        man.render(&mut buf)?;
-        out.push((man.get_filename(), buf));
-        Ok(())
-    }
-    walk(&cmd, &mut man_pages)?;
-    let completer = SystemLayout::default()
-        .binary("banger")
-        .display()
-        .to_string();
-    let reg = |shell: &dyn EnvCompleter| -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![];
-        shell.write_registration("COMPLETE", "banger", "banger", &completer, &mut buf)?;
-        Ok(buf)
-    };
-    Ok(Artifacts {
-        man_pages,
-        bash: reg(&Bash)?,
-        zsh: reg(&Zsh)?,
-        fish: reg(&Fish)?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn man_pages_and_completions_cover_the_cli() {
-        let a = artifacts().unwrap();
-        let names: Vec<&str> = a.man_pages.iter().map(|(n, _)| n.as_str()).collect();
-        for want in [
-            "banger.1",
-            "banger-vm.1",
-            "banger-vm-run.1",
-            "banger-system-install.1",
-        ] {
-            assert!(names.contains(&want), "{want} missing from {names:?}");
-        }
-        let vm_run = &a
-            .man_pages
-            .iter()
-            .find(|(n, _)| n == "banger-vm-run.1")
-            .unwrap()
-            .1;
-        assert!(String::from_utf8_lossy(vm_run).contains(".TH banger-vm-run"));
-        assert!(String::from_utf8_lossy(&a.bash).contains("COMPLETE"));
-        assert!(String::from_utf8_lossy(&a.fish).contains("/usr/local/bin/banger"));
-        assert!(!a.zsh.is_empty());
-    }
 }
