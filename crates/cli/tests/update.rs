@@ -453,8 +453,10 @@ fn install_sh_verifies_and_stops_at_the_system_install() {
         assert!(!sudo_log.exists(), "sudo was not called");
     }
 
-    // Refusals: another key's signature, a tarball that does not match.
+    // Refusals: another key's signature, a tarball that does not match. The first run
+    // may have called the fake sudo; start the refusals with a clean log.
     let _ = std::fs::remove_dir_all(home.join(".cache"));
+    let _ = std::fs::remove_file(&sudo_log);
     let sig = rel.dir.join("SHA256SUMS.sig");
     let good = std::fs::read(&sig).unwrap();
     std::fs::write(
