@@ -13,7 +13,9 @@ pub mod version;
 pub use layout::Layout;
 pub use name::{NameError, VmName};
 pub use net::{GuestNet, NetError, Subnet};
-pub use record::{ImageRecord, KernelRecord, VmRecord, VmState, VmmChoice, WorkspaceRecord};
+pub use record::{
+    ImageRecord, InitMode, KernelRecord, RunConfig, VmRecord, VmState, VmmChoice, WorkspaceRecord,
+};
 pub use size::{parse_size_mib, SizeError};
 
 /// The image `vm run` and `vm create` use when none is named.

@@ -13,11 +13,13 @@ pub mod client;
 pub mod error;
 pub mod methods;
 pub mod server;
+pub mod upgrade;
 mod wire;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
 pub use methods::*;
+pub use upgrade::{UpgradeFn, Upgraded};
 pub use server::{
     bind, serve, serve_with_options, BindError, CallCtx, HandlerFuture, ProgressSink, Router,
     RouterError, ServeOptions,

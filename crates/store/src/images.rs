@@ -7,6 +7,16 @@ use crate::vms::exists;
 use banger_model::ImageRecord;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
+/// The run config as stored: JSON, or NULL when empty.
+fn run_config_json(img: &ImageRecord) -> Result<Option<String>, StoreError> {
+    if img.run_config.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&img.run_config)
+        .map(Some)
+        .map_err(|e| StoreError::Invalid(format!("image {}: run config: {e}", img.name)))
+}
+
 impl Store {
     /// Record a published image and the cached blobs it was made from (kept by
     /// `image cache prune`). [`StoreError::ImageNameTaken`] if the name is in use;
@@ -18,7 +28,7 @@ impl Store {
             return Err(StoreError::ImageNameTaken(img.name.clone()));
         }
         tx.execute(
-            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
             params![
                 img.id,
                 img.name,
@@ -27,6 +37,7 @@ impl Store {
                 to_sql_int("image size", img.size_bytes)?,
                 img.created_at,
                 img.kernel,
+                run_config_json(img)?,
             ],
         )?;
         for digest in blobs {

@@ -40,7 +40,7 @@ pub fn show(app: &App, name: &str) -> Result<VmInfo> {
     Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
 }
 
-fn not_running(name: &str, state: VmState) -> DaemonError {
+pub(crate) fn not_running(name: &str, state: VmState) -> DaemonError {
     DaemonError::BadRequest(format!(
         "VM {name} is {}, not running (start it with banger vm start {name})",
         state.as_str()
@@ -99,7 +99,12 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
     let h = handles::read(&app.layout.vm_dir(&rec.id))
         .filter(|_| rec.state == VmState::Running)
         .ok_or_else(|| not_running(name, rec.state))?;
-    let ports = app.guest.ports(&h.vmm).await.map_err(DaemonError::guest(
+    let target = super::guest::Target {
+        id: &rec.id,
+        name: rec.name.as_str(),
+        handles: &h.vmm,
+    };
+    let ports = app.guest.ports(target).await.map_err(DaemonError::guest(
         format!("asking the guest agent of {name} for its ports failed"),
         String::new(),
     ))?;

@@ -4,12 +4,13 @@
 //! `disks` (overlay and work disks, only those that do not exist yet) → `network`
 //! (bridge, NAT once per daemon, the VM's tap) → `accel-probe` (only the first time
 //! the daemon needs the accelerator) → `boot` (the backend launches the VMM;
-//! `handles.json` records it) → `agent` → `ssh` (the guest answers). A failure at any
+//! `handles.json` records it) → `agent` (the guest's agent answers; sshd is never
+//! waited for). A failure at any
 //! step undoes exactly the steps before it and leaves the VM in `error` with the
 //! reason; the waits fail early, with the console's last lines, if the VMM dies.
 
 use super::files;
-use super::guest::GuestError;
+use super::guest::{GuestError, Target};
 use super::stages::{Stages, Steps, Undo};
 use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
@@ -17,7 +18,7 @@ use crate::handles::{self, VmHandles};
 use banger_contract::cmdline as key;
 use banger_helper::PrivOp;
 use banger_image::files as img_files;
-use banger_model::{GuestNet, ImageRecord, VmRecord, VmState};
+use banger_model::{GuestNet, ImageRecord, InitMode, VmRecord, VmState};
 use banger_rpc::{ProgressSink, VmInfo};
 use banger_vmm::{DiskSpec, Handles, MachineSpec, NetSpec, Vmm};
 use std::path::{Path, PathBuf};
@@ -156,20 +157,19 @@ async fn run_steps(
         &h,
         &rec.id,
         deadline,
-        app.guest.agent_ready(&h, timeout),
+        app.guest.agent_ready(
+            Target {
+                id: &rec.id,
+                name: rec.name.as_str(),
+                handles: &h,
+            },
+            timeout,
+        ),
     )
     .await
     .map_err(guest_error("the guest agent never answered", &h))?;
-    steps.begin("ssh")?;
-    wait_guest(
-        vmm,
-        &h,
-        &rec.id,
-        deadline,
-        app.guest.ssh_ready(rec.ip, timeout),
-    )
-    .await
-    .map_err(guest_error("sshd in the guest never answered", &h))?;
+    // Readiness is the agent answering: commands go through it, and sshd (when the
+    // image has one) comes up on its own for the user's own tools.
     steps.end()
 }
 
@@ -296,14 +296,16 @@ fn machine_spec(
         kernel,
         initrd: Some(image_dir.join(img_files::INITRD)),
         cmdline: format!(
-            "{}={}/{} {}={} {}={}",
+            "{}={}/{} {}={} {}={} {}={}",
             key::IP,
             net.ip,
             net.prefix,
             key::GATEWAY,
             net.gateway,
             key::HOSTNAME,
-            rec.name
+            rec.name,
+            key::INIT,
+            init_arg(rec.init),
         ),
         disks: vec![
             DiskSpec {
@@ -324,6 +326,14 @@ fn machine_spec(
             mac: net.mac(),
         }),
         runtime_dir: rt_dir.to_path_buf(),
+    }
+}
+
+/// The `banger.init` value for a VM's init mode.
+fn init_arg(init: InitMode) -> &'static str {
+    match init {
+        InitMode::Agent => key::INIT_AGENT,
+        InitMode::Systemd => key::INIT_SYSTEMD,
     }
 }
 
