@@ -6,6 +6,7 @@
 mod complete;
 mod daemon;
 mod doctor;
+mod exec;
 mod generate;
 mod images;
 mod ssh;

@@ -2,7 +2,7 @@
 //! sibling modules).
 
 use crate::complete;
-use banger_model::{parse_size_mib, VmName, VmmChoice};
+use banger_model::{parse_size_mib, InitMode, VmName, VmmChoice};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -25,6 +25,11 @@ pub struct Sizes {
     /// or firecracker [default: BANGER_VMM, else auto].
     #[arg(long)]
     pub vmm: Option<VmmChoice>,
+    /// The guest's init: agent (banger's agent stays PID 1: boots in seconds, starts
+    /// the image's sshd if it has one, no other services) or systemd (the image's
+    /// services, timers and systemctl; slower) [default: agent].
+    #[arg(long)]
+    pub init: Option<InitMode>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -54,6 +59,9 @@ pub enum VmCmd {
         /// A git repository to ship in first; the command then runs in its copy
         /// (/root/<repo-name>). Without it the command runs in /root.
         path: Option<PathBuf>,
+        /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
         /// Command to run in the guest; an interactive shell when omitted.
         #[arg(last = true)]
         command: Vec<String>,
@@ -186,7 +194,8 @@ pub enum VmCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a command in a VM's workspace (the repository shipped into it).
+    /// Run a command in a VM, in its workspace (the repository shipped into it) when
+    /// it has one, else in /root. Several may run at once.
     ///
     /// Example: banger vm exec dev -- cargo test
     /// Exit status: the command's. Warns when the host repository moved since it was shipped.
@@ -197,6 +206,9 @@ pub enum VmCmd {
         /// Re-ship the repository first if its HEAD moved since the last prepare.
         #[arg(long)]
         auto_prepare: bool,
+        /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
         /// Command to run in the workspace; a shell there when omitted.
         #[arg(last = true)]
         command: Vec<String>,
@@ -204,13 +216,17 @@ pub enum VmCmd {
     /// Ship a repository into a VM and bring changes back.
     #[command(subcommand)]
     Workspace(WorkspaceCmd),
-    /// Open a shell in a VM, or run a command there.
+    /// Open a shell in a VM, or run a command there (through banger's guest agent;
+    /// --via-ssh for OpenSSH).
     ///
     /// Example: banger vm ssh dev -- hostname
     Ssh {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
+        /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
         /// Command to run; an interactive shell when omitted.
         #[arg(last = true)]
         command: Vec<String>,
@@ -247,6 +263,9 @@ pub enum WorkspaceCmd {
         /// Where it goes in the guest [default: /root/<repo-name>]; must be under /root.
         #[arg(long)]
         guest_path: Option<String>,
+        /// Ship over OpenSSH instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
     },
     /// Print (or write) a binary-safe patch of everything changed in the VM's copy,
     /// against the commit that was shipped: `git apply` reproduces the guest's tree.
@@ -262,5 +281,8 @@ pub enum WorkspaceCmd {
         /// Export the commits made in the guest instead, as an mbox for `git am`.
         #[arg(long)]
         commits: bool,
+        /// Export over OpenSSH instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
     },
 }

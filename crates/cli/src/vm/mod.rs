@@ -27,8 +27,16 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             timings,
             sizes,
             path,
+            via_ssh,
             command,
-        } => run::run(c, name, keep, timings, sizes, path, command).await,
+        } => {
+            let how = run::RunHow {
+                keep,
+                timings,
+                via_ssh,
+            };
+            run::run(c, name, how, sizes, path, command).await
+        }
         VmCmd::Create {
             name,
             timings,
@@ -55,10 +63,15 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
         VmCmd::Exec {
             name,
             auto_prepare,
+            via_ssh,
             command,
-        } => shell::exec(c, &name, auto_prepare, &command).await,
+        } => shell::exec(c, &name, auto_prepare, via_ssh, &command).await,
         VmCmd::Workspace(w) => shell::workspace(c, w).await,
-        VmCmd::Ssh { name, command } => shell::ssh(c, &name, &command).await,
+        VmCmd::Ssh {
+            name,
+            via_ssh,
+            command,
+        } => shell::ssh(c, &name, via_ssh, &command).await,
     }
 }
 

@@ -3,6 +3,8 @@
 use super::cmd::Sizes;
 use super::shell::{run_ssh, ssh_info};
 use super::EXIT_BANGER_FAILED;
+use crate::exec::{self, Input, Request};
+use crate::workspace::Via;
 use crate::{daemon, ssh, ui, workspace};
 use banger_model::{Layout, VmName};
 use banger_rpc::{
@@ -20,6 +22,7 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
         disk_mib: s.disk,
         no_start: false,
         vmm: s.vmm,
+        init: s.init,
     }
 }
 
@@ -71,6 +74,17 @@ pub async fn create_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `vm run` behaves besides what it boots.
+#[derive(Debug, Clone, Copy)]
+pub struct RunHow {
+    /// Keep the VM afterwards.
+    pub keep: bool,
+    /// Print the start stages' timings.
+    pub timings: bool,
+    /// Ship and run over OpenSSH instead of the guest agent.
+    pub via_ssh: bool,
+}
+
 /// The part of `vm run` after the VM is up: ship the repository if one was given,
 /// then run the command (in the workspace, if any). Returns the command's status.
 async fn run_in_new_vm(
@@ -78,16 +92,30 @@ async fn run_in_new_vm(
     name: &str,
     path: Option<&Path>,
     command: &[String],
+    via_ssh: bool,
 ) -> anyhow::Result<i32> {
-    let info = ssh_info(c, name).await?;
-    let remote = match path {
+    if via_ssh {
+        let info = ssh_info(c, name).await?;
+        ssh::wait_sshd(&info).await?;
+        let remote = match path {
+            Some(p) => {
+                let w = workspace::prepare(c, name, Via::Ssh(&info), p, None).await?;
+                Some(workspace::in_workspace(&w, command))
+            }
+            None => (!command.is_empty()).then(|| ssh::remote_line(command)),
+        };
+        return run_ssh(&info, remote).await;
+    }
+    let mut req = Request::from_argv(command).pty_if_interactive();
+    match path {
         Some(p) => {
-            let w = workspace::prepare(c, name, &info, p, None).await?;
-            Some(workspace::in_workspace(&w, command))
+            let w = workspace::prepare(c, name, Via::Agent, p, None).await?;
+            req.cwd = Some(w.guest_path);
         }
-        None => (!command.is_empty()).then(|| ssh::remote_line(command)),
-    };
-    run_ssh(&info, remote).await
+        // Like `docker run`: an image's entrypoint wraps the command.
+        None => req.entrypoint = true,
+    }
+    exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await
 }
 
 /// `banger vm run`: create, run, delete (unless `keep`). The exit status is the
@@ -95,8 +123,7 @@ async fn run_in_new_vm(
 pub async fn run(
     c: &mut Client,
     name: Option<VmName>,
-    keep: bool,
-    timings: bool,
+    how: RunHow,
     sizes: Sizes,
     path: Option<PathBuf>,
     command: Vec<String>,
@@ -114,14 +141,14 @@ pub async fn run(
     // created, never a same-named VM that existed before (`--name EXISTING`).
     let create_op = new_op_id();
     let created = tokio::select! {
-        r = create(c, &p, timings, Some(&create_op)) => r,
+        r = create(c, &p, how.timings, Some(&create_op)) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while creating VM {name}")),
     };
     let result = match created {
-        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command).await,
+        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command, how.via_ssh).await,
         Err(e) => Err(e),
     };
-    if !keep {
+    if !how.keep {
         // A fresh connection: the create call may have been abandoned mid-flight.
         let mut c2 = daemon::connect(&Layout::from_env()).await?;
         let del = c2

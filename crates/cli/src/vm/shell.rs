@@ -1,7 +1,10 @@
-//! `vm ssh`, `vm exec` and `vm workspace …`: everything that opens an ssh session.
+//! `vm ssh`, `vm exec` and `vm workspace …`: everything that runs in a VM, through
+//! banger's guest agent (or OpenSSH with `--via-ssh`).
 
 use super::cmd::WorkspaceCmd;
 use super::exit_code;
+use crate::exec::{self, Input, Request};
+use crate::workspace::Via;
 use crate::{ssh, workspace};
 use anyhow::Context;
 use banger_rpc::{Client, SshInfo, VmNameParams, VmSshInfo};
@@ -37,46 +40,81 @@ pub async fn run_ssh(info: &SshInfo, remote: Option<String>) -> anyhow::Result<i
     Ok(status.code().unwrap_or(130))
 }
 
-/// `banger vm ssh NAME [-- CMD...]`.
-pub async fn ssh(c: &mut Client, name: &str, command: &[String]) -> anyhow::Result<ExitCode> {
-    let info = ssh_info(c, name).await?;
-    let remote = (!command.is_empty()).then(|| ssh::remote_line(command));
-    Ok(exit_code(run_ssh(&info, remote).await?))
+/// `banger vm ssh NAME [--via-ssh] [-- CMD...]`.
+pub async fn ssh(
+    c: &mut Client,
+    name: &str,
+    via_ssh: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    if via_ssh {
+        let info = ssh_info(c, name).await?;
+        let remote = (!command.is_empty()).then(|| ssh::remote_line(command));
+        return Ok(exit_code(run_ssh(&info, remote).await?));
+    }
+    let req = Request::from_argv(command).pty_if_interactive();
+    let code = exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await?;
+    Ok(exit_code(code))
 }
 
-/// `banger vm exec NAME [--auto-prepare] [-- CMD...]`: in the workspace.
+/// `banger vm exec NAME [--auto-prepare] [--via-ssh] [-- CMD...]`: in the workspace
+/// when the VM has one, else in /root.
 pub async fn exec(
     c: &mut Client,
     name: &str,
     auto_prepare: bool,
+    via_ssh: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let info = ssh_info(c, name).await?;
-    let w = workspace::recorded(c, name).await?;
-    let w = workspace::check_moved(c, name, &info, w, auto_prepare).await?;
-    let code = run_ssh(&info, Some(workspace::in_workspace(&w, command))).await?;
+    if via_ssh {
+        let info = ssh_info(c, name).await?;
+        let w = workspace::recorded(c, name).await?;
+        let w = workspace::check_moved(c, name, Via::Ssh(&info), w, auto_prepare).await?;
+        let code = run_ssh(&info, Some(workspace::in_workspace(&w, command))).await?;
+        return Ok(exit_code(code));
+    }
+    let mut req = Request::from_argv(command).pty_if_interactive();
+    if let Some(w) = workspace::recorded_opt(c, name).await? {
+        let w = workspace::check_moved(c, name, Via::Agent, w, auto_prepare).await?;
+        req.cwd = Some(w.guest_path);
+    }
+    let code = exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await?;
     Ok(exit_code(code))
 }
 
-/// `banger vm workspace prepare | export`.
+/// `banger vm workspace prepare | export` (through the guest agent).
 pub async fn workspace(c: &mut Client, cmd: WorkspaceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         WorkspaceCmd::Prepare {
             name,
             path,
             guest_path,
+            via_ssh,
         } => {
-            let info = ssh_info(c, &name).await?;
-            workspace::prepare(c, &name, &info, &path, guest_path.as_deref()).await?;
+            let info;
+            let via = if via_ssh {
+                info = ssh_info(c, &name).await?;
+                Via::Ssh(&info)
+            } else {
+                Via::Agent
+            };
+            workspace::prepare(c, &name, via, &path, guest_path.as_deref()).await?;
         }
         WorkspaceCmd::Export {
             name,
             output,
             commits,
+            via_ssh,
         } => {
-            let info = ssh_info(c, &name).await?;
+            let info;
+            let via = if via_ssh {
+                info = ssh_info(c, &name).await?;
+                Via::Ssh(&info)
+            } else {
+                Via::Agent
+            };
             let w = workspace::recorded(c, &name).await?;
-            workspace::export(&info, &w, output, commits).await?;
+            workspace::export(&name, via, &w, output, commits).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
