@@ -205,8 +205,8 @@ pub async fn pull(app: &App, p: ImagePullParams, progress: &ProgressSink) -> Res
 }
 
 /// OCI images carry no kernel, so the guest boots a kernel from the store (the
-/// default image's unless `--kernel` names one); the image itself must have
-/// systemd and an OpenSSH server (banger boots systemd and reaches guests over ssh).
+/// default image's unless `--kernel` names one). Any image boots: banger's agent is
+/// the init and runs the commands; systemd and sshd are used when the image has them.
 async fn pull_oci(
     app: &App,
     reference: &str,

@@ -1,0 +1,289 @@
+//! End-to-end sections for issue 14: commands through banger's guest agent.
+//!
+//! - `agent_exec`: `vm run` output and exit status through the agent, stdin piping, a
+//!   missing program (127), the fast init by default (`vm show`), four `vm exec` at
+//!   once in one VM, OpenSSH still there (the agent starts the image's sshd), and an
+//!   interactive `vm ssh` on a pseudo-terminal driven through tmux (`stty size` follows
+//!   a resize, ctrl-c interrupts the foreground job, the exit status comes back).
+//! - `busybox`: an image with nothing but a static busybox (no systemd, no sshd, no
+//!   libc), pushed to a local registry, pulled, and run.
+//! - `boot_bench`: `vm run -- true` cold with the fast init, with systemd, and with
+//!   systemd plus OpenSSH (the path before the agent), side by side; printed, not
+//!   asserted (tests never assert timings).
+
+use super::{push_image, start_registry, stderr, stdout, tar_dir, Env};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn agent_exec(env: &Env) {
+    // Output and exit status through the agent; nothing left afterwards.
+    let out = env.banger(&["vm", "run", "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3));
+    env.assert_nothing_left();
+
+    let keep = env.banger(&["vm", "run", "--keep", "--name", "ag", "--timings", "--", "true"]);
+    assert!(keep.status.success(), "{}", stderr(&keep));
+    let shown = env.show("ag");
+    assert_eq!(shown["init"], "agent");
+
+    // stdin reaches the command; its end is seen.
+    let mut c = env.cmd(true, &["vm", "ssh", "ag", "--", "wc", "-c"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let data = vec![b'x'; 3 * 1024 * 1024 + 7];
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let piped = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(stdout(&piped).trim(), "3145735", "{}", stderr(&piped));
+
+    // Missing program and stderr kept apart from stdout.
+    let missing = env.banger(&["vm", "ssh", "ag", "--", "no-such-program", "x"]);
+    assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
+    let split = env.banger(&["vm", "ssh", "ag", "--", "echo out; echo err >&2"]);
+    assert_eq!(stdout(&split), "out\n");
+    assert!(stderr(&split).contains("err"), "{}", stderr(&split));
+
+    // Four commands at once in one VM, each with its own output and status.
+    let t = Instant::now();
+    let runs: Vec<_> = (1..=4)
+        .map(|i| {
+            let c = env.cmd(
+                true,
+                &[
+                    "vm",
+                    "exec",
+                    "ag",
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("sleep 2; echo run-{i}; exit {}", 10 + i),
+                ],
+            );
+            std::thread::spawn(move || {
+                let mut c = c;
+                c.output().unwrap()
+            })
+        })
+        .collect();
+    for (i, r) in runs.into_iter().enumerate() {
+        let o = r.join().unwrap();
+        let i = i + 1;
+        assert_eq!(stdout(&o), format!("run-{i}\n"), "{}", stderr(&o));
+        assert_eq!(o.status.code(), Some(10 + i as i32));
+    }
+    eprintln!(
+        "4 concurrent vm exec (each sleeping 2 s) took {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // OpenSSH still works for the user's own tools: the agent started the image's sshd.
+    let via = env.banger(&["vm", "ssh", "ag", "--via-ssh", "--", "hostname"]);
+    assert_eq!(stdout(&via), "ag\n", "{}", stderr(&via));
+
+    interactive_pty(env, "ag");
+
+    assert!(env.banger(&["vm", "delete", "-f", "ag"]).status.success());
+    env.assert_nothing_left();
+}
+
+/// `vm ssh NAME` on a real terminal (tmux): a pty whose size follows the window,
+/// ctrl-c reaching the foreground job, and the shell's exit status.
+fn interactive_pty(env: &Env, vm: &str) {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipping the interactive pty check: tmux is not installed");
+        return;
+    }
+    let dir = env.home.path().join("tmux");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("sock");
+    let status_file = dir.join("status");
+    let script = dir.join("shell.sh");
+    let banger = super::banger_bin();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexport BANGER_HOME={home}\nunset XDG_RUNTIME_DIR\nip netns exec {ns} {banger} vm ssh {vm}\necho \"exit=$?\" > {status}\nsleep 30\n",
+            home = env.home.path().display(),
+            ns = env.netns,
+            banger = banger.display(),
+            status = status_file.display(),
+        ),
+    )
+    .unwrap();
+    let tmux = |args: &[&str]| {
+        let o = Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "sh",
+        &script.display().to_string(),
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-J", "-S", "-200"]);
+    let wait_for = |what: &str| {
+        let t = Instant::now();
+        loop {
+            let s = screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no {what:?} on the terminal:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The prompt, then the terminal's size as the guest sees it.
+    tmux(&["send-keys", "echo ready-$((6*7))", "Enter"]);
+    wait_for("ready-42");
+    tmux(&["send-keys", "stty size; echo size-done", "Enter"]);
+    let s = wait_for("size-done\n");
+    assert!(s.contains("30 100"), "stty size before the resize:\n{s}");
+    tmux(&["resize-window", "-x", "120", "-y", "40"]);
+    std::thread::sleep(Duration::from_secs(1));
+    tmux(&["send-keys", "clear; stty size; echo size2-done", "Enter"]);
+    let s = wait_for("size2-done\n");
+    assert!(s.contains("40 120"), "stty size after the resize:\n{s}");
+    // ctrl-c interrupts the foreground job, not the session.
+    tmux(&["send-keys", "sleep 300; echo slept-$((1+1))", "Enter"]);
+    std::thread::sleep(Duration::from_secs(2));
+    tmux(&["send-keys", "C-c"]);
+    tmux(&["send-keys", "echo after-int-$((2+2))", "Enter"]);
+    let s = wait_for("after-int-4");
+    assert!(!s.contains("slept-2"), "sleep was not interrupted:\n{s}");
+    tmux(&["send-keys", "exit 5", "Enter"]);
+    let t = Instant::now();
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the session did not end:\n{}",
+            screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.trim(), "exit=5");
+    tmux(&["kill-server"]);
+}
+
+pub fn busybox(env: &Env) {
+    let work = env.home.path().join("busybox");
+    std::fs::create_dir_all(&work).unwrap();
+    // busybox-static from Debian's archive (the host reaches it, as the image build does).
+    let dl = Command::new("apt-get")
+        .args(["download", "busybox-static"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    let deb = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"));
+    let Some(deb) = deb else {
+        eprintln!(
+            "skipping e2e busybox: apt-get download busybox-static failed: {}",
+            String::from_utf8_lossy(&dl.stderr)
+        );
+        return;
+    };
+    let x = work.join("x");
+    assert!(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&x)
+        .status()
+        .unwrap()
+        .success());
+    // The image: /bin/busybox and its applet links, nothing else.
+    let root = work.join("root");
+    for d in ["bin", "etc", "root", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(x.join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "ls", "uname", "id", "env", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let reg = match start_registry(&work) {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("skipping e2e busybox: {why}");
+            return;
+        }
+    };
+    push_image(&reg.1, "banger/busybox:1", vec![tar_dir(&root)]);
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    let pulled = env.banger_host(&["image", "pull", &format!("{}/banger/busybox:1", reg.1)]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    assert!(stdout(&pulled).contains("busybox-1"), "{}", stdout(&pulled));
+    let listed = env.banger_host(&["image", "list"]);
+    assert!(stdout(&listed).contains("busybox-1"));
+    assert!(env.banger_host(&["daemon", "stop"]).status.success());
+
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--image",
+        "busybox-1",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
+    assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3));
+    env.assert_nothing_left();
+    assert!(env
+        .banger(&["image", "delete", "busybox-1"])
+        .status
+        .success());
+}
+
+pub fn boot_bench(env: &Env) {
+    let runs: [(&str, &[&str]); 3] = [
+        ("fast init (agent), exec via agent", &["vm", "run", "--", "true"]),
+        (
+            "systemd, exec via agent",
+            &["vm", "run", "--init", "systemd", "--", "true"],
+        ),
+        (
+            "systemd, exec via ssh (the path before the agent)",
+            &["vm", "run", "--init", "systemd", "--via-ssh", "--", "true"],
+        ),
+    ];
+    let mut lines = Vec::new();
+    for round in 1..=2 {
+        for (what, args) in runs {
+            let t = Instant::now();
+            let o = env.banger(args);
+            let secs = t.elapsed().as_secs_f64();
+            assert!(o.status.success(), "{what}: {}", stderr(&o));
+            lines.push(format!("round {round}: vm run -- true, {what}: {secs:.1} s"));
+        }
+    }
+    env.assert_nothing_left();
+    eprintln!("=== boot_bench (cold vm run -- true, QEMU TCG on this machine)");
+    for l in lines {
+        eprintln!("{l}");
+    }
+}
