@@ -255,6 +255,7 @@ async fn pull_oci(
     let (agent, sink, st) = (app.config.agent.clone(), progress.clone(), staging.clone());
     let (source, kfiles) = (format!("oci:{reference}"), kernel.clone());
     let what = format!("turning {reference} into image {name}");
+    let pulled_config = pulled.config.clone();
     let built = blocking("image pull", move || {
         let run = || -> Result<BuiltImage, Cause> {
             let tree_dir = st.join("tree");
@@ -273,7 +274,20 @@ async fn pull_oci(
     })
     .await;
     match built {
-        Ok(b) => publish(app, &id, name, &b, kernel.name.as_deref(), &blobs, started),
+        Ok(b) => {
+            let mut rec = publish(app, &id, name, &b, kernel.name.as_deref(), &blobs, started)?;
+            // What `docker run` would apply: recorded for the image's VMs (`vm::exec`).
+            let c = &pulled_config;
+            rec.run_config = banger_model::RunConfig {
+                env: c.env.clone(),
+                entrypoint: c.entrypoint.clone(),
+                cmd: c.cmd.clone(),
+                user: c.user.clone(),
+                working_dir: c.working_dir.clone(),
+            };
+            app.db(|s| s.set_image_run_config(&rec.id, &rec.run_config))?;
+            Ok(rec)
+        }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             Err(e)

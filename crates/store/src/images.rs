@@ -73,6 +73,30 @@ impl Store {
             .collect()
     }
 
+    /// Record an image's run settings (an OCI image's config, applied to commands run
+    /// in its VMs).
+    pub fn set_image_run_config(
+        &self,
+        id: &str,
+        run: &banger_model::RunConfig,
+    ) -> Result<(), StoreError> {
+        let json = if run.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(run).map_err(|e| {
+                StoreError::Invalid(format!("image {id}: run config: {e}"))
+            })?)
+        };
+        let n = self.conn().execute(
+            "UPDATE images SET run_config = ?1 WHERE id = ?2",
+            rusqlite::params![json, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::ImageIdNotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
     /// Forget an image. Refused with [`StoreError::ImageInUse`] while any VM
     /// was created from it, since its overlay disks depend on the base.
     pub fn delete_image(&self, id: &str) -> Result<(), StoreError> {
