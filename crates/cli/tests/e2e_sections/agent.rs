@@ -152,13 +152,14 @@ fn interactive_pty(env: &Env, vm: &str) {
     // The prompt, then the terminal's size as the guest sees it.
     tmux(&["send-keys", "echo ready-$((6*7))", "Enter"]);
     wait_for("ready-42");
-    tmux(&["send-keys", "stty size; echo size-done", "Enter"]);
-    let s = wait_for("size-done\n");
+    // Markers are computed by the guest's shell, so the typed line never matches.
+    tmux(&["send-keys", "stty size; echo size-$((1+1))-done", "Enter"]);
+    let s = wait_for("size-2-done");
     assert!(s.contains("30 100"), "stty size before the resize:\n{s}");
     tmux(&["resize-window", "-x", "120", "-y", "40"]);
     std::thread::sleep(Duration::from_secs(1));
-    tmux(&["send-keys", "clear; stty size; echo size2-done", "Enter"]);
-    let s = wait_for("size2-done\n");
+    tmux(&["send-keys", "clear; stty size; echo size-$((1+2))-done", "Enter"]);
+    let s = wait_for("size-3-done");
     assert!(s.contains("40 120"), "stty size after the resize:\n{s}");
     // ctrl-c interrupts the foreground job, not the session.
     tmux(&["send-keys", "sleep 300; echo slept-$((1+1))", "Enter"]);
