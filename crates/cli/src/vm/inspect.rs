@@ -16,6 +16,13 @@ pub fn print_vm(v: &VmInfo) {
             .map(|b| format!(" (running on {b})"))
             .unwrap_or_default()
     );
+    println!(
+        "init:    {}",
+        match v.init {
+            banger_model::InitMode::Agent => "agent (banger's fast init)",
+            banger_model::InitMode::Systemd => "systemd",
+        }
+    );
     if let Some(w) = &v.workspace {
         println!(
             "workspace: {} -> {} at {}",

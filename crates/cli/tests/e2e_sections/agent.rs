@@ -282,9 +282,66 @@ pub fn boot_bench(env: &Env) {
             lines.push(format!("round {round}: vm run -- true, {what}: {secs:.1} s"));
         }
     }
+    lines.extend(workspace_bench(env));
     env.assert_nothing_left();
-    eprintln!("=== boot_bench (cold vm run -- true, QEMU TCG on this machine)");
+    eprintln!("=== boot_bench (QEMU TCG on this machine)");
     for l in lines {
         eprintln!("{l}");
     }
+}
+
+/// Ship a 100 MB / 10k-file repository (plus its `.git`) into one VM through the agent
+/// and over ssh.
+fn workspace_bench(env: &Env) -> Vec<String> {
+    let repo = env.home.path().join("bigrepo");
+    for d in 0..100 {
+        let dir = repo.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            // Incompressible, like source plus binaries after compression would be.
+            let mut data = vec![0u8; 10 * 1024];
+            let mut x: u64 = (d * 1000 + f + 1) as u64;
+            for b in data.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            std::fs::write(dir.join(format!("f{f:03}.bin")), data).unwrap();
+        }
+    }
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=b", "-c", "user.email=b@example.invalid"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "big"]);
+    let create = env.banger(&["vm", "create", "wsb"]);
+    assert!(create.status.success(), "{}", stderr(&create));
+    let repo_s = repo.display().to_string();
+    let mut lines = Vec::new();
+    for (what, extra) in [("agent", None), ("ssh", Some("--via-ssh"))] {
+        let mut args = vec!["vm", "workspace", "prepare", "wsb", repo_s.as_str()];
+        args.extend(extra);
+        let t = Instant::now();
+        let o = env.banger(&args);
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        lines.push(format!(
+            "workspace prepare (100 MB / 10k files + .git) via {what}: {:.1} s ({})",
+            t.elapsed().as_secs_f64(),
+            stderr(&o).trim()
+        ));
+    }
+    let n = env.banger(&["vm", "exec", "wsb", "--", "sh", "-c", "find . -name '*.bin' | wc -l"]);
+    assert_eq!(stdout(&n).trim(), "10000", "{}", stderr(&n));
+    assert!(env.banger(&["vm", "delete", "-f", "wsb"]).status.success());
+    let _ = std::fs::remove_dir_all(&repo);
+    lines
 }
