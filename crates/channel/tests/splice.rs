@@ -49,7 +49,10 @@ async fn a_session_is_relayed_both_ways_with_its_answer_last() {
     let worker = client(sock).await;
     let (_req, cli, _relay, down) = attached().await;
     let up = worker.open(&put("echo")).unwrap();
-    assert_eq!(up.control().await.unwrap(), Some(Control::Started { pid: None }));
+    assert_eq!(
+        up.control().await.unwrap(),
+        Some(Control::Started { pid: None })
+    );
     let relay = tokio::spawn(async move { splice(&down, &up).await });
     // 3 MiB through two hops of 256 KiB windows: credit must flow end to end.
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -83,7 +86,10 @@ async fn signals_reach_the_worker_and_its_exit_comes_back() {
         pty: None,
     });
     let up = worker.open(&exec).unwrap();
-    assert_eq!(up.control().await.unwrap(), Some(Control::Started { pid: None }));
+    assert_eq!(
+        up.control().await.unwrap(),
+        Some(Control::Started { pid: None })
+    );
     let relay = tokio::spawn(async move { splice(&down, &up).await });
     cli.send(&Control::Signal { signal: 2 }).unwrap();
     match cli.control().await.unwrap() {
@@ -104,7 +110,10 @@ async fn a_requester_that_leaves_hangs_the_work_up() {
             path: "big:67108864".into(),
         }))
         .unwrap();
-    assert_eq!(up.control().await.unwrap(), Some(Control::Started { pid: None }));
+    assert_eq!(
+        up.control().await.unwrap(),
+        Some(Control::Started { pid: None })
+    );
     let relay = tokio::spawn(async move { splice(&down, &up).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     drop(cli);
@@ -124,7 +133,8 @@ async fn a_failing_worker_is_reported_to_the_requester() {
         let mut buf = [0u8; 4096];
         let n = b.read(&mut buf).unwrap_or(0);
         let nonce = common::client_nonce(&buf[..n]);
-        b.write_all(&common::server_hello_for(nonce, 1, 1, "hostile")).unwrap();
+        b.write_all(&common::server_hello_for(nonce, 1, 1, "hostile"))
+            .unwrap();
         // Wait for the open, then a frame header claiming 4 GiB.
         let _ = b.read(&mut buf);
         let _ = b.write_all(&[0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1, 0x11]);

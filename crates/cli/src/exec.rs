@@ -125,7 +125,11 @@ pub async fn run(
         Some(other) => bail!("the guest agent answered {other:?} instead of starting the command"),
         None => bail!("the exec session ended before the command started"),
     }
-    let _raw = if pty.is_some() { RawMode::enter() } else { None };
+    let _raw = if pty.is_some() {
+        RawMode::enter()
+    } else {
+        None
+    };
     let status = drive(&s, input, out, pty.is_some()).await;
     s.close();
     conn.close("the command ended");

@@ -6,8 +6,8 @@
 
 use crate::exec::{self, Input, Request};
 use crate::ssh;
-use banger_channel::Command;
 use anyhow::{bail, Context};
+use banger_channel::Command;
 use banger_model::WorkspaceRecord;
 use banger_rpc::{Client, SshInfo, VmNameParams, VmShow, VmWorkspaceRecord, WorkspaceParams};
 use banger_workspace as ws;

@@ -10,11 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "e2e_sections/agent.rs"]
+mod agent_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
-#[path = "e2e_sections/agent.rs"]
-mod agent_section;
 
 struct Env {
     home: tempfile::TempDir,

@@ -9,9 +9,9 @@ use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
     CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
     ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
-    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmExec, VmKill,
-    VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats,
-    VmStop, VmWorkspaceRecord,
+    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmExec,
+    VmKill, VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart,
+    VmStats, VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
 

@@ -19,11 +19,11 @@ mod wire;
 pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
 pub use methods::*;
-pub use upgrade::{UpgradeFn, Upgraded};
 pub use server::{
     bind, serve, serve_with_options, BindError, CallCtx, HandlerFuture, ProgressSink, Router,
     RouterError, ServeOptions,
 };
+pub use upgrade::{UpgradeFn, Upgraded};
 
 /// The protocol version spoken by this build (`"v"` in every line).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -141,34 +141,40 @@ fn router(finished: Arc<AtomicBool>) -> Router {
         Ok::<_, RpcError>(())
     })
     .unwrap()
-    .add_named("test.echo_upgrade", |ctx: CallCtx, _p: NoParams| async move {
-        // After the result line: read a line, answer it upper-cased, close.
-        ctx.upgrade(|io| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut r, mut w) = tokio::io::split(io);
-            let mut buf = vec![0u8; 64];
-            let mut got = Vec::new();
-            while !got.ends_with(b"\n") {
-                let n = r.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return;
+    .add_named(
+        "test.echo_upgrade",
+        |ctx: CallCtx, _p: NoParams| async move {
+            // After the result line: read a line, answer it upper-cased, close.
+            ctx.upgrade(|io| async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut r, mut w) = tokio::io::split(io);
+                let mut buf = vec![0u8; 64];
+                let mut got = Vec::new();
+                while !got.ends_with(b"\n") {
+                    let n = r.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
                 }
-                got.extend_from_slice(&buf[..n]);
-            }
-            w.write_all(&got.to_ascii_uppercase()).await.unwrap();
-            w.shutdown().await.unwrap();
-        });
-        Ok::<_, RpcError>("upgraded")
-    })
+                w.write_all(&got.to_ascii_uppercase()).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            Ok::<_, RpcError>("upgraded")
+        },
+    )
     .unwrap()
-    .add_named("test.failed_upgrade", |ctx: CallCtx, _p: NoParams| async move {
-        let guard = DropFlag(UPGRADE_DROPPED.clone());
-        ctx.upgrade(move |_io| async move {
-            let _keep = guard;
-            panic!("a failed call's upgrade must never run");
-        });
-        Err::<(), _>(RpcError::bad_request("no upgrade for you"))
-    })
+    .add_named(
+        "test.failed_upgrade",
+        |ctx: CallCtx, _p: NoParams| async move {
+            let guard = DropFlag(UPGRADE_DROPPED.clone());
+            ctx.upgrade(move |_io| async move {
+                let _keep = guard;
+                panic!("a failed call's upgrade must never run");
+            });
+            Err::<(), _>(RpcError::bad_request("no upgrade for you"))
+        },
+    )
     .unwrap()
     .add_named("test.slow", move |_ctx, _p: NoParams| {
         let finished = Arc::clone(&finished);

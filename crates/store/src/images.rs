@@ -28,7 +28,9 @@ impl Store {
             return Err(StoreError::ImageNameTaken(img.name.clone()));
         }
         tx.execute(
-            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
             params![
                 img.id,
                 img.name,
@@ -83,9 +85,10 @@ impl Store {
         let json = if run.is_empty() {
             None
         } else {
-            Some(serde_json::to_string(run).map_err(|e| {
-                StoreError::Invalid(format!("image {id}: run config: {e}"))
-            })?)
+            Some(
+                serde_json::to_string(run)
+                    .map_err(|e| StoreError::Invalid(format!("image {id}: run config: {e}")))?,
+            )
         };
         let n = self.conn().execute(
             "UPDATE images SET run_config = ?1 WHERE id = ?2",

@@ -117,7 +117,10 @@ impl ImageRow {
         let run_config = match &self.run_config {
             None => RunConfig::default(),
             Some(json) => serde_json::from_str(json).map_err(|e| {
-                StoreError::Invalid(format!("image {} has an unreadable run config: {e}", self.id))
+                StoreError::Invalid(format!(
+                    "image {} has an unreadable run config: {e}",
+                    self.id
+                ))
             })?,
         };
         Ok(ImageRecord {

@@ -535,7 +535,10 @@ fn init_mode_and_run_config_round_trip_and_old_vms_keep_systemd() {
     let store = Store::open(&path).unwrap();
     let mut img = image("img1", "py");
     img.run_config = banger_model::RunConfig {
-        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "LANG=C.UTF-8".into()],
+        env: vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            "LANG=C.UTF-8".into(),
+        ],
         entrypoint: vec![],
         cmd: vec!["python3".into()],
         user: Some("1000:1000".into()),
@@ -544,7 +547,11 @@ fn init_mode_and_run_config_round_trip_and_old_vms_keep_systemd() {
     store.insert_image(&img, &[]).unwrap();
     assert_eq!(store.get_image_by_name("py").unwrap(), img);
     store.insert_image(&image("img2", "plain"), &[]).unwrap();
-    assert!(store.get_image_by_name("plain").unwrap().run_config.is_empty());
+    assert!(store
+        .get_image_by_name("plain")
+        .unwrap()
+        .run_config
+        .is_empty());
     let subnet: Subnet = "172.30.0.0/24".parse().unwrap();
     let mut r = reserve("sysd", "img1", subnet);
     r.init = banger_model::InitMode::Systemd;
@@ -584,5 +591,9 @@ fn init_mode_and_run_config_round_trip_and_old_vms_keep_systemd() {
         store.get_vm_by_name("oldvm").unwrap().init,
         banger_model::InitMode::Systemd
     );
-    assert!(store.get_image_by_name("img").unwrap().run_config.is_empty());
+    assert!(store
+        .get_image_by_name("img")
+        .unwrap()
+        .run_config
+        .is_empty());
 }

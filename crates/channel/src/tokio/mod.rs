@@ -458,7 +458,10 @@ impl Connection {
             return Err(SessionError::Lost(r.clone()));
         }
         if id == 0 {
-            return Err(SessionError::Attach(id, "session 0 is the connection itself"));
+            return Err(SessionError::Attach(
+                id,
+                "session 0 is the connection itself",
+            ));
         }
         if st.sessions.contains_key(&id) {
             return Err(SessionError::Attach(id, "it is open already"));
@@ -470,12 +473,18 @@ impl Connection {
         let opened_here = clients == (shared.role == Role::Client);
         if opened_here {
             if id < st.next_id {
-                return Err(SessionError::Attach(id, "this side already used that number"));
+                return Err(SessionError::Attach(
+                    id,
+                    "this side already used that number",
+                ));
             }
             st.next_id = id.checked_add(2).ok_or(SessionError::Exhausted)?;
         } else {
             if id <= st.last_peer_id {
-                return Err(SessionError::Attach(id, "the peer already used that number"));
+                return Err(SessionError::Attach(
+                    id,
+                    "the peer already used that number",
+                ));
             }
             st.last_peer_id = id;
         }

@@ -86,10 +86,8 @@ pub async fn splice(down: &Session, up: &Session) -> Spliced {
             loop {
                 match up.control().await {
                     Ok(Some(c)) => {
-                        let last = matches!(
-                            c,
-                            Control::Exit(_) | Control::Done(_) | Control::Error(_)
-                        );
+                        let last =
+                            matches!(c, Control::Exit(_) | Control::Done(_) | Control::Error(_));
                         if down.send(&c).is_err() {
                             return Spliced::RequesterLeft;
                         }

@@ -23,7 +23,16 @@ pub fn agent_exec(env: &Env) {
     assert_eq!(out.status.code(), Some(3));
     env.assert_nothing_left();
 
-    let keep = env.banger(&["vm", "run", "--keep", "--name", "ag", "--timings", "--", "true"]);
+    let keep = env.banger(&[
+        "vm",
+        "run",
+        "--keep",
+        "--name",
+        "ag",
+        "--timings",
+        "--",
+        "true",
+    ]);
     assert!(keep.status.success(), "{}", stderr(&keep));
     let shown = env.show("ag");
     assert_eq!(shown["init"], "agent");
@@ -158,7 +167,11 @@ fn interactive_pty(env: &Env, vm: &str) {
     assert!(s.contains("30 100"), "stty size before the resize:\n{s}");
     tmux(&["resize-window", "-x", "120", "-y", "40"]);
     std::thread::sleep(Duration::from_secs(1));
-    tmux(&["send-keys", "clear; stty size; echo size-$((1+2))-done", "Enter"]);
+    tmux(&[
+        "send-keys",
+        "clear; stty size; echo size-$((1+2))-done",
+        "Enter",
+    ]);
     let s = wait_for("size-3-done");
     assert!(s.contains("40 120"), "stty size after the resize:\n{s}");
     // ctrl-c interrupts the foreground job, not the session.
@@ -262,7 +275,10 @@ pub fn busybox(env: &Env) {
 
 pub fn boot_bench(env: &Env) {
     let runs: [(&str, &[&str]); 3] = [
-        ("fast init (agent), exec via agent", &["vm", "run", "--", "true"]),
+        (
+            "fast init (agent), exec via agent",
+            &["vm", "run", "--", "true"],
+        ),
         (
             "systemd, exec via agent",
             &["vm", "run", "--init", "systemd", "--", "true"],
@@ -279,7 +295,9 @@ pub fn boot_bench(env: &Env) {
             let o = env.banger(args);
             let secs = t.elapsed().as_secs_f64();
             assert!(o.status.success(), "{what}: {}", stderr(&o));
-            lines.push(format!("round {round}: vm run -- true, {what}: {secs:.1} s"));
+            lines.push(format!(
+                "round {round}: vm run -- true, {what}: {secs:.1} s"
+            ));
         }
     }
     lines.extend(workspace_bench(env));
@@ -339,7 +357,15 @@ fn workspace_bench(env: &Env) -> Vec<String> {
             stderr(&o).trim()
         ));
     }
-    let n = env.banger(&["vm", "exec", "wsb", "--", "sh", "-c", "find . -name '*.bin' | wc -l"]);
+    let n = env.banger(&[
+        "vm",
+        "exec",
+        "wsb",
+        "--",
+        "sh",
+        "-c",
+        "find . -name '*.bin' | wc -l",
+    ]);
     assert_eq!(stdout(&n).trim(), "10000", "{}", stderr(&n));
     assert!(env.banger(&["vm", "delete", "-f", "wsb"]).status.success());
     let _ = std::fs::remove_dir_all(&repo);

@@ -207,7 +207,10 @@ mod tests {
             working_dir: Some("/srv".into()),
         };
         let e = exec_request(params(Command::Argv(vec!["-V".into()]), true), &run).unwrap();
-        assert_eq!(e.command, Command::Argv(vec!["python3".into(), "-V".into()]));
+        assert_eq!(
+            e.command,
+            Command::Argv(vec!["python3".into(), "-V".into()])
+        );
         assert_eq!(e.env["A"], "caller");
         assert_eq!(e.env["B"], "image");
         assert_eq!(e.env.len(), 2);

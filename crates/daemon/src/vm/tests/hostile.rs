@@ -35,8 +35,7 @@ fn hostile_agent(sock: &Path, b: Behaviour) -> tokio::task::JoinHandle<u64> {
                     .unwrap_or_default();
                 let hello = frames.iter().find(|f| f.kind == Kind::Hello).unwrap();
                 let hello: banger_channel::Hello = serde_json::from_slice(&hello.payload).unwrap();
-                let mut ours =
-                    banger_channel::Hello::new(banger_channel::Role::Server, "hostile");
+                let mut ours = banger_channel::Hello::new(banger_channel::Role::Server, "hostile");
                 ours.nonce = hello.nonce;
                 let json = serde_json::to_vec(&ours).unwrap();
                 let mut bytes = banger_channel::limits::PREAMBLE.to_vec();
@@ -107,8 +106,10 @@ const BOUND: u64 = 16 * 1024 * 1024;
 
 #[tokio::test]
 async fn a_giant_frame_fails_the_exec_clearly() {
-    let (err, sent) =
-        exec_against(Behaviour::AfterHandshake(&[0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1, 0x11])).await;
+    let (err, sent) = exec_against(Behaviour::AfterHandshake(&[
+        0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1, 0x11,
+    ]))
+    .await;
     assert!(err.contains("exceeds"), "{err}");
     assert!(sent < BOUND, "{sent}");
 }
@@ -124,9 +125,14 @@ async fn an_endless_line_fails_the_exec_clearly() {
 #[tokio::test]
 async fn garbage_frames_fail_the_exec_clearly() {
     // Well-sized frames of an unknown kind on a session nobody opened.
-    let (err, sent) =
-        exec_against(Behaviour::AfterHandshake(&[0, 0, 0, 1, 0, 0, 0, 9, 0x7f, 0x42])).await;
-    assert!(err.contains("protocol violation") || err.contains("framing"), "{err}");
+    let (err, sent) = exec_against(Behaviour::AfterHandshake(&[
+        0, 0, 0, 1, 0, 0, 0, 9, 0x7f, 0x42,
+    ]))
+    .await;
+    assert!(
+        err.contains("protocol violation") || err.contains("framing"),
+        "{err}"
+    );
     assert!(sent < BOUND, "{sent}");
 }
 

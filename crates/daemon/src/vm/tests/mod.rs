@@ -49,10 +49,7 @@ async fn create_runs_every_step_and_records_running() {
     let info = create_vm(&app, "dev").await.unwrap();
     assert_eq!(info.state, VmState::Running);
     let stages: Vec<&str> = info.timings.iter().map(|t| t.stage.as_str()).collect();
-    assert_eq!(
-        stages,
-        ["reserve", "disks", "network", "boot", "agent"]
-    );
+    assert_eq!(stages, ["reserve", "disks", "network", "boot", "agent"]);
     let log = world.log();
     let tap = banger_host::tap_name(&info.id);
     assert_eq!(
