@@ -144,6 +144,12 @@ pub(crate) fn exec_request(p: VmExecParams, run: &RunConfig) -> Result<Exec> {
         Command::Argv(argv) if p.entrypoint && !run.entrypoint.is_empty() => {
             Command::Argv(run.entrypoint.iter().cloned().chain(argv).collect())
         }
+        // `vm run IMAGE` without a command runs what the image says, as `docker run`.
+        Command::LoginShell
+            if p.entrypoint && !(run.entrypoint.is_empty() && run.cmd.is_empty()) =>
+        {
+            Command::Argv(run.entrypoint.iter().chain(&run.cmd).cloned().collect())
+        }
         Command::Argv(argv) if argv.is_empty() => {
             return Err(DaemonError::BadRequest(
                 "an empty command: name a program, or ask for a shell".into(),
@@ -220,6 +226,16 @@ mod tests {
         let e = exec_request(params(Command::Argv(vec!["ls".into()]), false), &run).unwrap();
         assert_eq!(e.command, Command::Argv(vec!["ls".into()]));
         assert!(exec_request(params(Command::Argv(vec![]), false), &run).is_err());
+        // No command: the image's entrypoint and cmd (vm run), a login shell (vm ssh).
+        let mut with_cmd = run.clone();
+        with_cmd.cmd = vec!["-i".into()];
+        let e = exec_request(params(Command::LoginShell, true), &with_cmd).unwrap();
+        assert_eq!(
+            e.command,
+            Command::Argv(vec!["python3".into(), "-i".into()])
+        );
+        let e = exec_request(params(Command::LoginShell, false), &with_cmd).unwrap();
+        assert_eq!(e.command, Command::LoginShell);
         assert_eq!(parse_user("dev").unwrap(), User::Name("dev".into()));
         assert!(parse_user(":1").is_err());
     }
