@@ -7,6 +7,7 @@
 //!   a resize, ctrl-c interrupts the foreground job, the exit status comes back).
 //! - `busybox`: an image with nothing but a static busybox (no systemd, no sshd, no
 //!   libc), pushed to a local registry, pulled, and run.
+//! - `nosystemd`: the default Debian tree without systemd and sshd, likewise.
 //! - `boot_bench`: `vm run -- true` cold with the fast init, with systemd, and with
 //!   systemd plus OpenSSH (the path before the agent), side by side; printed, not
 //!   asserted (tests never assert timings).
@@ -269,6 +270,54 @@ pub fn busybox(env: &Env) {
     env.assert_nothing_left();
     assert!(env
         .banger(&["image", "delete", "busybox-1"])
+        .status
+        .success());
+}
+
+/// A Debian image without systemd or sshd (the default image's tree with both
+/// removed): pulled from a local registry, booted with the fast init, runs commands.
+pub fn debian_without_systemd(env: &Env) {
+    let work = env.home.path().join("nosystemd");
+    std::fs::create_dir_all(&work).unwrap();
+    let root = work.join("root");
+    env.dump_default_rootfs(&root);
+    for gone in [
+        "usr/lib/systemd/systemd",
+        "usr/sbin/init",
+        "sbin/init",
+        "usr/sbin/sshd",
+    ] {
+        let _ = std::fs::remove_file(root.join(gone));
+    }
+    assert!(!root.join("usr/sbin/sshd").exists());
+    let reg = match start_registry(&work) {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("skipping e2e nosystemd: {why}");
+            return;
+        }
+    };
+    push_image(&reg.1, "banger/nosystemd:1", vec![tar_dir(&root)]);
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    let pulled = env.banger_host(&["image", "pull", &format!("{}/banger/nosystemd:1", reg.1)]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    assert!(env.banger_host(&["daemon", "stop"]).status.success());
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--image",
+        "nosystemd-1",
+        "--",
+        "sh",
+        "-c",
+        "test ! -e /usr/lib/systemd/systemd && echo hi; exit 3",
+    ]);
+    assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3));
+    env.assert_nothing_left();
+    assert!(env
+        .banger(&["image", "delete", "nosystemd-1"])
         .status
         .success());
 }
