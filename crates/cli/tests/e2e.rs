@@ -203,6 +203,7 @@ fn end_to_end() {
         ("schema", newer_schema_is_refused),
         ("agent_exec", agent_section::agent_exec),
         ("busybox", agent_section::busybox),
+        ("musl", agent_section::musl),
         ("nosystemd", agent_section::debian_without_systemd),
         ("boot_bench", agent_section::boot_bench),
     ];

@@ -7,6 +7,8 @@
 //!   a resize, ctrl-c interrupts the foreground job, the exit status comes back).
 //! - `busybox`: an image with nothing but a static busybox (no systemd, no sshd, no
 //!   libc), pushed to a local registry, pulled, and run.
+//! - `musl`: an Alpine-like image (busybox, musl's loader and libc, a program linked
+//!   against them), likewise.
 //! - `nosystemd`: the default Debian tree without systemd and sshd, likewise.
 //! - `boot_bench`: `vm run -- true` cold with the fast init, with systemd, and with
 //!   systemd plus OpenSSH (the path before the agent), side by side; printed, not
@@ -199,36 +201,45 @@ fn interactive_pty(env: &Env, vm: &str) {
     tmux(&["kill-server"]);
 }
 
-pub fn busybox(env: &Env) {
-    let work = env.home.path().join("busybox");
-    std::fs::create_dir_all(&work).unwrap();
-    // busybox-static from Debian's archive (the host reaches it, as the image build does).
+/// Download Debian `packages` (`apt-get download`) into `dir` and unpack them into
+/// `dir/x`; `None` (with the reason printed) when Debian's archive is out of reach.
+fn debs(dir: &std::path::Path, packages: &[&str]) -> Option<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
     let dl = Command::new("apt-get")
-        .args(["download", "busybox-static"])
-        .current_dir(&work)
+        .arg("download")
+        .args(packages)
+        .current_dir(dir)
         .output()
         .unwrap();
-    let deb = std::fs::read_dir(&work)
+    let debs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"));
-    let Some(deb) = deb else {
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if !dl.status.success() || debs.len() < packages.len() {
         eprintln!(
-            "skipping e2e busybox: apt-get download busybox-static failed: {}",
+            "apt-get download {packages:?} failed: {}",
             String::from_utf8_lossy(&dl.stderr)
         );
-        return;
-    };
-    let x = work.join("x");
-    assert!(Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&x)
-        .status()
-        .unwrap()
-        .success());
-    // The image: /bin/busybox and its applet links, nothing else.
+        return None;
+    }
+    let x = dir.join("x");
+    for deb in debs {
+        assert!(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success());
+    }
+    Some(x)
+}
+
+/// A root with a static busybox and its applet links, and nothing else.
+fn busybox_root(work: &std::path::Path) -> Option<std::path::PathBuf> {
+    let x = debs(&work.join("debs"), &["busybox-static"])?;
     let root = work.join("root");
     for d in ["bin", "etc", "root", "tmp", "proc", "sys", "dev"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
@@ -239,39 +250,125 @@ pub fn busybox(env: &Env) {
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    let reg = match start_registry(&work) {
+    Some(root)
+}
+
+/// Push `root` as `repo:1`, pull it on the host network, run `args` in a fresh VM of
+/// it; returns the run's output after checking nothing is left.
+fn pull_and_run(
+    env: &Env,
+    work: &std::path::Path,
+    root: &std::path::Path,
+    repo: &str,
+    args: &[&str],
+) -> Option<std::process::Output> {
+    let reg = match start_registry(work) {
         Ok(r) => r,
         Err(why) => {
-            eprintln!("skipping e2e busybox: {why}");
-            return;
+            eprintln!("skipping e2e image {repo}: {why}");
+            return None;
         }
     };
-    push_image(&reg.1, "banger/busybox:1", vec![tar_dir(&root)]);
+    push_image(&reg.1, &format!("banger/{repo}:1"), vec![tar_dir(root)]);
+    let image = format!("{repo}-1");
     assert!(env.banger(&["daemon", "stop"]).status.success());
-    let pulled = env.banger_host(&["image", "pull", &format!("{}/banger/busybox:1", reg.1)]);
+    let pulled = env.banger_host(&["image", "pull", &format!("{}/banger/{repo}:1", reg.1)]);
     assert!(pulled.status.success(), "{}", stderr(&pulled));
-    assert!(stdout(&pulled).contains("busybox-1"), "{}", stdout(&pulled));
+    assert!(stdout(&pulled).contains(&image), "{}", stdout(&pulled));
     let listed = env.banger_host(&["image", "list"]);
-    assert!(stdout(&listed).contains("busybox-1"));
+    assert!(stdout(&listed).contains(&image));
     assert!(env.banger_host(&["daemon", "stop"]).status.success());
+    let mut run = vec!["vm", "run", "--image", image.as_str(), "--"];
+    run.extend(args);
+    let out = env.banger(&run);
+    env.assert_nothing_left();
+    assert!(env.banger(&["image", "delete", &image]).status.success());
+    Some(out)
+}
 
-    let out = env.banger(&[
-        "vm",
-        "run",
-        "--image",
-        "busybox-1",
-        "--",
-        "sh",
-        "-c",
-        "echo hi; exit 3",
-    ]);
+pub fn busybox(env: &Env) {
+    let work = env.home.path().join("busybox");
+    let Some(root) = busybox_root(&work) else {
+        eprintln!("skipping e2e busybox: no busybox-static");
+        return;
+    };
+    let Some(out) = pull_and_run(
+        env,
+        &work,
+        &root,
+        "busybox",
+        &["sh", "-c", "echo hi; exit 3"],
+    ) else {
+        return;
+    };
     assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(3));
-    env.assert_nothing_left();
-    assert!(env
-        .banger(&["image", "delete", "busybox-1"])
-        .status
-        .success());
+}
+
+/// An Alpine-like image: busybox plus musl's dynamic loader and libc, and a program
+/// linked against them (built here with the host's gcc and Debian's musl-dev).
+pub fn musl(env: &Env) {
+    let work = env.home.path().join("musl");
+    let Some(root) = busybox_root(&work) else {
+        eprintln!("skipping e2e musl: no busybox-static");
+        return;
+    };
+    let Some(x) = debs(&work.join("musl-debs"), &["musl", "musl-dev"]) else {
+        eprintln!("skipping e2e musl: no musl packages");
+        return;
+    };
+    let src = work.join("hello.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(int c, char **v) { printf(\"hi from musl %s\\n\", c > 1 ? v[1] : \"\"); return 3; }\n",
+    )
+    .unwrap();
+    let lib = x.join("usr/lib/x86_64-linux-musl");
+    let gcc_include = Command::new("gcc").arg("-print-file-name=include").output();
+    let Ok(gcc_include) = gcc_include else {
+        eprintln!("skipping e2e musl: no gcc on this host");
+        return;
+    };
+    let gcc_include = String::from_utf8_lossy(&gcc_include.stdout)
+        .trim()
+        .to_string();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    let built = Command::new("gcc")
+        .arg("-nostdinc")
+        .arg("-isystem")
+        .arg(x.join("usr/include/x86_64-linux-musl"))
+        .arg("-isystem")
+        .arg(&gcc_include)
+        .args(["-nostdlib", "-nostartfiles"])
+        .arg(lib.join("Scrt1.o"))
+        .arg(lib.join("crti.o"))
+        .arg(&src)
+        .arg(format!("-L{}", x.join("lib/x86_64-linux-musl").display()))
+        .arg("-lc")
+        .arg(lib.join("crtn.o"))
+        .arg("-Wl,-dynamic-linker,/lib/ld-musl-x86_64.so.1")
+        .arg("-o")
+        .arg(root.join("usr/bin/hello"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    std::fs::create_dir_all(root.join("lib/x86_64-linux-musl")).unwrap();
+    std::fs::copy(
+        x.join("lib/x86_64-linux-musl/libc.so"),
+        root.join("lib/x86_64-linux-musl/libc.so"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "x86_64-linux-musl/libc.so",
+        root.join("lib/ld-musl-x86_64.so.1"),
+    )
+    .unwrap();
+    // A program, not a shell line: the guest's dynamic loader runs it.
+    let Some(out) = pull_and_run(env, &work, &root, "musl", &["hello", "there"]) else {
+        return;
+    };
+    assert_eq!(stdout(&out), "hi from musl there\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(3));
 }
 
 /// A Debian image without systemd or sshd (the default image's tree with both
@@ -290,36 +387,22 @@ pub fn debian_without_systemd(env: &Env) {
         let _ = std::fs::remove_file(root.join(gone));
     }
     assert!(!root.join("usr/sbin/sshd").exists());
-    let reg = match start_registry(&work) {
-        Ok(r) => r,
-        Err(why) => {
-            eprintln!("skipping e2e nosystemd: {why}");
-            return;
-        }
+    let Some(out) = pull_and_run(
+        env,
+        &work,
+        &root,
+        "nosystemd",
+        &[
+            "sh",
+            "-c",
+            "test ! -e /usr/lib/systemd/systemd && echo hi; exit 3",
+        ],
+    ) else {
+        return;
     };
-    push_image(&reg.1, "banger/nosystemd:1", vec![tar_dir(&root)]);
     let _ = std::fs::remove_dir_all(&root);
-    assert!(env.banger(&["daemon", "stop"]).status.success());
-    let pulled = env.banger_host(&["image", "pull", &format!("{}/banger/nosystemd:1", reg.1)]);
-    assert!(pulled.status.success(), "{}", stderr(&pulled));
-    assert!(env.banger_host(&["daemon", "stop"]).status.success());
-    let out = env.banger(&[
-        "vm",
-        "run",
-        "--image",
-        "nosystemd-1",
-        "--",
-        "sh",
-        "-c",
-        "test ! -e /usr/lib/systemd/systemd && echo hi; exit 3",
-    ]);
     assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(3));
-    env.assert_nothing_left();
-    assert!(env
-        .banger(&["image", "delete", "nosystemd-1"])
-        .status
-        .success());
 }
 
 pub fn boot_bench(env: &Env) {
