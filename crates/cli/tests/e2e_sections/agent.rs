@@ -464,7 +464,9 @@ fn workspace_bench(env: &Env) -> Vec<String> {
         let o = Command::new("git")
             .arg("-C")
             .arg(&repo)
+            // No background gc: it would repack .git while the ship walks it.
             .args(["-c", "user.name=b", "-c", "user.email=b@example.invalid"])
+            .args(["-c", "gc.auto=0"])
             .args(args)
             .output()
             .unwrap();
@@ -483,11 +485,13 @@ fn workspace_bench(env: &Env) -> Vec<String> {
         let t = Instant::now();
         let o = env.banger(&args);
         assert!(o.status.success(), "{what}: {}", stderr(&o));
-        lines.push(format!(
+        let line = format!(
             "workspace prepare (100 MB / 10k files + .git) via {what}: {:.1} s ({})",
             t.elapsed().as_secs_f64(),
             stderr(&o).trim()
-        ));
+        );
+        eprintln!("boot_bench: {line}");
+        lines.push(line);
     }
     let n = env.banger(&[
         "vm",
