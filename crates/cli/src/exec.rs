@@ -133,7 +133,20 @@ pub async fn run(
     let status = drive(&s, input, out, pty.is_some()).await;
     s.close();
     conn.close("the command ended");
-    status.map(|x| exit_code(&x))
+    match status {
+        Ok(x) => Ok(exit_code(&x)),
+        // Our reader went away (`| head`): the guest process is hung up with the
+        // session; end quietly, as a process killed by SIGPIPE would.
+        Err(e) if is_broken_pipe(&e) => Ok(128 + libc::SIGPIPE),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn software() -> String {
