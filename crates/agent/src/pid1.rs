@@ -117,7 +117,7 @@ pub fn run(params: &BootParams, initrd_root: OwnedFd) -> ! {
     let agent = Arc::new(Agent { runs: Runs::AsInit });
     vsock::spawn(agent.clone());
     serve::spawn_serial(serve::DEFAULT_PORT, agent);
-    log("the agent is the init; serving the channel");
+    log(banger_contract::cmdline::FAST_INIT_MARKER);
     sshd::spawn();
 
     loop {

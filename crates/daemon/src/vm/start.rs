@@ -289,24 +289,33 @@ fn machine_spec(
         prefix: subnet.prefix,
         gateway: subnet.gateway(),
     };
+    let initrd = image_dir.join(img_files::INITRD);
+    let mut cmdline = format!(
+        "{}={}/{} {}={} {}={}",
+        key::IP,
+        net.ip,
+        net.prefix,
+        key::GATEWAY,
+        net.gateway,
+        key::HOSTNAME,
+        rec.name,
+    );
+    if knows_init_modes(&initrd) {
+        cmdline.push_str(&format!(" {}={}", key::INIT, init_arg(rec.init)));
+    } else {
+        tracing::warn!(
+            vm = %rec.name,
+            "the image's initrd predates banger.init: booting the image's systemd; rebuild the \
+             image (banger image build) for the fast init and commands through the agent"
+        );
+    }
     MachineSpec {
         id: rec.id.clone(),
         cpus: rec.cpus,
         memory_mib: rec.memory_mib,
         kernel,
-        initrd: Some(image_dir.join(img_files::INITRD)),
-        cmdline: format!(
-            "{}={}/{} {}={} {}={} {}={}",
-            key::IP,
-            net.ip,
-            net.prefix,
-            key::GATEWAY,
-            net.gateway,
-            key::HOSTNAME,
-            rec.name,
-            key::INIT,
-            init_arg(rec.init),
-        ),
+        initrd: Some(initrd),
+        cmdline,
         disks: vec![
             DiskSpec {
                 path: image_dir.join(img_files::ROOTFS),
@@ -327,6 +336,22 @@ fn machine_spec(
         }),
         runtime_dir: rt_dir.to_path_buf(),
     }
+}
+
+/// Whether the agent in `initrd` understands `banger.init` (it carries
+/// [`key::FAST_INIT_MARKER`]). An older one would take the value for a program and fail
+/// to boot; without the parameter it boots systemd as it always did. Reads at most
+/// 256 MiB (banger's initrds are a few MiB, uncompressed).
+fn knows_init_modes(initrd: &Path) -> bool {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let read = std::fs::File::open(initrd).and_then(|f| f.take(256 << 20).read_to_end(&mut data));
+    if read.is_err() {
+        // Not readable here: let the VMM report it; assume a current initrd.
+        return true;
+    }
+    let marker = key::FAST_INIT_MARKER.as_bytes();
+    data.windows(marker.len()).any(|w| w == marker)
 }
 
 /// The `banger.init` value for a VM's init mode.
@@ -395,4 +420,21 @@ pub(crate) fn tail_text(log: &Path, max: u64) -> String {
     let mut buf = Vec::new();
     let _ = f.take(max).read_to_end(&mut buf);
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_initrds_whose_agent_knows_banger_init_get_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (new, old) = (d.path().join("new"), d.path().join("old"));
+        let mut bytes = b"070701 cpio header ...".to_vec();
+        bytes.extend(key::FAST_INIT_MARKER.as_bytes());
+        std::fs::write(&new, &bytes).unwrap();
+        std::fs::write(&old, b"070701 an agent from before the fast init").unwrap();
+        assert!(knows_init_modes(&new));
+        assert!(!knows_init_modes(&old));
+    }
 }
