@@ -55,6 +55,9 @@ pub async fn prepare(
         head: repo.head.clone(),
         prepared_at: 0,
     };
+    // A fresh connection: shipping a big repository can outlast the daemon's idle
+    // timeout on `c`, which the caller keeps using afterwards.
+    *c = crate::daemon::connect(&banger_model::Layout::from_env()).await?;
     c.call::<VmWorkspaceRecord>(
         &WorkspaceParams {
             name: vm.to_string(),
