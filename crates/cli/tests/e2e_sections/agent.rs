@@ -427,9 +427,9 @@ pub fn boot_bench(env: &Env) {
             let o = env.banger(args);
             let secs = t.elapsed().as_secs_f64();
             assert!(o.status.success(), "{what}: {}", stderr(&o));
-            lines.push(format!(
-                "round {round}: vm run -- true, {what}: {secs:.1} s"
-            ));
+            let line = format!("round {round}: vm run -- true, {what}: {secs:.1} s");
+            eprintln!("boot_bench: {line}");
+            lines.push(line);
         }
     }
     lines.extend(workspace_bench(env));
