@@ -67,7 +67,13 @@ impl Qemu {
             "none",
             "-no-reboot",
         ]);
-        push(&["-serial", &format!("file:{}", p(files::CONSOLE))]);
+        // Appending (the daemon rotates the log under the VMM: `crate::console`).
+        push(&[
+            "-chardev",
+            &format!("file,id=console,path={},append=on", p(files::CONSOLE)),
+            "-serial",
+            "chardev:console",
+        ]);
         push(&["-kernel", &spec.kernel.display().to_string()]);
         if let Some(i) = &spec.initrd {
             push(&["-initrd", &i.display().to_string()]);
@@ -137,6 +143,12 @@ impl Vmm for Qemu {
         for f in [files::QMP, files::AGENT, files::PID] {
             let _ = std::fs::remove_file(rt.join(f));
         }
+        // QEMU appends (append=on), so a new boot's log is emptied here.
+        let console = rt.join(files::CONSOLE);
+        crate::console::create_for_append(&console).map_err(|e| VmmError::Io {
+            what: format!("create {}", console.display()),
+            source: e,
+        })?;
         let out = tokio::process::Command::new(&self.binary)
             .args(self.args(spec))
             .stdin(std::process::Stdio::null())
@@ -202,6 +214,11 @@ impl Vmm for Qemu {
     fn cleanup(&self, runtime_dir: &Path) {
         crate::remove_files(runtime_dir, &[files::QMP, files::AGENT, files::PID]);
     }
+
+    async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
+        let tag = runtime_dir.join(files::QMP).display().to_string();
+        process::kill_tagged(&tag, Duration::from_secs(5)).await
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +272,9 @@ mod tests {
         assert!(a.contains("ifname=bgrabc123,script=no,downscript=no"));
         assert!(a.contains("name=org.banger.agent"));
         assert!(a.contains("-qmp unix:/run/vm/qmp.sock,server=on,wait=off"));
+        assert!(a.contains(
+            "-chardev file,id=console,path=/run/vm/console.log,append=on -serial chardev:console"
+        ));
         assert!(a.ends_with("-daemonize"));
     }
 

@@ -351,7 +351,8 @@ impl Firecracker {
             std::fs::File::create(&p).map_err(io(format!("create {}", p.display())))?;
         }
         let console_path = rt.join(files::CONSOLE);
-        let console = std::fs::File::create(&console_path)
+        // Appending, so the daemon can rotate it under firecracker (`crate::console`).
+        let console = crate::console::create_for_append(&console_path)
             .map_err(io(format!("create {}", console_path.display())))?;
         let console_err = console
             .try_clone()
@@ -440,11 +441,10 @@ fn is_elf_file(path: &Path) -> bool {
         && &head == b"\x7fELF"
 }
 
-/// Last lines of the console log, for errors.
+/// Last lines of the console log, for errors. Reads at most its last 64 KiB: the
+/// log is written by the guest.
 pub fn output_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&crate::console::tail(path, 64 << 10)).into_owned();
     let all: Vec<&str> = text.lines().collect();
     let tail = all[all.len().saturating_sub(lines)..].join("\n");
     if tail.trim().is_empty() {
@@ -505,6 +505,11 @@ impl Vmm for Firecracker {
     /// `console.log` and Firecracker's own log stay with the VM's logs.
     fn cleanup(&self, runtime_dir: &Path) {
         crate::remove_files(runtime_dir, &[files::API, files::VSOCK, files::METRICS]);
+    }
+
+    async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
+        let tag = runtime_dir.join(files::API).display().to_string();
+        process::kill_tagged(&tag, Duration::from_secs(5)).await
     }
 }
 
