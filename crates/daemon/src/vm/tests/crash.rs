@@ -53,7 +53,11 @@ async fn a_vmm_launched_but_not_yet_recorded_is_found_and_killed() {
     )
     .await
     .unwrap();
-    super::assert_nothing_left(&app, &world, "dev");
+    let rt = app.layout.vm_runtime(&info.id);
+    assert!(!vm_dir.exists(), "{} left", vm_dir.display());
+    assert!(!rt.exists(), "{} left", rt.display());
+    assert!(world.taps().is_empty(), "taps left: {:?}", world.taps());
+    assert!(world.alive().is_empty(), "VMMs left: {:?}", world.alive());
 }
 
 #[test]
