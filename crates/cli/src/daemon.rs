@@ -111,7 +111,10 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
         }
         if start.elapsed() > Duration::from_secs(15) {
             if let Some(reason) = other {
-                bail!("{reason}; that daemon did not answer on {} within 15 s either", layout.socket().display());
+                bail!(
+                    "{reason}; that daemon did not answer on {} within 15 s either",
+                    layout.socket().display()
+                );
             }
             bail!(
                 "bangerd did not answer within 15 s of starting; see its log {}",

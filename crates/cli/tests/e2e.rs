@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod support;
 #[path = "e2e_sections/faults.rs"]
 mod faults_section;
+mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
 

@@ -64,17 +64,21 @@ pub fn sweep_staging(app: &App) {
 /// store id are considered, and if the rows cannot be read nothing is removed: a
 /// directory a row names is never touched.
 pub fn sweep_orphans(app: &App) {
-    let images: Result<HashSet<String>> =
-        app.db(|s| s.list_images()).map(|v| v.into_iter().map(|r| r.id).collect());
-    let kernels: Result<HashSet<String>> =
-        app.db(|s| s.list_kernels()).map(|v| v.into_iter().map(|r| r.id).collect());
+    let images: Result<HashSet<String>> = app
+        .db(|s| s.list_images())
+        .map(|v| v.into_iter().map(|r| r.id).collect());
+    let kernels: Result<HashSet<String>> = app
+        .db(|s| s.list_kernels())
+        .map(|v| v.into_iter().map(|r| r.id).collect());
     let parent = |p: PathBuf| p.parent().map(Path::to_path_buf);
     for (dir, named) in [
         (parent(app.layout.image_staging()), images),
         (parent(app.layout.kernel_staging()), kernels),
     ] {
         let (Some(dir), Ok(named)) = (dir, named) else {
-            tracing::warn!("not sweeping unrecorded images or kernels: their rows could not be read");
+            tracing::warn!(
+                "not sweeping unrecorded images or kernels: their rows could not be read"
+            );
             continue;
         };
         remove_unnamed(&dir, &named);
@@ -89,7 +93,10 @@ fn remove_unnamed(dir: &Path, named: &HashSet<String>) {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let is_id = name.len() == 12 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let is_id = name.len() == 12
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !is_id || named.contains(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }

@@ -83,7 +83,10 @@ async fn the_ssh_poweroff_fallback_reads_a_bounded_part_of_the_guests_output() {
         .await
         .unwrap();
     let grew = PEAK.load(Ordering::Relaxed).saturating_sub(before);
-    eprintln!("peak heap growth while the guest printed 128 MiB: {} KiB", grew >> 10);
+    eprintln!(
+        "peak heap growth while the guest printed 128 MiB: {} KiB",
+        grew >> 10
+    );
     assert!(
         grew < 8 << 20,
         "the daemon buffered the guest's output: {} MiB",

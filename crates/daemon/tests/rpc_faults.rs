@@ -21,11 +21,14 @@ use std::time::{Duration, Instant};
 const CLOSE_WITHIN: Duration = Duration::from_secs(150);
 
 fn error_of(reply: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(reply)
-        .unwrap_or_else(|e| panic!("reply {reply:?} is not JSON: {e}"));
+    let v: serde_json::Value =
+        serde_json::from_str(reply).unwrap_or_else(|e| panic!("reply {reply:?} is not JSON: {e}"));
     assert!(v["error"].is_object(), "expected an error, got {reply}");
     assert!(
-        !v["error"]["message"].as_str().unwrap_or_default().is_empty(),
+        !v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
         "the error says what was wrong: {reply}"
     );
     v["error"].clone()
@@ -39,7 +42,10 @@ fn until_closed(s: &mut UnixStream) -> String {
     match s.read_to_end(&mut all) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("the daemon did not close the connection within {:?}: {e}", t.elapsed()),
+        Err(e) => panic!(
+            "the daemon did not close the connection within {:?}: {e}",
+            t.elapsed()
+        ),
     }
     String::from_utf8_lossy(&all).into_owned()
 }
@@ -59,7 +65,10 @@ fn hostile_clients_get_errors_or_closed_connections_and_others_are_still_served(
     // A catalog server that accepts and never answers: `catalog.list` hangs on it,
     // which gives a call that stays in flight (for the reused op id case).
     let hang = TcpListener::bind("127.0.0.1:0").unwrap();
-    let catalog = format!("http://127.0.0.1:{}/index.json", hang.local_addr().unwrap().port());
+    let catalog = format!(
+        "http://127.0.0.1:{}/index.json",
+        hang.local_addr().unwrap().port()
+    );
     let d = start(t.path(), &catalog);
     let sock = d.socket.clone();
     let fds_before = d.fds();
@@ -96,11 +105,17 @@ fn hostile_clients_get_errors_or_closed_connections_and_others_are_still_served(
                 }
                 assert!(t.elapsed() < CLOSE_WITHIN * 2, "never disconnected");
             };
-            eprintln!("non-reading client: {sent} bytes of requests, then {closed} after {:?}", t.elapsed());
-            assert!(matches!(
-                closed.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            ), "{closed}");
+            eprintln!(
+                "non-reading client: {sent} bytes of requests, then {closed} after {:?}",
+                t.elapsed()
+            );
+            assert!(
+                matches!(
+                    closed.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ),
+                "{closed}"
+            );
         });
 
         // Meanwhile, everyone else is answered.
@@ -154,11 +169,15 @@ fn hostile_clients_get_errors_or_closed_connections_and_others_are_still_served(
         }
         // The largest id is echoed as given; the connection is still in order.
         let ok = ask(br#"{"v":1,"id":18446744073709551615,"method":"ping"}"#);
-        assert!(ok.contains("\"id\":18446744073709551615") && ok.contains("\"result\""), "{ok}");
+        assert!(
+            ok.contains("\"id\":18446744073709551615") && ok.contains("\"result\""),
+            "{ok}"
+        );
 
         // Not UTF-8: an error, then the connection is closed.
         let mut s = UnixStream::connect(&sock).unwrap();
-        s.write_all(b"{\"v\":1,\"id\":1,\"method\":\"\xff\xfe\"}\n").unwrap();
+        s.write_all(b"{\"v\":1,\"id\":1,\"method\":\"\xff\xfe\"}\n")
+            .unwrap();
         let got = until_closed(&mut s);
         let e = error_of(got.lines().next().unwrap_or_default());
         assert!(e["message"].as_str().unwrap().contains("UTF-8"), "{e}");
@@ -185,7 +204,9 @@ fn hostile_clients_get_errors_or_closed_connections_and_others_are_still_served(
         let e = error_of(&reply);
         assert!(e["message"].as_str().unwrap().contains("dup-op"), "{e}");
         drop(upstream); // the catalog fetch fails now: the first call ends with its own error
-        first.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let mut line = String::new();
         BufReader::new(first).read_line(&mut line).unwrap();
         let e = error_of(&line);

@@ -82,11 +82,19 @@ fn an_old_daemon_stopping_leaves_a_new_daemons_socket_alone() {
     let cache = t.path().join("cache");
     let (s1, s2) = (t.path().join("s1"), t.path().join("s2"));
     let socket = run.join("banger/bangerd.sock");
-    let old = Daemon::start(&xdg(&s1, &run, &cache), socket.clone(), t.path().join("old.log"));
+    let old = Daemon::start(
+        &xdg(&s1, &run, &cache),
+        socket.clone(),
+        t.path().join("old.log"),
+    );
     // The old daemon's socket file is removed behind its back (a cleanup script, a
     // confused user), and a new daemon binds the same path.
     std::fs::remove_file(&socket).unwrap();
-    let new = Daemon::start(&xdg(&s2, &run, &cache), socket.clone(), t.path().join("new.log"));
+    let new = Daemon::start(
+        &xdg(&s2, &run, &cache),
+        socket.clone(),
+        t.path().join("new.log"),
+    );
     old.stop();
     assert!(
         socket.exists(),
@@ -94,5 +102,8 @@ fn an_old_daemon_stopping_leaves_a_new_daemons_socket_alone() {
     );
     assert!(ping(&new.socket), "the new daemon is reachable");
     new.stop();
-    assert!(!socket.exists(), "a daemon removes its own socket when it stops");
+    assert!(
+        !socket.exists(),
+        "a daemon removes its own socket when it stops"
+    );
 }

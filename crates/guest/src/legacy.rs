@@ -40,7 +40,10 @@ pub async fn request(ch: Channel<'_>, op: &str, timeout: Duration) -> Result<Val
             // Each line is capped on its own: a guest that never ends its line costs
             // MAX_LINE bytes, then the request fails.
             let mut reply = Vec::new();
-            let n = (&mut r).take(MAX_LINE).read_until(b'\n', &mut reply).await?;
+            let n = (&mut r)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut reply)
+                .await?;
             if n == 0 {
                 break;
             }
@@ -168,7 +171,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("longer than 64 KiB"), "{e}");
-        assert!(e.len() < 1024, "the error carries the guest's bytes: {} bytes", e.len());
+        assert!(
+            e.len() < 1024,
+            "the error carries the guest's bytes: {} bytes",
+            e.len()
+        );
     }
 
     #[tokio::test]

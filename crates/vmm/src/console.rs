@@ -126,7 +126,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("console.log");
         let mut w = create_for_append(&log).unwrap();
-        let old: Vec<u8> = (0..10_000u32).flat_map(|i| format!("{i:05}\n").into_bytes()).collect();
+        let old: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| format!("{i:05}\n").into_bytes())
+            .collect();
         w.write_all(&old).unwrap();
         assert!(!rotate(&log, 100_000).unwrap(), "under the cap: untouched");
         assert!(rotate(&log, 600).unwrap());

@@ -160,7 +160,11 @@ pub async fn kill_tagged(tag: &str, timeout: Duration) -> usize {
             tag,
             start_time: Some(start),
         };
-        tracing::warn!(pid, tag, "killing a VMM that has no handles (its daemon died before recording them)");
+        tracing::warn!(
+            pid,
+            tag,
+            "killing a VMM that has no handles (its daemon died before recording them)"
+        );
         id.signal(libc::SIGKILL);
         id.wait_exit(timeout).await;
     }
@@ -208,7 +212,10 @@ mod tests {
         while find_tagged(&tag).is_empty() && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(find_tagged(&tag).iter().map(|p| p.0).collect::<Vec<_>>(), [pid]);
+        assert_eq!(
+            find_tagged(&tag).iter().map(|p| p.0).collect::<Vec<_>>(),
+            [pid]
+        );
         assert!(find_tagged("").is_empty(), "an empty tag matches nothing");
         assert_eq!(kill_tagged(&tag, Duration::from_secs(5)).await, 1);
         let _ = child.wait();

@@ -106,15 +106,22 @@ fn count_rows(db: &Path) -> usize {
     tables
         .iter()
         .map(|t| {
-            c.query_row(&format!("SELECT COUNT(*) FROM \"{t}\""), [], |r| r.get::<_, i64>(0))
-                .unwrap() as usize
+            c.query_row(&format!("SELECT COUNT(*) FROM \"{t}\""), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap() as usize
         })
         .sum()
 }
 
 fn ok(env: &Env, args: &[&str]) -> String {
     let out = env.banger(args);
-    assert!(out.status.success(), "banger {}: {}", args.join(" "), stderr(&out));
+    assert!(
+        out.status.success(),
+        "banger {}: {}",
+        args.join(" "),
+        stderr(&out)
+    );
     stderr(&out)
 }
 
@@ -140,7 +147,10 @@ fn cycles_leak_nothing(env: &Env) {
     ok(env, &["vm", "delete", "warm"]);
     let before = Counts::take(env);
     for _ in 0..100 {
-        let out = env.cmd(true, &["vm", "create", "cyc", "--no-start"]).output().unwrap();
+        let out = env
+            .cmd(true, &["vm", "create", "cyc", "--no-start"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
         let out = env.cmd(true, &["vm", "delete", "cyc"]).output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -165,15 +175,23 @@ fn cycles_leak_nothing(env: &Env) {
 
     // The TCG notice: once per host boot (this home has shown it already), on every
     // command with --verbose.
-    let verbose = env.cmd(true, &["vm", "create", "loud", "--verbose"]).output().unwrap();
+    let verbose = env
+        .cmd(true, &["vm", "create", "loud", "--verbose"])
+        .output()
+        .unwrap();
     log(&["vm", "create", "loud", "--verbose"], &verbose);
     assert!(verbose.status.success(), "{}", stderr(&verbose));
     ok(env, &["vm", "delete", "-f", "loud"]);
     if tcg_notices(&stderr(&verbose)) == 0 {
         eprintln!("faults: guests run under KVM here; no TCG notice to count");
     } else {
-        eprintln!("faults: TCG notice in 10 boots without --verbose: {notices}; with --verbose: shown");
-        assert_eq!(notices, 0, "the TCG notice was repeated within one host boot");
+        eprintln!(
+            "faults: TCG notice in 10 boots without --verbose: {notices}; with --verbose: shown"
+        );
+        assert_eq!(
+            notices, 0,
+            "the TCG notice was repeated within one host boot"
+        );
     }
 }
 
@@ -226,10 +244,19 @@ fn killed_daemon_at_each_start_step(env: &Env) {
         let _ = create.wait();
         // The next command starts a fresh daemon (no pause): it settles the VM.
         let v = env.show(&name);
-        eprintln!("faults: killed at {point}: VM is {} ({})", v["state"], v["error"]);
-        assert_ne!(v["state"], "creating", "a VM stuck half-created after a restart");
+        eprintln!(
+            "faults: killed at {point}: VM is {} ({})",
+            v["state"], v["error"]
+        );
+        assert_ne!(
+            v["state"], "creating",
+            "a VM stuck half-created after a restart"
+        );
         let home = env.home.path().display().to_string();
-        let ps = Command::new("pgrep").args(["-af", "qemu-system"]).output().unwrap();
+        let ps = Command::new("pgrep")
+            .args(["-af", "qemu-system"])
+            .output()
+            .unwrap();
         assert!(
             !String::from_utf8_lossy(&ps.stdout).contains(&home),
             "a VMM survived the restart of a daemon killed at {point}"
@@ -248,10 +275,16 @@ fn torn_handles_file(env: &Env) {
     let whole = std::fs::read(&h).unwrap();
     std::fs::write(&h, &whole[..whole.len() / 2]).unwrap();
     let v = env.show("torn");
-    eprintln!("faults: torn handles.json: VM is {} after the restart", v["state"]);
+    eprintln!(
+        "faults: torn handles.json: VM is {} after the restart",
+        v["state"]
+    );
     assert_eq!(v["state"], "stopped");
     let home = env.home.path().display().to_string();
-    let ps = Command::new("pgrep").args(["-af", "qemu-system"]).output().unwrap();
+    let ps = Command::new("pgrep")
+        .args(["-af", "qemu-system"])
+        .output()
+        .unwrap();
     assert!(
         !String::from_utf8_lossy(&ps.stdout).contains(&home),
         "the VMM of a VM with a torn handles.json kept running"
@@ -263,15 +296,26 @@ fn torn_handles_file(env: &Env) {
 fn console_is_capped_under_a_real_vmm(env: &Env) {
     ok(env, &["vm", "create", "noisy"]);
     let id = env.show("noisy")["id"].as_str().unwrap().to_string();
-    let log_path = env.home.path().join("run/vms").join(&id).join("console.log");
+    let log_path = env
+        .home
+        .path()
+        .join("run/vms")
+        .join(&id)
+        .join("console.log");
     // Grow the log past the cap from the host (faster than a guest's UART), then
     // let the monitor rotate it while QEMU keeps its descriptor.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap();
     std::io::Write::write_all(&mut f, &vec![b'x'; 6 << 20]).unwrap();
     drop(f);
     let t = Instant::now();
     while std::fs::metadata(&log_path).unwrap().len() > 4 << 20 {
-        assert!(t.elapsed() < Duration::from_secs(60), "the console log was never rotated");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the console log was never rotated"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // QEMU appends: the guest's next line starts the file, no hole before it.
@@ -283,16 +327,28 @@ fn console_is_capped_under_a_real_vmm(env: &Env) {
             eprintln!(
                 "faults: console after rotation: {} bytes, {} kept",
                 now.len(),
-                std::fs::metadata(log_path.with_file_name("console.log.1")).unwrap().len()
+                std::fs::metadata(log_path.with_file_name("console.log.1"))
+                    .unwrap()
+                    .len()
             );
-            assert!(now.len() < 1 << 20, "the log still holds the flood ({} bytes)", now.len());
+            assert!(
+                now.len() < 1 << 20,
+                "the log still holds the flood ({} bytes)",
+                now.len()
+            );
             assert!(!now.contains(&0), "a hole of zeros: QEMU does not append");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "the guest's line never reached the log");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the guest's line never reached the log"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let logs = env.banger(&["vm", "logs", "noisy"]);
-    assert!(logs.stdout.len() <= 64 << 10, "vm logs read more than its tail");
+    assert!(
+        logs.stdout.len() <= 64 << 10,
+        "vm logs read more than its tail"
+    );
     ok(env, &["vm", "delete", "-f", "noisy"]);
 }

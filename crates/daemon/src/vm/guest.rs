@@ -100,7 +100,10 @@ impl AgentGuest {
             let mut child = c.spawn()?;
             let mut head = Vec::new();
             if let Some(mut err) = child.stderr.take() {
-                (&mut err).take(SSH_STDERR_KEPT).read_to_end(&mut head).await?;
+                (&mut err)
+                    .take(SSH_STDERR_KEPT)
+                    .read_to_end(&mut head)
+                    .await?;
                 tokio::io::copy(&mut err, &mut tokio::io::sink()).await?;
             }
             let status = child.wait().await?;

@@ -100,7 +100,9 @@ fn cap_console(app: &App, rec: &VmRecord) {
     use banger_vmm::console;
     let log = app.layout.vm_runtime(&rec.id).join(banger_vmm::CONSOLE_LOG);
     match console::rotate(&log, console::ROTATE_AT) {
-        Ok(true) => tracing::info!(vm = %rec.name, "console log rotated (kept its last {} MiB as {})", console::ROTATE_AT >> 20, console::previous(&log).display()),
+        Ok(true) => {
+            tracing::info!(vm = %rec.name, "console log rotated (kept its last {} MiB as {})", console::ROTATE_AT >> 20, console::previous(&log).display())
+        }
         Ok(false) => {}
         Err(e) => tracing::warn!(vm = %rec.name, "rotating the console log {}: {e}", log.display()),
     }

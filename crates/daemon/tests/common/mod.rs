@@ -21,7 +21,10 @@ pub fn command(envs: &[(&str, &Path)], log: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bangerd"));
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+        )
         .env("BANGER_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

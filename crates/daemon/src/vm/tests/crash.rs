@@ -21,10 +21,16 @@ async fn a_torn_handles_file_never_orphans_a_running_vmm() {
     assert!(handles::read(&vm_dir).is_none());
     reconcile::reconcile(&app).await;
     assert_eq!(query::show(&app, "dev").unwrap().state, VmState::Stopped);
-    assert!(world.alive().is_empty(), "VMM left running: {:?}", world.alive());
+    assert!(
+        world.alive().is_empty(),
+        "VMM left running: {:?}",
+        world.alive()
+    );
     assert!(world.taps().is_empty());
     assert!(
-        world.log().contains(&format!("kill-orphan {}", info.pid.unwrap())),
+        world
+            .log()
+            .contains(&format!("kill-orphan {}", info.pid.unwrap())),
         "{:?}",
         world.log()
     );
@@ -133,7 +139,10 @@ async fn a_published_directory_without_its_row_is_swept_and_named_ones_are_kept(
     assert!(!orphan.exists(), "the unrecorded image is left");
     assert!(!orphan_kernel.exists(), "the unrecorded kernel is left");
     assert!(app.layout.image_dir(&named.id).exists());
-    assert!(app.layout.image_dir("img0001").exists(), "the default image");
+    assert!(
+        app.layout.image_dir("img0001").exists(),
+        "the default image"
+    );
     assert!(app.layout.kernel_dir(&k.id).exists());
     assert!(images.join("notes").exists() && images.join(".staging").exists());
     assert!(images.join("cccccccccccc").exists() && outside.path().exists());
@@ -172,7 +181,10 @@ async fn a_flooded_console_is_capped_by_the_monitor_and_logs_read_its_tail() {
     reconcile::tick(&app).await;
     let cur = std::fs::metadata(&log).unwrap().len();
     let prev = std::fs::metadata(previous(&log)).unwrap().len();
-    eprintln!("console after one monitor round: {cur} + {prev} bytes (was {})", flood.len() + 14);
+    eprintln!(
+        "console after one monitor round: {cur} + {prev} bytes (was {})",
+        flood.len() + 14
+    );
     assert!(cur <= ROTATE_AT && prev <= ROTATE_AT, "{cur} {prev}");
     let tail = query::logs(
         &app,
@@ -183,7 +195,10 @@ async fn a_flooded_console_is_capped_by_the_monitor_and_logs_read_its_tail() {
     )
     .unwrap();
     assert!(tail.data.len() <= 64 * 1024);
-    assert!(tail.data.ends_with("the last line\n"), "the tail spans the rotation");
+    assert!(
+        tail.data.ends_with("the last line\n"),
+        "the tail spans the rotation"
+    );
     // A follower whose offset is past the rotated file starts over at its beginning.
     std::fs::write(&log, b"after rotation\n").unwrap();
     let follow = query::logs(
