@@ -63,7 +63,7 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
         .with_context(|| format!("opening the daemon log {}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let bin = daemon_binary();
-    let mut child = std::process::Command::new(&bin)
+    let child = std::process::Command::new(&bin)
         .arg("--detach")
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)

@@ -19,11 +19,13 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let n = NOW.fetch_add(l.size(), Ordering::Relaxed) + l.size();
         PEAK.fetch_max(n, Ordering::Relaxed);
-        System.alloc(l)
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         NOW.fetch_sub(l.size(), Ordering::Relaxed);
-        System.dealloc(p, l)
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         if new > l.size() {
@@ -32,7 +34,8 @@ unsafe impl GlobalAlloc for Counting {
         } else {
             NOW.fetch_sub(l.size() - new, Ordering::Relaxed);
         }
-        System.realloc(p, l, new)
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { System.realloc(p, l, new) }
     }
 }
 
