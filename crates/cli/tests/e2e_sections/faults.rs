@@ -209,7 +209,27 @@ fn kill_daemon(env: &Env) {
     }
 }
 
+/// Counts beside a freshly started daemon that has only listed VMs, so two such
+/// counts compare daemons in the same condition.
+fn counts_of_a_fresh_daemon(env: &Env) -> Counts {
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    ok(env, &["vm", "list"]);
+    Counts::take(env)
+}
+
 fn killed_daemon_at_each_start_step(env: &Env) {
+    let before = counts_of_a_fresh_daemon(env);
+    killed_at_each_point(env);
+    let after = counts_of_a_fresh_daemon(env);
+    Counts::assert_no_growth(
+        "daemon kill -9 at each start step, restart, delete",
+        before,
+        after,
+        8192,
+    );
+}
+
+fn killed_at_each_point(env: &Env) {
     for point in ["disks", "network", "launched", "boot", "agent", "ssh"] {
         assert!(env.banger(&["daemon", "stop"]).status.success());
         let name = format!("kill-{point}");
