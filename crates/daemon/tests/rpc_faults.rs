@@ -166,6 +166,13 @@ fn hostile_clients_get_errors_or_closed_connections_and_others_are_still_served(
             let reply = ask(bad);
             let e = error_of(&reply);
             eprintln!("{:<90} -> {}: {}", String::from_utf8_lossy(bad).escape_debug().to_string(), e["code"], e["message"]);
+            if [&b"[1,2,3]"[..], b"42", b"\"ping\"", b"null", b"true"].contains(&bad) {
+                assert_eq!(e["code"], "bad_request", "{e}");
+                assert!(
+                    e["message"].as_str().unwrap().contains("not a JSON object"),
+                    "{e}"
+                );
+            }
         }
         // The largest id is echoed as given; the connection is still in order.
         let ok = ask(br#"{"v":1,"id":18446744073709551615,"method":"ping"}"#);

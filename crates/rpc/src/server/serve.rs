@@ -302,6 +302,19 @@ fn parse(line: &str) -> Result<Call, (u64, RpcError)> {
         ));
         (0, reject(err, None))
     })?;
+    if !value.is_object() {
+        let kind = match &value {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        let err = RpcError::bad_request(format!(
+            "request is {kind}, not a JSON object; send one object per line: {{\"v\":{PROTOCOL_VERSION},\"id\":1,\"method\":\"ping\"}}"
+        ));
+        return Err((0, reject(err, None)));
+    }
     let id = value.get("id").and_then(Value::as_u64).unwrap_or(0);
     let client_op_id = value
         .get("op_id")
