@@ -163,7 +163,17 @@ pub mod notices {
             .map(|b| String::from_utf8_lossy(&b).trim() == boot_id)
             .unwrap_or(false);
         if !seen {
-            let _ = std::fs::write(mark, boot_id);
+            // Never through a symlink planted at the mark's name.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(mark)
+                .and_then(|mut f| f.write_all(boot_id.as_bytes()));
         }
         !seen
     }
@@ -185,6 +195,13 @@ mod tests {
         assert!(!notices::first_this_boot(&mark, "boot-2"));
         // An unreadable boot id never silences the notice.
         assert!(notices::first_this_boot(&mark, ""));
+        // A symlink at the mark's name is not written through.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = d.path().join("linked-mark");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(notices::first_this_boot(&link, "boot-3"));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
     #[test]
