@@ -216,9 +216,15 @@ impl Vmm for Qemu {
     }
 
     async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
-        let tag = runtime_dir.join(files::QMP).display().to_string();
-        process::kill_tagged(&tag, Duration::from_secs(5)).await
+        process::kill_tagged(&orphan_tag(runtime_dir), Duration::from_secs(5)).await
     }
+}
+
+/// What only the command line of this VM's QEMU contains: its QMP argument, whole
+/// (`unix:` and `,server=on` around the path), so that `kill_orphans` never hits a
+/// process that merely names the socket (a `tail` or `pgrep` of it).
+fn orphan_tag(runtime_dir: &Path) -> String {
+    format!("unix:{},server=on", runtime_dir.join(files::QMP).display())
 }
 
 #[cfg(test)]
@@ -276,6 +282,20 @@ mod tests {
             "-chardev file,id=console,path=/run/vm/console.log,append=on -serial chardev:console"
         ));
         assert!(a.ends_with("-daemonize"));
+    }
+
+    #[test]
+    fn the_orphan_tag_matches_the_launched_command_line_only() {
+        let q = Qemu {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 1,
+        };
+        let cmdline = q.args(&spec()).join("\0");
+        let rt = PathBuf::from("/run/vm");
+        assert!(cmdline.contains(&orphan_tag(&rt)), "{cmdline}");
+        let tail = format!("tail\0-f\0{}", rt.join(files::QMP).display());
+        assert!(!tail.contains(&orphan_tag(&rt)));
     }
 
     #[test]

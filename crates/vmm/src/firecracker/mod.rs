@@ -508,9 +508,15 @@ impl Vmm for Firecracker {
     }
 
     async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
-        let tag = runtime_dir.join(files::API).display().to_string();
-        process::kill_tagged(&tag, Duration::from_secs(5)).await
+        process::kill_tagged(&orphan_tag(runtime_dir), Duration::from_secs(5)).await
     }
+}
+
+/// What only the command line of this VM's Firecracker contains: `--api-sock` and
+/// the path as whole arguments (the command line's NUL separators included), so that
+/// `kill_orphans` never hits a process that merely names the socket.
+fn orphan_tag(runtime_dir: &Path) -> String {
+    format!("--api-sock\0{}\0", runtime_dir.join(files::API).display())
 }
 
 #[cfg(test)]
@@ -530,5 +536,30 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [files::CONSOLE, files::LOG]);
+    }
+
+    #[test]
+    fn the_orphan_tag_matches_the_launched_command_line_only() {
+        let rt = std::path::PathBuf::from("/run/banger/vms/abc123");
+        let spec = MachineSpec {
+            id: "abc123".into(),
+            cpus: 1,
+            memory_mib: 128,
+            kernel: "/img/vmlinux".into(),
+            initrd: None,
+            cmdline: String::new(),
+            disks: vec![],
+            net: None,
+            runtime_dir: rt.clone(),
+        };
+        // /proc/<pid>/cmdline: each argument ends with a NUL.
+        let mut cmdline = String::from("firecracker\0");
+        for a in Firecracker::default().args(&spec) {
+            cmdline.push_str(&a);
+            cmdline.push('\0');
+        }
+        assert!(cmdline.contains(&orphan_tag(&rt)), "{cmdline:?}");
+        let tail = format!("tail\0-f\0{}\0", rt.join(files::API).display());
+        assert!(!tail.contains(&orphan_tag(&rt)));
     }
 }
