@@ -31,6 +31,10 @@ use vm::VmCmd;
     about = "Disposable Linux development VMs: boot, run, throw away."
 )]
 struct Cli {
+    /// Show every notice on every command (e.g. that VMs run under TCG emulation,
+    /// otherwise shown once per host boot).
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         let layout = Layout::from_env();
+        ui::notices::init(cli.verbose, &layout.runtime);
         let is_run = matches!(cli.cmd, Cmd::Vm(VmCmd::Run { .. }));
         match dispatch(cli.cmd, &layout).await {
             Ok(code) => code,

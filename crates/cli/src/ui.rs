@@ -33,7 +33,12 @@ impl Spinner {
     }
 
     /// Show a progress line; some stages carry a notice the user must see once.
+    /// The accelerator notice (VMs run under TCG) is shown once per host boot, and
+    /// on every call with `--verbose` (`banger doctor` always reports it).
     pub fn update(&mut self, p: &Progress) {
+        if p.stage == "accel" && !notices::accel_due() {
+            return;
+        }
         if p.stage == "accel" || p.stage == "image" {
             if let Some(d) = &p.detail {
                 if !self.notices.contains(d) {
@@ -118,9 +123,86 @@ pub fn table(header: &[&str]) -> comfy_table::Table {
     t
 }
 
+/// Notices shown once per host boot rather than on every command.
+pub mod notices {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+
+    static VERBOSE: AtomicBool = AtomicBool::new(false);
+    static MARK: OnceLock<PathBuf> = OnceLock::new();
+
+    /// Set up from the command line: `--verbose`, and the runtime directory where
+    /// the "already shown this boot" mark lives.
+    pub fn init(verbose: bool, runtime_dir: &Path) {
+        VERBOSE.store(verbose, Ordering::Relaxed);
+        let _ = MARK.set(runtime_dir.join("accel-notice"));
+    }
+
+    /// Whether the accelerator notice should be shown now (and, if so, remember
+    /// that it was for this host boot).
+    pub fn accel_due() -> bool {
+        if VERBOSE.load(Ordering::Relaxed) {
+            return true;
+        }
+        match MARK.get() {
+            Some(mark) => first_this_boot(mark, &banger_hostcheck::accel::boot_id()),
+            None => true,
+        }
+    }
+
+    /// True the first time it is called for `boot_id` with `mark`; records the boot
+    /// in `mark`. When the mark cannot be written the notice is shown (better twice
+    /// than never).
+    pub fn first_this_boot(mark: &Path, boot_id: &str) -> bool {
+        let boot_id = boot_id.trim();
+        if boot_id.is_empty() {
+            return true;
+        }
+        let seen = std::fs::read(mark)
+            .map(|b| String::from_utf8_lossy(&b).trim() == boot_id)
+            .unwrap_or(false);
+        if !seen {
+            // Never through a symlink planted at the mark's name.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(mark)
+                .and_then(|mut f| f.write_all(boot_id.as_bytes()));
+        }
+        !seen
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_accel_notice_is_due_once_per_host_boot() {
+        let d = tempfile::tempdir().unwrap();
+        let mark = d.path().join("accel-notice");
+        assert!(notices::first_this_boot(&mark, "boot-1\n"));
+        assert!(!notices::first_this_boot(&mark, "boot-1"));
+        assert!(!notices::first_this_boot(&mark, "boot-1"));
+        // A new host boot (the mark survives it when the runtime dir is not tmpfs).
+        assert!(notices::first_this_boot(&mark, "boot-2"));
+        assert!(!notices::first_this_boot(&mark, "boot-2"));
+        // An unreadable boot id never silences the notice.
+        assert!(notices::first_this_boot(&mark, ""));
+        // A symlink at the mark's name is not written through.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = d.path().join("linked-mark");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(notices::first_this_boot(&link, "boot-3"));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    }
 
     #[test]
     fn escapes_cannot_reach_the_terminal() {

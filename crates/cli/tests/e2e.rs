@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "e2e_sections/faults.rs"]
+mod faults_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
@@ -198,6 +200,7 @@ fn end_to_end() {
         ("oci", oci_pull_boots),
         ("catalog", catalog_kernels_register_promote),
         ("update", update_section::vm_survives_update),
+        ("faults", faults_section::faults),
         ("schema", newer_schema_is_refused),
     ];
     // BANGER_E2E_ONLY=a,b runs only those sections (the image build always runs):

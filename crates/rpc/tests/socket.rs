@@ -307,6 +307,30 @@ async fn malformed_json_is_a_bad_request_and_the_connection_survives() {
 }
 
 #[tokio::test]
+async fn json_that_is_not_an_object_is_named_as_such() {
+    let srv = start().await;
+    let mut raw = Raw::connect(&srv.path).await;
+    for (line, kind) in [
+        ("[1,2,3]", "an array"),
+        ("42", "a number"),
+        ("\"ping\"", "a string"),
+        ("true", "a boolean"),
+        ("null", "null"),
+    ] {
+        let r = raw.roundtrip(line).await;
+        assert_eq!(r["error"]["code"], "bad_request", "{line}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(kind) && msg.contains("not a JSON object"),
+            "{line}: {msg}"
+        );
+    }
+    let r = raw.roundtrip(r#"{"v":1,"id":5,"method":"ping"}"#).await;
+    assert!(r["result"].is_object());
+    srv.shutdown().await;
+}
+
+#[tokio::test]
 async fn bad_version_is_refused() {
     let srv = start().await;
     let mut raw = Raw::connect(&srv.path).await;

@@ -64,6 +64,10 @@ pub trait Guest: Send + Sync {
     async fn ports(&self, handles: &Handles) -> Result<Vec<u16>, GuestError>;
 }
 
+/// How much of the ssh fallback's stderr is kept for the log. Its stdout is the
+/// guest's to fill, so it is never read at all.
+const SSH_STDERR_KEPT: u64 = 4 << 10;
+
 /// The guest agent over the VMM's channel, and OpenSSH as the fallback.
 pub struct AgentGuest {
     ssh_key: PathBuf,
@@ -75,8 +79,11 @@ impl AgentGuest {
         Self { ssh_key }
     }
 
-    /// `sync; poweroff` over ssh, bounded.
+    /// `sync; poweroff` over ssh, bounded in time and in what is read from it: the
+    /// guest decides what the remote command prints, so stdout goes to /dev/null and
+    /// only the first few KiB of stderr are kept (the rest is drained unread).
     async fn ssh_poweroff(&self, t: Target<'_>) -> Result<(), GuestError> {
+        use tokio::io::AsyncReadExt;
         let mut c = tokio::process::Command::new("ssh");
         c.args(banger_guest::ssh::ssh_options(
             &self.ssh_key,
@@ -86,9 +93,29 @@ impl AgentGuest {
         .arg(format!("root@{}", t.ip))
         .arg("sync; systemctl poweroff --no-block || poweroff")
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-        match tokio::time::timeout(SSH_POWEROFF_TIMEOUT, c.output()).await {
-            Ok(Ok(_)) => Ok(()),
+        let run = async {
+            let mut child = c.spawn()?;
+            let mut head = Vec::new();
+            if let Some(mut err) = child.stderr.take() {
+                (&mut err)
+                    .take(SSH_STDERR_KEPT)
+                    .read_to_end(&mut head)
+                    .await?;
+                tokio::io::copy(&mut err, &mut tokio::io::sink()).await?;
+            }
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, head))
+        };
+        match tokio::time::timeout(SSH_POWEROFF_TIMEOUT, run).await {
+            Ok(Ok((status, head))) => {
+                if !status.success() {
+                    tracing::warn!(vm = %t.name, %status, stderr = %String::from_utf8_lossy(&head).trim(), "ssh poweroff fallback failed");
+                }
+                Ok(())
+            }
             Ok(Err(e)) => Err(GuestError::Ssh(e)),
             Err(_) => Err(GuestError::Timeout),
         }

@@ -2,6 +2,7 @@
 //! create, start, stop, kill, delete, set and reconcile, and, for every start step,
 //! that its failure undoes exactly the steps before it.
 
+mod crash;
 pub mod fakes;
 
 use super::{create, delete, query, reconcile, set, start, stop};
