@@ -9,7 +9,7 @@ use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
     CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
     ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
-    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmKill,
+    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmEvents, VmInfo, VmKill,
     VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats,
     VmStop, VmWorkspaceRecord,
 };
@@ -31,6 +31,12 @@ macro_rules! route {
     }};
 }
 
+/// A call that may have booted the VM: remember the boot for `vm show`.
+fn booted(app: &App, mut info: VmInfo) -> VmInfo {
+    vm::boot_record::after_boot(app, &mut info);
+    info
+}
+
 /// Build the router over `app`.
 pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     let mut r = Router::new();
@@ -47,14 +53,16 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         p,
         &c.progress
     )
-    .await);
+    .await
+    .map(|i| booted(&a, i)));
     route!(r, app, VmStart, |a, c, p| vm::start::start_vm(
         &a,
         &c.op_id,
         &p.name,
         &c.progress
     )
-    .await);
+    .await
+    .map(|i| booted(&a, i)));
     route!(r, app, VmStop, |a, c, p| vm::stop::stop(
         &a,
         &c.op_id,
@@ -68,7 +76,9 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         &p.name,
         &c.progress
     )
-    .await);
+    .await
+    .map(|i| booted(&a, i)));
+    route!(r, app, VmEvents, |a, _c, p| Ok(a.events.poll(p).await));
     route!(r, app, VmKill, |a, _c, p| vm::stop::kill(&a, &p.name).await);
     route!(r, app, VmDelete, |a, _c, p| vm::delete::delete(&a, p).await);
     route!(r, app, VmPrune, |a, _c, _p| vm::delete::prune(&a).await);

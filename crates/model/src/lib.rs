@@ -14,7 +14,7 @@ pub use layout::Layout;
 pub use name::{NameError, VmName};
 pub use net::{GuestNet, NetError, Subnet};
 pub use record::{ImageRecord, KernelRecord, VmRecord, VmState, VmmChoice, WorkspaceRecord};
-pub use size::{parse_size_mib, SizeError};
+pub use size::{check_resources, format_bytes, format_mib, parse_size_mib, LimitError, SizeError};
 
 /// The image `vm run` and `vm create` use when none is named.
 pub const DEFAULT_IMAGE: &str = "debian-bookworm";

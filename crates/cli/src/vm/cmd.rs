@@ -3,32 +3,166 @@
 
 use crate::complete;
 use banger_model::{parse_size_mib, VmName, VmmChoice};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 /// Image, sizes and backend of a new VM (`vm run`, `vm create`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Sizes {
     /// Image to boot [default: debian-bookworm, built on first use].
     #[arg(long, add = complete::images())]
     pub image: Option<String>,
-    /// Virtual CPUs [default: 2].
-    #[arg(long)]
+    /// Virtual CPUs, 1 to 64 [default: 2].
+    #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<u32>,
-    /// Guest memory, e.g. 1G or 512M [default: 1G].
-    #[arg(long, value_parser = parse_size)]
+    /// Guest memory with a unit, e.g. 512M, 1.5G [default: 1G].
+    #[arg(long, value_parser = parse_memory)]
     pub memory: Option<u64>,
-    /// Size of the work disk mounted at /root, e.g. 8G [default: 8G].
-    #[arg(long, value_parser = parse_size)]
+    /// Size of the work disk mounted at /root, with a unit, e.g. 8G, 1T [default: 8G].
+    #[arg(long, value_parser = parse_disk)]
     pub disk: Option<u64>,
     /// VMM backend: auto (Firecracker when installed and KVM works, else QEMU), qemu,
     /// or firecracker [default: BANGER_VMM, else auto].
-    #[arg(long)]
+    #[arg(long, value_parser = vmm_parser())]
     pub vmm: Option<VmmChoice>,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size_mib(s).map_err(|e| e.to_string())
+/// `--vmm`: its values are known to clap, so shells complete them.
+fn vmm_parser() -> impl TypedValueParser<Value = VmmChoice> {
+    PossibleValuesParser::new(["auto", "qemu", "firecracker"]).try_map(|s| s.parse::<VmmChoice>())
+}
+
+/// Sizes and CPU counts are checked here with the same rule (and message) the daemon
+/// applies, so a mistake is refused before anything is sent.
+fn parse_cpus(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of CPUs"))?;
+    banger_model::check_resources(Some(n), None, None).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let m = parse_size_mib(s).map_err(|e| e.to_string())?;
+    banger_model::check_resources(None, Some(m), None).map_err(|e| e.to_string())?;
+    Ok(m)
+}
+
+fn parse_disk(s: &str) -> Result<u64, String> {
+    let d = parse_size_mib(s).map_err(|e| e.to_string())?;
+    banger_model::check_resources(None, None, Some(d)).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+/// `vm list` / `banger ps`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print names only, one per line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// What `vm wait` waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The VM is running (its agent answered).
+    Running,
+    /// The VM is stopped (or failed).
+    Stopped,
+    /// A TCP port listens in the guest.
+    Port(u16),
+    /// A file exists in the guest.
+    File(String),
+}
+
+fn parse_wait_for(s: &str) -> Result<WaitFor, String> {
+    match s {
+        "running" => Ok(WaitFor::Running),
+        "stopped" => Ok(WaitFor::Stopped),
+        _ => {
+            if let Some(p) = s.strip_prefix("port:") {
+                let n: u16 = p
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{p:?} is not a TCP port (1-65535)"))?;
+                return Ok(WaitFor::Port(n));
+            }
+            if let Some(f) = s.strip_prefix("file:") {
+                if !f.starts_with('/') {
+                    return Err(format!("file:{f}: give an absolute guest path"));
+                }
+                return Ok(WaitFor::File(f.to_string()));
+            }
+            Err(format!(
+                "{s:?}: expected running, stopped, port:N or file:/PATH"
+            ))
+        }
+    }
+}
+
+/// A duration like `30s`, `5m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('h') => (&t[..t.len() - 1], 3600),
+        Some('d') => (&t[..t.len() - 1], 86400),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 30s, 5m, 2h)"))?;
+    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
+}
+
+/// How `vm run` runs its command(s): once, N times in parallel, or one per command.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name the VM (default: generated).
+    #[arg(long, conflicts_with_all = ["parallel", "each"])]
+    pub name: Option<VmName>,
+    /// Keep the VM(s) after the command exits (see banger vm list).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print how long each start stage took.
+    #[arg(long)]
+    pub timings: bool,
+    /// With --json: put the command's stdout and stderr into the result (each capped
+    /// at --capture-limit, with a truncation flag).
+    #[arg(long)]
+    pub capture: bool,
+    /// The most bytes of stdout (and of stderr) --capture keeps.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_capture_limit)]
+    pub capture_limit: u64,
+    /// Run N attempts at once, each in its own VM; with a repository, each attempt's
+    /// changes become branch banger/<run-id>/<i> in it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub parallel: Option<u16>,
+    /// One attempt per command (shell lines), in parallel, each in its own VM.
+    #[arg(long, value_name = "CMD", num_args = 1.., conflicts_with = "parallel")]
+    pub each: Vec<String>,
+    #[command(flatten)]
+    pub sizes: Sizes,
+    /// A git repository to ship in first; the command then runs in its copy
+    /// (/root/<repo-name>). Without it the command runs in /root.
+    pub path: Option<PathBuf>,
+    /// Command to run in the guest; an interactive shell when omitted.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+fn parse_capture_limit(s: &str) -> Result<u64, String> {
+    parse_size_mib(s)
+        .map(|m| m.saturating_mul(1 << 20))
+        .or_else(|_| {
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{s:?} is not a size (examples: 64K, 1M)"))
+        })
 }
 
 /// `banger vm …`.
@@ -36,81 +170,86 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub enum VmCmd {
     /// Boot a fresh VM, run a command in it (or open a shell), then delete it.
     ///
-    /// Example: banger vm run ./myrepo -- make test   (ships the repo, runs in it)
-    /// Example: banger vm run -- uname -a
-    /// Exit status: the command's; 125 when banger itself failed.
-    Run {
-        /// Name the VM (default: generated).
-        #[arg(long)]
-        name: Option<VmName>,
-        /// Keep the VM after the command exits (see banger vm list).
-        #[arg(long)]
-        keep: bool,
-        /// Print how long each start stage took.
-        #[arg(long)]
-        timings: bool,
-        #[command(flatten)]
-        sizes: Sizes,
-        /// A git repository to ship in first; the command then runs in its copy
-        /// (/root/<repo-name>). Without it the command runs in /root.
-        path: Option<PathBuf>,
-        /// Command to run in the guest; an interactive shell when omitted.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
-    /// Create and boot a long-lived VM.
+    /// Examples:
+    ///   banger vm run ./myrepo -- make test
+    ///   banger vm run -- uname -a
+    ///   banger vm run --json --capture -- cat /etc/os-release
+    ///   banger vm run ./myrepo --parallel 3 -- ./try-a-fix.sh
+    ///   banger vm run ./myrepo --each 'make test' 'make lint'
     ///
-    /// Example: banger vm create dev --cpus 4 --memory 4G
+    /// Exit status: the command's; 125 when banger itself failed (including a
+    /// refused command line). With --parallel or --each: 0 when every attempt
+    /// exited 0, 1 otherwise, 125 when banger failed.
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Create and boot a long-lived VM, optionally shipping a repository into it.
+    ///
+    /// Examples:
+    ///   banger vm create dev --cpus 4 --memory 4G
+    ///   banger vm create dev ./myrepo
+    #[command(verbatim_doc_comment)]
     Create {
         /// Name, also the guest's hostname (lower-case letters, digits, '-').
         name: VmName,
+        /// A git repository to ship in once it runs (as vm workspace prepare does).
+        path: Option<PathBuf>,
         /// Print how long each start stage took.
         #[arg(long)]
         timings: bool,
         /// Reserve the VM (name, address) without booting it; start it later.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "path")]
         no_start: bool,
         #[command(flatten)]
         sizes: Sizes,
     },
-    /// Boot a stopped VM (its disks, and so its files, are kept).
+    /// Boot stopped VMs (their disks, and so their files, are kept).
     ///
-    /// Example: banger vm start dev
+    /// Example:
+    ///   banger vm start dev other
+    #[command(verbatim_doc_comment)]
     Start {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
         /// Print how long each start stage took.
         #[arg(long)]
         timings: bool,
     },
-    /// Stop a VM gracefully: flush its disks and power it off (forced after 30 s).
+    /// Stop VMs gracefully: flush their disks and power them off (forced after 30 s).
     ///
-    /// Example: banger vm stop dev      (see also: kill, which does not wait)
+    /// Example:
+    ///   banger vm stop dev      (see also: kill, which does not wait)
+    #[command(verbatim_doc_comment)]
     Stop {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
     },
-    /// Stop then start a VM (a fresh boot; files are kept).
+    /// Stop then start VMs (a fresh boot; files are kept).
     ///
-    /// Example: banger vm restart dev
+    /// Example:
+    ///   banger vm restart dev
+    #[command(verbatim_doc_comment)]
     Restart {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
     },
-    /// Force a VM off now, like pulling the plug. Unflushed guest writes may be lost.
+    /// Force VMs off now, like pulling the plug. Unflushed guest writes may be lost.
     ///
-    /// Example: banger vm kill dev      (prefer stop; kill is for hung guests)
+    /// Example:
+    ///   banger vm kill dev      (prefer stop; kill is for hung guests)
+    #[command(verbatim_doc_comment)]
     Kill {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
     },
     /// Delete every VM that is not running (stopped or failed). Irreversible.
     ///
-    /// Example: banger vm prune -f
+    /// Example:
+    ///   banger vm prune -f
+    #[command(verbatim_doc_comment)]
     Prune {
         /// Do it without asking.
         #[arg(short, long)]
@@ -118,24 +257,30 @@ pub enum VmCmd {
     },
     /// Change a stopped VM's size. The work disk can only grow.
     ///
-    /// Example: banger vm set dev --cpus 4 --memory 4G --disk 32G
+    /// Example:
+    ///   banger vm set dev --cpus 4 --memory 4G --disk 32G
+    #[command(verbatim_doc_comment)]
     Set {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Virtual CPUs.
-        #[arg(long)]
+        /// Virtual CPUs, 1 to 64.
+        #[arg(long, value_parser = parse_cpus)]
         cpus: Option<u32>,
-        /// Guest memory, e.g. 4G.
-        #[arg(long, value_parser = parse_size)]
+        /// Guest memory with a unit, e.g. 4G.
+        #[arg(long, value_parser = parse_memory)]
         memory: Option<u64>,
-        /// Work disk size (grow only), e.g. 32G.
-        #[arg(long, value_parser = parse_size)]
+        /// Work disk size with a unit (grow only), e.g. 32G.
+        #[arg(long, value_parser = parse_disk)]
         disk: Option<u64>,
     },
     /// Show a VM's console (kernel and boot messages).
     ///
-    /// Example: banger vm logs dev -f
+    /// Examples:
+    ///   banger vm logs dev -f
+    ///   banger vm logs dev -n 20
+    ///   banger vm logs dev --since 5m
+    #[command(verbatim_doc_comment)]
     Logs {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -143,53 +288,81 @@ pub enum VmCmd {
         /// Keep printing new output until interrupted.
         #[arg(short, long)]
         follow: bool,
+        /// Print only the last N lines.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Print only what the guest wrote in the last DURATION (30s, 5m, 2h) of its
+        /// current boot (times come from the kernel's timestamps).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
     },
     /// TCP ports listening in a VM (reach them from the host at the VM's address).
     ///
-    /// Example: banger vm ports dev
+    /// Example:
+    ///   banger vm ports dev
+    #[command(verbatim_doc_comment)]
     Ports {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
     /// CPU, memory and disk use of a VM (measured on the host).
     ///
-    /// Example: banger vm stats dev
+    /// Example:
+    ///   banger vm stats dev
+    #[command(verbatim_doc_comment)]
     Stats {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
-    /// List VMs with their state, address and size.
+    /// List VMs with their state, address, size and age.
     ///
-    /// Example: banger vm list --json
-    #[command(alias = "ps")]
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one VM, including why it failed if it is in the error state.
+    /// Examples:
+    ///   banger vm list
+    ///   banger ps -q
+    ///   banger vm ls --json
+    #[command(visible_aliases = ["ls", "ps"], verbatim_doc_comment)]
+    List(ListArgs),
+    /// Show one VM, including its uptime and why it failed if it is in the error state.
     ///
-    /// Example: banger vm show dev
+    /// Example:
+    ///   banger vm show dev
+    #[command(verbatim_doc_comment)]
     Show {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
+    },
+    /// Wait until a VM reaches a state, a port listens or a file exists in it.
+    ///
+    /// Examples:
+    ///   banger vm wait dev --for running
+    ///   banger vm wait dev --for port:8080 --timeout 2m
+    ///   banger vm wait dev --for file:/root/done
+    ///
+    /// Exit status: 0 when the condition holds; 9 (timeout) when --timeout ran out;
+    /// 3 (not_found) when the VM does not exist or is deleted while waiting.
+    #[command(verbatim_doc_comment)]
+    Wait {
+        /// VM name.
+        #[arg(add = complete::vms())]
+        name: String,
+        /// What to wait for: running, stopped, port:N or file:/PATH.
+        #[arg(long = "for", value_name = "CONDITION", value_parser = parse_wait_for)]
+        condition: WaitFor,
+        /// Give up after this long (30s, 5m) [default: wait forever].
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Run a command in a VM's workspace (the repository shipped into it).
     ///
-    /// Example: banger vm exec dev -- cargo test
-    /// Exit status: the command's. Warns when the host repository moved since it was shipped.
+    /// Example:
+    ///   banger vm exec dev -- cargo test
+    ///
+    /// Exit status: the command's. Warns when the host repository moved since it was
+    /// shipped.
+    #[command(verbatim_doc_comment)]
     Exec {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -206,7 +379,11 @@ pub enum VmCmd {
     Workspace(WorkspaceCmd),
     /// Open a shell in a VM, or run a command there.
     ///
-    /// Example: banger vm ssh dev -- hostname
+    /// Example:
+    ///   banger vm ssh dev -- hostname
+    ///
+    /// Exit status: the command's (ssh's 255 when the connection failed).
+    #[command(verbatim_doc_comment)]
     Ssh {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -218,8 +395,9 @@ pub enum VmCmd {
     /// Delete VMs and their disks. Irreversible. A running VM is refused unless
     /// -f (on a terminal you are asked).
     ///
-    /// Example: banger vm delete dev      (see also: stop, which keeps the disks)
-    #[command(alias = "rm")]
+    /// Example:
+    ///   banger vm delete dev      (see also: stop, which keeps the disks)
+    #[command(visible_alias = "rm", verbatim_doc_comment)]
     Delete {
         /// VM names.
         #[arg(required = true, add = complete::vms())]
@@ -236,7 +414,9 @@ pub enum WorkspaceCmd {
     /// Ship a git repository (tracked + untracked-not-ignored files and .git) into a
     /// running VM, replacing any earlier copy there.
     ///
-    /// Example: banger vm workspace prepare dev ./myrepo
+    /// Example:
+    ///   banger vm workspace prepare dev ./myrepo
+    #[command(verbatim_doc_comment)]
     Prepare {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -251,7 +431,9 @@ pub enum WorkspaceCmd {
     /// Print (or write) a binary-safe patch of everything changed in the VM's copy,
     /// against the commit that was shipped: `git apply` reproduces the guest's tree.
     ///
-    /// Example: banger vm workspace export dev --output fix.patch
+    /// Example:
+    ///   banger vm workspace export dev --output fix.patch
+    #[command(verbatim_doc_comment)]
     Export {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -263,4 +445,45 @@ pub enum WorkspaceCmd {
         #[arg(long)]
         commits: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_conditions_parse() {
+        assert_eq!(parse_wait_for("running"), Ok(WaitFor::Running));
+        assert_eq!(parse_wait_for("port:8080"), Ok(WaitFor::Port(8080)));
+        assert_eq!(
+            parse_wait_for("file:/root/x"),
+            Ok(WaitFor::File("/root/x".into()))
+        );
+        assert!(parse_wait_for("port:0").is_err());
+        assert!(parse_wait_for("file:rel").is_err());
+        assert!(parse_wait_for("ready").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn flags_use_the_one_size_check() {
+        assert_eq!(parse_memory("1.5G"), Ok(1536));
+        assert!(parse_memory("1024").unwrap_err().contains("1024M"));
+        assert_eq!(
+            parse_memory("64M").unwrap_err(),
+            "--memory 64 MiB is out of range (128 MiB to 1 TiB)"
+        );
+        assert_eq!(
+            parse_cpus("0").unwrap_err(),
+            "--cpus 0 is out of range (1 to 64)"
+        );
+        assert_eq!(parse_disk("1TB"), Ok(1024 * 1024));
+    }
 }

@@ -23,6 +23,7 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
             info.backend = Some(h.vmm.backend.clone());
         }
     }
+    super::boot_record::fill(app, &mut info);
     info
 }
 
@@ -40,8 +41,10 @@ pub fn show(app: &App, name: &str) -> Result<VmInfo> {
     Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
 }
 
-fn not_running(name: &str, state: VmState) -> DaemonError {
-    DaemonError::BadRequest(format!(
+/// The one "VM is not running" error: every verb that needs a running VM says the
+/// same thing and names the same next command.
+pub(crate) fn not_running(name: &str, state: VmState) -> DaemonError {
+    DaemonError::Conflict(format!(
         "VM {name} is {}, not running (start it with banger vm start {name})",
         state.as_str()
     ))

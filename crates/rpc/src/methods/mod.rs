@@ -11,11 +11,13 @@
 //! and the catalog), [`kernel`].
 
 pub mod daemon;
+pub mod events;
 pub mod image;
 pub mod kernel;
 pub mod vm;
 
 pub use daemon::*;
+pub use events::*;
 pub use image::*;
 pub use kernel::*;
 pub use vm::*;
@@ -72,6 +74,7 @@ pub const METHODS: &[&str] = &[
     Ping::NAME,
     VmCreate::NAME,
     VmDelete::NAME,
+    VmEvents::NAME,
     VmKill::NAME,
     VmList::NAME,
     VmLogs::NAME,
@@ -134,6 +137,7 @@ mod tests {
                 "ping",
                 "vm.create",
                 "vm.delete",
+                "vm.events",
                 "vm.kill",
                 "vm.list",
                 "vm.logs",

@@ -234,13 +234,18 @@ pub struct VmInfo {
     pub disk_mib: u64,
     /// Unix seconds at creation.
     pub created_at: i64,
+    /// Unix seconds when its current boot finished (while it runs); `now -
+    /// started_at` is its uptime.
+    #[serde(default)]
+    pub started_at: Option<i64>,
     /// Why the VM is in `error`, if it is.
     #[serde(default)]
     pub error: Option<String>,
     /// VMM process id while running.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Stage durations of the call that produced this (empty otherwise).
+    /// Stage durations of the call that produced this; for other calls, those of
+    /// the VM's current (or last) boot.
     #[serde(default)]
     pub timings: Vec<StageTiming>,
     /// The host repository shipped into the VM, if any.
@@ -268,6 +273,7 @@ impl VmInfo {
             memory_mib: rec.memory_mib,
             disk_mib: rec.disk_mib,
             created_at: rec.created_at,
+            started_at: None,
             error: rec.error.clone(),
             pid: None,
             timings: Vec::new(),
