@@ -187,7 +187,11 @@ fn emit(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if output::json() {
         for l in text.lines() {
-            writeln!(out, "{}", serde_json::json!({ "line": crate::vm::strip_escapes(l) }))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({ "line": crate::vm::strip_escapes(l) })
+            )?;
         }
     } else if std::io::stdout().is_terminal() {
         out.write_all(text.as_bytes())?;

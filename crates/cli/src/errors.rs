@@ -1,7 +1,7 @@
 //! Every failure's class, exit status and rendering, in one place.
 //!
 //! A class is what a script branches on; the table below is the contract
-//! (docs/json.md repeats it): the exit status of every command except `vm run` (and
+//! (docs/cli.md repeats it): the exit status of every command except `vm run` (and
 //! the commands that pass on a guest command's status) is the class's; `vm run` keeps
 //! Docker's convention and exits 125 for any banger failure, its JSON error still
 //! naming the class. In JSON mode an error is one object on stderr:
@@ -34,15 +34,14 @@ pub enum Class {
     DaemonUnavailable,
     /// This user may not use that daemon.
     Unauthorized,
-    /// A wait (`vm wait --timeout`) ran out.
-    Timeout,
     /// Interrupted (Ctrl-C).
     Interrupted,
 }
 
 impl Class {
     /// Every class, in table order (docs and tests walk it).
-    pub const ALL: [Class; 10] = [
+    #[cfg(test)]
+    pub const ALL: [Class; 9] = [
         Class::Failed,
         Class::Usage,
         Class::NotFound,
@@ -51,7 +50,6 @@ impl Class {
         Class::Conflict,
         Class::DaemonUnavailable,
         Class::Unauthorized,
-        Class::Timeout,
         Class::Interrupted,
     ];
 
@@ -66,24 +64,7 @@ impl Class {
             Class::Conflict => 6,
             Class::DaemonUnavailable => 7,
             Class::Unauthorized => 8,
-            Class::Timeout => 9,
             Class::Interrupted => 130,
-        }
-    }
-
-    /// The JSON name (`not_found`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Failed => "failed",
-            Class::Usage => "usage",
-            Class::NotFound => "not_found",
-            Class::AlreadyExists => "already_exists",
-            Class::Invalid => "invalid",
-            Class::Conflict => "conflict",
-            Class::DaemonUnavailable => "daemon_unavailable",
-            Class::Unauthorized => "unauthorized",
-            Class::Timeout => "timeout",
-            Class::Interrupted => "interrupted",
         }
     }
 }
@@ -180,10 +161,12 @@ pub fn body(e: &anyhow::Error) -> ErrorBody {
     for cause in e.chain().skip(1) {
         message.push_str(&format!(": {cause}"));
     }
-    let op_id = e.chain().find_map(|c| match c.downcast_ref::<ClientError>() {
-        Some(ClientError::Rpc(r)) => r.op_id.clone(),
-        _ => None,
-    });
+    let op_id = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<ClientError>() {
+            Some(ClientError::Rpc(r)) => r.op_id.clone(),
+            _ => None,
+        });
     let hint = match (class, &op_id) {
         (Class::DaemonUnavailable, _) => Some(format!(
             "check it with banger daemon status; its log is {}",
@@ -217,10 +200,7 @@ pub fn print(e: &anyhow::Error) {
     let dim = Style::new().dimmed();
     anstream::eprintln!("{red}error:{red:#} {}", b.message);
     if let Some(op) = &b.op_id {
-        anstream::eprintln!(
-            "{dim}(op {op}: grep {} for it){dim:#}",
-            daemon_log_phrase()
-        );
+        anstream::eprintln!("{dim}(op {op}: grep {} for it){dim:#}", daemon_log_phrase());
     } else if let Some(h) = &b.hint {
         anstream::eprintln!("{dim}({h}){dim:#}");
     }
@@ -245,10 +225,11 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_and_stable() {
         let codes: Vec<u8> = Class::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 8, 9, 130]);
-        for c in Class::ALL {
-            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
-        }
+        assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 8, 130]);
+        assert_eq!(
+            serde_json::to_value(Class::DaemonUnavailable).unwrap(),
+            "daemon_unavailable"
+        );
     }
 
     #[test]
@@ -266,7 +247,7 @@ mod tests {
             "VM x is stopped",
         )));
         assert_eq!(classify(&e), Class::Conflict);
-        assert_eq!(classify(&fail(Class::Timeout, "t")), Class::Timeout);
+        assert_eq!(classify(&fail(Class::Usage, "u")), Class::Usage);
         assert_eq!(classify(&anyhow::anyhow!("plain")), Class::Failed);
     }
 }

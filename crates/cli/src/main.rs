@@ -8,7 +8,6 @@ mod daemon;
 mod daemon_cmd;
 mod doctor;
 mod errors;
-mod events;
 mod generate;
 mod images;
 mod output;
@@ -28,7 +27,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use vm::VmCmd;
 
-/// The exit-status table printed under `banger --help` (docs/json.md has it too).
+/// The exit-status table printed under `banger --help` (docs/cli.md has it too).
 const EXIT_STATUS_HELP: &str = "\
 Exit status (every command; `vm run`, `vm exec` and `vm ssh` pass on the command's own):
   0    success
@@ -40,7 +39,6 @@ Exit status (every command; `vm run`, `vm exec` and `vm ssh` pass on the command
   6    conflict: not possible in the current state (e.g. the VM is stopped)
   7    daemon_unavailable: bangerd cannot be reached or started
   8    unauthorized: this user may not use that daemon
-  9    timeout: a wait ran out (vm wait --timeout)
   130  interrupted (Ctrl-C)
   125  any banger failure in `vm run` (the command's own status otherwise)
 
@@ -60,7 +58,13 @@ struct Cli {
     json: bool,
     /// Where progress of long calls goes (always stderr): auto (a spinner on a terminal,
     /// one line per stage otherwise, none with --json), plain, json or none.
-    #[arg(long, global = true, value_enum, env = "BANGER_PROGRESS", hide_env = true)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BANGER_PROGRESS",
+        hide_env = true
+    )]
     progress: Option<output::ProgressMode>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -74,14 +78,6 @@ enum Cmd {
     /// List VMs (the same as banger vm list).
     #[command(verbatim_doc_comment)]
     Ps(vm::ListArgs),
-    /// Follow VM state changes as they happen (created, running, stopped, error,
-    /// deleted), one line each, until interrupted.
-    ///
-    /// Examples:
-    ///   banger events
-    ///   banger events --json | jq -r .vm
-    #[command(verbatim_doc_comment)]
-    Events(events::EventsArgs),
     /// Build, pull, register, promote, list and delete base images.
     #[command(subcommand)]
     Image(images::ImageCmd),
@@ -245,7 +241,6 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Vm(v) => vm::dispatch(&mut c, v).await,
         Cmd::Ps(a) => vm::list(&mut c, a).await,
-        Cmd::Events(a) => events::run(&mut c, a).await,
         Cmd::Image(i) => images::image(&mut c, i).await,
         Cmd::Kernel(k) => images::kernel(&mut c, k).await,
         Cmd::Operations => operations(&mut c).await,

@@ -5,7 +5,6 @@
 use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::error::{DaemonError, Result};
-use crate::events::Events;
 use crate::ops::Operations;
 use crate::vm::backend::{Backends, HostBackends};
 use crate::vm::disks::{Disks, Ext4Disks};
@@ -76,8 +75,6 @@ pub struct App {
     pub nat_ready: std::sync::atomic::AtomicBool,
     /// Long calls in flight, for `banger operations`.
     pub ops: Operations,
-    /// VM state changes, for `banger events` and `vm wait` (fed by the store).
-    pub events: Arc<Events>,
 }
 
 impl App {
@@ -89,11 +86,7 @@ impl App {
         public_key: String,
         parts: Parts,
     ) -> Self {
-        let events = Arc::new(Events::default());
-        let sink = Arc::clone(&events);
-        store.observe_vms(Box::new(move |c| sink.push(c)));
         Self {
-            events,
             layout,
             config,
             store: Mutex::new(store),

@@ -114,7 +114,6 @@ impl DaemonError {
             DaemonError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             DaemonError::Store(e) if e.is_not_found() => ErrorCode::NotFound,
             DaemonError::Store(e) if e.is_name_taken() => ErrorCode::AlreadyExists,
-            DaemonError::Store(e) if e.is_in_use() => ErrorCode::Conflict,
             DaemonError::Shared(e) => e.code(),
             _ => ErrorCode::OperationFailed,
         }

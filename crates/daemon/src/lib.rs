@@ -22,7 +22,6 @@ pub mod catalog;
 pub mod coalesce;
 pub mod config;
 pub mod error;
-pub mod events;
 pub mod failpoint;
 pub mod flatten;
 pub mod handles;

@@ -9,9 +9,9 @@ use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
     CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
     ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
-    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmEvents, VmInfo, VmKill,
-    VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats,
-    VmStop, VmWorkspaceRecord,
+    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmInfo,
+    VmKill, VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart,
+    VmStats, VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
 
@@ -78,7 +78,7 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     )
     .await
     .map(|i| booted(&a, i)));
-    route!(r, app, VmEvents, |a, _c, p| Ok(a.events.poll(p).await));
+    route!(r, app, |a, _c, p| Ok(a.events.poll(p).await));
     route!(r, app, VmKill, |a, _c, p| vm::stop::kill(&a, &p.name).await);
     route!(r, app, VmDelete, |a, _c, p| vm::delete::delete(&a, p).await);
     route!(r, app, VmPrune, |a, _c, _p| vm::delete::prune(&a).await);

@@ -179,16 +179,21 @@ mod tests {
         let e = parse_size_mib("1024").unwrap_err();
         assert_eq!(e, SizeError::NoUnit("1024".into()));
         assert!(e.to_string().contains("1024M"), "{e}");
-        assert!(matches!(
-            parse_size_mib("1.5"),
-            Err(SizeError::NoUnit(_))
-        ));
+        assert!(matches!(parse_size_mib("1.5"), Err(SizeError::NoUnit(_))));
     }
 
     #[test]
     fn refuses_garbage() {
         for bad in [
-            "lots", "0G", "-1G", "G", "1..5G", "1.5.5G", "1e3M", "", "99999999999999999999T",
+            "lots",
+            "0G",
+            "-1G",
+            "G",
+            "1..5G",
+            "1.5.5G",
+            "1e3M",
+            "",
+            "99999999999999999999T",
             "1.1234567G",
         ] {
             assert!(parse_size_mib(bad).is_err(), "{bad}");
@@ -210,15 +215,21 @@ mod tests {
     fn one_message_shape_for_every_limit() {
         assert_eq!(check_resources(Some(2), Some(1024), Some(8192)), Ok(()));
         assert_eq!(
-            check_resources(Some(0), None, None).unwrap_err().to_string(),
+            check_resources(Some(0), None, None)
+                .unwrap_err()
+                .to_string(),
             "--cpus 0 is out of range (1 to 64)"
         );
         assert_eq!(
-            check_resources(None, Some(64), None).unwrap_err().to_string(),
+            check_resources(None, Some(64), None)
+                .unwrap_err()
+                .to_string(),
             "--memory 64 MiB is out of range (128 MiB to 1 TiB)"
         );
         assert_eq!(
-            check_resources(None, None, Some(100)).unwrap_err().to_string(),
+            check_resources(None, None, Some(100))
+                .unwrap_err()
+                .to_string(),
             "--disk 100 MiB is out of range (256 MiB to 16 TiB)"
         );
     }

@@ -127,12 +127,6 @@ impl StoreError {
             == Some(rusqlite::ErrorCode::DatabaseBusy)
     }
 
-    /// Whether the object is still used by another (an image by a VM), which the
-    /// daemon answers with `conflict`.
-    pub fn is_in_use(&self) -> bool {
-        matches!(self, StoreError::ImageInUse { .. })
-    }
-
     /// Whether this is a name clash, which the daemon answers with
     /// `already_exists`.
     pub fn is_name_taken(&self) -> bool {

@@ -16,7 +16,6 @@ mod error;
 mod id;
 mod images;
 mod kernels;
-mod observe;
 mod rows;
 mod schema;
 mod store;
@@ -25,7 +24,6 @@ mod workspaces;
 
 pub use error::StoreError;
 pub use id::new_id;
-pub use observe::{Observer, VmChange};
 pub use schema::{MigrationStatus, SCHEMA_VERSION};
 pub use store::Store;
 pub use vms::ReserveVm;

@@ -17,7 +17,6 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
-    pub(crate) observers: crate::observe::Observers,
 }
 
 impl Store {
@@ -80,7 +79,6 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
-            observers: Default::default(),
         })
     }
 
@@ -88,12 +86,6 @@ impl Store {
     /// modifying it (for `banger doctor` and upgrade checks).
     pub fn check_migrations(path: &Path) -> Result<MigrationStatus, StoreError> {
         schema::check(path)
-    }
-
-    /// Call `o` after every committed change of a VM row's state (creation, state
-    /// transitions, deletion). Only one observer; false if one was already set.
-    pub fn observe_vms(&self, o: crate::observe::Observer) -> bool {
-        self.observers.set(o)
     }
 
     /// The database file this store was opened on.

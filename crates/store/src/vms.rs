@@ -3,7 +3,6 @@
 use crate::error::StoreError;
 use crate::id::new_id;
 use crate::rows::{now, parse_ip, to_sql_int, VmRow, VM_COLUMNS};
-use crate::observe::VmChange;
 use crate::store::Store;
 use banger_model::{Subnet, VmName, VmRecord, VmState, VmmChoice};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -88,12 +87,6 @@ impl Store {
             ],
         )?;
         tx.commit()?;
-        self.observers.emit(VmChange {
-            id: rec.id.clone(),
-            name: rec.name.to_string(),
-            state: Some(rec.state),
-            error: None,
-        });
         Ok(rec)
     }
 
@@ -128,23 +121,13 @@ impl Store {
         state: VmState,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let name: Option<String> = self
-            .conn()
-            .query_row(
-                "UPDATE vms SET state = ?2, error = ?3 WHERE id = ?1 RETURNING name",
-                params![id, state.as_str(), error],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(name) = name else {
+        let n = self.conn().execute(
+            "UPDATE vms SET state = ?2, error = ?3 WHERE id = ?1",
+            params![id, state.as_str(), error],
+        )?;
+        if n == 0 {
             return Err(StoreError::VmIdNotFound(id.to_string()));
-        };
-        self.observers.emit(VmChange {
-            id: id.to_string(),
-            name,
-            state: Some(state),
-            error: error.map(str::to_string),
-        });
+        }
         Ok(())
     }
 
@@ -174,23 +157,10 @@ impl Store {
     /// Forget a VM (its name and IP become free). The caller removes its
     /// directories; [`StoreError::VmIdNotFound`] if it was already gone.
     pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
-        let name: Option<String> = self
-            .conn()
-            .query_row(
-                "DELETE FROM vms WHERE id = ?1 RETURNING name",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(name) = name else {
+        let n = self.conn().execute("DELETE FROM vms WHERE id = ?1", [id])?;
+        if n == 0 {
             return Err(StoreError::VmIdNotFound(id.to_string()));
-        };
-        self.observers.emit(VmChange {
-            id: id.to_string(),
-            name,
-            state: None,
-            error: None,
-        });
+        }
         Ok(())
     }
 

@@ -525,36 +525,3 @@ fn image_blobs_are_recorded_and_forgotten_with_the_image() {
     store.delete_image("img1").unwrap();
     assert_eq!(store.referenced_blobs().unwrap(), [d2, d3]);
 }
-
-#[test]
-fn vm_state_changes_reach_the_observer() {
-    use banger_store::VmChange;
-    use std::sync::{Arc, Mutex};
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&db_in(&dir)).unwrap();
-    let seen: Arc<Mutex<Vec<VmChange>>> = Arc::default();
-    let sink = Arc::clone(&seen);
-    assert!(s.observe_vms(Box::new(move |c| sink.lock().unwrap().push(c.clone()))));
-    assert!(!s.observe_vms(Box::new(|_| {})), "only one observer");
-    s.insert_image(&image("img1", "base"), &[]).unwrap();
-    let vm = s.reserve_vm(reserve("dev", "img1", Subnet::default())).unwrap();
-    s.set_vm_state(&vm.id, VmState::Running, None).unwrap();
-    s.set_vm_state(&vm.id, VmState::Error, Some("boom")).unwrap();
-    assert!(s.set_vm_state("nope", VmState::Running, None).is_err());
-    s.delete_vm(&vm.id).unwrap();
-    let got: Vec<(String, Option<VmState>, Option<String>)> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| (c.name.clone(), c.state, c.error.clone()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            ("dev".into(), Some(VmState::Creating), None),
-            ("dev".into(), Some(VmState::Running), None),
-            ("dev".into(), Some(VmState::Error), Some("boom".into())),
-            ("dev".into(), None, None),
-        ]
-    );
-}

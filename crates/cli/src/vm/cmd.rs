@@ -64,87 +64,18 @@ pub struct ListArgs {
     pub quiet: bool,
 }
 
-/// What `vm wait` waits for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitFor {
-    /// The VM is running (its agent answered).
-    Running,
-    /// The VM is stopped (or failed).
-    Stopped,
-    /// A TCP port listens in the guest.
-    Port(u16),
-    /// A file exists in the guest.
-    File(String),
-}
-
-fn parse_wait_for(s: &str) -> Result<WaitFor, String> {
-    match s {
-        "running" => Ok(WaitFor::Running),
-        "stopped" => Ok(WaitFor::Stopped),
-        _ => {
-            if let Some(p) = s.strip_prefix("port:") {
-                let n: u16 = p
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{p:?} is not a TCP port (1-65535)"))?;
-                return Ok(WaitFor::Port(n));
-            }
-            if let Some(f) = s.strip_prefix("file:") {
-                if !f.starts_with('/') {
-                    return Err(format!("file:{f}: give an absolute guest path"));
-                }
-                return Ok(WaitFor::File(f.to_string()));
-            }
-            Err(format!(
-                "{s:?}: expected running, stopped, port:N or file:/PATH"
-            ))
-        }
-    }
-}
-
-/// A duration like `30s`, `5m`, `1h` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('s') => (&t[..t.len() - 1], 1),
-        Some('m') => (&t[..t.len() - 1], 60),
-        Some('h') => (&t[..t.len() - 1], 3600),
-        Some('d') => (&t[..t.len() - 1], 86400),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 30s, 5m, 2h)"))?;
-    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
-}
-
-/// How `vm run` runs its command(s): once, N times in parallel, or one per command.
+/// `vm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Name the VM (default: generated).
-    #[arg(long, conflicts_with_all = ["parallel", "each"])]
+    #[arg(long)]
     pub name: Option<VmName>,
-    /// Keep the VM(s) after the command exits (see banger vm list).
+    /// Keep the VM after the command exits (see banger vm list).
     #[arg(long)]
     pub keep: bool,
     /// Print how long each start stage took.
     #[arg(long)]
     pub timings: bool,
-    /// With --json: put the command's stdout and stderr into the result (each capped
-    /// at --capture-limit, with a truncation flag).
-    #[arg(long)]
-    pub capture: bool,
-    /// The most bytes of stdout (and of stderr) --capture keeps.
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_capture_limit)]
-    pub capture_limit: u64,
-    /// Run N attempts at once, each in its own VM; with a repository, each attempt's
-    /// changes become branch banger/<run-id>/<i> in it.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub parallel: Option<u16>,
-    /// One attempt per command (shell lines), in parallel, each in its own VM.
-    #[arg(long, value_name = "CMD", num_args = 1.., conflicts_with = "parallel")]
-    pub each: Vec<String>,
     #[command(flatten)]
     pub sizes: Sizes,
     /// A git repository to ship in first; the command then runs in its copy
@@ -155,16 +86,6 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-fn parse_capture_limit(s: &str) -> Result<u64, String> {
-    parse_size_mib(s)
-        .map(|m| m.saturating_mul(1 << 20))
-        .or_else(|_| {
-            s.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{s:?} is not a size (examples: 64K, 1M)"))
-        })
-}
-
 /// `banger vm …`.
 #[derive(Debug, Subcommand)]
 pub enum VmCmd {
@@ -173,13 +94,10 @@ pub enum VmCmd {
     /// Examples:
     ///   banger vm run ./myrepo -- make test
     ///   banger vm run -- uname -a
-    ///   banger vm run --json --capture -- cat /etc/os-release
-    ///   banger vm run ./myrepo --parallel 3 -- ./try-a-fix.sh
-    ///   banger vm run ./myrepo --each 'make test' 'make lint'
+    ///   banger vm run -p 8000:8000 --keep --name web -- python3 -m http.server 8000
     ///
     /// Exit status: the command's; 125 when banger itself failed (including a
-    /// refused command line). With --parallel or --each: 0 when every attempt
-    /// exited 0, 1 otherwise, 125 when banger failed.
+    /// refused command line).
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Create and boot a long-lived VM, optionally shipping a repository into it.
@@ -279,7 +197,6 @@ pub enum VmCmd {
     /// Examples:
     ///   banger vm logs dev -f
     ///   banger vm logs dev -n 20
-    ///   banger vm logs dev --since 5m
     #[command(verbatim_doc_comment)]
     Logs {
         /// VM name.
@@ -291,10 +208,6 @@ pub enum VmCmd {
         /// Print only the last N lines.
         #[arg(short = 'n', long = "lines", value_name = "N")]
         lines: Option<usize>,
-        /// Print only what the guest wrote in the last DURATION (30s, 5m, 2h) of its
-        /// current boot (times come from the kernel's timestamps).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        since: Option<std::time::Duration>,
     },
     /// TCP ports listening in a VM (reach them from the host at the VM's address).
     ///
@@ -333,27 +246,6 @@ pub enum VmCmd {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-    },
-    /// Wait until a VM reaches a state, a port listens or a file exists in it.
-    ///
-    /// Examples:
-    ///   banger vm wait dev --for running
-    ///   banger vm wait dev --for port:8080 --timeout 2m
-    ///   banger vm wait dev --for file:/root/done
-    ///
-    /// Exit status: 0 when the condition holds; 9 (timeout) when --timeout ran out;
-    /// 3 (not_found) when the VM does not exist or is deleted while waiting.
-    #[command(verbatim_doc_comment)]
-    Wait {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
-        /// What to wait for: running, stopped, port:N or file:/PATH.
-        #[arg(long = "for", value_name = "CONDITION", value_parser = parse_wait_for)]
-        condition: WaitFor,
-        /// Give up after this long (30s, 5m) [default: wait forever].
-        #[arg(long, value_parser = parse_duration)]
-        timeout: Option<std::time::Duration>,
     },
     /// Run a command in a VM's workspace (the repository shipped into it).
     ///
@@ -450,27 +342,6 @@ pub enum WorkspaceCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wait_conditions_parse() {
-        assert_eq!(parse_wait_for("running"), Ok(WaitFor::Running));
-        assert_eq!(parse_wait_for("port:8080"), Ok(WaitFor::Port(8080)));
-        assert_eq!(
-            parse_wait_for("file:/root/x"),
-            Ok(WaitFor::File("/root/x".into()))
-        );
-        assert!(parse_wait_for("port:0").is_err());
-        assert!(parse_wait_for("file:rel").is_err());
-        assert!(parse_wait_for("ready").is_err());
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
-        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
-        assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn flags_use_the_one_size_check() {

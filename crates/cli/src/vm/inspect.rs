@@ -18,7 +18,11 @@ pub fn print_vm(v: &VmInfo) {
         ("disk", format_mib(v.disk_mib)),
         (
             "created",
-            format!("{} ({})", ui::timestamp(v.created_at), ui::ago(v.created_at)),
+            format!(
+                "{} ({})",
+                ui::timestamp(v.created_at),
+                ui::ago(v.created_at)
+            ),
         ),
     ];
     if let Some(s) = v.started_at {

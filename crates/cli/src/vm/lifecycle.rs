@@ -2,8 +2,8 @@
 //! several names apply to each in turn; one failure does not stop the others, and in
 //! JSON mode they print an array of the resulting records.
 
-use super::{confirm, Outcomes};
 use super::inspect::print_vm;
+use super::{confirm, Outcomes};
 use crate::errors::{fail, Class};
 use crate::{output, ui};
 use banger_model::VmState;

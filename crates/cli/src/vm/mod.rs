@@ -1,17 +1,14 @@
 //! `banger vm …`: the clap definitions ([`cmd`]) and one module per group of
-//! commands: [`run`] (create, and run-then-delete), [`parallel`] (attempts as
-//! branches), [`lifecycle`] (start, stop, restart, kill, set, delete, prune),
-//! [`inspect`] (list, show, logs, ports, stats), [`wait`] and [`shell`] (ssh, exec,
-//! workspaces).
+//! commands: [`run`] (create, and run-then-delete), [`lifecycle`] (start, stop,
+//! restart, kill, set, delete, prune), [`inspect`] (list, show, ports, stats),
+//! [`console`] (logs), [`shell`] (ssh, exec, workspaces) and [`cp`].
 
 mod cmd;
 mod console;
 mod inspect;
 mod lifecycle;
-mod parallel;
 mod run;
 mod shell;
-mod wait;
 
 pub use cmd::{ListArgs, VmCmd};
 pub use console::strip_escapes;
@@ -27,7 +24,6 @@ pub const EXIT_BANGER_FAILED: u8 = 125;
 /// Run one `vm` subcommand.
 pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        VmCmd::Run(a) if a.parallel.is_some() || !a.each.is_empty() => parallel::run(c, a).await,
         VmCmd::Run(a) => run::run(c, a).await,
         VmCmd::Create {
             name,
@@ -52,17 +48,11 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             name,
             follow,
             lines,
-            since,
-        } => console::logs(c, name, follow, lines, since).await,
+        } => console::logs(c, name, follow, lines).await,
         VmCmd::Ports { name } => inspect::ports(c, name).await,
         VmCmd::Stats { name } => inspect::stats(c, name).await,
         VmCmd::List(a) => inspect::list(c, a).await,
         VmCmd::Show { name } => inspect::show(c, name).await,
-        VmCmd::Wait {
-            name,
-            condition,
-            timeout,
-        } => wait::wait(c, &name, condition, timeout).await,
         VmCmd::Exec {
             name,
             auto_prepare,
@@ -92,20 +82,20 @@ fn exit_code(code: i32) -> ExitCode {
 /// Collects the outcome of a verb applied to several names: failures are printed as
 /// they happen and the exit status is the first failure's class.
 #[derive(Default)]
-struct Outcomes {
+pub struct Outcomes {
     first_failure: Option<ExitCode>,
 }
 
 impl Outcomes {
     /// Record a failure (printed now).
-    fn failed(&mut self, e: &anyhow::Error) {
+    pub fn failed(&mut self, e: &anyhow::Error) {
         crate::errors::print(e);
         self.first_failure
             .get_or_insert(ExitCode::from(crate::errors::classify(e).exit_code()));
     }
 
     /// The exit status.
-    fn code(&self) -> ExitCode {
+    pub fn code(&self) -> ExitCode {
         self.first_failure.unwrap_or(ExitCode::SUCCESS)
     }
 }

@@ -1,9 +1,9 @@
 //! `vm create` and `vm run` (create, ship the repository, run, delete).
 
-use super::cmd::Sizes;
+use super::cmd::{RunArgs, Sizes};
 use super::shell::{run_ssh, ssh_info};
 use super::EXIT_BANGER_FAILED;
-use crate::{daemon, ssh, ui, workspace};
+use crate::{daemon, output, ssh, ui, workspace};
 use banger_model::{Layout, VmName};
 use banger_rpc::{
     Client, ClientError, ErrorCode, VmCreate, VmCreateParams, VmDelete, VmDeleteParams, VmInfo,
@@ -49,24 +49,42 @@ async fn create(
     Ok(info)
 }
 
-/// `banger vm create`.
+/// `banger vm create`: with a repository, it is shipped in once the VM runs (as
+/// `vm workspace prepare` does), so `vm exec` then runs in it.
 pub async fn create_cmd(
     c: &mut Client,
     name: VmName,
+    path: Option<PathBuf>,
     timings: bool,
     no_start: bool,
     sizes: Sizes,
 ) -> anyhow::Result<ExitCode> {
+    // Refuse a bad repository before booting anything.
+    if let Some(p) = &path {
+        banger_workspace::inspect(p)?;
+    }
     let mut p = create_params(Some(name), sizes);
     p.no_start = no_start;
-    let info = create(c, &p, timings, None).await?;
-    if no_start {
-        println!(
-            "{} is created (stopped); start it with banger vm start {}",
-            info.name, info.name
-        );
+    let mut info = create(c, &p, timings, None).await?;
+    if let Some(path) = &path {
+        let ssh = ssh_info(c, info.name.as_str()).await?;
+        workspace::prepare(c, info.name.as_str(), &ssh, path, None).await?;
+        info = c
+            .call::<banger_rpc::VmShow>(
+                &banger_rpc::VmNameParams {
+                    name: info.name.to_string(),
+                },
+                |_| {},
+            )
+            .await?;
+    }
+    if output::json() {
+        output::print_json(&info)?;
+    } else if no_start {
+        println!("{} is created (stopped)", info.name);
+        output::hint(format!("next: banger vm start {}", info.name));
     } else {
-        println!("{} is running at {}", info.name, info.ip);
+        super::lifecycle::print_running(&info);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -92,15 +110,15 @@ async fn run_in_new_vm(
 
 /// `banger vm run`: create, run, delete (unless `keep`). The exit status is the
 /// command's, or [`EXIT_BANGER_FAILED`] when banger failed.
-pub async fn run(
-    c: &mut Client,
-    name: Option<VmName>,
-    keep: bool,
-    timings: bool,
-    sizes: Sizes,
-    path: Option<PathBuf>,
-    command: Vec<String>,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs {
+        name,
+        keep,
+        timings,
+        sizes,
+        path,
+        command,
+    } = a;
     // Refuse a bad repository before booting anything.
     if let Some(p) = &path {
         banger_workspace::inspect(p)?;
@@ -115,7 +133,10 @@ pub async fn run(
     let create_op = new_op_id();
     let created = tokio::select! {
         r = create(c, &p, timings, Some(&create_op)) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while creating VM {name}")),
+        _ = tokio::signal::ctrl_c() => Err(crate::errors::fail(
+            crate::errors::Class::Interrupted,
+            format!("interrupted while creating VM {name}; it is deleted"),
+        )),
     };
     let result = match created {
         Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command).await,
@@ -136,7 +157,7 @@ pub async fn run(
             .await;
         if let Err(e) = del {
             if !matches!(&e, ClientError::Rpc(r) if r.code == ErrorCode::NotFound) {
-                ui::print_error(&anyhow::Error::new(e).context(format!("deleting VM {name}")));
+                crate::errors::print(&anyhow::Error::new(e).context(format!("deleting VM {name}")));
             }
         }
     }

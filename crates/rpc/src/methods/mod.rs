@@ -11,13 +11,11 @@
 //! and the catalog), [`kernel`].
 
 pub mod daemon;
-pub mod events;
 pub mod image;
 pub mod kernel;
 pub mod vm;
 
 pub use daemon::*;
-pub use events::*;
 pub use image::*;
 pub use kernel::*;
 pub use vm::*;
@@ -74,7 +72,6 @@ pub const METHODS: &[&str] = &[
     Ping::NAME,
     VmCreate::NAME,
     VmDelete::NAME,
-    VmEvents::NAME,
     VmKill::NAME,
     VmList::NAME,
     VmLogs::NAME,
@@ -137,7 +134,6 @@ mod tests {
                 "ping",
                 "vm.create",
                 "vm.delete",
-                "vm.events",
                 "vm.kill",
                 "vm.list",
                 "vm.logs",
