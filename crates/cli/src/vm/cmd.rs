@@ -247,13 +247,16 @@ pub enum VmCmd {
         #[arg(add = complete::vms())]
         name: String,
     },
-    /// Run a command in a VM's workspace (the repository shipped into it).
+    /// Run a command in a running VM: in its workspace (the repository shipped into
+    /// it) when it has one, else in /root.
     ///
-    /// Example:
+    /// Examples:
     ///   banger vm exec dev -- cargo test
+    ///   banger vm exec dev -- uname -a
     ///
-    /// Exit status: the command's. Warns when the host repository moved since it was
-    /// shipped.
+    /// Warns when the host repository moved since it was shipped.
+    ///
+    /// Exit status: the command's; 255 when the connection failed.
     #[command(verbatim_doc_comment)]
     Exec {
         /// VM name.
@@ -265,6 +268,20 @@ pub enum VmCmd {
         /// Command to run in the workspace; a shell there when omitted.
         #[arg(last = true)]
         command: Vec<String>,
+    },
+    /// Copy files or directories between the host and a running VM (one side is
+    /// NAME:PATH; a relative guest path is under /root). Modes are kept.
+    ///
+    /// Examples:
+    ///   banger vm cp ./build dev:/root/
+    ///   banger vm cp dev:/root/out/report.html .
+    ///   banger vm cp dev:/var/log ./guest-logs
+    #[command(verbatim_doc_comment)]
+    Cp {
+        /// What to copy: a host path or NAME:PATH.
+        src: String,
+        /// Where to: a host path or NAME:PATH (into it when it is a directory).
+        dest: String,
     },
     /// Ship a repository into a VM and bring changes back.
     #[command(subcommand)]

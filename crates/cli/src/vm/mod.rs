@@ -5,6 +5,7 @@
 
 mod cmd;
 mod console;
+mod cp;
 mod inspect;
 mod lifecycle;
 mod run;
@@ -59,6 +60,7 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             command,
         } => shell::exec(c, &name, auto_prepare, &command).await,
         VmCmd::Workspace(w) => shell::workspace(c, w).await,
+        VmCmd::Cp { src, dest } => cp::cp(c, src, dest).await,
         VmCmd::Ssh { name, command } => shell::ssh(c, &name, &command).await,
     }
 }
