@@ -113,14 +113,6 @@ impl Spinner {
         self.last = Some(p.stage.clone());
     }
 
-    /// A stage the CLI itself reached (shipping the repository, running).
-    pub fn stage(&mut self, stage: &str) {
-        self.update(&Progress {
-            stage: stage.to_string(),
-            detail: None,
-            elapsed_ms: 0,
-        });
-    }
 
     /// A note the user must see (not progress): printed above the spinner, or as
     /// a line on stderr in text mode.

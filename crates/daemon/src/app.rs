@@ -75,6 +75,8 @@ pub struct App {
     pub nat_ready: std::sync::atomic::AtomicBool,
     /// Long calls in flight, for `banger operations`.
     pub ops: Operations,
+    /// Listeners of published ports, per running VM.
+    pub forwards: crate::vm::forward::Forwards,
 }
 
 impl App {
@@ -102,6 +104,7 @@ impl App {
             blob_cache: tokio::sync::RwLock::new(()),
             nat_ready: std::sync::atomic::AtomicBool::new(false),
             ops: Operations::default(),
+            forwards: Default::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! sibling modules).
 
 use crate::complete;
-use banger_model::{parse_size_mib, VmName, VmmChoice};
+use banger_model::{parse_size_mib, PortForward, VmName, VmmChoice};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +26,10 @@ pub struct Sizes {
     /// or firecracker [default: BANGER_VMM, else auto].
     #[arg(long, value_parser = vmm_parser())]
     pub vmm: Option<VmmChoice>,
+    /// Publish a guest TCP port on the host: [HOST_IP:]HOST_PORT:GUEST_PORT, on
+    /// 127.0.0.1 unless HOST_IP is given (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST:GUEST")]
+    pub publish: Vec<PortForward>,
 }
 
 /// `--vmm`: its values are known to clap, so shells complete them.
@@ -209,7 +213,8 @@ pub enum VmCmd {
         #[arg(short = 'n', long = "lines", value_name = "N")]
         lines: Option<usize>,
     },
-    /// TCP ports listening in a VM (reach them from the host at the VM's address).
+    /// TCP ports listening in a VM (reach them from the host at the VM's address),
+    /// and the host ports published to it.
     ///
     /// Example:
     ///   banger vm ports dev
@@ -218,6 +223,25 @@ pub enum VmCmd {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
+    },
+    /// Publish a guest TCP port on the host (relayed while the VM runs), or withdraw
+    /// one with --remove.
+    ///
+    /// Examples:
+    ///   banger vm port-forward dev 8000:8000      (then: curl http://127.0.0.1:8000)
+    ///   banger vm port-forward dev 0.0.0.0:8080:80
+    ///   banger vm port-forward dev 8000:8000 --remove
+    #[command(verbatim_doc_comment)]
+    PortForward {
+        /// VM name.
+        #[arg(add = complete::vms())]
+        name: String,
+        /// [HOST_IP:]HOST_PORT:GUEST_PORT (host address 127.0.0.1 unless given).
+        #[arg(value_name = "[HOST_IP:]HOST:GUEST")]
+        mapping: PortForward,
+        /// Withdraw the mapping instead.
+        #[arg(long)]
+        remove: bool,
     },
     /// CPU, memory and disk use of a VM (measured on the host).
     ///

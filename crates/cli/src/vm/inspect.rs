@@ -2,8 +2,11 @@
 
 use super::cmd::ListArgs;
 use crate::{output, ui};
-use banger_model::{format_bytes, format_mib};
-use banger_rpc::{Client, NoParams, VmInfo, VmList, VmNameParams, VmPorts, VmShow, VmStats};
+use banger_model::{format_bytes, format_mib, PortForward};
+use banger_rpc::{
+    Client, NoParams, PortForwardParams, VmInfo, VmList, VmNameParams, VmPortForward, VmPorts,
+    VmShow, VmStats,
+};
 use std::process::ExitCode;
 
 /// One VM, field per line, name first (`vm show`, `vm set`).
@@ -50,6 +53,9 @@ pub fn print_vm(v: &VmInfo) {
         "pid",
         v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
     ));
+    if !v.ports.is_empty() {
+        rows.push(("ports", ports_text(&v.ports)));
+    }
     if let Some(w) = &v.workspace {
         rows.push((
             "workspace",
@@ -100,6 +106,7 @@ pub async fn list(c: &mut Client, a: ListArgs) -> anyhow::Result<ExitCode> {
             "MEMORY",
             "DISK",
             "CREATED",
+            "PORTS",
             "WORKSPACE",
         ]);
         for v in vms {
@@ -112,6 +119,11 @@ pub async fn list(c: &mut Client, a: ListArgs) -> anyhow::Result<ExitCode> {
                 format_mib(v.memory_mib),
                 format_mib(v.disk_mib),
                 ui::ago(v.created_at),
+                if v.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    ports_text(&v.ports)
+                },
                 v.workspace
                     .as_ref()
                     .map(|w| format!("{} ({})", w.guest_path, &w.head[..w.head.len().min(8)]))
@@ -128,20 +140,76 @@ pub async fn show(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
     output::render(&v, print_vm)
 }
 
-/// `banger vm ports`.
+/// Published ports as `docker ps` shows them.
+fn ports_text(ports: &[PortForward]) -> String {
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `banger vm ports`: what listens in the guest, and where each is reachable from
+/// the host (its published host port too, if any).
 pub async fn ports(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
     let p = c.call::<VmPorts>(&VmNameParams { name }, |_| {}).await?;
     output::render(&p, |p| {
-        if p.ports.is_empty() {
+        if p.ports.is_empty() && p.forwards.is_empty() {
             anstream::eprintln!("nothing listens on TCP in {}", p.name);
             return;
         }
-        let mut t = ui::table(&["PORT", "REACH IT AT"]);
-        for port in &p.ports {
-            t.add_row(vec![port.to_string(), format!("{}:{port}", p.ip)]);
+        let mut t = ui::table(&["PORT", "LISTENING", "REACH IT AT"]);
+        let mut guest: Vec<u16> = p.ports.clone();
+        guest.extend(p.forwards.iter().map(|f| f.guest_port));
+        guest.sort_unstable();
+        guest.dedup();
+        for port in guest {
+            let mut at = vec![format!("{}:{port}", p.ip)];
+            at.extend(
+                p.forwards
+                    .iter()
+                    .filter(|f| f.guest_port == port)
+                    .map(|f| format!("{}:{}", f.host_ip, f.host_port)),
+            );
+            let listening = if p.ports.contains(&port) { "yes" } else { "no" };
+            t.add_row(vec![port.to_string(), listening.into(), at.join(", ")]);
         }
         ui::print_table(&t);
     })
+}
+
+/// `banger vm port-forward NAME MAPPING [--remove]`.
+pub async fn port_forward(
+    c: &mut Client,
+    name: String,
+    forward: PortForward,
+    remove: bool,
+) -> anyhow::Result<ExitCode> {
+    let v = c
+        .call::<VmPortForward>(
+            &PortForwardParams {
+                name,
+                forward,
+                remove,
+            },
+            |_| {},
+        )
+        .await?;
+    if output::json() {
+        return output::render(&v, |_| {});
+    }
+    let (verb, when) = if remove {
+        ("withdrew", String::new())
+    } else if v.state == banger_model::VmState::Running {
+        ("published", String::new())
+    } else {
+        ("published", format!(" (listening once {} runs)", v.name))
+    };
+    println!(
+        "{verb} {}:{} -> {}:{}{when}",
+        forward.host_ip, forward.host_port, v.name, forward.guest_port
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `banger vm stats`.

@@ -51,6 +51,11 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             lines,
         } => console::logs(c, name, follow, lines).await,
         VmCmd::Ports { name } => inspect::ports(c, name).await,
+        VmCmd::PortForward {
+            name,
+            mapping,
+            remove,
+        } => inspect::port_forward(c, name, mapping, remove).await,
         VmCmd::Stats { name } => inspect::stats(c, name).await,
         VmCmd::List(a) => inspect::list(c, a).await,
         VmCmd::Show { name } => inspect::show(c, name).await,

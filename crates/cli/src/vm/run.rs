@@ -20,6 +20,7 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
         disk_mib: s.disk,
         no_start: false,
         vmm: s.vmm,
+        ports: s.publish,
     }
 }
 

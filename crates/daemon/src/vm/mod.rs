@@ -24,6 +24,7 @@ pub mod boot_record;
 pub mod create;
 pub mod delete;
 pub mod disks;
+pub mod forward;
 pub mod guest;
 pub mod query;
 pub mod reconcile;

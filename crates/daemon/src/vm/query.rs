@@ -24,6 +24,7 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
         }
     }
     super::boot_record::fill(app, &mut info);
+    info.ports = super::forward::load(app, &rec.id);
     info
 }
 
@@ -110,6 +111,7 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
         name: rec.name.to_string(),
         ip: rec.ip,
         ports,
+        forwards: super::forward::load(app, &rec.id),
     })
 }
 
