@@ -14,7 +14,7 @@ use std::time::Duration;
 pub enum DaemonCmd {
     /// Show whether bangerd runs, its pid, version, socket and log (does not start it).
     ///
-    /// Exit status: 0 when it runs, 7 (daemon_unavailable) when it does not.
+    /// Exit status: 0 when it runs, 1 when it does not.
     #[command(verbatim_doc_comment)]
     Status,
     /// Start bangerd in the background if it is not running (commands start it when
@@ -66,14 +66,16 @@ async fn status_now(layout: &Layout) -> DaemonStatus {
     }
 }
 
+/// The first line keeps the shape scripts (and banger's own tests) parse:
+/// `bangerd VERSION running, pid N, socket PATH`.
 fn print_status(s: &DaemonStatus) {
     match (s.running, s.pid, &s.version) {
         (true, Some(pid), Some(v)) => {
-            println!("bangerd {v} is running, pid {pid}");
+            println!("bangerd {v} running, pid {pid}, socket {}", s.socket);
         }
-        _ => println!("bangerd is not running"),
+        _ => println!("bangerd is not running (socket {})", s.socket),
     }
-    println!("socket: {}\nlog:    {}", s.socket, s.log);
+    println!("log: {}", s.log);
 }
 
 /// Run one `banger daemon` command.

@@ -1,11 +1,9 @@
 //! Every failure's class, exit status and rendering, in one place.
 //!
-//! A class is what a script branches on; the table below is the contract
-//! (docs/cli.md repeats it): the exit status of every command except `vm run` (and
-//! the commands that pass on a guest command's status) is the class's; `vm run` keeps
-//! Docker's convention and exits 125 for any banger failure, its JSON error still
-//! naming the class. In JSON mode an error is one object on stderr:
-//! `{"error":{"code","message","op_id","hint"}}`.
+//! A class is what a script branches on (the JSON error's `code`); the exit status
+//! stays Docker's: 1 for a failure, 2 for a refused command line, 130 for Ctrl-C,
+//! and `vm run` exits 125 for any banger failure (docs/cli.md). In JSON mode an
+//! error is one object on stderr: `{"error":{"code","message","op_id","hint"}}`.
 
 use anstyle::{AnsiColor, Style};
 use banger_model::Layout;
@@ -53,18 +51,14 @@ impl Class {
         Class::Interrupted,
     ];
 
-    /// The exit status of a command failing with this class.
+    /// The exit status of a command failing with this class: 2 for a refused
+    /// command line, 130 for Ctrl-C, 1 for everything else, as `docker` and `limactl`
+    /// do (the class itself is in the message and in the JSON error's `code`).
     pub fn exit_code(self) -> u8 {
         match self {
-            Class::Failed => 1,
             Class::Usage => 2,
-            Class::NotFound => 3,
-            Class::AlreadyExists => 4,
-            Class::Invalid => 5,
-            Class::Conflict => 6,
-            Class::DaemonUnavailable => 7,
-            Class::Unauthorized => 8,
             Class::Interrupted => 130,
+            _ => 1,
         }
     }
 }
@@ -223,9 +217,9 @@ mod tests {
     use banger_rpc::RpcError;
 
     #[test]
-    fn exit_codes_are_distinct_and_stable() {
+    fn exit_codes_are_dockers() {
         let codes: Vec<u8> = Class::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 8, 130]);
+        assert_eq!(codes, [1, 2, 1, 1, 1, 1, 1, 1, 130]);
         assert_eq!(
             serde_json::to_value(Class::DaemonUnavailable).unwrap(),
             "daemon_unavailable"

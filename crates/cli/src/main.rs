@@ -29,18 +29,13 @@ use vm::VmCmd;
 
 /// The exit-status table printed under `banger --help` (docs/cli.md has it too).
 const EXIT_STATUS_HELP: &str = "\
-Exit status (every command; `vm run`, `vm exec` and `vm ssh` pass on the command's own):
+Exit status:
   0    success
-  1    failed: the operation was tried and failed
-  2    usage: the command line was refused
-  3    not_found: no such VM, image, kernel or catalog entry
-  4    already_exists: the name is taken
-  5    invalid: the request was refused as invalid (sizes, names, paths)
-  6    conflict: not possible in the current state (e.g. the VM is stopped)
-  7    daemon_unavailable: bangerd cannot be reached or started
-  8    unauthorized: this user may not use that daemon
+  1    banger failed (the message says what failed and what to do next)
+  2    the command line was refused
   130  interrupted (Ctrl-C)
-  125  any banger failure in `vm run` (the command's own status otherwise)
+  vm run, vm exec, vm ssh: the command's own status; vm run exits 125 when banger
+  itself failed (including a refused command line), like docker run.
 
 Output: --json (or BANGER_OUTPUT=json) prints results as JSON on stdout and errors as
 {\"error\":{\"code\",\"message\",\"op_id\",\"hint\"}} on stderr; progress goes to stderr only.";

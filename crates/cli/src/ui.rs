@@ -113,7 +113,6 @@ impl Spinner {
         self.last = Some(p.stage.clone());
     }
 
-
     /// A note the user must see (not progress): printed above the spinner, or as
     /// a line on stderr in text mode.
     pub fn note(&self, line: &str) {
