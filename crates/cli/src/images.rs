@@ -50,6 +50,7 @@ pub enum ImageCmd {
     /// Examples:
     ///   banger image pull debian-bookworm
     ///   banger image pull localhost:5000/team/devbox:latest --kernel debian-bookworm
+    #[command(verbatim_doc_comment)]
     Pull {
         /// Catalog name, or OCI reference (registry/repository:tag or @digest).
         #[arg(add = crate::complete::catalog_images())]
@@ -69,6 +70,7 @@ pub enum ImageCmd {
     /// Examples:
     ///   banger image register devbox --rootfs ./rootfs.ext4
     ///   banger image register devbox --rootfs ./rootfs.tar.zst --kernel-file ./vmlinuz --modules ./modules
+    #[command(verbatim_doc_comment)]
     Register {
         /// New image name.
         name: String,

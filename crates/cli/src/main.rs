@@ -276,6 +276,44 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Examples are separate, verbatim lines (they used to run together into one
+    /// paragraph), and commands with their own exit statuses say so.
+    #[test]
+    fn help_keeps_examples_on_their_own_lines() {
+        for (path, example) in [
+            (&["vm", "run"][..], "  banger vm run ./myrepo -- make test"),
+            (&["vm", "exec"][..], "  banger vm exec dev -- cargo test"),
+            (&["vm", "cp"][..], "  banger vm cp ./build dev:/root/"),
+            (
+                &["image", "pull"][..],
+                "  banger image pull debian-bookworm",
+            ),
+            (
+                &["image", "register"][..],
+                "  banger image register devbox --rootfs ./rootfs.ext4",
+            ),
+        ] {
+            let mut cmd = Cli::command();
+            let mut sub = &mut cmd;
+            for p in path {
+                sub = sub.find_subcommand_mut(p).unwrap();
+            }
+            let help = sub.render_long_help().to_string();
+            assert!(help.lines().any(|l| l == example), "{path:?}: {help}");
+        }
+        let mut cmd = Cli::command();
+        let run = cmd
+            .find_subcommand_mut("vm")
+            .unwrap()
+            .find_subcommand_mut("run")
+            .unwrap();
+        assert!(run.render_long_help().to_string().contains("Exit status"));
+        assert!(Cli::command()
+            .render_long_help()
+            .to_string()
+            .contains("130"));
+    }
+
     #[test]
     fn vm_run_is_recognised_before_parsing() {
         let a = |s: &[&str]| -> Vec<std::ffi::OsString> { s.iter().map(|x| x.into()).collect() };

@@ -32,6 +32,16 @@ async fn create(
     timings: bool,
     op_id: Option<&str>,
 ) -> anyhow::Result<VmInfo> {
+    if let (Some(want), Some(host)) = (p.memory_mib, host_memory_mib()) {
+        if want > host {
+            output::hint(format!(
+                "warning: --memory {} is more than this host has ({}); the guest can be \
+                 killed when it uses it",
+                banger_model::format_mib(want),
+                banger_model::format_mib(host)
+            ));
+        }
+    }
     let label = p.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
     let mut sp = ui::Spinner::new(&format!("creating VM {label}"));
     let r = match op_id {
@@ -178,4 +188,36 @@ fn generated_name() -> anyhow::Result<VmName> {
     use rand::Rng;
     let n: u32 = rand::rng().random_range(0..0x10000);
     Ok(VmName::parse(&format!("run-{n:04x}"))?)
+}
+
+/// The host's memory (`MemTotal` of /proc/meminfo), MiB.
+fn host_memory_mib() -> Option<u64> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open("/proc/meminfo")
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut s)
+        .ok()?;
+    mem_total_mib(&s)
+}
+
+fn mem_total_mib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_hosts_memory() {
+        assert_eq!(
+            mem_total_mib("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24000)
+        );
+        assert_eq!(mem_total_mib("garbage"), None);
+    }
 }
