@@ -25,9 +25,6 @@ pub enum Class {
     AlreadyExists,
     /// The request was understood but refused as invalid (sizes, paths, names).
     Invalid,
-    /// Not possible in the object's current state (a stopped VM asked to exec, a
-    /// running VM asked to resize).
-    Conflict,
     /// bangerd cannot be reached or started, or speaks another protocol version.
     DaemonUnavailable,
     /// This user may not use that daemon.
@@ -39,13 +36,12 @@ pub enum Class {
 impl Class {
     /// Every class, in table order (docs and tests walk it).
     #[cfg(test)]
-    pub const ALL: [Class; 9] = [
+    pub const ALL: [Class; 8] = [
         Class::Failed,
         Class::Usage,
         Class::NotFound,
         Class::AlreadyExists,
         Class::Invalid,
-        Class::Conflict,
         Class::DaemonUnavailable,
         Class::Unauthorized,
         Class::Interrupted,
@@ -114,7 +110,6 @@ pub fn classify(e: &anyhow::Error) -> Class {
                     ErrorCode::NotFound => Class::NotFound,
                     ErrorCode::AlreadyExists => Class::AlreadyExists,
                     ErrorCode::BadRequest => Class::Invalid,
-                    ErrorCode::Conflict => Class::Conflict,
                     ErrorCode::Unauthorized => Class::Unauthorized,
                     ErrorCode::BadVersion | ErrorCode::UnknownMethod => Class::DaemonUnavailable,
                     ErrorCode::OperationFailed => Class::Failed,
@@ -219,7 +214,7 @@ mod tests {
     #[test]
     fn exit_codes_are_dockers() {
         let codes: Vec<u8> = Class::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [1, 2, 1, 1, 1, 1, 1, 1, 130]);
+        assert_eq!(codes, [1, 2, 1, 1, 1, 1, 1, 130]);
         assert_eq!(
             serde_json::to_value(Class::DaemonUnavailable).unwrap(),
             "daemon_unavailable"
@@ -236,11 +231,6 @@ mod tests {
         let b = body(&e);
         assert_eq!(b.op_id.as_deref(), Some("op-1"));
         assert_eq!(b.message, "showing x: no VM named x");
-        let e = anyhow::Error::new(ClientError::Rpc(RpcError::new(
-            ErrorCode::Conflict,
-            "VM x is stopped",
-        )));
-        assert_eq!(classify(&e), Class::Conflict);
         assert_eq!(classify(&fail(Class::Usage, "u")), Class::Usage);
         assert_eq!(classify(&anyhow::anyhow!("plain")), Class::Failed);
     }

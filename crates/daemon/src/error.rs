@@ -24,10 +24,6 @@ pub enum DaemonError {
     /// what to change.
     #[error("{0}")]
     BadRequest(String),
-    /// Not possible in the object's current state (the message says which state and
-    /// the command that changes it).
-    #[error("{0}")]
-    Conflict(String),
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -110,7 +106,6 @@ impl DaemonError {
         match self {
             DaemonError::BadRequest(_) => ErrorCode::BadRequest,
             DaemonError::NotFound(_) => ErrorCode::NotFound,
-            DaemonError::Conflict(_) => ErrorCode::Conflict,
             DaemonError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             DaemonError::Store(e) if e.is_not_found() => ErrorCode::NotFound,
             DaemonError::Store(e) if e.is_name_taken() => ErrorCode::AlreadyExists,

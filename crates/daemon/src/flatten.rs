@@ -258,7 +258,7 @@ pub async fn promote(
     let _vm = lock.lock().await;
     let rec = app.db(|s| s.get_vm_by_name(&p.vm))?;
     if rec.state != VmState::Stopped {
-        return Err(DaemonError::Conflict(format!(
+        return Err(DaemonError::BadRequest(format!(
             "VM {} is {}; stop it first (banger vm stop {}) so its disks are consistent",
             p.vm,
             rec.state.as_str(),

@@ -23,9 +23,6 @@ pub enum ErrorCode {
     UnknownMethod,
     /// The request was valid but carrying it out failed.
     OperationFailed,
-    /// Not possible in the object's current state (a stopped VM asked to exec, a
-    /// running VM asked to resize or delete without force).
-    Conflict,
 }
 
 impl ErrorCode {
@@ -39,7 +36,6 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnknownMethod => "unknown_method",
             ErrorCode::OperationFailed => "operation_failed",
-            ErrorCode::Conflict => "conflict",
         }
     }
 }
@@ -90,11 +86,6 @@ impl RpcError {
         Self::new(ErrorCode::BadRequest, message)
     }
 
-    /// `conflict` with `message`.
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Conflict, message)
-    }
-
     /// `operation_failed` with `message`.
     pub fn operation_failed(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::OperationFailed, message)
@@ -128,7 +119,6 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::UnknownMethod,
             ErrorCode::OperationFailed,
-            ErrorCode::Conflict,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }

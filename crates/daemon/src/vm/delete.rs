@@ -22,7 +22,7 @@ pub async fn delete(app: &App, p: VmDeleteParams) -> Result<()> {
         }
     }
     if !p.force && rec.state == VmState::Running {
-        return Err(DaemonError::Conflict(format!(
+        return Err(DaemonError::BadRequest(format!(
             "VM {name} is running; stop it first (banger vm stop {name}) or delete it anyway with banger vm delete -f {name}"
         )));
     }

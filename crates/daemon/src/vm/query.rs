@@ -45,7 +45,7 @@ pub fn show(app: &App, name: &str) -> Result<VmInfo> {
 /// The one "VM is not running" error: every verb that needs a running VM says the
 /// same thing and names the same next command.
 pub(crate) fn not_running(name: &str, state: VmState) -> DaemonError {
-    DaemonError::Conflict(format!(
+    DaemonError::BadRequest(format!(
         "VM {name} is {}, not running (start it with banger vm start {name})",
         state.as_str()
     ))

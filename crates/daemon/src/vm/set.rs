@@ -12,7 +12,7 @@ pub async fn set(app: &App, p: VmSetParams) -> Result<VmInfo> {
     let _guard = lock.lock().await;
     let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
     if !matches!(rec.state, VmState::Stopped | VmState::Error) {
-        return Err(DaemonError::Conflict(format!(
+        return Err(DaemonError::BadRequest(format!(
             "VM {} is {}; stop it first (banger vm stop {})",
             rec.name,
             rec.state.as_str(),
