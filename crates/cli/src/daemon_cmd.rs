@@ -96,7 +96,7 @@ pub async fn run(layout: &Layout, cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
         }
         DaemonCmd::Stop => {
             stop(layout).await?;
-            output::render(&status_now(layout).await, print_status)
+            output::render(&status_now(layout).await, |_| {})
         }
         DaemonCmd::Restart => {
             stop(layout).await?;
@@ -110,9 +110,9 @@ pub async fn run(layout: &Layout, cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
 async fn stop(layout: &Layout) -> anyhow::Result<()> {
     if let Some(ping) = daemon::ping_running(layout).await {
         daemon::stop(layout, ping.pid).await?;
-        output::hint(format!("bangerd stopped (pid {})", ping.pid));
+        output::say(format!("bangerd stopped (pid {})", ping.pid));
     } else {
-        output::hint("bangerd was not running");
+        output::say("bangerd was not running");
     }
     Ok(())
 }
@@ -162,7 +162,10 @@ async fn logs(layout: &Layout, follow: bool, lines: usize) -> anyhow::Result<Exi
     if shown.is_empty() && !follow {
         output::hint(format!("the daemon log {} is empty", path.display()));
     }
-    while follow {
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = tokio::signal::ctrl_c() => break,

@@ -256,7 +256,12 @@ async fn from_guest(info: SshInfo, path: String, to: PathBuf) -> anyhow::Result<
 /// the bytes read.
 fn unpack(r: impl Read, dir: &Path, name: &str) -> anyhow::Result<u64> {
     let mut counted = CountingReader { inner: r, n: 0 };
-    let mut a = tar::Archive::new(&mut counted);
+    unpack_from(&mut counted, dir, name)?;
+    Ok(counted.n)
+}
+
+fn unpack_from(r: impl Read, dir: &Path, name: &str) -> anyhow::Result<()> {
+    let mut a = tar::Archive::new(r);
     a.set_preserve_permissions(true);
     a.set_preserve_mtime(true);
     a.set_unpack_xattrs(false);
@@ -290,8 +295,7 @@ fn unpack(r: impl Read, dir: &Path, name: &str) -> anyhow::Result<u64> {
             );
         }
     }
-    drop(a);
-    Ok(counted.n)
+    Ok(())
 }
 
 fn ui_path(p: &Path) -> String {

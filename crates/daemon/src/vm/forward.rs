@@ -28,19 +28,29 @@ pub const MAX_PER_VM: usize = 64;
 /// How long a relayed connection waits for the guest to accept.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One published port being listened on.
+struct Listening {
+    forward: PortForward,
+    guest_ip: Ipv4Addr,
+    task: tokio::task::AbortHandle,
+}
+
 /// The listeners of running VMs, by VM name.
 #[derive(Default)]
-pub struct Forwards(Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>);
+pub struct Forwards(Mutex<HashMap<String, Vec<Listening>>>);
 
 impl Forwards {
-    fn replace(&self, name: &str, tasks: Vec<tokio::task::AbortHandle>) {
+    fn take(&self, name: &str) -> Vec<Listening> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for t in m.remove(name).unwrap_or_default() {
-            t.abort();
+        m.remove(name).unwrap_or_default()
+    }
+
+    fn put(&self, name: &str, l: Vec<Listening>) {
+        if l.is_empty() {
+            return;
         }
-        if !tasks.is_empty() {
-            m.insert(name.to_string(), tasks);
-        }
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string()).or_default().extend(l);
     }
 }
 
@@ -118,28 +128,47 @@ pub fn sync_info(app: &App, info: &VmInfo) {
 }
 
 fn sync_parts(app: &App, name: &str, id: &str, ip: Ipv4Addr, state: VmState) {
-    // Close first: a restart re-binds the same ports.
-    app.forwards.replace(name, vec![]);
-    if state != VmState::Running {
-        return;
+    let current = app.forwards.take(name);
+    let wanted = if state == VmState::Running {
+        load(app, id)
+    } else {
+        vec![]
+    };
+    // Listeners that stay keep running: closing one is asynchronous (the task is
+    // aborted at its next poll), so closing and re-binding the same port would race.
+    let mut kept = vec![];
+    for l in current {
+        if l.guest_ip == ip && wanted.contains(&l.forward) {
+            kept.push(l);
+        } else {
+            l.task.abort();
+        }
     }
-    let mut tasks = vec![];
-    for p in load(app, id) {
+    for p in wanted {
+        if kept.iter().any(|l| l.forward == p) {
+            continue;
+        }
         match listen(&p) {
             Ok(l) => {
                 let to = SocketAddrV4::new(ip, p.guest_port);
-                tasks.push(tokio::spawn(relay(l, to)).abort_handle());
+                kept.push(Listening {
+                    forward: p,
+                    guest_ip: ip,
+                    task: tokio::spawn(relay(l, to)).abort_handle(),
+                });
                 tracing::info!(vm = %name, "publishing {p}");
             }
             Err(e) => tracing::warn!(vm = %name, "cannot publish {p}: {e}"),
         }
     }
-    app.forwards.replace(name, tasks);
+    app.forwards.put(name, kept);
 }
 
 /// Close VM `name`'s listeners (it stopped or is gone).
 pub fn close(app: &App, name: &str) {
-    app.forwards.replace(name, vec![]);
+    for l in app.forwards.take(name) {
+        l.task.abort();
+    }
 }
 
 fn listen(p: &PortForward) -> std::io::Result<tokio::net::TcpListener> {
