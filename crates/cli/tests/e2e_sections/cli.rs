@@ -13,16 +13,17 @@ use std::process::{Command, Output};
 const HOST_PORT: &str = "18080";
 
 /// A tiny HTTP server for the guest (python3-minimal has sockets, not http.server).
-const SERVER: &str = "import socket\n\
-s = socket.socket()\n\
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-s.bind(('0.0.0.0', 8000))\n\
-s.listen(8)\n\
-while True:\n\
-    c, _ = s.accept()\n\
-    c.recv(4096)\n\
-    c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 14\\r\\n\\r\\nhello-from-vm\\n')\n\
-    c.close()\n";
+const SERVER: &str = r#"import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8000))
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    c.recv(4096)
+    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nhello-from-vm\n")
+    c.close()
+"#;
 
 impl Env {
     /// Run a host program inside the test's namespace.
@@ -200,7 +201,7 @@ pub fn cli_as_users_expect_it(env: &Env) {
     // `-p`: the guest's server answers on the host's 127.0.0.1.
     env.ssh(
         "web",
-        "setsid -f python3 /root/tree/srv.py >/dev/null 2>&1 </dev/null",
+        "setsid -f python3 /root/tree/srv.py >/root/srv.log 2>&1 </dev/null",
     );
     let mut got = String::new();
     for _ in 0..30 {
@@ -210,7 +211,12 @@ pub fn cli_as_users_expect_it(env: &Env) {
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    assert_eq!(got, "hello-from-vm\n");
+    assert_eq!(
+        got,
+        "hello-from-vm\n",
+        "server log: {}",
+        env.ssh("web", "cat /root/srv.log")
+    );
     let ports = env.banger(&["vm", "ports", "web", "--json"]);
     let ports: serde_json::Value = serde_json::from_slice(&ports.stdout).unwrap();
     assert_eq!(ports["forwards"][0]["host_port"], 18080, "{ports}");
