@@ -305,13 +305,14 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         ImageCmd::List => {
             let imgs: Vec<ImageInfo> = c.call::<ImageList>(&NoParams {}, |_| {}).await?;
             output::render(&imgs, |imgs| {
-                let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE"]);
+                let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE", "CREATED"]);
                 for i in imgs {
                     t.add_row(vec![
                         i.name.clone(),
                         i.source.clone(),
                         i.kernel.clone().unwrap_or_else(|| i.kernel_release.clone()),
                         format_bytes(i.size_bytes),
+                        ui::ago(i.created_at),
                     ]);
                 }
                 println!("{t}");
@@ -400,13 +401,14 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
         KernelCmd::List => {
             let ks: Vec<KernelInfo> = c.call::<KernelList>(&NoParams {}, |_| {}).await?;
             output::render(&ks, |ks| {
-                let mut t = ui::table(&["NAME", "RELEASE", "SOURCE", "SIZE"]);
+                let mut t = ui::table(&["NAME", "RELEASE", "SOURCE", "SIZE", "CREATED"]);
                 for k in ks {
                     t.add_row(vec![
                         k.name.clone(),
                         k.release.clone(),
                         k.source.clone(),
                         format_bytes(k.size_bytes),
+                        ui::ago(k.created_at),
                     ]);
                 }
                 println!("{t}");
