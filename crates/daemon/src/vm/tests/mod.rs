@@ -3,6 +3,7 @@
 //! that its failure undoes exactly the steps before it.
 
 pub mod fakes;
+mod issue19;
 
 use super::{create, delete, query, reconcile, set, start, stop};
 use crate::app::App;
