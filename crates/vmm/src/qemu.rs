@@ -72,11 +72,8 @@ impl Qemu {
         if let Some(i) = &spec.initrd {
             push(&["-initrd", &i.display().to_string()]);
         }
-        // pci=off: `-M microvm` has no PCI bus (devices are virtio-mmio, found through
-        // ACPI); without it the kernel says `PCI: Fatal: No config space access
-        // function found` at every boot. Firecracker's boot args say the same.
         let cmdline = format!(
-            "console=ttyS0 reboot=t panic=-1 quiet pci=off tsc_early_khz={} tsc=reliable {}",
+            "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz={} tsc=reliable {}",
             self.tsc_khz,
             spec.cmdline.trim()
         );
