@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "e2e_sections/cli.rs"]
+mod cli_section;
 #[path = "e2e_sections/faults.rs"]
 mod faults_section;
 mod support;
@@ -201,6 +203,7 @@ fn end_to_end() {
         ("catalog", catalog_kernels_register_promote),
         ("update", update_section::vm_survives_update),
         ("faults", faults_section::faults),
+        ("cli", cli_section::cli_as_users_expect_it),
         ("schema", newer_schema_is_refused),
     ];
     // BANGER_E2E_ONLY=a,b runs only those sections (the image build always runs):
@@ -357,8 +360,9 @@ fn run_keep_ssh_delete(env: &Env) {
         "no op id in {}",
         stderr(&unknown)
     );
+    // A refused command line in `vm run` is banger's failure: 125, like docker run.
     let bad_name = env.banger(&["vm", "run", "--name", "Not_A_Host", "--", "true"]);
-    assert_eq!(bad_name.status.code(), Some(2));
+    assert_eq!(bad_name.status.code(), Some(125));
     assert!(
         stderr(&bad_name).contains("lower-case"),
         "{}",

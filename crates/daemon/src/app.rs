@@ -78,6 +78,8 @@ pub struct App {
     /// The exclusive lock on the state directory ([`crate::open`] takes it; tests
     /// with fakes run without one). Held, never read: dropping it releases it.
     pub state_lock: Option<banger_rpc::StateLock>,
+    /// Listeners of published ports, per running VM.
+    pub forwards: crate::vm::forward::Forwards,
 }
 
 impl App {
@@ -106,6 +108,7 @@ impl App {
             nat_ready: std::sync::atomic::AtomicBool::new(false),
             ops: Operations::default(),
             state_lock: None,
+            forwards: Default::default(),
         }
     }
 

@@ -67,6 +67,8 @@ fn router(finished: Arc<AtomicBool>) -> Router {
             memory_mib: 1024,
             disk_mib: 8192,
             created_at: 1,
+            started_at: None,
+            ports: vec![],
             error: None,
             pid: Some(42),
             timings: vec![],

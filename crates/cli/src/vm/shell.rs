@@ -2,9 +2,10 @@
 
 use super::cmd::WorkspaceCmd;
 use super::exit_code;
+use crate::errors::{fail, Class};
 use crate::{ssh, workspace};
 use anyhow::Context;
-use banger_rpc::{Client, SshInfo, VmNameParams, VmSshInfo};
+use banger_rpc::{Client, SshInfo, VmNameParams, VmShow, VmSshInfo};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -44,7 +45,10 @@ pub async fn ssh(c: &mut Client, name: &str, command: &[String]) -> anyhow::Resu
     Ok(exit_code(run_ssh(&info, remote).await?))
 }
 
-/// `banger vm exec NAME [--auto-prepare] [-- CMD...]`: in the workspace.
+/// `banger vm exec NAME [--auto-prepare] [-- CMD...]`: in the workspace when the VM
+/// has one, else in `/root` (as `docker exec` runs in the container's working
+/// directory). `--auto-prepare` without a workspace is refused: there is nothing to
+/// re-ship.
 pub async fn exec(
     c: &mut Client,
     name: &str,
@@ -52,10 +56,40 @@ pub async fn exec(
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     let info = ssh_info(c, name).await?;
-    let w = workspace::recorded(c, name).await?;
-    let w = workspace::check_moved(c, name, &info, w, auto_prepare).await?;
-    let code = run_ssh(&info, Some(workspace::in_workspace(&w, command))).await?;
-    Ok(exit_code(code))
+    let v = c
+        .call::<VmShow>(
+            &VmNameParams {
+                name: name.to_string(),
+            },
+            |_| {},
+        )
+        .await?;
+    let remote = match v.workspace {
+        Some(w) => {
+            let w = workspace::check_moved(c, name, &info, w, auto_prepare).await?;
+            workspace::in_workspace(&w, command)
+        }
+        None if auto_prepare => {
+            return Err(fail(
+                Class::Usage,
+                format!(
+                    "VM {name} has no workspace to re-ship; ship one with \
+                     banger vm workspace prepare {name} PATH"
+                ),
+            ))
+        }
+        None => in_root(command),
+    };
+    Ok(exit_code(run_ssh(&info, Some(remote)).await?))
+}
+
+/// The shell line that runs `argv` in `/root` (a login shell there when empty).
+fn in_root(argv: &[String]) -> String {
+    if argv.is_empty() {
+        "cd /root && exec \"${SHELL:-/bin/sh}\" -l".to_string()
+    } else {
+        format!("cd /root && {}", ssh::remote_line(argv))
+    }
 }
 
 /// `banger vm workspace prepare | export`.
@@ -80,4 +114,19 @@ pub async fn workspace(c: &mut Client, cmd: WorkspaceCmd) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_workspace_commands_run_in_root() {
+        assert_eq!(in_root(&["pwd".to_string()]), "cd /root && pwd");
+        assert_eq!(
+            in_root(&["sh".into(), "-c".into(), "echo a b".into()]),
+            "cd /root && sh -c 'echo a b'"
+        );
+        assert!(in_root(&[]).ends_with("-l"));
+    }
 }

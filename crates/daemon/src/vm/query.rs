@@ -23,6 +23,8 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
             info.backend = Some(h.vmm.backend.clone());
         }
     }
+    super::boot_record::fill(app, &mut info);
+    info.ports = super::forward::load(app, &rec.id);
     info
 }
 
@@ -40,7 +42,9 @@ pub fn show(app: &App, name: &str) -> Result<VmInfo> {
     Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
 }
 
-fn not_running(name: &str, state: VmState) -> DaemonError {
+/// The one "VM is not running" error: every verb that needs a running VM says the
+/// same thing and names the same next command.
+pub(crate) fn not_running(name: &str, state: VmState) -> DaemonError {
     DaemonError::BadRequest(format!(
         "VM {name} is {}, not running (start it with banger vm start {name})",
         state.as_str()
@@ -116,6 +120,7 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
         name: rec.name.to_string(),
         ip: rec.ip,
         ports,
+        forwards: super::forward::load(app, &rec.id),
     })
 }
 

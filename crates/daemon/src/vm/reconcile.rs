@@ -28,6 +28,7 @@ pub(crate) async fn settle(app: &App, rec: &VmRecord) -> bool {
     if alive && rec.state == VmState::Running {
         return false;
     }
+    super::forward::close(app, rec.name.as_str());
     if let Err(e) = teardown_runtime(app, rec).await {
         tracing::warn!(vm = %rec.name, "cleaning up after a gone VMM: {e}");
     }
@@ -58,6 +59,7 @@ pub async fn reconcile(app: &App) {
     for rec in vms {
         if !settle(app, &rec).await && rec.state == VmState::Running {
             tracing::info!(vm = %rec.name, "re-adopted running VM");
+            super::forward::sync(app, &rec);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod crash;
 pub mod fakes;
+mod issue19;
 
 use super::{create, delete, query, reconcile, set, start, stop};
 use crate::app::App;
