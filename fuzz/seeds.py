@@ -136,3 +136,46 @@ for i, line in enumerate([
     b'[1,2,3]',
 ]):
     put("rpc_envelope", "req%d" % i, line)
+
+# channel_frame: the first byte is the harness's mode (bit 0: no preamble, bit 1:
+# small limits, bits 2..8: piece size); then a connection as a guest writes it.
+PREAMBLE = b"\0banger-channel\n"
+
+
+def frame(session, kind, payload=b""):
+    return struct.pack(">IIB", len(payload), session, kind) + payload
+
+
+def j(v):
+    return json.dumps(v).encode()
+
+
+hello = frame(0, 0x01, j({"protocol": 1, "min_protocol": 1, "role": "server",
+                           "software": "banger-agent seed", "nonce": 42}))
+session = b"".join([
+    frame(1, 0x03, j({"type": "exec", "command": {"argv": ["make", "test"]},
+                      "env": {"A": "b"}, "cwd": "/root", "user": "dev",
+                      "pty": {"rows": 24, "cols": 80}})),
+    frame(1, 0x04, j({"type": "started", "pid": 7})),
+    frame(1, 0x11, b"stdout bytes\n"),
+    frame(1, 0x12, b"stderr bytes\n"),
+    frame(1, 0x31, struct.pack(">I", 131072)),
+    frame(1, 0x21),
+    frame(1, 0x04, j({"type": "exit", "code": 0, "signal": None, "core_dumped": False})),
+    frame(1, 0x05),
+    frame(3, 0x03, j({"type": "ping"})),
+    frame(3, 0x04, j({"type": "pong", "version": "0.1.0", "protocol": 1, "boot_id": "b",
+                      "uptime_s": 1.5, "init": "agent"})),
+    frame(5, 0x03, j({"type": "get", "path": "/root/x"})),
+    frame(5, 0x04, j({"type": "error", "kind": "not_found", "message": "no such file"})),
+    frame(7, 0x03, j({"type": "put", "dir": "/root", "preserve_owner": True})),
+    frame(7, 0x04, j({"type": "done", "entries": 3, "bytes": 1024})),
+    frame(9, 0x04, j({"type": "ports", "ports": [22, 8080]})),
+    frame(0, 0x02, j({"message": "bye"})),
+])
+put("channel_frame", "connection", b"\x00" + PREAMBLE + hello + session)
+put("channel_frame", "pieces", b"\x3c" + b"stale junk\0bang" + PREAMBLE + hello + session)
+put("channel_frame", "small-limits", b"\x03" + hello + session)
+put("channel_frame", "legacy", b"\x00" + b'{"error":"malformed request: x","ok":false}\n')
+put("channel_frame", "reconnect", b"\x05" + hello + frame(1, 0x11, b"half")[:7]
+    + PREAMBLE + hello + session[:200])

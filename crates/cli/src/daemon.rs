@@ -63,7 +63,7 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
         .with_context(|| format!("opening the daemon log {}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let bin = daemon_binary();
-    let mut child = std::process::Command::new(&bin)
+    let child = std::process::Command::new(&bin)
         .arg("--detach")
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -71,15 +71,23 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
         .spawn()
         .with_context(|| format!("starting the daemon {}", bin.display()))?;
     let start = Instant::now();
+    let mut child = Some(child);
+    let mut other: Option<String> = None;
     loop {
         if let Ok(mut c) = Client::connect(layout.socket()).await {
             if c.call::<Ping>(&NoParams {}, |_| {}).await.is_ok() {
                 // Reap the child later without blocking: it keeps running detached.
-                std::thread::spawn(move || child.wait());
+                if let Some(mut child) = child.take() {
+                    std::thread::spawn(move || child.wait());
+                }
                 return Ok(());
             }
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        let exited = match child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status),
+            _ => None,
+        };
+        if let Some(status) = exited {
             let log = std::fs::read(&log_path).unwrap_or_default();
             let fresh = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
             let reason = fresh
@@ -88,12 +96,26 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
                 .find(|l| l.starts_with("bangerd: error:"))
                 .map(str::to_string)
                 .unwrap_or_else(|| fresh.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+            // Another banger command started a daemon at the same moment and won the
+            // state directory: wait for that one to answer instead.
+            if reason.contains("already using") || reason.contains("already listening") {
+                other = Some(reason);
+                child = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             bail!(
                 "bangerd exited ({status}) right after starting: {reason} (log: {})",
                 log_path.display()
             );
         }
         if start.elapsed() > Duration::from_secs(15) {
+            if let Some(reason) = other {
+                bail!(
+                    "{reason}; that daemon did not answer on {} within 15 s either",
+                    layout.socket().display()
+                );
+            }
             bail!(
                 "bangerd did not answer within 15 s of starting; see its log {}",
                 log_path.display()

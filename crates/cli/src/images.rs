@@ -2,8 +2,9 @@
 //! catalog. Paths given on the command line are made absolute here, because the
 //! daemon resolves them from its own working directory.
 
-use crate::{render, ui};
+use crate::{output, ui};
 use anyhow::Context;
+use banger_model::format_bytes;
 use banger_rpc::{
     CachePruneParams, CatalogList, CatalogListing, Client, ImageBuild, ImageBuildParams,
     ImageCachePrune, ImageDelete, ImageInfo, ImageList, ImageNameParams, ImagePromote,
@@ -41,9 +42,6 @@ pub enum ImageCmd {
         /// Image name.
         #[arg(add = crate::complete::images())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
     /// Pull an image: a catalog name (see `banger image catalog`) or any OCI image
     /// from a registry. Any image boots (banger's agent is its init and runs the
@@ -53,6 +51,7 @@ pub enum ImageCmd {
     /// Examples:
     ///   banger image pull debian-bookworm
     ///   banger image pull localhost:5000/team/devbox:latest --kernel debian-bookworm
+    #[command(verbatim_doc_comment)]
     Pull {
         /// Catalog name, or OCI reference (registry/repository:tag or @digest).
         #[arg(add = crate::complete::catalog_images())]
@@ -72,6 +71,7 @@ pub enum ImageCmd {
     /// Examples:
     ///   banger image register devbox --rootfs ./rootfs.ext4
     ///   banger image register devbox --rootfs ./rootfs.tar.zst --kernel-file ./vmlinuz --modules ./modules
+    #[command(verbatim_doc_comment)]
     Register {
         /// New image name.
         name: String,
@@ -105,28 +105,21 @@ pub enum ImageCmd {
         #[arg(long)]
         no_work: bool,
     },
-    /// Delete an image (refused while a VM uses it).
+    /// Delete images (each is refused while a VM uses it).
     ///
-    /// Example: banger image delete devbox-latest
-    #[command(alias = "rm")]
+    /// Example:
+    ///   banger image delete devbox-latest old-devbox
+    #[command(visible_alias = "rm", verbatim_doc_comment)]
     Delete {
-        /// Image name.
-        #[arg(add = crate::complete::images())]
-        name: String,
+        /// Image names.
+        #[arg(required = true, add = crate::complete::images())]
+        names: Vec<String>,
     },
     /// List images.
-    #[command(alias = "ls")]
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(visible_alias = "ls")]
+    List,
     /// What `banger image pull NAME` can fetch from the catalog (BANGER_CATALOG).
-    Catalog {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Catalog,
     /// The download cache (OCI layers, catalog files).
     #[command(subcommand)]
     Cache(CacheCmd),
@@ -141,9 +134,6 @@ pub enum CacheCmd {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -179,36 +169,26 @@ pub enum KernelCmd {
         initrd: Option<PathBuf>,
     },
     /// List kernels.
-    #[command(alias = "ls")]
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(visible_alias = "ls")]
+    List,
     /// Show one kernel.
     Show {
         /// Kernel name.
         #[arg(add = crate::complete::kernels())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
-    /// Remove a kernel. Images made with it keep their own copy and still boot.
+    /// Remove kernels. Images made with one keep their own copy and still boot.
     ///
-    /// Example: banger kernel rm debian-6.1-cloud
-    #[command(alias = "delete")]
+    /// Example:
+    ///   banger kernel rm debian-6.1-cloud old-kernel
+    #[command(visible_alias = "delete", verbatim_doc_comment)]
     Rm {
-        /// Kernel name.
-        #[arg(add = crate::complete::kernels())]
-        name: String,
+        /// Kernel names.
+        #[arg(required = true, add = crate::complete::kernels())]
+        names: Vec<String>,
     },
     /// What `banger kernel pull NAME` can fetch from the catalog (BANGER_CATALOG).
-    Catalog {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Catalog,
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -228,9 +208,9 @@ async fn image_call<M: Method<Result = ImageInfo>>(
     sp.finish();
     let img = r?;
     println!(
-        "{done} image {} ({} MiB, kernel {})",
+        "{done} image {} ({}, kernel {})",
         img.name,
-        img.size_bytes >> 20,
+        format_bytes(img.size_bytes),
         img.kernel.as_deref().unwrap_or(&img.kernel_release)
     );
     Ok(ExitCode::SUCCESS)
@@ -287,54 +267,68 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             let p = ImagePromoteParams { vm, name, no_work };
             image_call::<ImagePromote>(c, &p, &what, "promoted to").await
         }
-        ImageCmd::Show { name, json } => {
+        ImageCmd::Show { name } => {
             let i: ImageInfo = c
                 .call::<ImageShow>(&ImageNameParams { name }, |_| {})
                 .await?;
-            render(json, &i, |i| {
+            output::render(&i, |i| {
                 println!(
-                    "name:    {}\nid:      {}\nsource:  {}\nkernel:  {} ({})\nsize:    {} MiB",
+                    "name:    {}\nid:      {}\nsource:  {}\nkernel:  {} ({})\nsize:    {}",
                     i.name,
                     i.id,
                     i.source,
                     i.kernel.as_deref().unwrap_or("-"),
                     i.kernel_release,
-                    i.size_bytes >> 20
+                    format_bytes(i.size_bytes)
                 );
             })
         }
-        ImageCmd::Delete { name } => {
-            let _: () = c
-                .call::<ImageDelete>(&ImageNameParams { name: name.clone() }, |_| {})
-                .await?;
-            println!("deleted image {name}");
-            Ok(ExitCode::SUCCESS)
+        ImageCmd::Delete { names } => {
+            let mut out = crate::vm::Outcomes::default();
+            let mut deleted = vec![];
+            for name in names {
+                let r = c
+                    .call::<ImageDelete>(&ImageNameParams { name: name.clone() }, |_| {})
+                    .await;
+                match r {
+                    Ok(()) => {
+                        output::say(format!("deleted image {name}"));
+                        deleted.push(name);
+                    }
+                    Err(e) => out.failed(&anyhow::Error::new(e)),
+                }
+            }
+            if output::json() {
+                output::print_json(&serde_json::json!({ "deleted": deleted }))?;
+            }
+            Ok(out.code())
         }
-        ImageCmd::List { json } => {
+        ImageCmd::List => {
             let imgs: Vec<ImageInfo> = c.call::<ImageList>(&NoParams {}, |_| {}).await?;
-            render(json, &imgs, |imgs| {
-                let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE"]);
+            output::render(&imgs, |imgs| {
+                let mut t = ui::table(&["NAME", "SOURCE", "KERNEL", "SIZE", "CREATED"]);
                 for i in imgs {
                     t.add_row(vec![
                         i.name.clone(),
                         i.source.clone(),
                         i.kernel.clone().unwrap_or_else(|| i.kernel_release.clone()),
-                        format!("{} MiB", i.size_bytes >> 20),
+                        format_bytes(i.size_bytes),
+                        ui::ago(i.created_at),
                     ]);
                 }
                 println!("{t}");
             })
         }
-        ImageCmd::Catalog { json } => catalog(c, json, true).await,
-        ImageCmd::Cache(CacheCmd::Prune { dry_run, json }) => {
+        ImageCmd::Catalog => catalog(c, true).await,
+        ImageCmd::Cache(CacheCmd::Prune { dry_run }) => {
             let r = c
                 .call::<ImageCachePrune>(&CachePruneParams { dry_run }, |_| {})
                 .await?;
-            render(json, &r, |r| {
+            output::render(&r, |r| {
                 let verb = if r.dry_run { "would free" } else { "freed" };
                 println!(
-                    "{verb} {:.1} MiB in {} blobs; kept {} blobs that images were made from",
-                    r.bytes as f64 / 1048576.0,
+                    "{verb} {} in {} blobs; kept {} blobs that images were made from",
+                    format_bytes(r.bytes),
                     r.blobs,
                     r.kept
                 );
@@ -343,10 +337,10 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn catalog(c: &mut Client, json: bool, images: bool) -> anyhow::Result<ExitCode> {
+async fn catalog(c: &mut Client, images: bool) -> anyhow::Result<ExitCode> {
     let l: CatalogListing = c.call::<CatalogList>(&NoParams {}, |_| {}).await?;
     let items = if images { &l.images } else { &l.kernels };
-    render(json, items, |items| {
+    output::render(items, |items| {
         let Some(loc) = &l.location else {
             println!("no catalog is configured: set BANGER_CATALOG to a catalog index URL or path (see docs/catalog.md)");
             return;
@@ -357,7 +351,7 @@ async fn catalog(c: &mut Client, json: bool, images: bool) -> anyhow::Result<Exi
             t.add_row(vec![
                 i.name.clone(),
                 i.detail.clone(),
-                format!("{:.0} MiB", i.size_bytes as f64 / 1048576.0),
+                format_bytes(i.size_bytes),
                 i.description.clone(),
             ]);
         }
@@ -369,10 +363,10 @@ async fn catalog(c: &mut Client, json: bool, images: bool) -> anyhow::Result<Exi
 pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> {
     let summary = |k: &KernelInfo, done: &str| {
         println!(
-            "{done} kernel {} (release {}, {:.1} MiB)",
+            "{done} kernel {} (release {}, {})",
             k.name,
             k.release,
-            k.size_bytes as f64 / 1048576.0
+            format_bytes(k.size_bytes)
         );
     };
     match cmd {
@@ -405,43 +399,57 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
             summary(&r?, "imported");
             Ok(ExitCode::SUCCESS)
         }
-        KernelCmd::List { json } => {
+        KernelCmd::List => {
             let ks: Vec<KernelInfo> = c.call::<KernelList>(&NoParams {}, |_| {}).await?;
-            render(json, &ks, |ks| {
-                let mut t = ui::table(&["NAME", "RELEASE", "SOURCE", "SIZE"]);
+            output::render(&ks, |ks| {
+                let mut t = ui::table(&["NAME", "RELEASE", "SOURCE", "SIZE", "CREATED"]);
                 for k in ks {
                     t.add_row(vec![
                         k.name.clone(),
                         k.release.clone(),
                         k.source.clone(),
-                        format!("{:.1} MiB", k.size_bytes as f64 / 1048576.0),
+                        format_bytes(k.size_bytes),
+                        ui::ago(k.created_at),
                     ]);
                 }
                 println!("{t}");
             })
         }
-        KernelCmd::Show { name, json } => {
+        KernelCmd::Show { name } => {
             let k: KernelInfo = c
                 .call::<KernelShow>(&KernelNameParams { name }, |_| {})
                 .await?;
-            render(json, &k, |k| {
+            output::render(&k, |k| {
                 println!(
-                    "name:    {}\nid:      {}\nrelease: {}\nsource:  {}\nsize:    {:.1} MiB",
+                    "name:    {}\nid:      {}\nrelease: {}\nsource:  {}\nsize:    {}",
                     k.name,
                     k.id,
                     k.release,
                     k.source,
-                    k.size_bytes as f64 / 1048576.0
+                    format_bytes(k.size_bytes)
                 );
             })
         }
-        KernelCmd::Rm { name } => {
-            let _: () = c
-                .call::<KernelDelete>(&KernelNameParams { name: name.clone() }, |_| {})
-                .await?;
-            println!("removed kernel {name}");
-            Ok(ExitCode::SUCCESS)
+        KernelCmd::Rm { names } => {
+            let mut out = crate::vm::Outcomes::default();
+            let mut removed = vec![];
+            for name in names {
+                let r = c
+                    .call::<KernelDelete>(&KernelNameParams { name: name.clone() }, |_| {})
+                    .await;
+                match r {
+                    Ok(()) => {
+                        output::say(format!("removed kernel {name}"));
+                        removed.push(name);
+                    }
+                    Err(e) => out.failed(&anyhow::Error::new(e)),
+                }
+            }
+            if output::json() {
+                output::print_json(&serde_json::json!({ "removed": removed }))?;
+            }
+            Ok(out.code())
         }
-        KernelCmd::Catalog { json } => catalog(c, json, false).await,
+        KernelCmd::Catalog => catalog(c, false).await,
     }
 }

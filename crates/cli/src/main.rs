@@ -5,10 +5,13 @@
 
 mod complete;
 mod daemon;
+mod daemon_cmd;
 mod doctor;
+mod errors;
 mod exec;
 mod generate;
 mod images;
+mod output;
 mod ssh;
 #[allow(dead_code)] // wired to `banger ssh-config` with the daemon's known_hosts (issue 12)
 mod ssh_config;
@@ -25,13 +28,44 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use vm::VmCmd;
 
+/// The exit-status table printed under `banger --help` (docs/cli.md has it too).
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    success
+  1    banger failed (the message says what failed and what to do next)
+  2    the command line was refused
+  130  interrupted (Ctrl-C)
+  vm run, vm exec, vm ssh: the command's own status; vm run exits 125 when banger
+  itself failed (including a refused command line), like docker run.
+
+Output: --json (or BANGER_OUTPUT=json) prints results as JSON on stdout and errors as
+{\"error\":{\"code\",\"message\",\"op_id\",\"hint\"}} on stderr; progress goes to stderr only.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "banger",
     version = banger_buildinfo::VERSION_LINE,
-    about = "Disposable Linux development VMs: boot, run, throw away."
+    about = "Disposable Linux development VMs: boot, run, throw away.",
+    after_long_help = EXIT_STATUS_HELP
 )]
 struct Cli {
+    /// Show every notice on every command (e.g. that VMs run under TCG emulation,
+    /// otherwise shown once per host boot).
+    #[arg(long, global = true)]
+    verbose: bool,
+    /// Print results as JSON on stdout and errors as JSON on stderr [env: BANGER_OUTPUT=json].
+    #[arg(long, global = true)]
+    json: bool,
+    /// Where progress of long calls goes (always stderr): auto (a spinner on a terminal,
+    /// one line per stage otherwise, none with --json), plain, json or none.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BANGER_PROGRESS",
+        hide_env = true
+    )]
+    progress: Option<output::ProgressMode>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -41,6 +75,9 @@ enum Cmd {
     /// Create, run and manage VMs.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// List VMs (the same as banger vm list).
+    #[command(verbatim_doc_comment)]
+    Ps(vm::ListArgs),
     /// Build, pull, register, promote, list and delete base images.
     #[command(subcommand)]
     Image(images::ImageCmd),
@@ -50,59 +87,65 @@ enum Cmd {
     /// Print the shell completion script (completes image, kernel, VM and catalog
     /// names from the running daemon).
     ///
-    /// Example: source <(banger completion bash)
+    /// Examples:
+    ///   source <(banger completion bash)
+    ///   banger completion fish > ~/.config/fish/completions/banger.fish
+    #[command(verbatim_doc_comment)]
     Completion {
         /// Shell.
         #[arg(value_parser = ["bash", "zsh", "fish", "elvish", "powershell"])]
         shell: String,
     },
     /// Long operations in flight on the daemon (create, start, stop, image build).
-    #[command(alias = "ops")]
-    Operations {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(visible_alias = "ops")]
+    Operations,
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
-    Daemon(DaemonCmd),
+    Daemon(daemon_cmd::DaemonCmd),
     /// banger as a system service: install, status, restart, uninstall, run.
     #[command(subcommand)]
     System(system::SystemCmd),
     /// Check this host: tools, /dev/kvm, privileges, guest agent, backends.
     ///
-    /// Works without the daemon; prints the fix for each problem. Exit status 1 if any
-    /// check fails.
+    /// Works without the daemon; prints the fix for each problem.
     ///
-    /// Example: banger doctor --json
-    Doctor {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Example:
+    ///   banger doctor --json
+    ///
+    /// Exit status: 1 if any check fails.
+    #[command(verbatim_doc_comment)]
+    Doctor,
     Version(version::VersionArgs),
     Update(update::UpdateArgs),
     #[command(name = "__generate", hide = true)]
     Generate(generate::GenerateArgs),
 }
 
-#[derive(Debug, Subcommand)]
-enum DaemonCmd {
-    /// Show whether bangerd runs, its pid and version (does not start it).
-    Status,
-    /// Stop bangerd. Running VMs keep running and are re-adopted on the next start.
-    Stop,
+/// Whether the raw arguments are a `vm run` (whose failures exit 125 even when the
+/// command line itself is refused).
+fn args_are_vm_run(args: &[std::ffi::OsString]) -> bool {
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .filter(|a| !a.starts_with('-'))
+        .take(2)
+        .collect();
+    words == ["vm", "run"]
 }
 
 fn main() -> ExitCode {
     // `COMPLETE=<shell> banger …` is a completion request from the shell: answer and exit.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let is_run = args_are_vm_run(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e, &args, is_run),
+    };
+    output::init(cli.json, cli.progress);
     if let Cmd::Completion { shell } = &cli.cmd {
-        // The registration script is what `COMPLETE=<shell> banger` prints.
-        std::env::set_var("COMPLETE", shell);
-        clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-        return ExitCode::SUCCESS;
+        return completion(shell);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,35 +153,85 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            ui::print_error(&anyhow::Error::new(e).context("starting the async runtime"));
-            return ExitCode::FAILURE;
+            let e = anyhow::Error::new(e).context("starting the async runtime");
+            return errors::report(&e, is_run);
         }
     };
     rt.block_on(async {
         let layout = Layout::from_env();
-        let is_run = matches!(cli.cmd, Cmd::Vm(VmCmd::Run { .. }));
+        ui::notices::init(cli.verbose, &layout.runtime);
         match dispatch(cli.cmd, &layout).await {
             Ok(code) => code,
-            Err(e) => {
-                ui::print_error(&e);
-                if is_run {
-                    ExitCode::from(vm::EXIT_BANGER_FAILED)
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
+            Err(e) => errors::report(&e, is_run),
         }
     })
 }
 
+/// A refused command line: clap's own rendering for people (help and version are not
+/// errors), the JSON error in JSON mode; exit 2, or 125 for `vm run`.
+fn usage_error(e: clap::Error, args: &[std::ffi::OsString], is_run: bool) -> ExitCode {
+    use clap::error::ErrorKind;
+    let json = output::env_json() || args.iter().any(|a| a == "--json");
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand && !json
+    {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(errors::Class::Usage.exit_code())
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    if !json {
+        let _ = e.print();
+    } else {
+        output::init(true, None);
+        let msg = e.render().to_string();
+        let first = msg
+            .lines()
+            .next()
+            .unwrap_or("invalid command line")
+            .trim_start_matches("error: ");
+        errors::print(&errors::fail(errors::Class::Usage, first));
+    }
+    if is_run {
+        ExitCode::from(vm::EXIT_BANGER_FAILED)
+    } else {
+        ExitCode::from(errors::Class::Usage.exit_code())
+    }
+}
+
+/// `banger completion SHELL`: the registration script is what `COMPLETE=<shell>
+/// banger` prints, for the `banger` on PATH.
+fn completion(shell: &str) -> ExitCode {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let shells: [(&str, &dyn EnvCompleter); 5] = [
+        ("bash", &Bash),
+        ("zsh", &Zsh),
+        ("fish", &Fish),
+        ("elvish", &Elvish),
+        ("powershell", &Powershell),
+    ];
+    let Some((_, sh)) = shells.iter().find(|(n, _)| *n == shell) else {
+        return ExitCode::from(errors::Class::Usage.exit_code());
+    };
+    let mut buf = vec![];
+    if let Err(e) = sh.write_registration("COMPLETE", "banger", "banger", "banger", &mut buf) {
+        return errors::report(&anyhow::Error::new(e), false);
+    }
+    let script = String::from_utf8_lossy(&buf).into_owned();
+    if output::json() {
+        let _ = output::print_json(&serde_json::json!({ "shell": shell, "script": script }));
+    } else {
+        print!("{script}");
+    }
+    ExitCode::SUCCESS
+}
+
 async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
-    if let Cmd::Doctor { json } = cmd {
-        return doctor::run(layout, json);
-    }
-    if let Cmd::Daemon(d) = cmd {
-        return daemon_cmd(layout, d).await;
-    }
     match cmd {
+        Cmd::Doctor => return doctor::run(layout, output::json()),
+        Cmd::Daemon(d) => return daemon_cmd::run(layout, d).await,
         Cmd::Version(a) => return version::run(a),
         Cmd::Update(a) => return update::run(layout, a).await,
         Cmd::Generate(a) => return generate::run(a),
@@ -148,70 +241,90 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     let mut c = daemon::connect(layout).await?;
     match cmd {
         Cmd::Vm(v) => vm::dispatch(&mut c, v).await,
+        Cmd::Ps(a) => vm::list(&mut c, a).await,
         Cmd::Image(i) => images::image(&mut c, i).await,
         Cmd::Kernel(k) => images::kernel(&mut c, k).await,
-        Cmd::Completion { .. } => Ok(ExitCode::SUCCESS),
-        Cmd::Operations { json } => operations(&mut c, json).await,
-        Cmd::Daemon(_) => Ok(ExitCode::SUCCESS),
-        Cmd::Doctor { .. } => Ok(ExitCode::SUCCESS),
-        Cmd::Version(_) | Cmd::Update(_) | Cmd::Generate(_) | Cmd::System(_) => {
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Operations => operations(&mut c).await,
+        Cmd::Completion { .. }
+        | Cmd::Daemon(_)
+        | Cmd::Doctor
+        | Cmd::Version(_)
+        | Cmd::Update(_)
+        | Cmd::Generate(_)
+        | Cmd::System(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
-async fn daemon_cmd(layout: &Layout, cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
-    let Some(ping) = daemon::ping_running(layout).await else {
-        println!(
-            "bangerd is not running (socket {})",
-            layout.socket().display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    };
-    match cmd {
-        DaemonCmd::Status => {
-            println!(
-                "bangerd {} running, pid {}, socket {}",
-                ping.version,
-                ping.pid,
-                layout.socket().display()
-            );
-        }
-        DaemonCmd::Stop => {
-            daemon::stop(layout, ping.pid).await?;
-            println!("bangerd stopped (pid {})", ping.pid);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn operations(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
+async fn operations(c: &mut Client) -> anyhow::Result<ExitCode> {
     let ops = c.call::<OperationsList>(&NoParams {}, |_| {}).await?;
-    render(json, &ops, |ops| {
+    output::render(&ops, |ops| {
         let mut t = ui::table(&["OP", "METHOD", "TARGET", "STAGE", "ELAPSED"]);
         for o in ops {
             t.add_row(vec![
                 o.op_id.clone(),
                 o.method.clone(),
                 o.target.clone(),
-                o.stage.clone(),
+                ui::stage_label(&o.stage).to_string(),
                 format!("{:.1}s", o.elapsed_ms as f64 / 1000.0),
             ]);
         }
-        println!("{t}");
+        ui::print_table(&t);
     })
 }
 
-/// Print `value` as pretty JSON with `--json`, for people with `human` otherwise.
-pub(crate) fn render<T: serde::Serialize>(
-    json: bool,
-    value: &T,
-    human: impl FnOnce(&T),
-) -> anyhow::Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        human(value);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_valid() {
+        Cli::command().debug_assert();
     }
-    Ok(ExitCode::SUCCESS)
+
+    /// Examples are separate, verbatim lines (they used to run together into one
+    /// paragraph), and commands with their own exit statuses say so.
+    #[test]
+    fn help_keeps_examples_on_their_own_lines() {
+        for (path, example) in [
+            (&["vm", "run"][..], "  banger vm run ./myrepo -- make test"),
+            (&["vm", "exec"][..], "  banger vm exec dev -- cargo test"),
+            (&["vm", "cp"][..], "  banger vm cp ./build dev:/root/"),
+            (
+                &["image", "pull"][..],
+                "  banger image pull debian-bookworm",
+            ),
+            (
+                &["image", "register"][..],
+                "  banger image register devbox --rootfs ./rootfs.ext4",
+            ),
+        ] {
+            let mut cmd = Cli::command();
+            let mut sub = &mut cmd;
+            for p in path {
+                sub = sub.find_subcommand_mut(p).unwrap();
+            }
+            let help = sub.render_long_help().to_string();
+            assert!(help.lines().any(|l| l == example), "{path:?}: {help}");
+        }
+        let mut cmd = Cli::command();
+        let run = cmd
+            .find_subcommand_mut("vm")
+            .unwrap()
+            .find_subcommand_mut("run")
+            .unwrap();
+        assert!(run.render_long_help().to_string().contains("Exit status"));
+        assert!(Cli::command()
+            .render_long_help()
+            .to_string()
+            .contains("130"));
+    }
+
+    #[test]
+    fn vm_run_is_recognised_before_parsing() {
+        let a = |s: &[&str]| -> Vec<std::ffi::OsString> { s.iter().map(|x| x.into()).collect() };
+        assert!(args_are_vm_run(&a(&["banger", "vm", "run", "--bogus"])));
+        assert!(args_are_vm_run(&a(&["banger", "--json", "vm", "run"])));
+        assert!(!args_are_vm_run(&a(&["banger", "vm", "list"])));
+    }
 }

@@ -9,15 +9,11 @@ use std::process::ExitCode;
 ///
 /// Example: banger version --json
 #[derive(Debug, clap::Args)]
-pub struct VersionArgs {
-    /// Machine-readable output.
-    #[arg(long)]
-    json: bool,
-}
+pub struct VersionArgs {}
 
-pub fn run(a: VersionArgs) -> anyhow::Result<ExitCode> {
+pub fn run(_a: VersionArgs) -> anyhow::Result<ExitCode> {
     let b = BuildInfo::current();
-    crate::render(a.json, &b, |b| {
+    crate::output::render(&b, |b| {
         println!("banger {}", b.version);
         println!("commit:    {}", b.commit);
         println!("built at:  {}", b.built_at);

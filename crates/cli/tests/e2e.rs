@@ -12,6 +12,10 @@ use std::process::{Command, Output};
 
 #[path = "e2e_sections/agent.rs"]
 mod agent_section;
+#[path = "e2e_sections/cli.rs"]
+mod cli_section;
+#[path = "e2e_sections/faults.rs"]
+mod faults_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
@@ -200,6 +204,8 @@ fn end_to_end() {
         ("oci", oci_pull_boots),
         ("catalog", catalog_kernels_register_promote),
         ("update", update_section::vm_survives_update),
+        ("faults", faults_section::faults),
+        ("cli", cli_section::cli_as_users_expect_it),
         ("agent_exec", agent_section::agent_exec),
         ("busybox", agent_section::busybox),
         ("musl", agent_section::musl),
@@ -365,8 +371,9 @@ fn run_keep_ssh_delete(env: &Env) {
         "no op id in {}",
         stderr(&unknown)
     );
+    // A refused command line in `vm run` is banger's failure: 125, like docker run.
     let bad_name = env.banger(&["vm", "run", "--name", "Not_A_Host", "--", "true"]);
-    assert_eq!(bad_name.status.code(), Some(2));
+    assert_eq!(bad_name.status.code(), Some(125));
     assert!(
         stderr(&bad_name).contains("lower-case"),
         "{}",

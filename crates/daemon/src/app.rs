@@ -75,6 +75,11 @@ pub struct App {
     pub nat_ready: std::sync::atomic::AtomicBool,
     /// Long calls in flight, for `banger operations`.
     pub ops: Operations,
+    /// The exclusive lock on the state directory ([`crate::open`] takes it; tests
+    /// with fakes run without one). Held, never read: dropping it releases it.
+    pub state_lock: Option<banger_rpc::StateLock>,
+    /// Listeners of published ports, per running VM.
+    pub forwards: crate::vm::forward::Forwards,
 }
 
 impl App {
@@ -102,6 +107,8 @@ impl App {
             blob_cache: tokio::sync::RwLock::new(()),
             nat_ready: std::sync::atomic::AtomicBool::new(false),
             ops: Operations::default(),
+            state_lock: None,
+            forwards: Default::default(),
         }
     }
 

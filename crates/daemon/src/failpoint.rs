@@ -6,6 +6,12 @@
 //! checked, so `BANGER_FAIL_AT=network` proves that a failure right after the network
 //! step leaves nothing behind. Production code paths carry no checks of their own.
 //! Unset, nothing is armed and a check is one empty-list lookup.
+//!
+//! `pause:<point>` instead makes the step wait forever at that point, logging
+//! `failpoint paused at <point>` first: the fault tests kill the daemon (`kill -9`)
+//! there, to prove that a daemon dying at any step leaves nothing a restart and a
+//! `vm delete` do not clean up. Besides the step names there is one more point,
+//! `launched`: after the VMM started and before `handles.json` records it.
 
 use crate::error::{DaemonError, Result};
 
@@ -13,29 +19,52 @@ use crate::error::{DaemonError, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Failpoints {
     armed: Vec<String>,
+    paused: Vec<String>,
 }
 
 impl Failpoints {
     /// Arm the comma-separated points in `spec` (the value of `BANGER_FAIL_AT`).
     pub fn parse(spec: Option<&str>) -> Self {
-        Self {
-            armed: spec
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+        let mut f = Self::default();
+        for p in spec
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match p.strip_prefix("pause:") {
+                Some(point) => f.paused.push(point.to_string()),
+                None => f.armed.push(p.to_string()),
+            }
         }
+        f
     }
 
-    /// Fail with [`DaemonError::Injected`] if `point` is armed.
+    /// Fail with [`DaemonError::Injected`] if `point` is armed; never return if it is
+    /// paused.
     pub fn check(&self, point: &str) -> Result<()> {
+        if self.paused.iter().any(|p| p == point) {
+            pause_forever(point);
+        }
         if self.armed.iter().any(|p| p == point) {
             tracing::warn!(point, "failpoint fired");
             return Err(DaemonError::Injected(point.to_string()));
         }
         Ok(())
+    }
+}
+
+/// Block this step until the process is killed. On the daemon's multi-threaded
+/// runtime the worker hands its other tasks over first, so the daemon keeps
+/// answering (`vm list` shows the VM mid-start) while this step hangs.
+fn pause_forever(point: &str) -> ! {
+    tracing::warn!(point, "failpoint paused at {point}; waiting to be killed");
+    let sleep = || loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(sleep),
+        _ => sleep(),
     }
 }
 
@@ -51,5 +80,14 @@ mod tests {
         assert!(f.check("boot").is_err());
         assert!(Failpoints::parse(None).check("boot").is_ok());
         assert!(Failpoints::parse(Some("")).check("").is_ok());
+    }
+
+    #[test]
+    fn pause_points_are_parsed_apart_from_failures() {
+        let f = Failpoints::parse(Some("pause:boot,network"));
+        assert_eq!(f.paused, ["boot"]);
+        assert_eq!(f.armed, ["network"]);
+        // A paused point is not a failing one (checking it would block forever).
+        assert!(f.check("pause:boot").is_ok());
     }
 }

@@ -177,6 +177,19 @@ fn plain_http_hosts(reference: &str) -> Vec<String> {
     }
 }
 
+/// How an OCI pull of `reference` is bounded: `BANGER_MAX_DOWNLOAD` caps each layer
+/// and the whole pull (whatever the registry claims, and checked while streaming).
+fn pull_options(reference: &str, max_download: u64) -> oci::PullOptions {
+    let mut opts = oci::PullOptions {
+        plain_http: plain_http_hosts(reference),
+        ..Default::default()
+    };
+    let l = &mut opts.limits;
+    l.max_compressed = l.max_compressed.min(max_download);
+    l.max_total_compressed = l.max_total_compressed.min(max_download);
+    opts
+}
+
 /// `image.pull`: a catalog name or an OCI reference. A second pull of a name that
 /// exists from the same source returns the existing image; concurrent pulls of the
 /// same name coalesce.
@@ -219,14 +232,7 @@ async fn pull_oci(
     let _cache = app.blob_cache.read().await;
     let started = Instant::now();
     let cache = oci::BlobCache::new(app.layout.blob_cache());
-    let mut opts = oci::PullOptions {
-        plain_http: plain_http_hosts(reference),
-        ..Default::default()
-    };
-    opts.limits.max_compressed = opts
-        .limits
-        .max_compressed
-        .min(app.config.max_download_bytes);
+    let opts = pull_options(reference, app.config.max_download_bytes);
     let sink = progress.clone();
     let pulled = oci::fetch(reference, &cache, &opts, &mut |ev| {
         let detail = match ev {
@@ -364,5 +370,21 @@ mod tests {
         assert_eq!(plain_http_hosts("localhost:5000/x:y"), ["localhost:5000"]);
         assert!(plain_http_hosts("registry.example.com/x:y").is_empty());
         assert!(plain_http_hosts("localhost").is_empty());
+    }
+
+    #[test]
+    fn banger_max_download_caps_each_layer_and_the_whole_pull() {
+        let o = pull_options("localhost:5000/x:y", 3 << 20);
+        assert_eq!(o.limits.max_compressed, 3 << 20);
+        assert_eq!(
+            o.limits.max_total_compressed,
+            3 << 20,
+            "many layers under the per-layer cap must not add up past BANGER_MAX_DOWNLOAD"
+        );
+        // A larger setting never raises the built-in caps.
+        let d = oci::PullOptions::default();
+        let o = pull_options("r.io/x:y", u64::MAX);
+        assert_eq!(o.limits.max_total_compressed, d.limits.max_total_compressed);
+        assert_eq!(o.limits.max_compressed, d.limits.max_compressed);
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::app::App;
 use crate::error::{blocking, Cause, DaemonError, Result};
-use crate::publish::{check_name, link_or_copy, now, KernelFiles};
+use crate::publish::{check_name, link_or_copy, now, publish_dir, KernelFiles};
 use banger_image::files;
 use banger_image::kernel::{self, InitrdSource, PreparedKernel};
 use banger_model::KernelRecord;
@@ -64,8 +64,7 @@ pub(crate) async fn install(
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(DaemonError::io("creating", parent))?;
         }
-        std::fs::rename(&staging, &dir)
-            .map_err(DaemonError::io("publishing the kernel to", &dir))?;
+        publish_dir(&staging, &dir).map_err(DaemonError::io("publishing the kernel to", &dir))?;
         app.db(|s| s.insert_kernel(&rec))
     };
     if let Err(e) = publish() {

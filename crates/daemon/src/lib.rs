@@ -57,6 +57,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// Another daemon uses the state directory (or its lock file is unusable).
+    #[error("{0}")]
+    Lock(#[from] banger_rpc::LockError),
     /// The state database could not be opened.
     #[error("opening the state database: {0}")]
     Store(#[from] banger_store::StoreError),
@@ -72,6 +75,11 @@ pub enum StartError {
 }
 
 /// Open the daemon's state under `layout` with the real host parts.
+///
+/// The state directory is locked first (before the database, the sweeps and
+/// reconcile touch it): a second daemon on the same state would sweep the first
+/// one's builds as debris and adopt its VMs, so it is refused, naming the pid that
+/// holds the lock. The lock lives as long as the returned [`App`].
 pub fn open(layout: Layout) -> Result<Arc<App>, StartError> {
     let config = Config::from_env()?;
     for d in [&layout.state, &layout.cache, &layout.runtime] {
@@ -80,25 +88,33 @@ pub fn open(layout: Layout) -> Result<Arc<App>, StartError> {
             source,
         })?;
     }
+    let lock = banger_rpc::lock_state_dir(&layout.state)?;
     let store = Store::open(&layout.db())?;
     let public_key = banger_guest::keys::ensure(&layout.ssh_key())?;
     let parts = Parts::host(&layout, &config);
-    Ok(Arc::new(App::new(layout, config, store, public_key, parts)))
+    let mut app = App::new(layout, config, store, public_key, parts);
+    app.state_lock = Some(lock);
+    Ok(Arc::new(app))
 }
 
 /// Clean up after earlier daemons, re-adopt running VMs, then serve RPC on the
 /// daemon socket until `shutdown` resolves. Running VMs keep running afterwards.
+///
+/// At the end the socket is removed only if its path still names the socket this
+/// daemon bound: an old daemon stopping late never unlinks a newer one's socket.
 pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     publish::sweep_staging(&app);
+    publish::sweep_orphans(&app);
+    publish::sweep_blob_temps(&app);
     flatten::sweep(&app);
     vm::reconcile::reconcile(&app).await;
     tokio::spawn(vm::reconcile::monitor(app.clone()));
 
     let socket = app.layout.socket();
-    let listener = banger_rpc::bind(&socket)?;
+    let (listener, owner) = banger_rpc::bind_owned(&socket)?;
     let router = Arc::new(routes::router(app.clone())?);
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "bangerd ready");
     banger_rpc::serve(listener, router, shutdown).await;
-    let _ = std::fs::remove_file(&socket);
+    owner.remove();
     Ok(())
 }

@@ -3,9 +3,12 @@
 //! the no-follow applier, and the kernel files a new image links.
 //!
 //! Images and kernels are prepared in `images/.staging/<id>` or
-//! `kernels/.staging/<id>` and published by one rename plus one row: a failure, or a
-//! daemon killed half-way, leaves only staging debris, which the staging sweeps
-//! remove on the next start. This module depends on nothing else in the daemon's
+//! `kernels/.staging/<id>` and published by one durable rename plus one row
+//! ([`publish_dir`]: every file fsynced, the rename, the directories fsynced, and
+//! only then the row). A failure, or a daemon killed half-way, leaves staging
+//! debris ([`sweep_staging`]) or a published directory no row names yet
+//! ([`sweep_orphans`]); both are removed on the next start, and nothing a row names
+//! ever is. This module depends on nothing else in the daemon's
 //! services, so `images`, `catalog`, `kernels` and `flatten` can all use it without
 //! depending on each other in a circle.
 
@@ -15,6 +18,7 @@ use banger_image::oci;
 use banger_image::BuiltImage;
 use banger_model::ImageRecord;
 use banger_rpc::ProgressSink;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -53,6 +57,82 @@ pub fn sweep_staging(app: &App) {
     }
 }
 
+/// Remove published image and kernel directories that no row names: what a crash
+/// between a publish's rename and its row insert leaves (or one between a delete's
+/// row removal and its directory removal). Runs at start, under the state lock and
+/// before any request, so no publish is in flight. Only directories named like a
+/// store id are considered, and if the rows cannot be read nothing is removed: a
+/// directory a row names is never touched.
+pub fn sweep_orphans(app: &App) {
+    let images: Result<HashSet<String>> = app
+        .db(|s| s.list_images())
+        .map(|v| v.into_iter().map(|r| r.id).collect());
+    let kernels: Result<HashSet<String>> = app
+        .db(|s| s.list_kernels())
+        .map(|v| v.into_iter().map(|r| r.id).collect());
+    let parent = |p: PathBuf| p.parent().map(Path::to_path_buf);
+    for (dir, named) in [
+        (parent(app.layout.image_staging()), images),
+        (parent(app.layout.kernel_staging()), kernels),
+    ] {
+        let (Some(dir), Ok(named)) = (dir, named) else {
+            tracing::warn!(
+                "not sweeping unrecorded images or kernels: their rows could not be read"
+            );
+            continue;
+        };
+        remove_unnamed(&dir, &named);
+    }
+}
+
+/// Remove the entries of `dir` that look like store ids, are real directories (not
+/// symlinks) and are not in `named`.
+fn remove_unnamed(dir: &Path, named: &HashSet<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_id = name.len() == 12
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !is_id || named.contains(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        tracing::warn!(path = %e.path().display(), "removing a published directory no row names (a daemon died between publishing it and recording it)");
+        if let Err(err) = std::fs::remove_dir_all(e.path()) {
+            tracing::warn!(path = %e.path().display(), "{err}");
+        }
+    }
+}
+
+/// Remove blob downloads that never reached their final name (a daemon killed
+/// between writing a blob and renaming it into the cache). At start, before any
+/// pull can be staging one.
+pub fn sweep_blob_temps(app: &App) {
+    match oci::BlobCache::new(app.layout.blob_cache()).sweep_temps() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed unfinished blob downloads"),
+        Err(e) => tracing::warn!("sweeping unfinished blob downloads: {e}"),
+    }
+}
+
+/// Make a finished staging directory durable and move it to `dest`: every file and
+/// directory in it fsynced (children first), the rename, both parent directories
+/// fsynced. Only after this may a row name `dest`: a crash then leaves the tree
+/// whole under its new name, or still in staging.
+pub(crate) fn publish_dir(staging: &Path, dest: &Path) -> std::io::Result<()> {
+    use banger_image::durable;
+    if let Err(e) = durable::sync_tree(staging) {
+        // An entry we may not open (a mode-0000 file of the image): flush the whole
+        // filesystem instead, which covers it too.
+        tracing::debug!(path = %staging.display(), "fsync of each file failed ({e}); syncing the filesystem");
+        durable::sync_filesystem(staging)?;
+    }
+    durable::rename_durably(staging, dest)
+}
+
 /// Hard-link `from` to `to`, copying when they are on different filesystems.
 pub(crate) fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(|_| ()))
@@ -84,8 +164,7 @@ pub(crate) fn publish(
 ) -> Result<ImageRecord> {
     let dir = app.layout.image_dir(id);
     let run = || -> Result<ImageRecord> {
-        std::fs::rename(&built.dir, &dir)
-            .map_err(DaemonError::io("publishing the image to", &dir))?;
+        publish_dir(&built.dir, &dir).map_err(DaemonError::io("publishing the image to", &dir))?;
         let rec = ImageRecord {
             id: id.to_string(),
             name: name.to_string(),

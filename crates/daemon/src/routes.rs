@@ -10,8 +10,8 @@ use banger_rpc::{
     CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
     ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
     KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmExec,
-    VmKill, VmList, VmLogs, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart,
-    VmStats, VmStop, VmWorkspaceRecord,
+    VmInfo, VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow,
+    VmSshInfo, VmStart, VmStats, VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
 
@@ -31,6 +31,20 @@ macro_rules! route {
     }};
 }
 
+/// A call that may have booted the VM: remember the boot for `vm show`, and listen
+/// on its published ports.
+fn booted(app: &App, mut info: VmInfo) -> VmInfo {
+    vm::boot_record::after_boot(app, &mut info);
+    vm::forward::sync_info(app, &info);
+    info
+}
+
+/// A call that stopped the VM (or failed to): its published ports follow its state.
+fn settled(app: &App, info: VmInfo) -> VmInfo {
+    vm::forward::sync_info(app, &info);
+    info
+}
+
 /// Build the router over `app`.
 pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     let mut r = Router::new();
@@ -41,36 +55,55 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     route!(r, app, OperationsList, |a, _c, _p| Ok(a.ops.list()));
 
     // VMs.
-    route!(r, app, VmCreate, |a, c, p| vm::create::create(
-        &a,
-        &c.op_id,
-        p,
-        &c.progress
-    )
-    .await);
+    route!(r, app, VmCreate, |a, c, p| {
+        // A host port that is taken is refused before anything is made; the
+        // mappings are stored only with a VM that was created.
+        let ports = p.ports.clone();
+        vm::forward::check_new(&ports, &[])?;
+        let mut info = vm::create::create(&a, &c.op_id, p, &c.progress).await?;
+        if !ports.is_empty() {
+            vm::forward::save(&a, &info.id, &ports)?;
+            info.ports = ports;
+        }
+        Ok(booted(&a, info))
+    });
     route!(r, app, VmStart, |a, c, p| vm::start::start_vm(
         &a,
         &c.op_id,
         &p.name,
         &c.progress
     )
-    .await);
+    .await
+    .map(|i| booted(&a, i)));
     route!(r, app, VmStop, |a, c, p| vm::stop::stop(
         &a,
         &c.op_id,
         &p.name,
         &c.progress
     )
-    .await);
+    .await
+    .map(|i| settled(&a, i)));
     route!(r, app, VmRestart, |a, c, p| vm::stop::restart(
         &a,
         &c.op_id,
         &p.name,
         &c.progress
     )
+    .await
+    .map(|i| booted(&a, i)));
+    route!(r, app, VmKill, |a, _c, p| vm::stop::kill(&a, &p.name)
+        .await
+        .map(|i| settled(&a, i)));
+    route!(r, app, VmDelete, |a, _c, p| {
+        let name = p.name.clone();
+        vm::delete::delete(&a, p).await?;
+        vm::forward::close(&a, &name);
+        Ok(())
+    });
+    route!(r, app, VmPortForward, |a, _c, p| vm::forward::port_forward(
+        &a, p
+    )
     .await);
-    route!(r, app, VmKill, |a, _c, p| vm::stop::kill(&a, &p.name).await);
-    route!(r, app, VmDelete, |a, _c, p| vm::delete::delete(&a, p).await);
     route!(r, app, VmPrune, |a, _c, _p| vm::delete::prune(&a).await);
     route!(r, app, VmSet, |a, _c, p| vm::set::set(&a, p).await);
     route!(r, app, VmList, |a, _c, _p| vm::query::list(&a));

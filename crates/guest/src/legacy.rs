@@ -35,23 +35,36 @@ pub async fn request(ch: Channel<'_>, op: &str, timeout: Duration) -> Result<Val
         let mut line = format!("\n{}\n", serde_json::json!({ "op": op }));
         line.shrink_to_fit();
         w.write_all(line.as_bytes()).await?;
-        let mut r = BufReader::new(r.take(MAX_LINE * (MAX_STALE as u64 + 1)));
+        let mut r = BufReader::new(r);
         for _ in 0..=MAX_STALE {
-            let mut reply = String::new();
-            if r.read_line(&mut reply).await? == 0 {
+            // Each line is capped on its own: a guest that never ends its line costs
+            // MAX_LINE bytes, then the request fails.
+            let mut reply = Vec::new();
+            let n = (&mut r)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut reply)
+                .await?;
+            if n == 0 {
                 break;
             }
-            let v: Value = serde_json::from_str(reply.trim())
-                .map_err(|_| AgentError::Reply(reply.trim().to_string()))?;
+            if !reply.ends_with(b"\n") && n as u64 == MAX_LINE {
+                return Err(AgentError::Reply(format!(
+                    "the old agent sent a reply line longer than {} KiB",
+                    MAX_LINE >> 10
+                )));
+            }
+            let text = String::from_utf8_lossy(&reply);
+            let v: Value = serde_json::from_str(text.trim())
+                .map_err(|_| AgentError::Reply(format!("not a JSON reply: {}", quote(&text))))?;
             let err = v["error"].as_str().unwrap_or_default();
             if err.starts_with("malformed request") || err == "empty request" {
                 continue;
             }
             if v["ok"] != Value::Bool(true) {
                 return Err(AgentError::Reply(if err.is_empty() {
-                    reply.trim().to_string()
+                    quote(&text)
                 } else {
-                    err.to_string()
+                    quote(err)
                 }));
             }
             return Ok(v);
@@ -63,6 +76,18 @@ pub async fn request(ch: Channel<'_>, op: &str, timeout: Duration) -> Result<Val
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| AgentError::Timeout(timeout))?
+}
+
+/// Most characters of guest text quoted in an error.
+const QUOTED: usize = 200;
+
+/// Guest text for an error message: trimmed, at most [`QUOTED`] characters, control
+/// characters escaped (it ends up in logs and on terminals).
+fn quote(text: &str) -> String {
+    let t = text.trim();
+    let cut: String = t.chars().take(QUOTED).collect();
+    let more = if cut.len() < t.len() { "…" } else { "" };
+    format!("{cut:?}{more}")
 }
 
 #[cfg(test)]
@@ -115,5 +140,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(v["ports"][0], 22);
+    }
+
+    /// An old agent that answers every connection with `reply`, then keeps the
+    /// connection open (`endless`: writes `x` forever instead).
+    async fn hostile_old_agent(sock: &std::path::Path, reply: Vec<u8>, endless: bool) {
+        let l = UnixListener::bind(sock).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let (_r, mut w) = s.into_split();
+                    let _ = w.write_all(&reply).await;
+                    let chunk = vec![b'x'; 64 << 10];
+                    while endless && w.write_all(&chunk).await.is_ok() {}
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_reply_line_that_never_ends_fails_after_one_bounded_line() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("agent.sock");
+        hostile_old_agent(&sock, b"{\"ok\":".to_vec(), true).await;
+        let e = request(Channel::Serial(&sock), "ping", Duration::from_secs(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 64 KiB"), "{e}");
+        assert!(
+            e.len() < 1024,
+            "the error carries the guest's bytes: {} bytes",
+            e.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn guest_text_in_errors_is_short_and_escaped() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("agent.sock");
+        let mut huge = b"{\"ok\":false,\"error\":\"".to_vec();
+        huge.extend(std::iter::repeat_n(b'e', 60_000));
+        huge.extend(b"\\u001b[2J\"}\n");
+        hostile_old_agent(&sock, huge, false).await;
+        let e = request(Channel::Serial(&sock), "ping", Duration::from_secs(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 1024, "{} bytes", e.len());
+        let sock2 = t.path().join("agent2.sock");
+        hostile_old_agent(&sock2, b"\x1b[2Jnot json\n".to_vec(), false).await;
+        let e = request(Channel::Serial(&sock2), "ping", Duration::from_secs(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a JSON reply") && !e.contains('\x1b'), "{e}");
     }
 }

@@ -44,6 +44,20 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Flush the whole filesystem holding `path` (`syncfs(2)`): the fallback when a tree
+/// holds entries this process may not open (an image's mode-0000 file in a rootless
+/// build), so [`sync_tree`] cannot reach each one.
+pub fn sync_filesystem(path: &Path) -> std::io::Result<()> {
+    let fd = openat(
+        rustix::fs::CWD,
+        path,
+        open_flags() | OFlags::DIRECTORY,
+        Mode::empty(),
+    )?;
+    rustix::fs::syncfs(&fd)?;
+    Ok(())
+}
+
 /// The directory holding `path`'s name (`.` for a bare name).
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
@@ -69,6 +83,40 @@ pub fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
         sync_dir(src)?;
     }
     Ok(())
+}
+
+/// Replace the file at `path` with `bytes` so that a crash at any moment leaves
+/// either the old file or the new one, never a torn or empty one: write a temporary
+/// file beside it (mode 0600, never through a symlink), fsync it, rename it over
+/// `path`, fsync the directory.
+pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(parent_of(path))
+    };
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// fsync every regular file and directory below `dir` and `dir` itself, children
@@ -137,6 +185,19 @@ mod tests {
         sync_tree(&tree).unwrap();
         rename_durably(&tree, &d.path().join("published")).unwrap();
         assert!(d.path().join("published/x/y/z/f").exists());
+
+        // Whole-file replacement leaves no temporary behind and refuses a
+        // symlinked temporary name.
+        let f = d.path().join("state.json");
+        write_file(&f, b"one").unwrap();
+        write_file(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert!(!d.path().join(".state.json.tmp").exists());
+        std::os::unix::fs::symlink(d.path().join("victim"), d.path().join(".state.json.tmp"))
+            .unwrap();
+        assert!(write_file(&f, b"three").is_err());
+        assert!(!d.path().join("victim").exists());
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
 
         // A symlink is never synced through.
         std::os::unix::fs::symlink(d.path().join("published"), d.path().join("link")).unwrap();

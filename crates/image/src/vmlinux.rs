@@ -505,7 +505,18 @@ pub fn vmlinux_path(kernel: &Path) -> Result<PathBuf, VmlinuxError> {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&tmp, &vmlinux).map_err(io("write vmlinux", &tmp))?;
+    // Data on disk before the name points at it: a crash must never leave a
+    // `vmlinux` that `is_fresh` trusts but that is empty or torn.
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&vmlinux)?;
+        f.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("write vmlinux", &tmp)(e)
+    })?;
     std::fs::rename(&tmp, &target).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io("rename vmlinux into place at", &target)(e)

@@ -20,8 +20,8 @@ pub use client::{Client, ClientError};
 pub use error::{ErrorCode, RpcError};
 pub use methods::*;
 pub use server::{
-    bind, serve, serve_with_options, BindError, CallCtx, HandlerFuture, ProgressSink, Router,
-    RouterError, ServeOptions,
+    bind, bind_owned, lock_state_dir, serve, serve_with_options, BindError, CallCtx, HandlerFuture,
+    LockError, ProgressSink, Router, RouterError, ServeOptions, SocketOwner, StateLock,
 };
 pub use upgrade::{UpgradeFn, Upgraded};
 

@@ -64,6 +64,18 @@ pub(crate) struct Reply {
     pub error: Option<RpcError>,
 }
 
+/// What kind of JSON value `v` is, for an error about a request that is not an object.
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Object(_) => "an object",
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+    }
+}
+
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }

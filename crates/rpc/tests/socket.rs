@@ -112,6 +112,8 @@ fn router(finished: Arc<AtomicBool>) -> Router {
             memory_mib: 1024,
             disk_mib: 8192,
             created_at: 1,
+            started_at: None,
+            ports: vec![],
             error: None,
             pid: Some(42),
             timings: vec![],
@@ -383,6 +385,30 @@ async fn malformed_json_is_a_bad_request_and_the_connection_survives() {
     assert_eq!(r["error"]["code"], "bad_request");
     let r = raw.roundtrip(r#"{"v":1,"id":5,"method":"ping"}"#).await;
     assert_eq!(r["id"], 5);
+    assert!(r["result"].is_object());
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_that_is_not_an_object_is_named_as_such() {
+    let srv = start().await;
+    let mut raw = Raw::connect(&srv.path).await;
+    for (line, kind) in [
+        ("[1,2,3]", "an array"),
+        ("42", "a number"),
+        ("\"ping\"", "a string"),
+        ("true", "a boolean"),
+        ("null", "null"),
+    ] {
+        let r = raw.roundtrip(line).await;
+        assert_eq!(r["error"]["code"], "bad_request", "{line}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(kind) && msg.contains("not a JSON object"),
+            "{line}: {msg}"
+        );
+    }
+    let r = raw.roundtrip(r#"{"v":1,"id":5,"method":"ping"}"#).await;
     assert!(r["result"].is_object());
     srv.shutdown().await;
 }

@@ -5,6 +5,7 @@
 //! a restarted daemon can re-adopt running guests. Backends never touch the store.
 
 pub mod accel;
+pub mod console;
 pub mod firecracker;
 pub mod process;
 pub mod qemu;
@@ -146,14 +147,23 @@ pub trait Vmm: Send + Sync {
     /// Whether the VMM process behind `handles` is alive (and is still ours).
     fn is_alive(&self, handles: &Handles, vm_id: &str) -> bool;
     /// Wait up to `timeout` for the VMM behind `handles` to exit on its own (a guest
-    /// powering off); true if it did.
+    /// powering off); true if it did. "Exited" is judged by the whole identity (pid,
+    /// tag and start time): a reused pid whose command line happens to contain the
+    /// tag is not mistaken for the VMM still running.
     async fn wait_exit(&self, handles: &Handles, timeout: Duration) -> bool {
-        let tag = handles.control_socket.display().to_string();
-        process::wait_exit(handles.pid, &tag, timeout).await
+        handles.identity().wait_exit(timeout).await
     }
     /// Remove the files this backend keeps in a VM's runtime directory once its VMM
     /// is gone (sockets, pid file). The console log stays: it is the VM's log.
     fn cleanup(&self, runtime_dir: &Path);
+    /// Kill a VMM of this backend still running for `runtime_dir` although no handles
+    /// name it (the daemon was killed between the launch and recording the handles,
+    /// or the handles file was lost). Found by the control socket path on its command
+    /// line, which names this VM's runtime directory. Returns how many were killed.
+    async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
+        let _ = runtime_dir;
+        0
+    }
 }
 
 /// Remove `names` inside `dir`, ignoring those already gone.
@@ -203,5 +213,39 @@ mod tests {
         h.pid = 1;
         h.start_time = None;
         assert!(!h.vmm_alive());
+    }
+
+    #[tokio::test]
+    async fn wait_exit_sees_a_reused_pid_as_the_vmm_gone() {
+        // A live process whose command line contains the tag, but whose start time is
+        // not the recorded one: the VMM exited and its pid was reused.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let t = std::time::Instant::now();
+        while !process::alive_with_tag(pid, "sleep") && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let started = process::start_time(pid).unwrap();
+        let mut h = handles(Some(started + 1));
+        h.pid = pid;
+        h.control_socket = PathBuf::from("sleep");
+        let q = Qemu {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 1,
+        };
+        assert!(
+            q.wait_exit(&h, Duration::from_secs(3)).await,
+            "a reused pid was taken for the VMM still running"
+        );
+        // The recorded start time: the process is the VMM, still running.
+        h.start_time = Some(started);
+        assert!(!q.wait_exit(&h, Duration::from_millis(200)).await);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(q.wait_exit(&h, Duration::from_secs(3)).await);
     }
 }

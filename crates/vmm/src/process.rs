@@ -120,15 +120,55 @@ pub fn signal(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(p, sig) };
 }
 
-/// Wait until `pid` no longer runs with `tag`, up to `timeout`. True if it exited.
-pub async fn wait_exit(pid: u32, tag: &str, timeout: Duration) -> bool {
-    Identity {
-        pid,
-        tag,
-        start_time: None,
+/// Live processes whose command line contains `tag`, each with its start time (so
+/// a signal sent later cannot reach a process that reused the pid meanwhile). For
+/// VMMs launched without recorded handles: their daemon died between the launch and
+/// writing `handles.json`, or that file was lost. `tag` must be specific (a VM's
+/// control socket path); an empty tag finds nothing.
+pub fn find_tagged(tag: &str) -> Vec<(u32, u64)> {
+    if tag.is_empty() {
+        return vec![];
     }
-    .wait_exit(timeout)
-    .await
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid > 1 && pid != me)
+        .filter_map(|pid| {
+            let start = start_time(pid)?;
+            Identity {
+                pid,
+                tag,
+                start_time: Some(start),
+            }
+            .alive()
+            .then_some((pid, start))
+        })
+        .collect()
+}
+
+/// SIGKILL every live process whose command line contains `tag` (see
+/// [`find_tagged`]) and wait up to `timeout` for each to go. Returns how many were
+/// signalled.
+pub async fn kill_tagged(tag: &str, timeout: Duration) -> usize {
+    let found = find_tagged(tag);
+    for &(pid, start) in &found {
+        let id = Identity {
+            pid,
+            tag,
+            start_time: Some(start),
+        };
+        tracing::warn!(
+            pid,
+            tag,
+            "killing a VMM that has no handles (its daemon died before recording them)"
+        );
+        id.signal(libc::SIGKILL);
+        id.wait_exit(timeout).await;
+    }
+    found.len()
 }
 
 #[cfg(test)]
@@ -151,7 +191,35 @@ mod tests {
         assert!(!alive_with_tag(pid, "not-the-tag"));
         signal(pid, libc::SIGKILL);
         let _ = child.wait();
-        assert!(wait_exit(pid, "sleep", Duration::from_secs(2)).await);
+        let id = Identity {
+            pid,
+            tag: "sleep",
+            start_time: None,
+        };
+        assert!(id.wait_exit(Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn finds_and_kills_processes_by_tag_only_when_the_tag_is_specific() {
+        let tag = format!("banger-orphan-test-{}", std::process::id());
+        // `exec -a` puts the tag into the command line of a plain sleep.
+        let mut child = std::process::Command::new("bash")
+            .args(["-c", &format!("exec -a {tag} sleep 30")])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let t = Instant::now();
+        while find_tagged(&tag).is_empty() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            find_tagged(&tag).iter().map(|p| p.0).collect::<Vec<_>>(),
+            [pid]
+        );
+        assert!(find_tagged("").is_empty(), "an empty tag matches nothing");
+        assert_eq!(kill_tagged(&tag, Duration::from_secs(5)).await, 1);
+        let _ = child.wait();
+        assert!(find_tagged(&tag).is_empty());
     }
 
     #[test]

@@ -67,7 +67,13 @@ impl Qemu {
             "none",
             "-no-reboot",
         ]);
-        push(&["-serial", &format!("file:{}", p(files::CONSOLE))]);
+        // Appending (the daemon rotates the log under the VMM: `crate::console`).
+        push(&[
+            "-chardev",
+            &format!("file,id=console,path={},append=on", p(files::CONSOLE)),
+            "-serial",
+            "chardev:console",
+        ]);
         push(&["-kernel", &spec.kernel.display().to_string()]);
         if let Some(i) = &spec.initrd {
             push(&["-initrd", &i.display().to_string()]);
@@ -137,6 +143,12 @@ impl Vmm for Qemu {
         for f in [files::QMP, files::AGENT, files::PID] {
             let _ = std::fs::remove_file(rt.join(f));
         }
+        // QEMU appends (append=on), so a new boot's log is emptied here.
+        let console = rt.join(files::CONSOLE);
+        crate::console::create_for_append(&console).map_err(|e| VmmError::Io {
+            what: format!("create {}", console.display()),
+            source: e,
+        })?;
         let out = tokio::process::Command::new(&self.binary)
             .args(self.args(spec))
             .stdin(std::process::Stdio::null())
@@ -202,6 +214,17 @@ impl Vmm for Qemu {
     fn cleanup(&self, runtime_dir: &Path) {
         crate::remove_files(runtime_dir, &[files::QMP, files::AGENT, files::PID]);
     }
+
+    async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
+        process::kill_tagged(&orphan_tag(runtime_dir), Duration::from_secs(5)).await
+    }
+}
+
+/// What only the command line of this VM's QEMU contains: its QMP argument, whole
+/// (`unix:` and `,server=on` around the path), so that `kill_orphans` never hits a
+/// process that merely names the socket (a `tail` or `pgrep` of it).
+fn orphan_tag(runtime_dir: &Path) -> String {
+    format!("unix:{},server=on", runtime_dir.join(files::QMP).display())
 }
 
 #[cfg(test)]
@@ -255,7 +278,24 @@ mod tests {
         assert!(a.contains("ifname=bgrabc123,script=no,downscript=no"));
         assert!(a.contains("name=org.banger.agent"));
         assert!(a.contains("-qmp unix:/run/vm/qmp.sock,server=on,wait=off"));
+        assert!(a.contains(
+            "-chardev file,id=console,path=/run/vm/console.log,append=on -serial chardev:console"
+        ));
         assert!(a.ends_with("-daemonize"));
+    }
+
+    #[test]
+    fn the_orphan_tag_matches_the_launched_command_line_only() {
+        let q = Qemu {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 1,
+        };
+        let cmdline = q.args(&spec()).join("\0");
+        let rt = PathBuf::from("/run/vm");
+        assert!(cmdline.contains(&orphan_tag(&rt)), "{cmdline}");
+        let tail = format!("tail\0-f\0{}", rt.join(files::QMP).display());
+        assert!(!tail.contains(&orphan_tag(&rt)));
     }
 
     #[test]

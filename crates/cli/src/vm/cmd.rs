@@ -2,38 +2,100 @@
 //! sibling modules).
 
 use crate::complete;
-use banger_model::{parse_size_mib, InitMode, VmName, VmmChoice};
+use banger_model::{parse_size_mib, InitMode, PortForward, VmName, VmmChoice};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 /// Image, sizes and backend of a new VM (`vm run`, `vm create`).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Sizes {
     /// Image to boot [default: debian-bookworm, built on first use].
     #[arg(long, add = complete::images())]
     pub image: Option<String>,
-    /// Virtual CPUs [default: 2].
-    #[arg(long)]
+    /// Virtual CPUs, 1 to 64 [default: 2].
+    #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<u32>,
-    /// Guest memory, e.g. 1G or 512M [default: 1G].
-    #[arg(long, value_parser = parse_size)]
+    /// Guest memory with a unit, e.g. 512M, 1.5G [default: 1G].
+    #[arg(long, value_parser = parse_memory)]
     pub memory: Option<u64>,
-    /// Size of the work disk mounted at /root, e.g. 8G [default: 8G].
-    #[arg(long, value_parser = parse_size)]
+    /// Size of the work disk mounted at /root, with a unit, e.g. 8G, 1T [default: 8G].
+    #[arg(long, value_parser = parse_disk)]
     pub disk: Option<u64>,
     /// VMM backend: auto (Firecracker when installed and KVM works, else QEMU), qemu,
     /// or firecracker [default: BANGER_VMM, else auto].
-    #[arg(long)]
+    #[arg(long, value_parser = vmm_parser())]
     pub vmm: Option<VmmChoice>,
     /// The guest's init: agent (banger's agent stays PID 1: boots in seconds, starts
     /// the image's sshd if it has one, no other services) or systemd (the image's
     /// services, timers and systemctl; slower) [default: agent].
     #[arg(long)]
     pub init: Option<InitMode>,
+    /// Publish a guest TCP port on the host: [HOST_IP:]HOST_PORT:GUEST_PORT, on
+    /// 127.0.0.1 unless HOST_IP is given (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST:GUEST")]
+    pub publish: Vec<PortForward>,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size_mib(s).map_err(|e| e.to_string())
+/// `--vmm`: its values are known to clap, so shells complete them.
+fn vmm_parser() -> impl TypedValueParser<Value = VmmChoice> {
+    PossibleValuesParser::new(["auto", "qemu", "firecracker"]).try_map(|s| s.parse::<VmmChoice>())
+}
+
+/// Sizes and CPU counts are checked here with the same rule (and message) the daemon
+/// applies, so a mistake is refused before anything is sent.
+fn parse_cpus(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of CPUs"))?;
+    banger_model::check_resources(Some(n), None, None).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let m = parse_size_mib(s).map_err(|e| e.to_string())?;
+    banger_model::check_resources(None, Some(m), None).map_err(|e| e.to_string())?;
+    Ok(m)
+}
+
+fn parse_disk(s: &str) -> Result<u64, String> {
+    let d = parse_size_mib(s).map_err(|e| e.to_string())?;
+    banger_model::check_resources(None, None, Some(d)).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+/// `vm list` / `banger ps`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print names only, one per line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `vm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name the VM (default: generated).
+    #[arg(long)]
+    pub name: Option<VmName>,
+    /// Keep the VM after the command exits (see banger vm list).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print how long each start stage took.
+    #[arg(long)]
+    pub timings: bool,
+    #[command(flatten)]
+    pub sizes: Sizes,
+    /// A git repository to ship in first; the command then runs in its copy
+    /// (/root/<repo-name>). Without it the command runs in /root.
+    pub path: Option<PathBuf>,
+    /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+    #[arg(long)]
+    pub via_ssh: bool,
+    /// Command to run in the guest; an interactive shell when omitted.
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 /// `banger vm …`.
@@ -41,84 +103,83 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub enum VmCmd {
     /// Boot a fresh VM, run a command in it (or open a shell), then delete it.
     ///
-    /// Example: banger vm run ./myrepo -- make test   (ships the repo, runs in it)
-    /// Example: banger vm run -- uname -a
-    /// Exit status: the command's; 125 when banger itself failed.
-    Run {
-        /// Name the VM (default: generated).
-        #[arg(long)]
-        name: Option<VmName>,
-        /// Keep the VM after the command exits (see banger vm list).
-        #[arg(long)]
-        keep: bool,
-        /// Print how long each start stage took.
-        #[arg(long)]
-        timings: bool,
-        #[command(flatten)]
-        sizes: Sizes,
-        /// A git repository to ship in first; the command then runs in its copy
-        /// (/root/<repo-name>). Without it the command runs in /root.
-        path: Option<PathBuf>,
-        /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
-        #[arg(long)]
-        via_ssh: bool,
-        /// Command to run in the guest; an interactive shell when omitted.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
-    /// Create and boot a long-lived VM.
+    /// Examples:
+    ///   banger vm run ./myrepo -- make test
+    ///   banger vm run -- uname -a
+    ///   banger vm run -p 8000:8000 --keep --name web -- python3 -m http.server 8000
     ///
-    /// Example: banger vm create dev --cpus 4 --memory 4G
+    /// Exit status: the command's; 125 when banger itself failed (including a
+    /// refused command line).
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Create and boot a long-lived VM, optionally shipping a repository into it.
+    ///
+    /// Examples:
+    ///   banger vm create dev --cpus 4 --memory 4G
+    ///   banger vm create dev ./myrepo
+    #[command(verbatim_doc_comment)]
     Create {
         /// Name, also the guest's hostname (lower-case letters, digits, '-').
         name: VmName,
+        /// A git repository to ship in once it runs (as vm workspace prepare does).
+        path: Option<PathBuf>,
         /// Print how long each start stage took.
         #[arg(long)]
         timings: bool,
         /// Reserve the VM (name, address) without booting it; start it later.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "path")]
         no_start: bool,
         #[command(flatten)]
         sizes: Sizes,
     },
-    /// Boot a stopped VM (its disks, and so its files, are kept).
+    /// Boot stopped VMs (their disks, and so their files, are kept).
     ///
-    /// Example: banger vm start dev
+    /// Example:
+    ///   banger vm start dev other
+    #[command(verbatim_doc_comment)]
     Start {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
         /// Print how long each start stage took.
         #[arg(long)]
         timings: bool,
     },
-    /// Stop a VM gracefully: flush its disks and power it off (forced after 30 s).
+    /// Stop VMs gracefully: flush their disks and power them off (forced after 30 s).
     ///
-    /// Example: banger vm stop dev      (see also: kill, which does not wait)
+    /// Example:
+    ///   banger vm stop dev      (see also: kill, which does not wait)
+    #[command(verbatim_doc_comment)]
     Stop {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
     },
-    /// Stop then start a VM (a fresh boot; files are kept).
+    /// Stop then start VMs (a fresh boot; files are kept).
     ///
-    /// Example: banger vm restart dev
+    /// Example:
+    ///   banger vm restart dev
+    #[command(verbatim_doc_comment)]
     Restart {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
     },
-    /// Force a VM off now, like pulling the plug. Unflushed guest writes may be lost.
+    /// Force VMs off now, like pulling the plug. Unflushed guest writes may be lost.
     ///
-    /// Example: banger vm kill dev      (prefer stop; kill is for hung guests)
+    /// Example:
+    ///   banger vm kill dev      (prefer stop; kill is for hung guests)
+    #[command(verbatim_doc_comment)]
     Kill {
-        /// VM name.
-        #[arg(add = complete::vms())]
-        name: String,
+        /// VM names.
+        #[arg(required = true, add = complete::vms())]
+        names: Vec<String>,
     },
     /// Delete every VM that is not running (stopped or failed). Irreversible.
     ///
-    /// Example: banger vm prune -f
+    /// Example:
+    ///   banger vm prune -f
+    #[command(verbatim_doc_comment)]
     Prune {
         /// Do it without asking.
         #[arg(short, long)]
@@ -126,24 +187,29 @@ pub enum VmCmd {
     },
     /// Change a stopped VM's size. The work disk can only grow.
     ///
-    /// Example: banger vm set dev --cpus 4 --memory 4G --disk 32G
+    /// Example:
+    ///   banger vm set dev --cpus 4 --memory 4G --disk 32G
+    #[command(verbatim_doc_comment)]
     Set {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Virtual CPUs.
-        #[arg(long)]
+        /// Virtual CPUs, 1 to 64.
+        #[arg(long, value_parser = parse_cpus)]
         cpus: Option<u32>,
-        /// Guest memory, e.g. 4G.
-        #[arg(long, value_parser = parse_size)]
+        /// Guest memory with a unit, e.g. 4G.
+        #[arg(long, value_parser = parse_memory)]
         memory: Option<u64>,
-        /// Work disk size (grow only), e.g. 32G.
-        #[arg(long, value_parser = parse_size)]
+        /// Work disk size with a unit (grow only), e.g. 32G.
+        #[arg(long, value_parser = parse_disk)]
         disk: Option<u64>,
     },
     /// Show a VM's console (kernel and boot messages).
     ///
-    /// Example: banger vm logs dev -f
+    /// Examples:
+    ///   banger vm logs dev -f
+    ///   banger vm logs dev -n 20
+    #[command(verbatim_doc_comment)]
     Logs {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -151,54 +217,79 @@ pub enum VmCmd {
         /// Keep printing new output until interrupted.
         #[arg(short, long)]
         follow: bool,
+        /// Print only the last N lines.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
     },
-    /// TCP ports listening in a VM (reach them from the host at the VM's address).
+    /// TCP ports listening in a VM (reach them from the host at the VM's address),
+    /// and the host ports published to it.
     ///
-    /// Example: banger vm ports dev
+    /// Example:
+    ///   banger vm ports dev
+    #[command(verbatim_doc_comment)]
     Ports {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Machine-readable output.
+    },
+    /// Publish a guest TCP port on the host (relayed while the VM runs), or withdraw
+    /// one with --remove.
+    ///
+    /// Examples:
+    ///   banger vm port-forward dev 8000:8000      (then: curl http://127.0.0.1:8000)
+    ///   banger vm port-forward dev 0.0.0.0:8080:80
+    ///   banger vm port-forward dev 8000:8000 --remove
+    #[command(verbatim_doc_comment)]
+    PortForward {
+        /// VM name.
+        #[arg(add = complete::vms())]
+        name: String,
+        /// [HOST_IP:]HOST_PORT:GUEST_PORT (host address 127.0.0.1 unless given).
+        #[arg(value_name = "[HOST_IP:]HOST:GUEST")]
+        mapping: PortForward,
+        /// Withdraw the mapping instead.
         #[arg(long)]
-        json: bool,
+        remove: bool,
     },
     /// CPU, memory and disk use of a VM (measured on the host).
     ///
-    /// Example: banger vm stats dev
+    /// Example:
+    ///   banger vm stats dev
+    #[command(verbatim_doc_comment)]
     Stats {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
-    /// List VMs with their state, address and size.
+    /// List VMs with their state, address, size and age.
     ///
-    /// Example: banger vm list --json
-    #[command(alias = "ps")]
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one VM, including why it failed if it is in the error state.
+    /// Examples:
+    ///   banger vm list
+    ///   banger ps -q
+    ///   banger vm ls --json
+    #[command(visible_aliases = ["ls", "ps"], verbatim_doc_comment)]
+    List(ListArgs),
+    /// Show one VM, including its uptime and why it failed if it is in the error state.
     ///
-    /// Example: banger vm show dev
+    /// Example:
+    ///   banger vm show dev
+    #[command(verbatim_doc_comment)]
     Show {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
     /// Run a command in a VM, in its workspace (the repository shipped into it) when
     /// it has one, else in /root. Several may run at once.
     ///
-    /// Example: banger vm exec dev -- cargo test
-    /// Exit status: the command's. Warns when the host repository moved since it was shipped.
+    /// Examples:
+    ///   banger vm exec dev -- cargo test
+    ///   banger vm exec dev -- uname -a
+    ///
+    /// Warns when the host repository moved since it was shipped.
+    ///
+    /// Exit status: the command's; 255 when the connection failed.
+    #[command(verbatim_doc_comment)]
     Exec {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -213,13 +304,31 @@ pub enum VmCmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Copy files or directories between the host and a running VM (one side is
+    /// NAME:PATH; a relative guest path is under /root). Modes are kept.
+    ///
+    /// Examples:
+    ///   banger vm cp ./build dev:/root/
+    ///   banger vm cp dev:/root/out/report.html .
+    ///   banger vm cp dev:/var/log ./guest-logs
+    #[command(verbatim_doc_comment)]
+    Cp {
+        /// What to copy: a host path or NAME:PATH.
+        src: String,
+        /// Where to: a host path or NAME:PATH (into it when it is a directory).
+        dest: String,
+    },
     /// Ship a repository into a VM and bring changes back.
     #[command(subcommand)]
     Workspace(WorkspaceCmd),
     /// Open a shell in a VM, or run a command there (through banger's guest agent;
     /// --via-ssh for OpenSSH).
     ///
-    /// Example: banger vm ssh dev -- hostname
+    /// Example:
+    ///   banger vm ssh dev -- hostname
+    ///
+    /// Exit status: the command's (ssh's 255 when the connection failed).
+    #[command(verbatim_doc_comment)]
     Ssh {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -234,8 +343,9 @@ pub enum VmCmd {
     /// Delete VMs and their disks. Irreversible. A running VM is refused unless
     /// -f (on a terminal you are asked).
     ///
-    /// Example: banger vm delete dev      (see also: stop, which keeps the disks)
-    #[command(alias = "rm")]
+    /// Example:
+    ///   banger vm delete dev      (see also: stop, which keeps the disks)
+    #[command(visible_alias = "rm", verbatim_doc_comment)]
     Delete {
         /// VM names.
         #[arg(required = true, add = complete::vms())]
@@ -252,7 +362,9 @@ pub enum WorkspaceCmd {
     /// Ship a git repository (tracked + untracked-not-ignored files and .git) into a
     /// running VM, replacing any earlier copy there.
     ///
-    /// Example: banger vm workspace prepare dev ./myrepo
+    /// Example:
+    ///   banger vm workspace prepare dev ./myrepo
+    #[command(verbatim_doc_comment)]
     Prepare {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -270,7 +382,9 @@ pub enum WorkspaceCmd {
     /// Print (or write) a binary-safe patch of everything changed in the VM's copy,
     /// against the commit that was shipped: `git apply` reproduces the guest's tree.
     ///
-    /// Example: banger vm workspace export dev --output fix.patch
+    /// Example:
+    ///   banger vm workspace export dev --output fix.patch
+    #[command(verbatim_doc_comment)]
     Export {
         /// VM name.
         #[arg(add = complete::vms())]
@@ -285,4 +399,24 @@ pub enum WorkspaceCmd {
         #[arg(long)]
         via_ssh: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_use_the_one_size_check() {
+        assert_eq!(parse_memory("1.5G"), Ok(1536));
+        assert!(parse_memory("1024").unwrap_err().contains("1024M"));
+        assert_eq!(
+            parse_memory("64M").unwrap_err(),
+            "--memory 64 MiB is out of range (128 MiB to 1 TiB)"
+        );
+        assert_eq!(
+            parse_cpus("0").unwrap_err(),
+            "--cpus 0 is out of range (1 to 64)"
+        );
+        assert_eq!(parse_disk("1TB"), Ok(1024 * 1024));
+    }
 }

@@ -1,55 +1,109 @@
-//! `vm list | show | logs | ports | stats`.
+//! `vm list | show | ports | stats` (and `banger ps`).
 
-use crate::{render, ui};
+use super::cmd::ListArgs;
+use crate::{output, ui};
+use banger_model::{format_bytes, format_mib, PortForward};
 use banger_rpc::{
-    Client, NoParams, VmInfo, VmList, VmLogs, VmLogsParams, VmNameParams, VmPorts, VmShow, VmStats,
+    Client, NoParams, PortForwardParams, VmInfo, VmList, VmNameParams, VmPortForward, VmPorts,
+    VmShow, VmStats,
 };
 use std::process::ExitCode;
 
-/// One VM, field per line (`vm show`, `vm set`).
+/// One VM, field per line, name first (`vm show`, `vm set`).
 pub fn print_vm(v: &VmInfo) {
-    println!(
-        "vmm:     {}{}",
-        v.vmm.as_str(),
-        v.backend
-            .as_ref()
-            .map(|b| format!(" (running on {b})"))
-            .unwrap_or_default()
-    );
-    println!(
-        "init:    {}",
-        match v.init {
-            banger_model::InitMode::Agent => "agent (banger's fast init)",
-            banger_model::InitMode::Systemd => "systemd",
-        }
-    );
-    if let Some(w) = &v.workspace {
-        println!(
-            "workspace: {} -> {} at {}",
-            w.host_path, w.guest_path, w.head
-        );
+    let mut rows: Vec<(&str, String)> = vec![
+        ("name", v.name.clone()),
+        ("state", v.state.as_str().to_string()),
+        ("ip", v.ip.to_string()),
+        ("image", v.image.clone()),
+        ("cpus", v.cpus.to_string()),
+        ("memory", format_mib(v.memory_mib)),
+        ("disk", format_mib(v.disk_mib)),
+        (
+            "created",
+            format!(
+                "{} ({})",
+                ui::timestamp(v.created_at),
+                ui::ago(v.created_at)
+            ),
+        ),
+    ];
+    if let Some(s) = v.started_at {
+        rows.push((
+            "uptime",
+            format!(
+                "{} (since {})",
+                ui::duration_words(ui::now() - s),
+                ui::timestamp(s)
+            ),
+        ));
     }
-    println!(
-        "name:    {}\nid:      {}\nstate:   {}\nip:      {}\nimage:   {}\ncpus:    {}\nmemory:  {}M\ndisk:    {}M\npid:     {}",
-        v.name,
-        v.id,
-        v.state.as_str(),
-        v.ip,
-        v.image,
-        v.cpus,
-        v.memory_mib,
-        v.disk_mib,
-        v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
-    );
+    rows.push((
+        "vmm",
+        format!(
+            "{}{}",
+            v.vmm.as_str(),
+            v.backend
+                .as_ref()
+                .map(|b| format!(" (running on {b})"))
+                .unwrap_or_default()
+        ),
+    ));
+    rows.push((
+        "init",
+        match v.init {
+            banger_model::InitMode::Agent => "agent (banger's fast init)".to_string(),
+            banger_model::InitMode::Systemd => "systemd".to_string(),
+        },
+    ));
+    rows.push((
+        "pid",
+        v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+    ));
+    if !v.ports.is_empty() {
+        rows.push(("ports", ports_text(&v.ports)));
+    }
+    if let Some(w) = &v.workspace {
+        rows.push((
+            "workspace",
+            format!("{} -> {} at {}", w.host_path, w.guest_path, short(&w.head)),
+        ));
+    }
+    if !v.timings.is_empty() {
+        let total: u64 = v.timings.iter().map(|t| t.ms).sum();
+        let parts: Vec<String> = v
+            .timings
+            .iter()
+            .map(|t| format!("{} {:.1}s", t.stage, t.ms as f64 / 1000.0))
+            .collect();
+        rows.push((
+            "boot",
+            format!("{:.1} s ({})", total as f64 / 1000.0, parts.join(", ")),
+        ));
+    }
     if let Some(e) = &v.error {
-        println!("error:   {e}");
+        rows.push(("error", ui::printable(e)));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    for (k, v) in rows {
+        println!("{:<width$} {v}", format!("{k}:"));
     }
 }
 
-/// `banger vm list`.
-pub async fn list(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
+fn short(head: &str) -> &str {
+    &head[..head.len().min(12)]
+}
+
+/// `banger vm list` / `banger ps`.
+pub async fn list(c: &mut Client, a: ListArgs) -> anyhow::Result<ExitCode> {
     let vms = c.call::<VmList>(&NoParams {}, |_| {}).await?;
-    render(json, &vms, |vms| {
+    if a.quiet && !output::json() {
+        for v in &vms {
+            println!("{}", v.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::render(&vms, |vms| {
         let mut t = ui::table(&[
             "NAME",
             "STATE",
@@ -58,7 +112,8 @@ pub async fn list(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
             "CPUS",
             "MEMORY",
             "DISK",
-            "PID",
+            "CREATED",
+            "PORTS",
             "WORKSPACE",
         ]);
         for v in vms {
@@ -68,84 +123,122 @@ pub async fn list(c: &mut Client, json: bool) -> anyhow::Result<ExitCode> {
                 v.ip.to_string(),
                 v.image.clone(),
                 v.cpus.to_string(),
-                format!("{}M", v.memory_mib),
-                format!("{}M", v.disk_mib),
-                v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                format_mib(v.memory_mib),
+                format_mib(v.disk_mib),
+                ui::ago(v.created_at),
+                if v.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    ports_text(&v.ports)
+                },
                 v.workspace
                     .as_ref()
                     .map(|w| format!("{} ({})", w.guest_path, &w.head[..w.head.len().min(8)]))
                     .unwrap_or_else(|| "-".into()),
             ]);
         }
-        println!("{t}");
+        ui::print_table(&t);
     })
 }
 
 /// `banger vm show`.
-pub async fn show(c: &mut Client, name: String, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn show(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
     let v = c.call::<VmShow>(&VmNameParams { name }, |_| {}).await?;
-    render(json, &v, print_vm)
+    output::render(&v, print_vm)
 }
 
-/// `banger vm logs [-f]`.
-pub async fn logs(c: &mut Client, name: String, follow: bool) -> anyhow::Result<ExitCode> {
-    let mut offset = None;
-    loop {
-        let r = c
-            .call::<VmLogs>(
-                &VmLogsParams {
-                    name: name.clone(),
-                    offset,
-                },
-                |_| {},
-            )
-            .await?;
-        print!("{}", r.data);
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        offset = Some(r.next_offset);
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        }
-    }
+/// Published ports as `docker ps` shows them.
+fn ports_text(ports: &[PortForward]) -> String {
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// `banger vm ports`.
-pub async fn ports(c: &mut Client, name: String, json: bool) -> anyhow::Result<ExitCode> {
+/// `banger vm ports`: what listens in the guest, and where each is reachable from
+/// the host (its published host port too, if any).
+pub async fn ports(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
     let p = c.call::<VmPorts>(&VmNameParams { name }, |_| {}).await?;
-    render(json, &p, |p| {
-        let mut t = ui::table(&["PORT", "REACH IT AT"]);
-        for port in &p.ports {
-            t.add_row(vec![port.to_string(), format!("{}:{port}", p.ip)]);
+    output::render(&p, |p| {
+        if p.ports.is_empty() && p.forwards.is_empty() {
+            anstream::eprintln!("nothing listens on TCP in {}", p.name);
+            return;
         }
-        println!("{t}");
+        let mut t = ui::table(&["PORT", "LISTENING", "REACH IT AT"]);
+        let mut guest: Vec<u16> = p.ports.clone();
+        guest.extend(p.forwards.iter().map(|f| f.guest_port));
+        guest.sort_unstable();
+        guest.dedup();
+        for port in guest {
+            let mut at = vec![format!("{}:{port}", p.ip)];
+            at.extend(
+                p.forwards
+                    .iter()
+                    .filter(|f| f.guest_port == port)
+                    .map(|f| format!("{}:{}", f.host_ip, f.host_port)),
+            );
+            let listening = if p.ports.contains(&port) { "yes" } else { "no" };
+            t.add_row(vec![port.to_string(), listening.into(), at.join(", ")]);
+        }
+        ui::print_table(&t);
     })
 }
 
+/// `banger vm port-forward NAME MAPPING [--remove]`.
+pub async fn port_forward(
+    c: &mut Client,
+    name: String,
+    forward: PortForward,
+    remove: bool,
+) -> anyhow::Result<ExitCode> {
+    let v = c
+        .call::<VmPortForward>(
+            &PortForwardParams {
+                name,
+                forward,
+                remove,
+            },
+            |_| {},
+        )
+        .await?;
+    if output::json() {
+        return output::render(&v, |_| {});
+    }
+    let (verb, when) = if remove {
+        ("withdrew", String::new())
+    } else if v.state == banger_model::VmState::Running {
+        ("published", String::new())
+    } else {
+        ("published", format!(" (listening once {} runs)", v.name))
+    };
+    println!(
+        "{verb} {}:{} -> {}:{}{when}",
+        forward.host_ip, forward.host_port, v.name, forward.guest_port
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `banger vm stats`.
-pub async fn stats(c: &mut Client, name: String, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn stats(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
     let s = c.call::<VmStats>(&VmNameParams { name }, |_| {}).await?;
-    render(json, &s, |s| {
+    output::render(&s, |s| {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        println!("name:     {}\nstate:    {}", s.name, s.state.as_str());
+        println!("name:    {}\nstate:   {}", s.name, s.state.as_str());
         println!(
-            "cpu:      {} (VMM, of one host CPU)",
+            "cpu:     {} (VMM, of one host CPU)",
             opt(s.cpu_percent.map(|p| format!("{p:.1}%")))
         );
         println!(
-            "memory:   {} resident of {}M",
-            opt(s.rss_bytes.map(|b| format!("{}M", b >> 20))),
-            s.memory_mib
+            "memory:  {} resident of {}",
+            opt(s.rss_bytes.map(format_bytes)),
+            format_mib(s.memory_mib)
         );
         println!(
-            "disk:     /root {}M used on host of {}M; / changes {}M",
-            s.work_bytes >> 20,
-            s.disk_mib,
-            s.overlay_bytes >> 20
+            "disk:    /root {} used on host of {}; / changes {}",
+            format_bytes(s.work_bytes),
+            format_mib(s.disk_mib),
+            format_bytes(s.overlay_bytes)
         );
     })
 }

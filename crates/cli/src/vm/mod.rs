@@ -1,15 +1,19 @@
 //! `banger vm …`: the clap definitions ([`cmd`]) and one module per group of
 //! commands: [`run`] (create, and run-then-delete), [`lifecycle`] (start, stop,
-//! restart, kill, set, delete, prune), [`inspect`] (list, show, logs, ports, stats) and
-//! [`shell`] (ssh, exec, workspaces).
+//! restart, kill, set, delete, prune), [`inspect`] (list, show, ports, stats),
+//! [`console`] (logs), [`shell`] (ssh, exec, workspaces) and [`cp`].
 
 mod cmd;
+mod console;
+mod cp;
 mod inspect;
 mod lifecycle;
 mod run;
 mod shell;
 
-pub use cmd::VmCmd;
+pub use cmd::{ListArgs, VmCmd};
+pub use console::strip_escapes;
+pub use inspect::list;
 
 use banger_rpc::Client;
 use std::io::IsTerminal;
@@ -21,32 +25,18 @@ pub const EXIT_BANGER_FAILED: u8 = 125;
 /// Run one `vm` subcommand.
 pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        VmCmd::Run {
-            name,
-            keep,
-            timings,
-            sizes,
-            path,
-            via_ssh,
-            command,
-        } => {
-            let how = run::RunHow {
-                keep,
-                timings,
-                via_ssh,
-            };
-            run::run(c, name, how, sizes, path, command).await
-        }
+        VmCmd::Run(a) => run::run(c, a).await,
         VmCmd::Create {
             name,
+            path,
             timings,
             no_start,
             sizes,
-        } => run::create_cmd(c, name, timings, no_start, sizes).await,
-        VmCmd::Start { name, timings } => lifecycle::start(c, &name, timings).await,
-        VmCmd::Stop { name } => lifecycle::stop(c, &name).await,
-        VmCmd::Restart { name } => lifecycle::restart(c, &name).await,
-        VmCmd::Kill { name } => lifecycle::kill(c, name).await,
+        } => run::create_cmd(c, name, path, timings, no_start, sizes).await,
+        VmCmd::Start { names, timings } => lifecycle::start(c, names, timings).await,
+        VmCmd::Stop { names } => lifecycle::stop(c, names).await,
+        VmCmd::Restart { names } => lifecycle::restart(c, names).await,
+        VmCmd::Kill { names } => lifecycle::kill(c, names).await,
         VmCmd::Prune { force } => lifecycle::prune(c, force).await,
         VmCmd::Set {
             name,
@@ -55,11 +45,20 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             disk,
         } => lifecycle::set(c, name, cpus, memory, disk).await,
         VmCmd::Delete { names, force } => lifecycle::delete(c, names, force).await,
-        VmCmd::Logs { name, follow } => inspect::logs(c, name, follow).await,
-        VmCmd::Ports { name, json } => inspect::ports(c, name, json).await,
-        VmCmd::Stats { name, json } => inspect::stats(c, name, json).await,
-        VmCmd::List { json } => inspect::list(c, json).await,
-        VmCmd::Show { name, json } => inspect::show(c, name, json).await,
+        VmCmd::Logs {
+            name,
+            follow,
+            lines,
+        } => console::logs(c, name, follow, lines).await,
+        VmCmd::Ports { name } => inspect::ports(c, name).await,
+        VmCmd::PortForward {
+            name,
+            mapping,
+            remove,
+        } => inspect::port_forward(c, name, mapping, remove).await,
+        VmCmd::Stats { name } => inspect::stats(c, name).await,
+        VmCmd::List(a) => inspect::list(c, a).await,
+        VmCmd::Show { name } => inspect::show(c, name).await,
         VmCmd::Exec {
             name,
             auto_prepare,
@@ -67,6 +66,7 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             command,
         } => shell::exec(c, &name, auto_prepare, via_ssh, &command).await,
         VmCmd::Workspace(w) => shell::workspace(c, w).await,
+        VmCmd::Cp { src, dest } => cp::cp(c, src, dest).await,
         VmCmd::Ssh {
             name,
             via_ssh,
@@ -75,18 +75,39 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Ask a yes/no question on the terminal; "no" when stdin is not a terminal.
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
+/// Ask a yes/no question on the terminal; `None` when there is no terminal to ask on.
+fn confirm(question: &str) -> anyhow::Result<Option<bool>> {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(None);
     }
     eprint!("{question} [y/N] ");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    Ok(Some(matches!(line.trim(), "y" | "Y" | "yes")))
 }
 
 /// An exit code from a command's status (255 for what does not fit).
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+/// Collects the outcome of a verb applied to several names: failures are printed as
+/// they happen and the exit status is the first failure's class.
+#[derive(Default)]
+pub struct Outcomes {
+    first_failure: Option<ExitCode>,
+}
+
+impl Outcomes {
+    /// Record a failure (printed now).
+    pub fn failed(&mut self, e: &anyhow::Error) {
+        crate::errors::print(e);
+        self.first_failure
+            .get_or_insert(ExitCode::from(crate::errors::classify(e).exit_code()));
+    }
+
+    /// The exit status.
+    pub fn code(&self) -> ExitCode {
+        self.first_failure.unwrap_or(ExitCode::SUCCESS)
+    }
 }

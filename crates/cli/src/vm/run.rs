@@ -1,11 +1,11 @@
 //! `vm create` and `vm run` (create, ship the repository, run, delete).
 
-use super::cmd::Sizes;
+use super::cmd::{RunArgs, Sizes};
 use super::shell::{run_ssh, ssh_info};
 use super::EXIT_BANGER_FAILED;
 use crate::exec::{self, Input, Request};
 use crate::workspace::Via;
-use crate::{daemon, ssh, ui, workspace};
+use crate::{daemon, output, ssh, ui, workspace};
 use banger_model::{Layout, VmName};
 use banger_rpc::{
     Client, ClientError, ErrorCode, VmCreate, VmCreateParams, VmDelete, VmDeleteParams, VmInfo,
@@ -23,6 +23,7 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
         no_start: false,
         vmm: s.vmm,
         init: s.init,
+        ports: s.publish,
     }
 }
 
@@ -34,6 +35,16 @@ async fn create(
     timings: bool,
     op_id: Option<&str>,
 ) -> anyhow::Result<VmInfo> {
+    if let (Some(want), Some(host)) = (p.memory_mib, host_memory_mib()) {
+        if want > host {
+            output::hint(format!(
+                "warning: --memory {} is more than this host has ({}); the guest can be \
+                 killed when it uses it",
+                banger_model::format_mib(want),
+                banger_model::format_mib(host)
+            ));
+        }
+    }
     let label = p.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
     let mut sp = ui::Spinner::new(&format!("creating VM {label}"));
     let r = match op_id {
@@ -52,37 +63,43 @@ async fn create(
     Ok(info)
 }
 
-/// `banger vm create`.
+/// `banger vm create`: with a repository, it is shipped in once the VM runs (as
+/// `vm workspace prepare` does), so `vm exec` then runs in it.
 pub async fn create_cmd(
     c: &mut Client,
     name: VmName,
+    path: Option<PathBuf>,
     timings: bool,
     no_start: bool,
     sizes: Sizes,
 ) -> anyhow::Result<ExitCode> {
+    // Refuse a bad repository before booting anything.
+    if let Some(p) = &path {
+        banger_workspace::inspect(p)?;
+    }
     let mut p = create_params(Some(name), sizes);
     p.no_start = no_start;
-    let info = create(c, &p, timings, None).await?;
-    if no_start {
-        println!(
-            "{} is created (stopped); start it with banger vm start {}",
-            info.name, info.name
-        );
+    let mut info = create(c, &p, timings, None).await?;
+    if let Some(path) = &path {
+        workspace::prepare(c, info.name.as_str(), Via::Agent, path, None).await?;
+        info = c
+            .call::<banger_rpc::VmShow>(
+                &banger_rpc::VmNameParams {
+                    name: info.name.to_string(),
+                },
+                |_| {},
+            )
+            .await?;
+    }
+    if output::json() {
+        output::print_json(&info)?;
+    } else if no_start {
+        println!("{} is created (stopped)", info.name);
+        output::hint(format!("next: banger vm start {}", info.name));
     } else {
-        println!("{} is running at {}", info.name, info.ip);
+        super::lifecycle::print_running(&info);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// How `vm run` behaves besides what it boots.
-#[derive(Debug, Clone, Copy)]
-pub struct RunHow {
-    /// Keep the VM afterwards.
-    pub keep: bool,
-    /// Print the start stages' timings.
-    pub timings: bool,
-    /// Ship and run over OpenSSH instead of the guest agent.
-    pub via_ssh: bool,
 }
 
 /// The part of `vm run` after the VM is up: ship the repository if one was given,
@@ -120,14 +137,16 @@ async fn run_in_new_vm(
 
 /// `banger vm run`: create, run, delete (unless `keep`). The exit status is the
 /// command's, or [`EXIT_BANGER_FAILED`] when banger failed.
-pub async fn run(
-    c: &mut Client,
-    name: Option<VmName>,
-    how: RunHow,
-    sizes: Sizes,
-    path: Option<PathBuf>,
-    command: Vec<String>,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs {
+        name,
+        keep,
+        timings,
+        sizes,
+        path,
+        via_ssh,
+        command,
+    } = a;
     // Refuse a bad repository before booting anything.
     if let Some(p) = &path {
         banger_workspace::inspect(p)?;
@@ -141,14 +160,17 @@ pub async fn run(
     // created, never a same-named VM that existed before (`--name EXISTING`).
     let create_op = new_op_id();
     let created = tokio::select! {
-        r = create(c, &p, how.timings, Some(&create_op)) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted while creating VM {name}")),
+        r = create(c, &p, timings, Some(&create_op)) => r,
+        _ = tokio::signal::ctrl_c() => Err(crate::errors::fail(
+            crate::errors::Class::Interrupted,
+            format!("interrupted while creating VM {name}; it is deleted"),
+        )),
     };
     let result = match created {
-        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command, how.via_ssh).await,
+        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command, via_ssh).await,
         Err(e) => Err(e),
     };
-    if !how.keep {
+    if !keep {
         // A fresh connection: the create call may have been abandoned mid-flight.
         let mut c2 = daemon::connect(&Layout::from_env()).await?;
         let del = c2
@@ -163,7 +185,7 @@ pub async fn run(
             .await;
         if let Err(e) = del {
             if !matches!(&e, ClientError::Rpc(r) if r.code == ErrorCode::NotFound) {
-                ui::print_error(&anyhow::Error::new(e).context(format!("deleting VM {name}")));
+                crate::errors::print(&anyhow::Error::new(e).context(format!("deleting VM {name}")));
             }
         }
     }
@@ -183,4 +205,36 @@ fn generated_name() -> anyhow::Result<VmName> {
     use rand::Rng;
     let n: u32 = rand::rng().random_range(0..0x10000);
     Ok(VmName::parse(&format!("run-{n:04x}"))?)
+}
+
+/// The host's memory (`MemTotal` of /proc/meminfo), MiB.
+fn host_memory_mib() -> Option<u64> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open("/proc/meminfo")
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut s)
+        .ok()?;
+    mem_total_mib(&s)
+}
+
+fn mem_total_mib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_hosts_memory() {
+        assert_eq!(
+            mem_total_mib("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24000)
+        );
+        assert_eq!(mem_total_mib("garbage"), None);
+    }
 }

@@ -3,11 +3,12 @@
 
 use super::cmd::WorkspaceCmd;
 use super::exit_code;
+use crate::errors::{fail, Class};
 use crate::exec::{self, Input, Request};
 use crate::workspace::Via;
 use crate::{ssh, workspace};
 use anyhow::Context;
-use banger_rpc::{Client, SshInfo, VmNameParams, VmSshInfo};
+use banger_rpc::{Client, SshInfo, VmNameParams, VmShow, VmSshInfo};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -58,7 +59,9 @@ pub async fn ssh(
 }
 
 /// `banger vm exec NAME [--auto-prepare] [--via-ssh] [-- CMD...]`: in the workspace
-/// when the VM has one, else in /root.
+/// when the VM has one, else in `/root` (as `docker exec` runs in the container's
+/// working directory). `--auto-prepare` without a workspace is refused: there is
+/// nothing to re-ship.
 pub async fn exec(
     c: &mut Client,
     name: &str,
@@ -66,20 +69,53 @@ pub async fn exec(
     via_ssh: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
+    let v = c
+        .call::<VmShow>(
+            &VmNameParams {
+                name: name.to_string(),
+            },
+            |_| {},
+        )
+        .await?;
+    if v.workspace.is_none() && auto_prepare {
+        return Err(fail(
+            Class::Usage,
+            format!(
+                "VM {name} has no workspace to re-ship; ship one with \
+                 banger vm workspace prepare {name} PATH"
+            ),
+        ));
+    }
     if via_ssh {
         let info = ssh_info(c, name).await?;
-        let w = workspace::recorded(c, name).await?;
-        let w = workspace::check_moved(c, name, Via::Ssh(&info), w, auto_prepare).await?;
-        let code = run_ssh(&info, Some(workspace::in_workspace(&w, command))).await?;
-        return Ok(exit_code(code));
+        let remote = match v.workspace {
+            Some(w) => {
+                let w = workspace::check_moved(c, name, Via::Ssh(&info), w, auto_prepare).await?;
+                workspace::in_workspace(&w, command)
+            }
+            None => in_root(command),
+        };
+        return Ok(exit_code(run_ssh(&info, Some(remote)).await?));
     }
     let mut req = Request::from_argv(command).pty_if_interactive();
-    if let Some(w) = workspace::recorded_opt(c, name).await? {
-        let w = workspace::check_moved(c, name, Via::Agent, w, auto_prepare).await?;
-        req.cwd = Some(w.guest_path);
+    match v.workspace {
+        Some(w) => {
+            let w = workspace::check_moved(c, name, Via::Agent, w, auto_prepare).await?;
+            req.cwd = Some(w.guest_path);
+        }
+        None => req.cwd = Some("/root".into()),
     }
     let code = exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await?;
     Ok(exit_code(code))
+}
+
+/// The shell line that runs `argv` in `/root` (a login shell there when empty).
+fn in_root(argv: &[String]) -> String {
+    if argv.is_empty() {
+        "cd /root && exec \"${SHELL:-/bin/sh}\" -l".to_string()
+    } else {
+        format!("cd /root && {}", ssh::remote_line(argv))
+    }
 }
 
 /// `banger vm workspace prepare | export` (through the guest agent).
@@ -118,4 +154,19 @@ pub async fn workspace(c: &mut Client, cmd: WorkspaceCmd) -> anyhow::Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_workspace_commands_run_in_root() {
+        assert_eq!(in_root(&["pwd".to_string()]), "cd /root && pwd");
+        assert_eq!(
+            in_root(&["sh".into(), "-c".into(), "echo a b".into()]),
+            "cd /root && sh -c 'echo a b'"
+        );
+        assert!(in_root(&[]).ends_with("-l"));
+    }
 }

@@ -21,10 +21,12 @@
 //! different VMs proceed in parallel; the monitor skips VMs whose lock is held.
 
 pub mod backend;
+pub mod boot_record;
 pub mod create;
 pub mod delete;
 pub mod disks;
 pub mod exec;
+pub mod forward;
 pub mod guest;
 pub mod query;
 pub mod reconcile;
@@ -51,22 +53,9 @@ pub mod files {
     pub const SSH_CONTROL: &str = "ssh.ctl";
 }
 
-/// Refuse sizes outside what banger supports.
+/// Refuse sizes outside what banger supports (the model's one check, which the CLI
+/// also runs on its flags).
 pub(crate) fn check_sizes(cpus: u32, memory_mib: u64, disk_mib: u64) -> Result<()> {
-    if !(1..=64).contains(&cpus) {
-        return Err(DaemonError::BadRequest(format!(
-            "--cpus {cpus} is out of range (1 to 64)"
-        )));
-    }
-    if !(128..=1024 * 1024).contains(&memory_mib) {
-        return Err(DaemonError::BadRequest(format!(
-            "--memory {memory_mib}M is out of range (128M to 1T)"
-        )));
-    }
-    if !(256..=16 * 1024 * 1024).contains(&disk_mib) {
-        return Err(DaemonError::BadRequest(format!(
-            "--disk {disk_mib}M is out of range (256M to 16T)"
-        )));
-    }
-    Ok(())
+    banger_model::check_resources(Some(cpus), Some(memory_mib), Some(disk_mib))
+        .map_err(|e| DaemonError::BadRequest(e.to_string()))
 }

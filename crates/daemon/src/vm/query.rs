@@ -23,6 +23,8 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
             info.backend = Some(h.vmm.backend.clone());
         }
     }
+    super::boot_record::fill(app, &mut info);
+    info.ports = super::forward::load(app, &rec.id);
     info
 }
 
@@ -40,6 +42,8 @@ pub fn show(app: &App, name: &str) -> Result<VmInfo> {
     Ok(info_for(app, &app.db(|s| s.get_vm_by_name(name))?))
 }
 
+/// The one "VM is not running" error: every verb that needs a running VM says the
+/// same thing and names the same next command.
 pub(crate) fn not_running(name: &str, state: VmState) -> DaemonError {
     DaemonError::BadRequest(format!(
         "VM {name} is {}, not running (start it with banger vm start {name})",
@@ -68,7 +72,9 @@ const LOG_CHUNK: u64 = 1024 * 1024;
 /// What `vm.logs` returns without an offset: the console's last 64 KiB.
 const LOG_TAIL: u64 = 64 * 1024;
 
-/// `vm.logs`: the guest console from `offset` (default: the last 64 KiB).
+/// `vm.logs`: the guest console from `offset` (default: the last 64 KiB, across the
+/// last rotation). Offsets are in the current `console.log`; an offset past its end
+/// means it was rotated since, and reading starts over at its beginning.
 pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult> {
     use std::io::{Read, Seek, SeekFrom};
     let rec = app.db(|s| s.get_vm_by_name(&p.name))?;
@@ -80,7 +86,14 @@ pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult> {
         });
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let from = p.offset.unwrap_or(len.saturating_sub(LOG_TAIL)).min(len);
+    let Some(offset) = p.offset else {
+        let data = banger_vmm::console::tail(&path, LOG_TAIL);
+        return Ok(VmLogsResult {
+            data: String::from_utf8_lossy(&data).into_owned(),
+            next_offset: len,
+        });
+    };
+    let from = if offset > len { 0 } else { offset };
     f.seek(SeekFrom::Start(from))
         .map_err(DaemonError::io("reading", &path))?;
     let mut buf = vec![];
@@ -112,6 +125,7 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
         name: rec.name.to_string(),
         ip: rec.ip,
         ports,
+        forwards: super::forward::load(app, &rec.id),
     })
 }
 

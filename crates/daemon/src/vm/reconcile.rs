@@ -28,6 +28,7 @@ pub(crate) async fn settle(app: &App, rec: &VmRecord) -> bool {
     if alive && rec.state == VmState::Running {
         return false;
     }
+    super::forward::close(app, rec.name.as_str());
     if let Err(e) = teardown_runtime(app, rec).await {
         tracing::warn!(vm = %rec.name, "cleaning up after a gone VMM: {e}");
     }
@@ -58,26 +59,53 @@ pub async fn reconcile(app: &App) {
     for rec in vms {
         if !settle(app, &rec).await && rec.state == VmState::Running {
             tracing::info!(vm = %rec.name, "re-adopted running VM");
+            super::forward::sync(app, &rec);
         }
     }
 }
 
-/// Forever: every [`MONITOR_INTERVAL`], settle running VMs. VMs busy in another
-/// operation are skipped (their operation owns them).
+/// Forever: every [`MONITOR_INTERVAL`], [`tick`].
 pub async fn monitor(app: std::sync::Arc<App>) {
     loop {
         tokio::time::sleep(MONITOR_INTERVAL).await;
-        let Ok(vms) = app.db(|s| s.list_vms()) else {
+        tick(&app).await;
+    }
+}
+
+/// One round of the monitor: cap the console log of every VM whose VMM may run
+/// (booting ones too: a guest can flood its console during boot), then settle
+/// running VMs. VMs busy in another operation are not settled (their operation
+/// owns them); their console is still capped, which touches only the log.
+pub async fn tick(app: &App) {
+    let Ok(vms) = app.db(|s| s.list_vms()) else {
+        return;
+    };
+    for rec in &vms {
+        if matches!(rec.state, VmState::Running | VmState::Creating) {
+            cap_console(app, rec);
+        }
+    }
+    for rec in vms.into_iter().filter(|r| r.state == VmState::Running) {
+        let lock = app.vm_lock(rec.name.as_str());
+        let Ok(_guard) = lock.try_lock() else {
             continue;
         };
-        for rec in vms.into_iter().filter(|r| r.state == VmState::Running) {
-            let lock = app.vm_lock(rec.name.as_str());
-            let Ok(_guard) = lock.try_lock() else {
-                continue;
-            };
-            if let Ok(now) = app.db(|s| s.get_vm(&rec.id)) {
-                settle(&app, &now).await;
-            }
+        if let Ok(now) = app.db(|s| s.get_vm(&rec.id)) {
+            settle(app, &now).await;
         }
+    }
+}
+
+/// Rotate the VM's console log once it passes [`banger_vmm::console::ROTATE_AT`]
+/// (the runtime directory is tmpfs, memory, when banger runs as root).
+fn cap_console(app: &App, rec: &VmRecord) {
+    use banger_vmm::console;
+    let log = app.layout.vm_runtime(&rec.id).join(banger_vmm::CONSOLE_LOG);
+    match console::rotate(&log, console::ROTATE_AT) {
+        Ok(true) => {
+            tracing::info!(vm = %rec.name, "console log rotated (kept its last {} MiB as {})", console::ROTATE_AT >> 20, console::previous(&log).display())
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(vm = %rec.name, "rotating the console log {}: {e}", log.display()),
     }
 }

@@ -128,6 +128,13 @@ impl<'a> Steps<'a> {
         }
     }
 
+    /// A failpoint inside the running step (see `failpoint.rs`), for the moments
+    /// between a step's own actions (`launched`: the VMM runs, its handles are not
+    /// recorded yet).
+    pub fn point(&self, point: &str) -> Result<()> {
+        self.failpoints.check(point)
+    }
+
     /// Record how to remove something the running step just created.
     pub fn created(&mut self, undo: Undo) {
         self.undo.push(undo);

@@ -139,6 +139,7 @@ async fn run_steps(
         vm_dir: vm_dir.clone(),
         runtime_dir: rt_dir.clone(),
     });
+    steps.point("launched")?;
     handles::write(
         &vm_dir,
         &VmHandles {
@@ -409,17 +410,7 @@ pub(crate) fn console_tail(log: &Path) -> String {
 /// The last `max` bytes of the file at `log` (lossily decoded; empty if unreadable).
 /// The console is written by the guest: never read it whole.
 pub(crate) fn tail_text(log: &Path, max: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(log) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if f.seek(SeekFrom::Start(len.saturating_sub(max))).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.take(max).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
+    String::from_utf8_lossy(&banger_vmm::console::tail(log, max)).into_owned()
 }
 
 #[cfg(test)]

@@ -28,17 +28,19 @@ pub(crate) async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<()> {
     let rt = app.layout.vm_runtime(&rec.id);
     // Its agent connection dies with the VMM; a next boot gets a new client.
     app.guest.forget(&rec.id);
-    match handles::read(&vm_dir) {
-        Some(h) => {
-            let vmm = app.backends.for_handles(&h.vmm);
-            vmm.kill(&h.vmm)
-                .await
-                .map_err(DaemonError::vmm(format!("stopping VM {}", rec.name)))?;
-            vmm.cleanup(&rt);
-        }
-        // No handles (a start that died early, a lost file): whatever backend ran it
-        // is gone, so each cleans up what it may have left.
-        None => app.backends.all().iter().for_each(|b| b.cleanup(&rt)),
+    if let Some(h) = handles::read(&vm_dir) {
+        let vmm = app.backends.for_handles(&h.vmm);
+        vmm.kill(&h.vmm)
+            .await
+            .map_err(DaemonError::vmm(format!("stopping VM {}", rec.name)))?;
+    }
+    // Whatever the handles said (or without any: a daemon killed between launch and
+    // recording them, a lost or torn file), no VMM of this VM may survive: each
+    // backend kills one still running for this runtime directory, then removes
+    // its files.
+    for b in app.backends.all() {
+        b.kill_orphans(&rt).await;
+        b.cleanup(&rt);
     }
     app.privileged
         .run(PrivOp::DeleteTap {

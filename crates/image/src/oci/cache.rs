@@ -264,6 +264,29 @@ impl BlobCache {
         Ok(())
     }
 
+    /// Remove the temporary files of downloads that never finished (a process killed
+    /// between writing a blob and renaming it). Only safe while no download runs
+    /// (the daemon calls it at start). Returns how many were removed.
+    pub fn sweep_temps(&self) -> std::io::Result<u64> {
+        let dir = self.dir.join("tmp");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut n = 0;
+        for e in rd {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Remove every blob whose digest is not in `keep` (and stale temporary files);
     /// with `dry_run`, only count them.
     pub fn prune(&self, keep: &HashSet<String>, dry_run: bool) -> Result<PruneReport, PullError> {

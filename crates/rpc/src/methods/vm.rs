@@ -1,7 +1,7 @@
 //! Methods of VMs: lifecycle, inspection, logs, stats, ports, ssh access, workspaces.
 
 use super::{method, NoParams};
-use banger_model::{InitMode, VmName, VmRecord, VmState, VmmChoice, WorkspaceRecord};
+use banger_model::{InitMode, PortForward, VmName, VmRecord, VmState, VmmChoice, WorkspaceRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -63,6 +63,11 @@ method!(
     VmPorts = "vm.ports", VmNameParams => VmPortsResult
 );
 method!(
+    /// `vm.port_forward`: publish a host port (relayed to a guest port while the VM
+    /// runs), or withdraw one.
+    VmPortForward = "vm.port_forward", PortForwardParams => VmInfo
+);
+method!(
     /// `vm.workspace_record`: remember what the CLI shipped into a VM.
     VmWorkspaceRecord = "vm.workspace_record", WorkspaceParams => VmInfo
 );
@@ -95,6 +100,9 @@ pub struct VmCreateParams {
     /// Who is the guest's init; the agent (fast init) when absent.
     #[serde(default)]
     pub init: Option<InitMode>,
+    /// Host ports relayed to guest ports while the VM runs (`-p`).
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
 }
 
 /// Result of `vm.ports`: TCP ports listening in the guest (from the guest agent).
@@ -106,6 +114,21 @@ pub struct VmPortsResult {
     pub ip: Ipv4Addr,
     /// Listening TCP ports, sorted.
     pub ports: Vec<u16>,
+    /// Host ports relayed to the guest (`-p`, `vm port-forward`).
+    #[serde(default)]
+    pub forwards: Vec<PortForward>,
+}
+
+/// Params of `vm.port_forward`: publish (or, with `remove`, withdraw) a host port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForwardParams {
+    /// The VM's name.
+    pub name: String,
+    /// The mapping (for `remove`, only `host_ip` and `host_port` count).
+    pub forward: PortForward,
+    /// Withdraw it instead.
+    #[serde(default)]
+    pub remove: bool,
 }
 
 /// Params of `vm.workspace_record`: the repository the CLI just shipped into a VM.
@@ -237,15 +260,23 @@ pub struct VmInfo {
     pub disk_mib: u64,
     /// Unix seconds at creation.
     pub created_at: i64,
+    /// Unix seconds when its current boot finished (while it runs); `now -
+    /// started_at` is its uptime.
+    #[serde(default)]
+    pub started_at: Option<i64>,
     /// Why the VM is in `error`, if it is.
     #[serde(default)]
     pub error: Option<String>,
     /// VMM process id while running.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Stage durations of the call that produced this (empty otherwise).
+    /// Stage durations of the call that produced this; for other calls, those of
+    /// the VM's current (or last) boot.
     #[serde(default)]
     pub timings: Vec<StageTiming>,
+    /// Host ports relayed to the guest while it runs.
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
     /// The host repository shipped into the VM, if any.
     #[serde(default)]
     pub workspace: Option<WorkspaceRecord>,
@@ -274,9 +305,11 @@ impl VmInfo {
             memory_mib: rec.memory_mib,
             disk_mib: rec.disk_mib,
             created_at: rec.created_at,
+            started_at: None,
             error: rec.error.clone(),
             pid: None,
             timings: Vec::new(),
+            ports: Vec::new(),
             workspace: None,
             vmm: rec.vmm,
             backend: None,

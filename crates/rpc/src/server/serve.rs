@@ -11,7 +11,9 @@ use super::router::{unknown_method, Router};
 use crate::error::{ErrorCode, RpcError};
 use crate::methods::Progress;
 use crate::upgrade::{UpgradeFn, UpgradeSlot, Upgraded};
-use crate::wire::{encode, new_op_id, valid_op_id, ErrorLine, ProgressLine, Request, ResultLine};
+use crate::wire::{
+    encode, json_kind, new_op_id, valid_op_id, ErrorLine, ProgressLine, Request, ResultLine,
+};
 use crate::{MAX_REQUEST_LINE, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -317,6 +319,13 @@ fn parse(line: &str) -> Result<Call, (u64, RpcError)> {
         ));
         (0, reject(err, None))
     })?;
+    if !value.is_object() {
+        let err = RpcError::bad_request(format!(
+            "request is {}, not a JSON object; send one object per line: {{\"v\":{PROTOCOL_VERSION},\"id\":1,\"method\":\"ping\"}}",
+            json_kind(&value)
+        ));
+        return Err((0, reject(err, None)));
+    }
     let id = value.get("id").and_then(Value::as_u64).unwrap_or(0);
     let client_op_id = value
         .get("op_id")

@@ -351,7 +351,8 @@ impl Firecracker {
             std::fs::File::create(&p).map_err(io(format!("create {}", p.display())))?;
         }
         let console_path = rt.join(files::CONSOLE);
-        let console = std::fs::File::create(&console_path)
+        // Appending, so the daemon can rotate it under firecracker (`crate::console`).
+        let console = crate::console::create_for_append(&console_path)
             .map_err(io(format!("create {}", console_path.display())))?;
         let console_err = console
             .try_clone()
@@ -440,11 +441,10 @@ fn is_elf_file(path: &Path) -> bool {
         && &head == b"\x7fELF"
 }
 
-/// Last lines of the console log, for errors.
+/// Last lines of the console log, for errors. Reads at most its last 64 KiB: the
+/// log is written by the guest.
 pub fn output_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&crate::console::tail(path, 64 << 10)).into_owned();
     let all: Vec<&str> = text.lines().collect();
     let tail = all[all.len().saturating_sub(lines)..].join("\n");
     if tail.trim().is_empty() {
@@ -506,6 +506,17 @@ impl Vmm for Firecracker {
     fn cleanup(&self, runtime_dir: &Path) {
         crate::remove_files(runtime_dir, &[files::API, files::VSOCK, files::METRICS]);
     }
+
+    async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
+        process::kill_tagged(&orphan_tag(runtime_dir), Duration::from_secs(5)).await
+    }
+}
+
+/// What only the command line of this VM's Firecracker contains: `--api-sock` and
+/// the path as whole arguments (the command line's NUL separators included), so that
+/// `kill_orphans` never hits a process that merely names the socket.
+fn orphan_tag(runtime_dir: &Path) -> String {
+    format!("--api-sock\0{}\0", runtime_dir.join(files::API).display())
 }
 
 #[cfg(test)]
@@ -525,5 +536,30 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [files::CONSOLE, files::LOG]);
+    }
+
+    #[test]
+    fn the_orphan_tag_matches_the_launched_command_line_only() {
+        let rt = std::path::PathBuf::from("/run/banger/vms/abc123");
+        let spec = MachineSpec {
+            id: "abc123".into(),
+            cpus: 1,
+            memory_mib: 128,
+            kernel: "/img/vmlinux".into(),
+            initrd: None,
+            cmdline: String::new(),
+            disks: vec![],
+            net: None,
+            runtime_dir: rt.clone(),
+        };
+        // /proc/<pid>/cmdline: each argument ends with a NUL.
+        let mut cmdline = String::from("firecracker\0");
+        for a in Firecracker::default().args(&spec) {
+            cmdline.push_str(&a);
+            cmdline.push('\0');
+        }
+        assert!(cmdline.contains(&orphan_tag(&rt)), "{cmdline:?}");
+        let tail = format!("tail\0-f\0{}\0", rt.join(files::API).display());
+        assert!(!tail.contains(&orphan_tag(&rt)));
     }
 }

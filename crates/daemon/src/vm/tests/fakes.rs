@@ -43,6 +43,8 @@ struct State {
     log: Vec<String>,
     taps: BTreeSet<String>,
     alive: BTreeSet<u32>,
+    /// Each launched VMM's runtime directory (what finds it without handles).
+    runtime_dirs: std::collections::HashMap<u32, std::path::PathBuf>,
     next_pid: u32,
 }
 
@@ -162,6 +164,7 @@ impl Vmm for FakeVmm {
             s.next_pid += 1;
             let pid = 1000 + s.next_pid;
             s.alive.insert(pid);
+            s.runtime_dirs.insert(pid, rt.clone());
             pid
         };
         self.0
@@ -194,6 +197,21 @@ impl Vmm for FakeVmm {
 
     fn cleanup(&self, runtime_dir: &Path) {
         let _ = std::fs::remove_file(runtime_dir.join(FAKE_SOCKET));
+    }
+
+    async fn kill_orphans(&self, runtime_dir: &Path) -> usize {
+        let mut s = self.0.lock();
+        let found: Vec<u32> = s
+            .alive
+            .iter()
+            .copied()
+            .filter(|p| s.runtime_dirs.get(p).is_some_and(|d| d == runtime_dir))
+            .collect();
+        for p in &found {
+            s.alive.remove(p);
+            s.log.push(format!("kill-orphan {p}"));
+        }
+        found.len()
     }
 }
 

@@ -2,8 +2,10 @@
 //! create, start, stop, kill, delete, set and reconcile, and, for every start step,
 //! that its failure undoes exactly the steps before it.
 
+mod crash;
 pub mod fakes;
 mod hostile;
+mod issue19;
 
 use super::{create, delete, query, reconcile, set, start, stop};
 use crate::app::App;
