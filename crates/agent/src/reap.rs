@@ -63,15 +63,21 @@ pub fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<libc::c_in
     (s > 0).then_some(s)
 }
 
-/// In a forked child before exec: unblock every signal and give SIGPIPE its default
-/// action back (Rust ignores it in the agent). Async-signal-safe.
+/// In a forked child before exec: unblock every signal and give every signal its
+/// default action back. Ignored dispositions survive exec: Rust ignores SIGPIPE in the
+/// agent, and an agent started from a background job inherits an ignored SIGINT and
+/// SIGQUIT, which would make ctrl-c do nothing in the command. Async-signal-safe.
 pub fn reset_child_signals() -> io::Result<()> {
     // SAFETY: only async-signal-safe calls on a local, initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
     }
     Ok(())
 }

@@ -175,14 +175,22 @@ async fn read_until(r: &mut (impl tokio::io::AsyncRead + Unpin), want: &str) -> 
     seen
 }
 
-/// Wait until a `sleep 100` is its terminal's foreground job (read from /proc: the
-/// agent runs on this host), so a signal cannot land before the shell handed over.
+/// A `sleep` duration no other process on this host uses (other test runs of this
+/// same test may run beside it), so [`wait_sleep_in_foreground`] finds our sleep.
+fn unique_sleep() -> String {
+    format!("{}", 100_000 + std::process::id())
+}
+
+/// Wait until our `sleep` ([`unique_sleep`]) is its terminal's foreground job (read
+/// from /proc: the agent runs on this host), so a signal cannot land before the
+/// shell handed over.
 async fn wait_sleep_in_foreground() {
+    let want = format!("sleep\x00{}\x00", unique_sleep());
     let t = Instant::now();
     loop {
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if cmd != b"sleep\x00100\x00" {
+            if cmd != want.as_bytes() {
                 continue;
             }
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
@@ -229,7 +237,8 @@ async fn a_pty_session_follows_resizes_and_takes_signals() {
     // A signal from the host reaches the foreground job, not the shell.
     // (An interrupted shell drops the rest of the line, so the check is a new line.)
     // `slee""ping` is what the shell prints, not what the terminal echoes.
-    inp.write_all(b"echo slee\"\"ping; sleep 100\n")
+    let sleep = unique_sleep();
+    inp.write_all(format!("echo slee\"\"ping; sleep {sleep}\n").as_bytes())
         .await
         .expect("type");
     read_until(&mut out, "sleeping").await;
@@ -239,7 +248,7 @@ async fn a_pty_session_follows_resizes_and_takes_signals() {
     read_until(&mut out, "sleep-ended-130").await;
 
     // So does a typed ctrl-c (the terminal's own line discipline).
-    inp.write_all(b"echo slee\"\"ping-again; sleep 100\n")
+    inp.write_all(format!("echo slee\"\"ping-again; sleep {sleep}\n").as_bytes())
         .await
         .expect("type");
     read_until(&mut out, "sleeping-again").await;

@@ -7,9 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-#[cfg(test)]
 #[path = "civil.rs"]
-mod civil;
+pub mod civil;
 
 /// The release version (`X.Y.Z`, without a leading `v`).
 pub const VERSION: &str = env!("BANGER_BUILD_VERSION");

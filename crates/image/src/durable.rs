@@ -31,15 +31,21 @@ pub fn sync_file(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// fsync the directory at `path`, making the names in it (a rename or a create)
-/// durable.
-pub fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let fd = openat(
+/// The directory at `path`, opened for an fsync or syncfs (`O_NOFOLLOW`: a symlink
+/// at `path` itself is refused).
+fn open_dir(path: &Path) -> std::io::Result<rustix::fd::OwnedFd> {
+    Ok(openat(
         rustix::fs::CWD,
         path,
         open_flags() | OFlags::DIRECTORY,
         Mode::empty(),
-    )?;
+    )?)
+}
+
+/// fsync the directory at `path`, making the names in it (a rename or a create)
+/// durable.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let fd = open_dir(path)?;
     rustix::fs::fsync(&fd)?;
     Ok(())
 }
@@ -48,12 +54,7 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
 /// holds entries this process may not open (an image's mode-0000 file in a rootless
 /// build), so [`sync_tree`] cannot reach each one.
 pub fn sync_filesystem(path: &Path) -> std::io::Result<()> {
-    let fd = openat(
-        rustix::fs::CWD,
-        path,
-        open_flags() | OFlags::DIRECTORY,
-        Mode::empty(),
-    )?;
+    let fd = open_dir(path)?;
     rustix::fs::syncfs(&fd)?;
     Ok(())
 }
