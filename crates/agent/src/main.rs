@@ -26,6 +26,7 @@ mod pid1;
 mod pty;
 mod reap;
 mod serve;
+mod sshd;
 mod sys;
 mod users;
 mod vsock;

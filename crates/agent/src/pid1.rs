@@ -5,8 +5,9 @@
 //! `/dev/shm`, `/run`, `/tmp` and the cgroup2 hierarchy (`/dev`, `/proc`, `/sys` came
 //! along from the initrd), writes `/etc/resolv.conf` from `banger.dns=`, brings up
 //! loopback (eth0 and the hostname were set before the switch), serves the agent
-//! channel, and reaps every orphan. It has no service manager: no sshd, cron, journald
-//! or udev (so no hot-plugged-device modules), and `systemctl` does not work.
+//! channel, starts the image's sshd when it has one (`sshd.rs`), and reaps every
+//! orphan. It has no service manager: no cron, journald or udev (so no
+//! hot-plugged-device modules), and `systemctl` does not work.
 //!
 //! It powers off cleanly on the channel's shutdown request or on SIGTERM, SIGINT
 //! (ctrl-alt-del), SIGPWR, SIGUSR1 or SIGUSR2 (what `poweroff`, `halt` and `reboot` of
@@ -25,7 +26,7 @@
 use crate::cmdline::BootParams;
 use crate::handler::{Agent, Runs};
 use crate::init::log;
-use crate::{netconf, reap, serve, sys, vsock};
+use crate::{netconf, reap, serve, sshd, sys, vsock};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -116,7 +117,8 @@ pub fn run(params: &BootParams, initrd_root: OwnedFd) -> ! {
     let agent = Arc::new(Agent { runs: Runs::AsInit });
     vsock::spawn(agent.clone());
     serve::spawn_serial(serve::DEFAULT_PORT, agent);
-    log("the agent is the init; serving the channel");
+    log(banger_contract::cmdline::FAST_INIT_MARKER);
+    sshd::spawn();
 
     loop {
         match reap::wait_signal(&set, Duration::from_secs(1)) {

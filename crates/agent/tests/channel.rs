@@ -37,7 +37,8 @@ fn agent() -> Agent {
         .spawn()
         .expect("start the agent");
     let t = Instant::now();
-    while !sock.exists() {
+    // The socket file appears at bind(), before listen(): wait until it accepts.
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "the agent never listened"

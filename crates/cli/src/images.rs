@@ -44,8 +44,9 @@ pub enum ImageCmd {
         name: String,
     },
     /// Pull an image: a catalog name (see `banger image catalog`) or any OCI image
-    /// from a registry. OCI images must have systemd and openssh-server and boot the
-    /// default image's kernel unless --kernel names another.
+    /// from a registry. Any image boots (banger's agent is its init and runs the
+    /// commands); OCI images boot the default image's kernel unless --kernel names
+    /// another.
     ///
     /// Examples:
     ///   banger image pull debian-bookworm
@@ -63,7 +64,7 @@ pub enum ImageCmd {
         kernel: Option<String>,
     },
     /// Make an image from a root filesystem on this host: an ext4 image file or a tar
-    /// archive (plain, gzip or zstd). It must have systemd and openssh-server.
+    /// archive (plain, gzip or zstd). systemd and openssh-server are optional.
     ///
     /// An ext4 file is read inside a throw-away guest, never mounted on the host.
     ///

@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_cmd;
 mod doctor;
 mod errors;
+mod exec;
 mod generate;
 mod images;
 mod output;

@@ -60,6 +60,36 @@ pub fn command(info: &SshInfo, remote: Option<&str>, tty: bool) -> Command {
     c
 }
 
+/// Wait until sshd in the guest accepts connections: the daemon's readiness is the
+/// agent, and sshd comes up on its own (from the agent, or systemd) a little later.
+/// Bounded by `BANGER_BOOT_TIMEOUT` seconds (default 120).
+pub async fn wait_sshd(info: &SshInfo) -> anyhow::Result<()> {
+    let secs = std::env::var("BANGER_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let addr = std::net::SocketAddr::from((info.ip, 22));
+    loop {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
+        if let Ok(Ok(_)) = attempt {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "sshd in VM {} did not answer on {addr} within {secs} s: the image may have no \
+                 OpenSSH server (run without --via-ssh to use banger's agent)",
+                info.name
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn writable(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions.

@@ -41,6 +41,11 @@ pub mod cmdline {
     pub const INIT_AGENT: &str = "agent";
     /// `banger.init` value: hand over to the image's systemd.
     pub const INIT_SYSTEMD: &str = "systemd";
+    /// Bytes every agent that understands `banger.init` carries (it logs them when it
+    /// stays the init). The host looks for them in an image's initrd (an uncompressed
+    /// cpio holding the agent) before passing `banger.init`: an initrd made before the
+    /// fast init existed would take the value for a program path and fail to boot.
+    pub const FAST_INIT_MARKER: &str = "the agent is the init; serving the channel";
     /// Name servers for the guest's resolv.conf: `banger.dns=172.30.0.1[,…]`.
     pub const DNS: &str = "banger.dns";
     /// What the boot is for; a normal boot without it: `banger.mode=export`.

@@ -35,7 +35,7 @@ impl Parts {
         Parts {
             privileged: Arc::new(banger_helper::InProcess),
             backends: Arc::new(HostBackends::new(layout, config)),
-            guest: Arc::new(AgentGuest::new(layout.ssh_key())),
+            guest: Arc::new(AgentGuest::new()),
             disks: Arc::new(Ext4Disks),
         }
     }

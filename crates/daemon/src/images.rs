@@ -218,8 +218,8 @@ pub async fn pull(app: &App, p: ImagePullParams, progress: &ProgressSink) -> Res
 }
 
 /// OCI images carry no kernel, so the guest boots a kernel from the store (the
-/// default image's unless `--kernel` names one); the image itself must have
-/// systemd and an OpenSSH server (banger boots systemd and reaches guests over ssh).
+/// default image's unless `--kernel` names one). Any image boots: banger's agent is
+/// the init and runs the commands; systemd and sshd are used when the image has them.
 async fn pull_oci(
     app: &App,
     reference: &str,
@@ -261,6 +261,7 @@ async fn pull_oci(
     let (agent, sink, st) = (app.config.agent.clone(), progress.clone(), staging.clone());
     let (source, kfiles) = (format!("oci:{reference}"), kernel.clone());
     let what = format!("turning {reference} into image {name}");
+    let pulled_config = pulled.config.clone();
     let built = blocking("image pull", move || {
         let run = || -> Result<BuiltImage, Cause> {
             let tree_dir = st.join("tree");
@@ -279,7 +280,20 @@ async fn pull_oci(
     })
     .await;
     match built {
-        Ok(b) => publish(app, &id, name, &b, kernel.name.as_deref(), &blobs, started),
+        Ok(b) => {
+            let mut rec = publish(app, &id, name, &b, kernel.name.as_deref(), &blobs, started)?;
+            // What `docker run` would apply: recorded for the image's VMs (`vm::exec`).
+            let c = &pulled_config;
+            rec.run_config = banger_model::RunConfig {
+                env: c.env.clone(),
+                entrypoint: c.entrypoint.clone(),
+                cmd: c.cmd.clone(),
+                user: c.user.clone(),
+                working_dir: c.working_dir.clone(),
+            };
+            app.db(|s| s.set_image_run_config(&rec.id, &rec.run_config))?;
+            Ok(rec)
+        }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             Err(e)

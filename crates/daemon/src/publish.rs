@@ -173,6 +173,7 @@ pub(crate) fn publish(
             size_bytes: built.size_bytes,
             created_at: now(),
             kernel: kernel.map(str::to_string),
+            run_config: Default::default(),
         };
         app.db(|s| s.insert_image(&rec, blobs))?;
         Ok(rec)

@@ -9,9 +9,9 @@ use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
     CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
     ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
-    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmInfo,
-    VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo,
-    VmStart, VmStats, VmStop, VmWorkspaceRecord,
+    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmExec,
+    VmInfo, VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow,
+    VmSshInfo, VmStart, VmStats, VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
 
@@ -117,6 +117,7 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     route!(r, app, VmWorkspaceRecord, |a, _c, p| {
         vm::query::record_workspace(&a, p).await
     });
+    route!(r, app, VmExec, |a, c, p| vm::exec::exec(&a, &c, p).await);
     route!(r, app, VmStats, |a, _c, p| vm::stats::stats(&a, &p.name)
         .await);
 

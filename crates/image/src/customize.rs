@@ -80,14 +80,6 @@ pub enum CustomizeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The tree lacks sshd, which banger needs to reach the guest.
-    #[error("the image has no OpenSSH server (/usr/sbin/sshd); banger reaches guests over ssh: add openssh-server to the image")]
-    NoSshd,
-    /// The tree lacks an init banger can hand over to.
-    #[error(
-        "the image has no /sbin/init; banger guests boot systemd: add systemd-sysv to the image"
-    )]
-    NoInit,
 }
 
 /// Apply banger's changes to the tree at `root`, installing `agent` as the guest agent.
@@ -97,22 +89,14 @@ pub enum CustomizeError {
 /// would then land on the host.
 pub fn apply(root: &Path, agent: &Path) -> Result<(), CustomizeError> {
     let mut t = TreeEditor::open(root)?;
-    if t.kind("usr/sbin/sshd")? != Some(FileType::RegularFile) {
-        return Err(CustomizeError::NoSshd);
-    }
+    // Any image boots: banger's agent is the init unless a VM asks for systemd, and
+    // commands go through the agent. sshd and systemd get banger's settings only when
+    // the image has them.
+    let has_sshd = t.kind("usr/sbin/sshd")? == Some(FileType::RegularFile);
     // merged-/usr images have sbin -> usr/sbin; older ones a real /sbin.
-    let init = |t: &mut TreeEditor, p: &str| t.kind(p).ok().flatten().is_some();
-    if !init(&mut t, "usr/sbin/init") && !init(&mut t, "sbin/init") {
-        return Err(CustomizeError::NoInit);
-    }
-    let files: [(&str, &str); 7] = [
-        ("etc/ssh/sshd_config.d/banger.conf", SSHD_CONFIG),
-        ("etc/systemd/system/ssh.service.d/banger.conf", SSH_DROPIN),
-        (
-            "etc/systemd/journald.conf.d/banger.conf",
-            "[Journal]\nStorage=volatile\n",
-        ),
-        ("etc/systemd/system/banger-agent.service", AGENT_UNIT),
+    let has = |t: &mut TreeEditor, p: &str| t.kind(p).ok().flatten().is_some();
+    let has_systemd = has(&mut t, "usr/lib/systemd/systemd") || has(&mut t, "lib/systemd/systemd");
+    let mut files: Vec<(&str, &str)> = vec![
         (
             "etc/fstab",
             "# banger: / and /root are mounted by banger's init\n",
@@ -120,6 +104,19 @@ pub fn apply(root: &Path, agent: &Path) -> Result<(), CustomizeError> {
         ("etc/hostname", "banger\n"),
         ("etc/banger/image", "built-by=banger\n"),
     ];
+    if has_sshd {
+        files.push(("etc/ssh/sshd_config.d/banger.conf", SSHD_CONFIG));
+    }
+    if has_systemd {
+        files.extend([
+            ("etc/systemd/system/ssh.service.d/banger.conf", SSH_DROPIN),
+            (
+                "etc/systemd/journald.conf.d/banger.conf",
+                "[Journal]\nStorage=volatile\n",
+            ),
+            ("etc/systemd/system/banger-agent.service", AGENT_UNIT),
+        ]);
+    }
     for (rel, text) in files {
         if let Some((dir, _)) = rel.rsplit_once('/') {
             t.create_dir_all(dir, 0o755)?;
@@ -133,14 +130,16 @@ pub fn apply(root: &Path, agent: &Path) -> Result<(), CustomizeError> {
             }
         }
     }
-    for unit in MASKED_UNITS {
-        t.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
+    if has_systemd {
+        for unit in MASKED_UNITS {
+            t.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
+        }
+        t.create_dir_all("etc/systemd/system/sysinit.target.wants", 0o755)?;
+        t.symlink(
+            "etc/systemd/system/sysinit.target.wants/banger-agent.service",
+            "/etc/systemd/system/banger-agent.service",
+        )?;
     }
-    t.create_dir_all("etc/systemd/system/sysinit.target.wants", 0o755)?;
-    t.symlink(
-        "etc/systemd/system/sysinit.target.wants/banger-agent.service",
-        "/etc/systemd/system/banger-agent.service",
-    )?;
     let bin = std::fs::read(agent).map_err(|source| CustomizeError::Agent {
         path: agent.into(),
         source,
@@ -161,7 +160,8 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
         std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
         std::fs::write(root.join("usr/sbin/sshd"), "").unwrap();
-        std::fs::write(root.join("usr/sbin/init"), "").unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
         std::fs::write(root.join("etc/ssh/ssh_host_rsa_key"), "secret").unwrap();
         let agent = t.path().join("agent");
         std::fs::write(&agent, "bin").unwrap();
@@ -201,11 +201,17 @@ mod tests {
     }
 
     #[test]
-    fn refuses_images_without_sshd() {
+    fn an_image_without_sshd_or_systemd_gets_only_the_agent() {
         let t = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            apply(t.path(), t.path()),
-            Err(CustomizeError::NoSshd)
-        ));
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/busybox"), "").unwrap();
+        let agent = t.path().join("agent");
+        std::fs::write(&agent, "bin").unwrap();
+        apply(&root, &agent).unwrap();
+        assert!(root.join(AGENT_GUEST_PATH).exists());
+        assert!(root.join("etc/fstab").exists());
+        assert!(!root.join("etc/systemd").exists());
+        assert!(!root.join("etc/ssh").exists());
     }
 }

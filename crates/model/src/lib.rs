@@ -15,7 +15,9 @@ pub use layout::Layout;
 pub use name::{NameError, VmName};
 pub use net::{GuestNet, NetError, Subnet};
 pub use port::{PortError, PortForward};
-pub use record::{ImageRecord, KernelRecord, VmRecord, VmState, VmmChoice, WorkspaceRecord};
+pub use record::{
+    ImageRecord, InitMode, KernelRecord, RunConfig, VmRecord, VmState, VmmChoice, WorkspaceRecord,
+};
 pub use size::{check_resources, format_bytes, format_mib, parse_size_mib, LimitError, SizeError};
 
 /// The image `vm run` and `vm create` use when none is named.

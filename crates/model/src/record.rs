@@ -80,6 +80,68 @@ impl std::str::FromStr for VmmChoice {
     }
 }
 
+/// Who is the guest's init: banger's agent (the fast init) or the image's systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMode {
+    /// banger's agent stays PID 1 (`banger.init=agent`): boots in a few seconds, runs
+    /// the image's sshd if it has one, no other services.
+    #[default]
+    Agent,
+    /// The image's `/sbin/init` (systemd) takes over (`banger.init=systemd`): services,
+    /// timers, `systemctl`; slower to boot.
+    Systemd,
+}
+
+impl InitMode {
+    /// Lower-case name, as stored, typed and put on the kernel command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitMode::Agent => "agent",
+            InitMode::Systemd => "systemd",
+        }
+    }
+}
+
+impl std::str::FromStr for InitMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "agent" => Ok(InitMode::Agent),
+            "systemd" => Ok(InitMode::Systemd),
+            other => Err(format!("unknown init {other:?}: use agent or systemd")),
+        }
+    }
+}
+
+/// What an OCI image's config says about running commands in it (`docker inspect`'s
+/// `Config`), recorded with the image and applied to every command banger runs there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// `KEY=value` entries (ENV).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// ENTRYPOINT.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    /// CMD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    /// USER (`name`, `uid`, `name:group` or `uid:gid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// WORKDIR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+impl RunConfig {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self == &RunConfig::default()
+    }
+}
+
 /// A VM's durable intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -110,6 +172,9 @@ pub struct VmRecord {
     /// its own call made (never an older VM that happens to share the name).
     #[serde(default)]
     pub created_op: Option<String>,
+    /// Who is the guest's init.
+    #[serde(default)]
+    pub init: InitMode,
 }
 
 /// A published, read-only base image.
@@ -132,6 +197,10 @@ pub struct ImageRecord {
     /// before kernels were tracked.
     #[serde(default)]
     pub kernel: Option<String>,
+    /// The image config's environment, entrypoint, command, user and working
+    /// directory (OCI images; empty for images banger built).
+    #[serde(default, skip_serializing_if = "RunConfig::is_empty")]
+    pub run_config: RunConfig,
 }
 
 /// A kernel in the local kernel store: a kernel image plus banger's initrd built

@@ -121,6 +121,22 @@ impl Client {
         self.call_raw(M::NAME, params, Some(op_id), progress).await
     }
 
+    /// Call method `M`, whose connection carries another protocol after its result
+    /// (see [`crate::upgrade`]): returns the result and the raw connection. The client
+    /// is used up; open another for further calls.
+    pub async fn call_upgrade<M: Method>(
+        mut self,
+        params: &M::Params,
+        progress: impl FnMut(Progress),
+    ) -> Result<(M::Result, crate::upgrade::Upgraded), ClientError> {
+        let result = self.call_raw(M::NAME, params, None, progress).await?;
+        let parts = self.conn.into_parts();
+        Ok((
+            result,
+            crate::upgrade::Upgraded::new(parts.io, parts.read_buf.to_vec()),
+        ))
+    }
+
     /// Call a method by name with any params and result types: for tests and for
     /// talking to a daemon of another version. Prefer [`Client::call`].
     pub async fn call_raw<P, R>(

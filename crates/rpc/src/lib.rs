@@ -13,6 +13,7 @@ pub mod client;
 pub mod error;
 pub mod methods;
 pub mod server;
+pub mod upgrade;
 mod wire;
 
 pub use client::{Client, ClientError};
@@ -22,6 +23,7 @@ pub use server::{
     bind, bind_owned, lock_state_dir, serve, serve_with_options, BindError, CallCtx, HandlerFuture,
     LockError, ProgressSink, Router, RouterError, ServeOptions, SocketOwner, StateLock,
 };
+pub use upgrade::{UpgradeFn, Upgraded};
 
 /// The protocol version spoken by this build (`"v"` in every line).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -42,6 +42,51 @@ impl Server {
     }
 }
 
+static UPGRADE_DROPPED: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+struct EchoUpgrade;
+impl banger_rpc::Method for EchoUpgrade {
+    const NAME: &'static str = "test.echo_upgrade";
+    type Params = NoParams;
+    type Result = String;
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_carries_raw_bytes_after_the_result() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start().await;
+    let c = Client::connect(&server.path).await.unwrap();
+    let (result, mut io) = c
+        .call_upgrade::<EchoUpgrade>(&NoParams {}, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(result, "upgraded");
+    io.write_all(b"not json at all\n").await.unwrap();
+    let mut back = Vec::new();
+    io.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"NOT JSON AT ALL\n");
+
+    // A failed call's upgrade is dropped unused; the connection stays line-based.
+    let mut c = Client::connect(&server.path).await.unwrap();
+    let e = c
+        .call_raw::<_, ()>("test.failed_upgrade", &NoParams {}, None, |_| {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no upgrade for you"), "{e}");
+    assert!(UPGRADE_DROPPED.load(Ordering::SeqCst));
+    let pong = c.call::<Ping>(&NoParams {}, |_| {}).await.unwrap();
+    assert_eq!(pong.version, "test");
+    server.shutdown().await;
+}
+
 fn router(finished: Arc<AtomicBool>) -> Router {
     let mut r = Router::new();
     r.add(Ping, |_ctx, _p| async move {
@@ -75,6 +120,7 @@ fn router(finished: Arc<AtomicBool>) -> Router {
             workspace: None,
             vmm: Default::default(),
             backend: None,
+            init: Default::default(),
         })
     })
     .unwrap()
@@ -96,6 +142,41 @@ fn router(finished: Arc<AtomicBool>) -> Router {
         }
         Ok::<_, RpcError>(())
     })
+    .unwrap()
+    .add_named(
+        "test.echo_upgrade",
+        |ctx: CallCtx, _p: NoParams| async move {
+            // After the result line: read a line, answer it upper-cased, close.
+            ctx.upgrade(|io| async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut r, mut w) = tokio::io::split(io);
+                let mut buf = vec![0u8; 64];
+                let mut got = Vec::new();
+                while !got.ends_with(b"\n") {
+                    let n = r.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                w.write_all(&got.to_ascii_uppercase()).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            Ok::<_, RpcError>("upgraded")
+        },
+    )
+    .unwrap()
+    .add_named(
+        "test.failed_upgrade",
+        |ctx: CallCtx, _p: NoParams| async move {
+            let guard = DropFlag(UPGRADE_DROPPED.clone());
+            ctx.upgrade(move |_io| async move {
+                let _keep = guard;
+                panic!("a failed call's upgrade must never run");
+            });
+            Err::<(), _>(RpcError::bad_request("no upgrade for you"))
+        },
+    )
     .unwrap()
     .add_named("test.slow", move |_ctx, _p: NoParams| {
         let finished = Arc::clone(&finished);

@@ -7,6 +7,16 @@ use crate::vms::exists;
 use banger_model::ImageRecord;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
+/// The run config as stored: JSON, or NULL when empty.
+fn run_config_json(img: &ImageRecord) -> Result<Option<String>, StoreError> {
+    if img.run_config.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(&img.run_config)
+        .map(Some)
+        .map_err(|e| StoreError::Invalid(format!("image {}: run config: {e}", img.name)))
+}
+
 impl Store {
     /// Record a published image and the cached blobs it was made from (kept by
     /// `image cache prune`). [`StoreError::ImageNameTaken`] if the name is in use;
@@ -18,7 +28,9 @@ impl Store {
             return Err(StoreError::ImageNameTaken(img.name.clone()));
         }
         tx.execute(
-            &format!("INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            &format!(
+                "INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
             params![
                 img.id,
                 img.name,
@@ -27,6 +39,7 @@ impl Store {
                 to_sql_int("image size", img.size_bytes)?,
                 img.created_at,
                 img.kernel,
+                run_config_json(img)?,
             ],
         )?;
         for digest in blobs {
@@ -60,6 +73,31 @@ impl Store {
         let rows = stmt.query_map([], ImageRow::read)?;
         rows.map(|r| r.map_err(StoreError::from)?.into_record())
             .collect()
+    }
+
+    /// Record an image's run settings (an OCI image's config, applied to commands run
+    /// in its VMs).
+    pub fn set_image_run_config(
+        &self,
+        id: &str,
+        run: &banger_model::RunConfig,
+    ) -> Result<(), StoreError> {
+        let json = if run.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(run)
+                    .map_err(|e| StoreError::Invalid(format!("image {id}: run config: {e}")))?,
+            )
+        };
+        let n = self.conn().execute(
+            "UPDATE images SET run_config = ?1 WHERE id = ?2",
+            rusqlite::params![json, id],
+        )?;
+        if n == 0 {
+            return Err(StoreError::ImageIdNotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     /// Forget an image. Refused with [`StoreError::ImageInUse`] while any VM

@@ -5,15 +5,15 @@
 //! an opaque conversion failure.
 
 use crate::error::StoreError;
-use banger_model::{ImageRecord, KernelRecord, VmName, VmRecord, VmState};
+use banger_model::{ImageRecord, KernelRecord, RunConfig, VmName, VmRecord, VmState};
 use rusqlite::Row;
 use std::net::Ipv4Addr;
 
 pub(crate) const VM_COLUMNS: &str =
-    "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error, vmm, created_op";
+    "id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at, error, vmm, created_op, init";
 
 pub(crate) const IMAGE_COLUMNS: &str =
-    "id, name, source, kernel_release, size_bytes, created_at, kernel";
+    "id, name, source, kernel_release, size_bytes, created_at, kernel, run_config";
 
 pub(crate) const KERNEL_COLUMNS: &str = "id, name, release, source, size_bytes, created_at";
 
@@ -31,6 +31,7 @@ pub(crate) struct VmRow {
     error: Option<String>,
     vmm: String,
     created_op: Option<String>,
+    init: String,
 }
 
 impl VmRow {
@@ -49,6 +50,7 @@ impl VmRow {
             error: row.get(9)?,
             vmm: row.get(10)?,
             created_op: row.get(11)?,
+            init: row.get(12)?,
         })
     }
 
@@ -72,6 +74,10 @@ impl VmRow {
                 .parse()
                 .map_err(|_| bad("unknown vmm", &self.vmm))?,
             created_op: self.created_op.clone(),
+            init: self
+                .init
+                .parse()
+                .map_err(|_| bad("unknown init", &self.init))?,
             id: self.id,
         })
     }
@@ -86,6 +92,7 @@ pub(crate) struct ImageRow {
     size_bytes: i64,
     created_at: i64,
     kernel: Option<String>,
+    run_config: Option<String>,
 }
 
 impl ImageRow {
@@ -99,6 +106,7 @@ impl ImageRow {
             size_bytes: row.get(4)?,
             created_at: row.get(5)?,
             kernel: row.get(6)?,
+            run_config: row.get(7)?,
         })
     }
 
@@ -106,7 +114,17 @@ impl ImageRow {
         let size_bytes = u64::try_from(self.size_bytes).map_err(|_| {
             StoreError::Invalid(format!("image {} has size {}", self.id, self.size_bytes))
         })?;
+        let run_config = match &self.run_config {
+            None => RunConfig::default(),
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "image {} has an unreadable run config: {e}",
+                    self.id
+                ))
+            })?,
+        };
         Ok(ImageRecord {
+            run_config,
             id: self.id,
             name: self.name,
             source: self.source,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_vmm.sql")),
     M::up(include_str!("migrations/004_kernels.sql")),
     M::up(include_str!("migrations/005_created_op.sql")),
+    M::up(include_str!("migrations/006_init_run_config.sql")),
 ];
 
 /// The schema version this binary creates and understands.

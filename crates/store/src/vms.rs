@@ -4,7 +4,7 @@ use crate::error::StoreError;
 use crate::id::new_id;
 use crate::rows::{now, parse_ip, to_sql_int, VmRow, VM_COLUMNS};
 use crate::store::Store;
-use banger_model::{Subnet, VmName, VmRecord, VmState, VmmChoice};
+use banger_model::{InitMode, Subnet, VmName, VmRecord, VmState, VmmChoice};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::net::Ipv4Addr;
 
@@ -27,6 +27,8 @@ pub struct ReserveVm {
     pub vmm: VmmChoice,
     /// Op id of the creating call (see [`VmRecord::created_op`]).
     pub created_op: Option<String>,
+    /// Who is the guest's init.
+    pub init: InitMode,
 }
 
 impl Store {
@@ -66,10 +68,11 @@ impl Store {
             error: None,
             vmm: req.vmm,
             created_op: req.created_op,
+            init: req.init,
         };
         tx.execute(
             &format!(
-                "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT INTO vms ({VM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ),
             params![
                 rec.id,
@@ -84,6 +87,7 @@ impl Store {
                 rec.error,
                 rec.vmm.as_str(),
                 rec.created_op,
+                rec.init.as_str(),
             ],
         )?;
         tx.commit()?;

@@ -22,6 +22,7 @@ fn image(id: &str, name: &str) -> ImageRecord {
         size_bytes: 2 * 1024 * 1024 * 1024,
         created_at: 1_700_000_000,
         kernel: Some("debian-bookworm".into()),
+        run_config: Default::default(),
     }
 }
 
@@ -35,6 +36,7 @@ fn reserve(name: &str, image_id: &str, subnet: Subnet) -> ReserveVm {
         disk_mib: 8192,
         subnet,
         created_op: Some(format!("op-{name}")),
+        init: banger_model::InitMode::Agent,
     }
 }
 
@@ -524,4 +526,74 @@ fn image_blobs_are_recorded_and_forgotten_with_the_image() {
     );
     store.delete_image("img1").unwrap();
     assert_eq!(store.referenced_blobs().unwrap(), [d2, d3]);
+}
+
+#[test]
+fn init_mode_and_run_config_round_trip_and_old_vms_keep_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = Store::open(&path).unwrap();
+    let mut img = image("img1", "py");
+    img.run_config = banger_model::RunConfig {
+        env: vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            "LANG=C.UTF-8".into(),
+        ],
+        entrypoint: vec![],
+        cmd: vec!["python3".into()],
+        user: Some("1000:1000".into()),
+        working_dir: Some("/srv".into()),
+    };
+    store.insert_image(&img, &[]).unwrap();
+    assert_eq!(store.get_image_by_name("py").unwrap(), img);
+    store.insert_image(&image("img2", "plain"), &[]).unwrap();
+    assert!(store
+        .get_image_by_name("plain")
+        .unwrap()
+        .run_config
+        .is_empty());
+    let subnet: Subnet = "172.30.0.0/24".parse().unwrap();
+    let mut r = reserve("sysd", "img1", subnet);
+    r.init = banger_model::InitMode::Systemd;
+    store.reserve_vm(r).unwrap();
+    store.reserve_vm(reserve("fast", "img1", subnet)).unwrap();
+    assert_eq!(
+        store.get_vm_by_name("sysd").unwrap().init,
+        banger_model::InitMode::Systemd
+    );
+    assert_eq!(
+        store.get_vm_by_name("fast").unwrap().init,
+        banger_model::InitMode::Agent
+    );
+    drop(store);
+
+    // A VM row written before the column existed (schema 5) booted systemd.
+    let old = dir.path().join("old.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    for sql in [
+        include_str!("../src/migrations/001_initial.sql"),
+        include_str!("../src/migrations/002_workspaces.sql"),
+        include_str!("../src/migrations/003_vmm.sql"),
+        include_str!("../src/migrations/004_kernels.sql"),
+        include_str!("../src/migrations/005_created_op.sql"),
+    ] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO images (id, name, source, kernel_release, size_bytes, created_at) VALUES ('i', 'img', 's', 'k', 1, 1);
+         INSERT INTO vms (id, name, image_id, state, ip, cpus, memory_mib, disk_mib, created_at) VALUES ('v', 'oldvm', 'i', 'stopped', '172.30.0.2', 1, 512, 1024, 1);",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", 5).unwrap();
+    drop(conn);
+    let store = Store::open(&old).unwrap();
+    assert_eq!(
+        store.get_vm_by_name("oldvm").unwrap().init,
+        banger_model::InitMode::Systemd
+    );
+    assert!(store
+        .get_image_by_name("img")
+        .unwrap()
+        .run_config
+        .is_empty());
 }

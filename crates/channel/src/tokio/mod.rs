@@ -8,8 +8,10 @@
 //! that reason.
 
 mod session;
+mod splice;
 
 pub use session::{Session, SessionError, StreamReader, StreamWriter};
+pub use splice::{splice, Spliced};
 
 use crate::decoder::Decoder;
 use crate::frame::{self, Frame, FrameError, Kind};
@@ -55,6 +57,15 @@ impl Config {
             software: software.into(),
             limits: Limits::default(),
             accept: false,
+        }
+    }
+
+    /// A server that accepts no sessions: its sessions are attached by agreement
+    /// ([`Connection::attach`]), as on the CLI's upgraded RPC connection.
+    pub fn server(software: impl Into<String>) -> Self {
+        Self {
+            role: Role::Server,
+            ..Self::client(software)
         }
     }
 }
@@ -432,6 +443,59 @@ impl Connection {
             .out
             .send(frame::encode(id, Kind::Open, &json))
             .map_err(|_| SessionError::Lost("the connection's writer stopped".into()))?;
+        Ok(Session::new(s, self.guard.clone()))
+    }
+
+    /// A session both sides agreed on outside the channel, without an open frame: the
+    /// daemon answers `vm.exec` over RPC with "session 1 is yours", then both ends of
+    /// that connection attach session 1. Numbers keep their owners: an odd session
+    /// belongs to the client (which then sends its `in` stream), an even one to the
+    /// server; attaching a number spends it, so neither side opens it again.
+    pub fn attach(&self, id: u32) -> Result<Session, SessionError> {
+        let shared = &self.guard.shared;
+        let mut st = lock(&shared.state);
+        if let Some(r) = &st.closed {
+            return Err(SessionError::Lost(r.clone()));
+        }
+        if id == 0 {
+            return Err(SessionError::Attach(
+                id,
+                "session 0 is the connection itself",
+            ));
+        }
+        if st.sessions.contains_key(&id) {
+            return Err(SessionError::Attach(id, "it is open already"));
+        }
+        if st.sessions.len() >= shared.limits.max_sessions {
+            return Err(SessionError::TooMany(shared.limits.max_sessions));
+        }
+        let clients = id % 2 == 1;
+        let opened_here = clients == (shared.role == Role::Client);
+        if opened_here {
+            if id < st.next_id {
+                return Err(SessionError::Attach(
+                    id,
+                    "this side already used that number",
+                ));
+            }
+            st.next_id = id.checked_add(2).ok_or(SessionError::Exhausted)?;
+        } else {
+            if id <= st.last_peer_id {
+                return Err(SessionError::Attach(
+                    id,
+                    "the peer already used that number",
+                ));
+            }
+            st.last_peer_id = id;
+        }
+        let s = Arc::new(session::Shared::new(
+            id,
+            opened_here,
+            shared.out.clone(),
+            shared.limits.max_json,
+        ));
+        st.sessions.insert(id, s.clone());
+        drop(st);
         Ok(Session::new(s, self.guard.clone()))
     }
 

@@ -42,6 +42,10 @@ pub enum SessionError {
     /// A control message over the JSON limit.
     #[error("a control message of {0} bytes exceeds the {1}-byte limit")]
     TooLarge(usize, u32),
+    /// [`super::Connection::attach`] named a session that cannot be attached (0, in
+    /// use, or a number already spent).
+    #[error("session {0} cannot be attached: {1}")]
+    Attach(u32, &'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! sibling modules).
 
 use crate::complete;
-use banger_model::{parse_size_mib, PortForward, VmName, VmmChoice};
+use banger_model::{parse_size_mib, InitMode, PortForward, VmName, VmmChoice};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +26,11 @@ pub struct Sizes {
     /// or firecracker [default: BANGER_VMM, else auto].
     #[arg(long, value_parser = vmm_parser())]
     pub vmm: Option<VmmChoice>,
+    /// The guest's init: agent (banger's agent stays PID 1: boots in seconds, starts
+    /// the image's sshd if it has one, no other services) or systemd (the image's
+    /// services, timers and systemctl; slower) [default: agent].
+    #[arg(long)]
+    pub init: Option<InitMode>,
     /// Publish a guest TCP port on the host: [HOST_IP:]HOST_PORT:GUEST_PORT, on
     /// 127.0.0.1 unless HOST_IP is given (repeatable).
     #[arg(short = 'p', long = "publish", value_name = "[HOST_IP:]HOST:GUEST")]
@@ -85,6 +90,9 @@ pub struct RunArgs {
     /// A git repository to ship in first; the command then runs in its copy
     /// (/root/<repo-name>). Without it the command runs in /root.
     pub path: Option<PathBuf>,
+    /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+    #[arg(long)]
+    pub via_ssh: bool,
     /// Command to run in the guest; an interactive shell when omitted.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -271,8 +279,8 @@ pub enum VmCmd {
         #[arg(add = complete::vms())]
         name: String,
     },
-    /// Run a command in a running VM: in its workspace (the repository shipped into
-    /// it) when it has one, else in /root.
+    /// Run a command in a VM, in its workspace (the repository shipped into it) when
+    /// it has one, else in /root. Several may run at once.
     ///
     /// Examples:
     ///   banger vm exec dev -- cargo test
@@ -289,6 +297,9 @@ pub enum VmCmd {
         /// Re-ship the repository first if its HEAD moved since the last prepare.
         #[arg(long)]
         auto_prepare: bool,
+        /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
         /// Command to run in the workspace; a shell there when omitted.
         #[arg(last = true)]
         command: Vec<String>,
@@ -310,7 +321,8 @@ pub enum VmCmd {
     /// Ship a repository into a VM and bring changes back.
     #[command(subcommand)]
     Workspace(WorkspaceCmd),
-    /// Open a shell in a VM, or run a command there.
+    /// Open a shell in a VM, or run a command there (through banger's guest agent;
+    /// --via-ssh for OpenSSH).
     ///
     /// Example:
     ///   banger vm ssh dev -- hostname
@@ -321,6 +333,9 @@ pub enum VmCmd {
         /// VM name.
         #[arg(add = complete::vms())]
         name: String,
+        /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
         /// Command to run; an interactive shell when omitted.
         #[arg(last = true)]
         command: Vec<String>,
@@ -360,6 +375,9 @@ pub enum WorkspaceCmd {
         /// Where it goes in the guest [default: /root/<repo-name>]; must be under /root.
         #[arg(long)]
         guest_path: Option<String>,
+        /// Ship over OpenSSH instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
     },
     /// Print (or write) a binary-safe patch of everything changed in the VM's copy,
     /// against the commit that was shipped: `git apply` reproduces the guest's tree.
@@ -377,6 +395,9 @@ pub enum WorkspaceCmd {
         /// Export the commits made in the guest instead, as an mbox for `git am`.
         #[arg(long)]
         commits: bool,
+        /// Export over OpenSSH instead of banger's guest agent.
+        #[arg(long)]
+        via_ssh: bool,
     },
 }
 

@@ -50,6 +50,13 @@ pub fn print_vm(v: &VmInfo) {
         ),
     ));
     rows.push((
+        "init",
+        match v.init {
+            banger_model::InitMode::Agent => "agent (banger's fast init)".to_string(),
+            banger_model::InitMode::Systemd => "systemd".to_string(),
+        },
+    ));
+    rows.push((
         "pid",
         v.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
     ));

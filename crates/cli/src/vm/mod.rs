@@ -62,11 +62,16 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
         VmCmd::Exec {
             name,
             auto_prepare,
+            via_ssh,
             command,
-        } => shell::exec(c, &name, auto_prepare, &command).await,
+        } => shell::exec(c, &name, auto_prepare, via_ssh, &command).await,
         VmCmd::Workspace(w) => shell::workspace(c, w).await,
         VmCmd::Cp { src, dest } => cp::cp(c, src, dest).await,
-        VmCmd::Ssh { name, command } => shell::ssh(c, &name, &command).await,
+        VmCmd::Ssh {
+            name,
+            via_ssh,
+            command,
+        } => shell::ssh(c, &name, via_ssh, &command).await,
     }
 }
 

@@ -3,6 +3,8 @@
 use super::cmd::{RunArgs, Sizes};
 use super::shell::{run_ssh, ssh_info};
 use super::EXIT_BANGER_FAILED;
+use crate::exec::{self, Input, Request};
+use crate::workspace::Via;
 use crate::{daemon, output, ssh, ui, workspace};
 use banger_model::{Layout, VmName};
 use banger_rpc::{
@@ -20,6 +22,7 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
         disk_mib: s.disk,
         no_start: false,
         vmm: s.vmm,
+        init: s.init,
         ports: s.publish,
     }
 }
@@ -78,8 +81,7 @@ pub async fn create_cmd(
     p.no_start = no_start;
     let mut info = create(c, &p, timings, None).await?;
     if let Some(path) = &path {
-        let ssh = ssh_info(c, info.name.as_str()).await?;
-        workspace::prepare(c, info.name.as_str(), &ssh, path, None).await?;
+        workspace::prepare(c, info.name.as_str(), Via::Agent, path, None).await?;
         info = c
             .call::<banger_rpc::VmShow>(
                 &banger_rpc::VmNameParams {
@@ -107,16 +109,30 @@ async fn run_in_new_vm(
     name: &str,
     path: Option<&Path>,
     command: &[String],
+    via_ssh: bool,
 ) -> anyhow::Result<i32> {
-    let info = ssh_info(c, name).await?;
-    let remote = match path {
+    if via_ssh {
+        let info = ssh_info(c, name).await?;
+        ssh::wait_sshd(&info).await?;
+        let remote = match path {
+            Some(p) => {
+                let w = workspace::prepare(c, name, Via::Ssh(&info), p, None).await?;
+                Some(workspace::in_workspace(&w, command))
+            }
+            None => (!command.is_empty()).then(|| ssh::remote_line(command)),
+        };
+        return run_ssh(&info, remote).await;
+    }
+    let mut req = Request::from_argv(command).pty_if_interactive();
+    match path {
         Some(p) => {
-            let w = workspace::prepare(c, name, &info, p, None).await?;
-            Some(workspace::in_workspace(&w, command))
+            let w = workspace::prepare(c, name, Via::Agent, p, None).await?;
+            req.cwd = Some(w.guest_path);
         }
-        None => (!command.is_empty()).then(|| ssh::remote_line(command)),
-    };
-    run_ssh(&info, remote).await
+        // Like `docker run`: an image's entrypoint wraps the command.
+        None => req.entrypoint = true,
+    }
+    exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await
 }
 
 /// `banger vm run`: create, run, delete (unless `keep`). The exit status is the
@@ -128,6 +144,7 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
         timings,
         sizes,
         path,
+        via_ssh,
         command,
     } = a;
     // Refuse a bad repository before booting anything.
@@ -150,7 +167,7 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
         )),
     };
     let result = match created {
-        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command).await,
+        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command, via_ssh).await,
         Err(e) => Err(e),
     };
     if !keep {

@@ -1,8 +1,11 @@
-//! `vm ssh`, `vm exec` and `vm workspace …`: everything that opens an ssh session.
+//! `vm ssh`, `vm exec` and `vm workspace …`: everything that runs in a VM, through
+//! banger's guest agent (or OpenSSH with `--via-ssh`).
 
 use super::cmd::WorkspaceCmd;
 use super::exit_code;
 use crate::errors::{fail, Class};
+use crate::exec::{self, Input, Request};
+use crate::workspace::Via;
 use crate::{ssh, workspace};
 use anyhow::Context;
 use banger_rpc::{Client, SshInfo, VmNameParams, VmShow, VmSshInfo};
@@ -38,24 +41,34 @@ pub async fn run_ssh(info: &SshInfo, remote: Option<String>) -> anyhow::Result<i
     Ok(status.code().unwrap_or(130))
 }
 
-/// `banger vm ssh NAME [-- CMD...]`.
-pub async fn ssh(c: &mut Client, name: &str, command: &[String]) -> anyhow::Result<ExitCode> {
-    let info = ssh_info(c, name).await?;
-    let remote = (!command.is_empty()).then(|| ssh::remote_line(command));
-    Ok(exit_code(run_ssh(&info, remote).await?))
+/// `banger vm ssh NAME [--via-ssh] [-- CMD...]`.
+pub async fn ssh(
+    c: &mut Client,
+    name: &str,
+    via_ssh: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    if via_ssh {
+        let info = ssh_info(c, name).await?;
+        let remote = (!command.is_empty()).then(|| ssh::remote_line(command));
+        return Ok(exit_code(run_ssh(&info, remote).await?));
+    }
+    let req = Request::from_argv(command).pty_if_interactive();
+    let code = exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await?;
+    Ok(exit_code(code))
 }
 
-/// `banger vm exec NAME [--auto-prepare] [-- CMD...]`: in the workspace when the VM
-/// has one, else in `/root` (as `docker exec` runs in the container's working
-/// directory). `--auto-prepare` without a workspace is refused: there is nothing to
-/// re-ship.
+/// `banger vm exec NAME [--auto-prepare] [--via-ssh] [-- CMD...]`: in the workspace
+/// when the VM has one, else in `/root` (as `docker exec` runs in the container's
+/// working directory). `--auto-prepare` without a workspace is refused: there is
+/// nothing to re-ship.
 pub async fn exec(
     c: &mut Client,
     name: &str,
     auto_prepare: bool,
+    via_ssh: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let info = ssh_info(c, name).await?;
     let v = c
         .call::<VmShow>(
             &VmNameParams {
@@ -64,23 +77,36 @@ pub async fn exec(
             |_| {},
         )
         .await?;
-    let remote = match v.workspace {
+    if v.workspace.is_none() && auto_prepare {
+        return Err(fail(
+            Class::Usage,
+            format!(
+                "VM {name} has no workspace to re-ship; ship one with \
+                 banger vm workspace prepare {name} PATH"
+            ),
+        ));
+    }
+    if via_ssh {
+        let info = ssh_info(c, name).await?;
+        let remote = match v.workspace {
+            Some(w) => {
+                let w = workspace::check_moved(c, name, Via::Ssh(&info), w, auto_prepare).await?;
+                workspace::in_workspace(&w, command)
+            }
+            None => in_root(command),
+        };
+        return Ok(exit_code(run_ssh(&info, Some(remote)).await?));
+    }
+    let mut req = Request::from_argv(command).pty_if_interactive();
+    match v.workspace {
         Some(w) => {
-            let w = workspace::check_moved(c, name, &info, w, auto_prepare).await?;
-            workspace::in_workspace(&w, command)
+            let w = workspace::check_moved(c, name, Via::Agent, w, auto_prepare).await?;
+            req.cwd = Some(w.guest_path);
         }
-        None if auto_prepare => {
-            return Err(fail(
-                Class::Usage,
-                format!(
-                    "VM {name} has no workspace to re-ship; ship one with \
-                     banger vm workspace prepare {name} PATH"
-                ),
-            ))
-        }
-        None => in_root(command),
-    };
-    Ok(exit_code(run_ssh(&info, Some(remote)).await?))
+        None => req.cwd = Some("/root".into()),
+    }
+    let code = exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await?;
+    Ok(exit_code(code))
 }
 
 /// The shell line that runs `argv` in `/root` (a login shell there when empty).
@@ -92,25 +118,39 @@ fn in_root(argv: &[String]) -> String {
     }
 }
 
-/// `banger vm workspace prepare | export`.
+/// `banger vm workspace prepare | export` (through the guest agent).
 pub async fn workspace(c: &mut Client, cmd: WorkspaceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         WorkspaceCmd::Prepare {
             name,
             path,
             guest_path,
+            via_ssh,
         } => {
-            let info = ssh_info(c, &name).await?;
-            workspace::prepare(c, &name, &info, &path, guest_path.as_deref()).await?;
+            let info;
+            let via = if via_ssh {
+                info = ssh_info(c, &name).await?;
+                Via::Ssh(&info)
+            } else {
+                Via::Agent
+            };
+            workspace::prepare(c, &name, via, &path, guest_path.as_deref()).await?;
         }
         WorkspaceCmd::Export {
             name,
             output,
             commits,
+            via_ssh,
         } => {
-            let info = ssh_info(c, &name).await?;
+            let info;
+            let via = if via_ssh {
+                info = ssh_info(c, &name).await?;
+                Via::Ssh(&info)
+            } else {
+                Via::Agent
+            };
             let w = workspace::recorded(c, &name).await?;
-            workspace::export(&info, &w, output, commits).await?;
+            workspace::export(&name, via, &w, output, commits).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -24,8 +24,19 @@ struct Counts {
 impl Counts {
     fn take(env: &Env) -> Counts {
         let pid = env.daemon_pid();
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|r| r.count())
+        // The fewest descriptors over a second: a connection the daemon has not yet
+        // closed after its client left (or a blocking task finishing) is not a leak,
+        // and a leak stays in every sample.
+        let fds = (0..5)
+            .map(|i| {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+            })
+            .min()
             .unwrap_or(0);
         let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()

@@ -65,6 +65,7 @@ pub async fn create(
             subnet,
             vmm,
             created_op: Some(op_id.to_string()),
+            init: p.init.unwrap_or_default(),
         })
     })?;
     if p.no_start {

@@ -1,31 +1,38 @@
-//! Talking to a booted guest, behind a small trait: waiting until it is ready,
-//! asking it to power off, asking what it listens on.
+//! Talking to a booted guest, behind a small trait: waiting until it is ready, opening
+//! sessions on it (execs, file transfers), asking it to power off, asking what it
+//! listens on.
 //!
-//! The VM services only see [`Guest`]. [`AgentGuest`] is today's implementation (the
-//! agent's JSON-line channel over virtio-serial or Firecracker's vsock, then a TCP
-//! connect to sshd); the exec-protocol client plugs in here without touching the
-//! start and stop machinery, and unit tests use a fake.
+//! The VM services only see [`Guest`]. [`AgentGuest`] holds one [`AgentClient`] per
+//! running VM: QEMU's virtio-serial chardev serves one host connection at a time, so
+//! every request for a VM (readiness, ports, shutdown, and the CLI's relayed execs)
+//! shares that client's multiplexed connection. The client is made on first use from
+//! the VM's handles (so after a daemon restart a re-adopted VM gets a new one), and
+//! forgotten when the VM stops. Unit tests use a fake.
 
+use banger_channel::tokio::Session;
+use banger_channel::Open;
 use banger_guest::agent::{AgentError, Channel};
+use banger_guest::client::{AgentClient, ClientError, Endpoint};
 use banger_vmm::Handles;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long one agent request (shutdown, ports) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the ssh `poweroff` fallback may take.
-const SSH_POWEROFF_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long opening a session may take (connecting included).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the guest did not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
     /// The agent channel failed, or the agent answered with an error.
     #[error(transparent)]
-    Agent(#[from] AgentError),
-    /// sshd did not answer.
-    #[error("{0}")]
-    Ssh(#[source] std::io::Error),
+    Client(#[from] ClientError),
+    /// An agent older than the channel failed (readiness, ports and shutdown only).
+    #[error(transparent)]
+    Legacy(#[from] AgentError),
     /// The VMM exited while we waited.
     #[error("the VM exited during boot")]
     VmmExited,
@@ -37,88 +44,71 @@ pub enum GuestError {
     Other(String),
 }
 
-/// Which guest, and how to reach it.
+/// Which guest.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
+    /// The VM's id (one agent client per id).
+    pub id: &'a str,
+    /// The VM's name (for messages).
+    pub name: &'a str,
     /// The VMM's handles (backend and agent socket).
     pub handles: &'a Handles,
-    /// The guest's address.
-    pub ip: Ipv4Addr,
-    /// The VM's name (ssh host alias).
-    pub name: &'a str,
-    /// The known_hosts file pinning its host key.
-    pub known_hosts: &'a Path,
 }
 
 /// What the VM services ask of a guest.
 #[async_trait::async_trait]
 pub trait Guest: Send + Sync {
     /// Wait until the guest agent answers (at most `timeout`).
-    async fn agent_ready(&self, handles: &Handles, timeout: Duration) -> Result<(), GuestError>;
-    /// Wait until sshd in the guest accepts connections (at most `timeout`).
-    async fn ssh_ready(&self, ip: Ipv4Addr, timeout: Duration) -> Result<(), GuestError>;
+    async fn agent_ready(&self, target: Target<'_>, timeout: Duration) -> Result<(), GuestError>;
     /// Ask the guest to flush its disks and power off; returns once asked (the caller
     /// waits for the VMM to exit).
     async fn shutdown(&self, target: Target<'_>) -> Result<(), GuestError>;
     /// TCP ports listening in the guest, sorted.
-    async fn ports(&self, handles: &Handles) -> Result<Vec<u16>, GuestError>;
+    async fn ports(&self, target: Target<'_>) -> Result<Vec<u16>, GuestError>;
+    /// Open a session for `request` on the guest's agent (its answers, `started`
+    /// first, come on the session).
+    async fn open(&self, target: Target<'_>, request: &Open) -> Result<Session, GuestError>;
+    /// The VM stopped: drop its agent connection.
+    fn forget(&self, id: &str);
 }
 
-/// How much of the ssh fallback's stderr is kept for the log. Its stdout is the
-/// guest's to fill, so it is never read at all.
-const SSH_STDERR_KEPT: u64 = 4 << 10;
+/// One held client and the VMM it belongs to.
+struct Held {
+    client: Arc<AgentClient>,
+    pid: u32,
+}
 
-/// The guest agent over the VMM's channel, and OpenSSH as the fallback.
+/// The guest agent over the VMM's channel, one client per running VM.
+#[derive(Default)]
 pub struct AgentGuest {
-    ssh_key: PathBuf,
+    clients: Mutex<HashMap<String, Held>>,
 }
 
 impl AgentGuest {
-    /// Using banger's private key at `ssh_key` for the ssh fallback.
-    pub fn new(ssh_key: PathBuf) -> Self {
-        Self { ssh_key }
+    /// No clients yet; each VM gets its own on first use.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// `sync; poweroff` over ssh, bounded in time and in what is read from it: the
-    /// guest decides what the remote command prints, so stdout goes to /dev/null and
-    /// only the first few KiB of stderr are kept (the rest is drained unread).
-    async fn ssh_poweroff(&self, t: Target<'_>) -> Result<(), GuestError> {
-        use tokio::io::AsyncReadExt;
-        let mut c = tokio::process::Command::new("ssh");
-        c.args(banger_guest::ssh::ssh_options(
-            &self.ssh_key,
-            t.known_hosts,
-            &format!("banger-{}", t.name),
-        ))
-        .arg(format!("root@{}", t.ip))
-        .arg("sync; systemctl poweroff --no-block || poweroff")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-        let run = async {
-            let mut child = c.spawn()?;
-            let mut head = Vec::new();
-            if let Some(mut err) = child.stderr.take() {
-                (&mut err)
-                    .take(SSH_STDERR_KEPT)
-                    .read_to_end(&mut head)
-                    .await?;
-                tokio::io::copy(&mut err, &mut tokio::io::sink()).await?;
+    /// The client for `t`, made if there is none or it belongs to an earlier VMM of
+    /// that VM (a restart).
+    fn client(&self, t: Target<'_>) -> Arc<AgentClient> {
+        let endpoint = Endpoint::for_backend(&t.handles.backend, &t.handles.agent_socket);
+        let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = m.get(t.id) {
+            if h.pid == t.handles.pid && h.client.endpoint() == &endpoint {
+                return h.client.clone();
             }
-            let status = child.wait().await?;
-            Ok::<_, std::io::Error>((status, head))
-        };
-        match tokio::time::timeout(SSH_POWEROFF_TIMEOUT, run).await {
-            Ok(Ok((status, head))) => {
-                if !status.success() {
-                    tracing::warn!(vm = %t.name, %status, stderr = %String::from_utf8_lossy(&head).trim(), "ssh poweroff fallback failed");
-                }
-                Ok(())
-            }
-            Ok(Err(e)) => Err(GuestError::Ssh(e)),
-            Err(_) => Err(GuestError::Timeout),
         }
+        let client = Arc::new(AgentClient::new(endpoint));
+        m.insert(
+            t.id.to_string(),
+            Held {
+                client: client.clone(),
+                pid: t.handles.pid,
+            },
+        );
+        client
     }
 }
 
@@ -128,39 +118,81 @@ fn channel(h: &Handles) -> Channel<'_> {
 
 #[async_trait::async_trait]
 impl Guest for AgentGuest {
-    async fn agent_ready(&self, h: &Handles, timeout: Duration) -> Result<(), GuestError> {
-        banger_guest::agent::wait_ready_on(channel(h), timeout).await?;
-        Ok(())
-    }
-
-    async fn ssh_ready(&self, ip: Ipv4Addr, timeout: Duration) -> Result<(), GuestError> {
-        banger_guest::ssh::wait_sshd(ip, timeout)
-            .await
-            .map_err(GuestError::Ssh)
+    async fn agent_ready(&self, t: Target<'_>, timeout: Duration) -> Result<(), GuestError> {
+        let started = std::time::Instant::now();
+        match self.client(t).wait_ready(timeout).await {
+            Ok(pong) => {
+                tracing::info!(vm = %t.name, agent = %pong.version, init = %pong.init, "guest agent answered");
+                Ok(())
+            }
+            Err(ClientError::Legacy) => {
+                // An image made before the channel: its agent speaks the old protocol,
+                // which still answers readiness, ports and shutdown.
+                tracing::warn!(vm = %t.name, "the guest's agent predates the exec channel; rebuild the image to run commands through it");
+                let left = timeout.saturating_sub(started.elapsed());
+                banger_guest::agent::wait_ready_on(channel(t.handles), left).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn shutdown(&self, t: Target<'_>) -> Result<(), GuestError> {
-        let asked =
-            banger_guest::agent::request_on(channel(t.handles), "shutdown", REQUEST_TIMEOUT).await;
-        if let Err(e) = asked {
-            tracing::warn!(vm = %t.name, error = %e, "agent shutdown failed; asking over ssh");
-            return self.ssh_poweroff(t).await;
+        let client = self.client(t);
+        match tokio::time::timeout(REQUEST_TIMEOUT, client.shutdown()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(ClientError::Legacy)) => {
+                banger_guest::agent::request_on(channel(t.handles), "shutdown", REQUEST_TIMEOUT)
+                    .await?;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ClientError::Timeout(REQUEST_TIMEOUT).into()),
         }
-        Ok(())
     }
 
-    async fn ports(&self, h: &Handles) -> Result<Vec<u16>, GuestError> {
-        let v = banger_guest::agent::request_on(channel(h), "ports", REQUEST_TIMEOUT).await?;
-        let mut ports: Vec<u16> = v["ports"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
+    async fn ports(&self, t: Target<'_>) -> Result<Vec<u16>, GuestError> {
+        let client = self.client(t);
+        let mut ports = match tokio::time::timeout(REQUEST_TIMEOUT, client.ports()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(ClientError::Legacy)) => {
+                let v =
+                    banger_guest::agent::request_on(channel(t.handles), "ports", REQUEST_TIMEOUT)
+                        .await?;
+                v["ports"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(ClientError::Timeout(REQUEST_TIMEOUT).into()),
+        };
         ports.sort_unstable();
         ports.dedup();
         Ok(ports)
+    }
+
+    async fn open(&self, t: Target<'_>, request: &Open) -> Result<Session, GuestError> {
+        let client = self.client(t);
+        match tokio::time::timeout(OPEN_TIMEOUT, client.open(request)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClientError::Timeout(OPEN_TIMEOUT).into()),
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let held = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(h) = held {
+            // Closing sends a goaway; nothing to wait for.
+            tokio::spawn(async move { h.client.disconnect().await });
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! * [`stop`] — `vm.stop` (graceful), `vm.kill`, `vm.restart`, and the runtime
 //!   teardown every verb that ends a VM uses;
 //! * [`delete`] — `vm.delete`, `vm.prune`;
+//! * [`exec`] — `vm.exec` (a process relayed between the CLI and the guest agent);
 //! * [`set`] — `vm.set`;
 //! * [`query`] — `vm.list`, `vm.show`, `vm.ssh_info`, `vm.logs`, `vm.ports`,
 //!   `vm.workspace_record`;
@@ -24,6 +25,7 @@ pub mod boot_record;
 pub mod create;
 pub mod delete;
 pub mod disks;
+pub mod exec;
 pub mod forward;
 pub mod guest;
 pub mod query;

@@ -112,7 +112,12 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
     let h = handles::read(&app.layout.vm_dir(&rec.id))
         .filter(|_| rec.state == VmState::Running)
         .ok_or_else(|| not_running(name, rec.state))?;
-    let ports = app.guest.ports(&h.vmm).await.map_err(DaemonError::guest(
+    let target = super::guest::Target {
+        id: &rec.id,
+        name: rec.name.as_str(),
+        handles: &h.vmm,
+    };
+    let ports = app.guest.ports(target).await.map_err(DaemonError::guest(
         format!("asking the guest agent of {name} for its ports failed"),
         String::new(),
     ))?;

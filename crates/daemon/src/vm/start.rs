@@ -4,12 +4,13 @@
 //! `disks` (overlay and work disks, only those that do not exist yet) → `network`
 //! (bridge, NAT once per daemon, the VM's tap) → `accel-probe` (only the first time
 //! the daemon needs the accelerator) → `boot` (the backend launches the VMM;
-//! `handles.json` records it) → `agent` → `ssh` (the guest answers). A failure at any
+//! `handles.json` records it) → `agent` (the guest's agent answers; sshd is never
+//! waited for). A failure at any
 //! step undoes exactly the steps before it and leaves the VM in `error` with the
 //! reason; the waits fail early, with the console's last lines, if the VMM dies.
 
 use super::files;
-use super::guest::GuestError;
+use super::guest::{GuestError, Target};
 use super::stages::{Stages, Steps, Undo};
 use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
@@ -17,7 +18,7 @@ use crate::handles::{self, VmHandles};
 use banger_contract::cmdline as key;
 use banger_helper::PrivOp;
 use banger_image::files as img_files;
-use banger_model::{GuestNet, ImageRecord, VmRecord, VmState};
+use banger_model::{GuestNet, ImageRecord, InitMode, VmRecord, VmState};
 use banger_rpc::{ProgressSink, VmInfo};
 use banger_vmm::{DiskSpec, Handles, MachineSpec, NetSpec, Vmm};
 use std::path::{Path, PathBuf};
@@ -157,20 +158,19 @@ async fn run_steps(
         &h,
         &rec.id,
         deadline,
-        app.guest.agent_ready(&h, timeout),
+        app.guest.agent_ready(
+            Target {
+                id: &rec.id,
+                name: rec.name.as_str(),
+                handles: &h,
+            },
+            timeout,
+        ),
     )
     .await
     .map_err(guest_error("the guest agent never answered", &h))?;
-    steps.begin("ssh")?;
-    wait_guest(
-        vmm,
-        &h,
-        &rec.id,
-        deadline,
-        app.guest.ssh_ready(rec.ip, timeout),
-    )
-    .await
-    .map_err(guest_error("sshd in the guest never answered", &h))?;
+    // Readiness is the agent answering: commands go through it, and sshd (when the
+    // image has one) comes up on its own for the user's own tools.
     steps.end()
 }
 
@@ -290,22 +290,33 @@ fn machine_spec(
         prefix: subnet.prefix,
         gateway: subnet.gateway(),
     };
+    let initrd = image_dir.join(img_files::INITRD);
+    let mut cmdline = format!(
+        "{}={}/{} {}={} {}={}",
+        key::IP,
+        net.ip,
+        net.prefix,
+        key::GATEWAY,
+        net.gateway,
+        key::HOSTNAME,
+        rec.name,
+    );
+    if knows_init_modes(&initrd) {
+        cmdline.push_str(&format!(" {}={}", key::INIT, init_arg(rec.init)));
+    } else {
+        tracing::warn!(
+            vm = %rec.name,
+            "the image's initrd predates banger.init: booting the image's systemd; rebuild the \
+             image (banger image build) for the fast init and commands through the agent"
+        );
+    }
     MachineSpec {
         id: rec.id.clone(),
         cpus: rec.cpus,
         memory_mib: rec.memory_mib,
         kernel,
-        initrd: Some(image_dir.join(img_files::INITRD)),
-        cmdline: format!(
-            "{}={}/{} {}={} {}={}",
-            key::IP,
-            net.ip,
-            net.prefix,
-            key::GATEWAY,
-            net.gateway,
-            key::HOSTNAME,
-            rec.name
-        ),
+        initrd: Some(initrd),
+        cmdline,
         disks: vec![
             DiskSpec {
                 path: image_dir.join(img_files::ROOTFS),
@@ -325,6 +336,30 @@ fn machine_spec(
             mac: net.mac(),
         }),
         runtime_dir: rt_dir.to_path_buf(),
+    }
+}
+
+/// Whether the agent in `initrd` understands `banger.init` (it carries
+/// [`key::FAST_INIT_MARKER`]). An older one would take the value for a program and fail
+/// to boot; without the parameter it boots systemd as it always did. Reads at most
+/// 256 MiB (banger's initrds are a few MiB, uncompressed).
+fn knows_init_modes(initrd: &Path) -> bool {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let read = std::fs::File::open(initrd).and_then(|f| f.take(256 << 20).read_to_end(&mut data));
+    if read.is_err() {
+        // Not readable here: let the VMM report it; assume a current initrd.
+        return true;
+    }
+    let marker = key::FAST_INIT_MARKER.as_bytes();
+    data.windows(marker.len()).any(|w| w == marker)
+}
+
+/// The `banger.init` value for a VM's init mode.
+fn init_arg(init: InitMode) -> &'static str {
+    match init {
+        InitMode::Agent => key::INIT_AGENT,
+        InitMode::Systemd => key::INIT_SYSTEMD,
     }
 }
 
@@ -376,4 +411,21 @@ pub(crate) fn console_tail(log: &Path) -> String {
 /// The console is written by the guest: never read it whole.
 pub(crate) fn tail_text(log: &Path, max: u64) -> String {
     String::from_utf8_lossy(&banger_vmm::console::tail(log, max)).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_initrds_whose_agent_knows_banger_init_get_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (new, old) = (d.path().join("new"), d.path().join("old"));
+        let mut bytes = b"070701 cpio header ...".to_vec();
+        bytes.extend(key::FAST_INIT_MARKER.as_bytes());
+        std::fs::write(&new, &bytes).unwrap();
+        std::fs::write(&old, b"070701 an agent from before the fast init").unwrap();
+        assert!(knows_init_modes(&new));
+        assert!(!knows_init_modes(&old));
+    }
 }

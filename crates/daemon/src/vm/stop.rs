@@ -1,14 +1,14 @@
 //! `vm.stop` (graceful), `vm.kill` (force), `vm.restart`, and the runtime teardown
 //! every verb that ends a VM shares.
 //!
-//! Stop: the guest is asked to flush and power off (agent, ssh as fallback) → up to
+//! Stop: the guest is asked to flush and power off (through its agent) → up to
 //! [`POWEROFF_GRACE`] for the VMM to exit → forced off (the backend's kill) → tap,
 //! sockets and `handles.json` removed (the console log stays for `vm logs`) →
 //! `stopped`.
 
 use super::guest::Target;
 use super::stages::Stages;
-use super::{files, query, start};
+use super::{query, start};
 use crate::app::App;
 use crate::error::{DaemonError, Result};
 use crate::handles;
@@ -26,6 +26,8 @@ pub const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 pub(crate) async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<()> {
     let vm_dir = app.layout.vm_dir(&rec.id);
     let rt = app.layout.vm_runtime(&rec.id);
+    // Its agent connection dies with the VMM; a next boot gets a new client.
+    app.guest.forget(&rec.id);
     if let Some(h) = handles::read(&vm_dir) {
         let vmm = app.backends.for_handles(&h.vmm);
         vmm.kill(&h.vmm)
@@ -73,12 +75,10 @@ async fn stop_locked(app: &App, name: &str, st: &mut Stages<'_>) -> Result<()> {
         let vmm = app.backends.for_handles(&h.vmm);
         if vmm.is_alive(&h.vmm, &rec.id) {
             st.begin("sync");
-            let known_hosts = app.layout.vm_dir(&rec.id).join(files::KNOWN_HOSTS);
             let target = Target {
-                handles: &h.vmm,
-                ip: rec.ip,
+                id: &rec.id,
                 name: rec.name.as_str(),
-                known_hosts: &known_hosts,
+                handles: &h.vmm,
             };
             if let Err(e) = app.guest.shutdown(target).await {
                 tracing::warn!(vm = %name, "the guest could not be asked to power off: {e}");

@@ -76,7 +76,7 @@ pub enum ClientError {
     #[error("the guest agent's channel handshake failed: {0}")]
     Handshake(HandshakeError),
     /// The guest's agent is older than this banger and speaks only ping/ports/shutdown.
-    #[error("the guest's agent predates the exec channel (it speaks the old JSON-lines protocol): rebuild the image with this banger (banger image build) to run commands through the agent")]
+    #[error("the guest's agent predates the exec channel (it speaks the old JSON-lines protocol): rebuild the image with this banger (banger image build) to run commands through the agent, or pass --via-ssh to use OpenSSH")]
     Legacy,
     /// The session or its connection failed.
     #[error("the guest agent's channel failed: {0}")]

@@ -11,11 +11,13 @@
 //! and the catalog), [`kernel`].
 
 pub mod daemon;
+pub mod exec;
 pub mod image;
 pub mod kernel;
 pub mod vm;
 
 pub use daemon::*;
+pub use exec::*;
 pub use image::*;
 pub use kernel::*;
 pub use vm::*;
@@ -72,6 +74,7 @@ pub const METHODS: &[&str] = &[
     Ping::NAME,
     VmCreate::NAME,
     VmDelete::NAME,
+    VmExec::NAME,
     VmKill::NAME,
     VmList::NAME,
     VmLogs::NAME,
@@ -135,6 +138,7 @@ mod tests {
                 "ping",
                 "vm.create",
                 "vm.delete",
+                "vm.exec",
                 "vm.kill",
                 "vm.list",
                 "vm.logs",

@@ -1,7 +1,7 @@
 //! Methods of VMs: lifecycle, inspection, logs, stats, ports, ssh access, workspaces.
 
 use super::{method, NoParams};
-use banger_model::{PortForward, VmName, VmRecord, VmState, VmmChoice, WorkspaceRecord};
+use banger_model::{InitMode, PortForward, VmName, VmRecord, VmState, VmmChoice, WorkspaceRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -97,6 +97,9 @@ pub struct VmCreateParams {
     /// VMM backend; the daemon's default (`BANGER_VMM`, else auto) when absent.
     #[serde(default)]
     pub vmm: Option<VmmChoice>,
+    /// Who is the guest's init; the agent (fast init) when absent.
+    #[serde(default)]
+    pub init: Option<InitMode>,
     /// Host ports relayed to guest ports while the VM runs (`-p`).
     #[serde(default)]
     pub ports: Vec<PortForward>,
@@ -283,6 +286,9 @@ pub struct VmInfo {
     /// The backend actually running it, while it runs.
     #[serde(default)]
     pub backend: Option<String>,
+    /// Who is the guest's init (`agent` or `systemd`).
+    #[serde(default)]
+    pub init: InitMode,
 }
 
 impl VmInfo {
@@ -307,6 +313,7 @@ impl VmInfo {
             workspace: None,
             vmm: rec.vmm,
             backend: None,
+            init: rec.init,
         }
     }
 }
@@ -361,6 +368,7 @@ mod tests {
             error: None,
             vmm: Default::default(),
             created_op: None,
+            init: InitMode::Systemd,
         };
         let info = VmInfo::from_record(&rec, "debian-bookworm");
         assert_eq!(info.name, "dev");
@@ -370,6 +378,7 @@ mod tests {
         assert_eq!(info.pid, None);
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["ip"], "172.30.0.2");
+        assert_eq!(json["init"], "systemd");
         let back: VmInfo = serde_json::from_value(json).unwrap();
         assert_eq!(back, info);
     }

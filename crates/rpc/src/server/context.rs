@@ -2,6 +2,8 @@
 //! a way to report progress.
 
 use crate::methods::Progress;
+use crate::upgrade::{UpgradeFn, UpgradeSlot, Upgraded};
+use std::future::Future;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -18,6 +20,8 @@ pub struct CallCtx {
     pub peer_uid: u32,
     /// Emits progress lines to the caller.
     pub progress: ProgressSink,
+    /// What to run on the connection after the result line, if anything.
+    pub(crate) upgrade: UpgradeSlot,
 }
 
 impl CallCtx {
@@ -28,7 +32,26 @@ impl CallCtx {
             op_id: op_id.into(),
             peer_uid,
             progress: ProgressSink::detached(),
+            upgrade: UpgradeSlot::default(),
         }
+    }
+
+    /// Take the connection over once the successful result line is written: `f` gets
+    /// the raw stream (see [`crate::upgrade`]). Calling it again replaces `f`. If the
+    /// call fails, or the client is gone before its result was written, `f` is dropped
+    /// without running (drop what it owns to undo).
+    pub fn upgrade<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Upgraded) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: UpgradeFn = Box::new(move |u| Box::pin(f(u)));
+        self.upgrade.set(f);
+    }
+
+    /// Whether a handler asked for the connection (tests, in-process calls).
+    pub fn take_upgrade(&self) -> Option<UpgradeFn> {
+        self.upgrade.take()
     }
 }
 

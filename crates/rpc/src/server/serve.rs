@@ -10,6 +10,7 @@ use super::limits::{Claim, InFlight, ServeOptions};
 use super::router::{unknown_method, Router};
 use crate::error::{ErrorCode, RpcError};
 use crate::methods::Progress;
+use crate::upgrade::{UpgradeFn, UpgradeSlot, Upgraded};
 use crate::wire::{
     encode, json_kind, new_op_id, valid_op_id, ErrorLine, ProgressLine, Request, ResultLine,
 };
@@ -214,7 +215,21 @@ impl Connection {
             let outcome = match next {
                 None => break,
                 Some(Ok(line)) if line.trim().is_empty() => continue,
-                Some(Ok(line)) => self.handle_line(&mut conn, peer_uid, &line).await,
+                Some(Ok(line)) => match self.handle_line(&mut conn, peer_uid, &line).await {
+                    Ok(Some(upgrade)) => {
+                        // The connection is the handler's now: no more lines, no
+                        // read timeout; it ends with the daemon's shutdown at the latest.
+                        let parts = conn.into_parts();
+                        let io = Upgraded::new(parts.io, parts.read_buf.to_vec());
+                        tokio::select! {
+                            () = upgrade(io) => {}
+                            () = stop.cancelled() => debug!("daemon stopping: ending an upgraded connection"),
+                        }
+                        return;
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                     let err = reject(
                         RpcError::bad_request(format!(
@@ -367,20 +382,21 @@ impl Connection {
         conn: &mut Conn,
         peer_uid: u32,
         line: &str,
-    ) -> Result<(), LinesCodecError> {
+    ) -> Result<Option<UpgradeFn>, LinesCodecError> {
         let wt = self.opts.write_timeout;
         let mut call = match parse(line) {
             Ok(call) => call,
-            Err((id, err)) => return send_error(conn, wt, id, &err).await,
+            Err((id, err)) => return send_error(conn, wt, id, &err).await.map(|()| None),
         };
         let Some(handler) = self.router.get(&call.method) else {
             let err = reject(unknown_method(&call.method), Some(call.op_id));
-            return send_error(conn, wt, call.id, &err).await;
+            return send_error(conn, wt, call.id, &err).await.map(|()| None);
         };
         let claim = match self.claim(&mut call) {
             Ok(claim) => claim,
-            Err(err) => return send_error(conn, wt, call.id, &err).await,
+            Err(err) => return send_error(conn, wt, call.id, &err).await.map(|()| None),
         };
+        let upgrade = UpgradeSlot::default();
 
         let span = tracing::info_span!("rpc", op_id = %call.op_id, method = %call.method);
         let (progress, mut rx) = ProgressSink::channel();
@@ -388,6 +404,7 @@ impl Connection {
             op_id: call.op_id.clone(),
             peer_uid,
             progress,
+            upgrade: upgrade.clone(),
         };
         let started = Instant::now();
         // Raw handlers may do work before returning their future; keep it in the span too.
@@ -415,6 +432,8 @@ impl Connection {
                 joined = &mut task => break joined,
             }
         };
+        // Taken whatever happens: an upgrade of a failed call is dropped here.
+        let upgrade = upgrade.take();
         while let Ok(p) = rx.try_recv() {
             send_progress(conn, wt, call.id, &p).await?;
         }
@@ -427,13 +446,14 @@ impl Connection {
                     op_id: &call.op_id,
                     result: &result,
                 };
-                send_line(conn, wt, encode(call.id, &line)).await
+                send_line(conn, wt, encode(call.id, &line)).await?;
+                Ok(upgrade)
             }
             Ok(Err(mut err)) => {
                 if err.op_id.is_none() {
                     err.op_id = Some(call.op_id);
                 }
-                send_error(conn, wt, call.id, &err).await
+                send_error(conn, wt, call.id, &err).await.map(|()| None)
             }
             Err(join) => {
                 error!(op_id = %call.op_id, method = %call.method, error = %join, "RPC handler panicked");
@@ -442,7 +462,7 @@ impl Connection {
                     call.method, call.op_id
                 ))
                 .with_op_id(call.op_id);
-                send_error(conn, wt, call.id, &err).await
+                send_error(conn, wt, call.id, &err).await.map(|()| None)
             }
         }
     }

@@ -116,6 +116,7 @@ async fn a_published_directory_without_its_row_is_swept_and_named_ones_are_kept(
         size_bytes: 1,
         created_at: 1,
         kernel: None,
+        run_config: Default::default(),
     };
     app.db(|s| s.insert_image(&named, &[])).unwrap();
     std::fs::create_dir_all(app.layout.image_dir(&named.id)).unwrap();

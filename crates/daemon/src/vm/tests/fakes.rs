@@ -7,12 +7,13 @@ use crate::error::{Cause, DaemonError, Result};
 use crate::vm::backend::{Backends, Selected};
 use crate::vm::disks::Disks;
 use crate::vm::guest::{Guest, GuestError, Target};
+use banger_channel::tokio::Session;
+use banger_channel::Open;
 use banger_helper::{HelperError, PrivOp, Privileged};
 use banger_model::{ImageRecord, Layout, VmmChoice};
 use banger_rpc::ProgressSink;
 use banger_vmm::{Accel, Handles, MachineSpec, Vmm, VmmError};
 use std::collections::{BTreeSet, HashSet};
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,8 +33,6 @@ pub enum Fail {
     Launch,
     /// The agent never answers.
     Agent,
-    /// sshd never answers.
-    Ssh,
     /// The guest ignores the request to power off.
     Shutdown,
 }
@@ -257,19 +256,11 @@ pub struct FakeGuest(pub Arc<World>);
 
 #[async_trait::async_trait]
 impl Guest for FakeGuest {
-    async fn agent_ready(&self, _: &Handles, _: Duration) -> Result<(), GuestError> {
+    async fn agent_ready(&self, _: Target<'_>, _: Duration) -> Result<(), GuestError> {
         if self.0.fails(Fail::Agent) {
             return Err(GuestError::Other("fake agent silence".into()));
         }
         self.0.record("agent ready");
-        Ok(())
-    }
-
-    async fn ssh_ready(&self, _: Ipv4Addr, _: Duration) -> Result<(), GuestError> {
-        if self.0.fails(Fail::Ssh) {
-            return Err(GuestError::Other("fake sshd silence".into()));
-        }
-        self.0.record("ssh ready");
         Ok(())
     }
 
@@ -282,9 +273,16 @@ impl Guest for FakeGuest {
         Ok(())
     }
 
-    async fn ports(&self, _: &Handles) -> Result<Vec<u16>, GuestError> {
+    async fn ports(&self, _: Target<'_>) -> Result<Vec<u16>, GuestError> {
         Ok(vec![22, 8080])
     }
+
+    async fn open(&self, t: Target<'_>, _: &Open) -> Result<Session, GuestError> {
+        self.0.record(format!("open {}", t.name));
+        Err(GuestError::Other("the fake guest runs nothing".into()))
+    }
+
+    fn forget(&self, _: &str) {}
 }
 
 /// Disks are small files.
@@ -333,6 +331,7 @@ pub fn app_with(config: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<App
         size_bytes: 1,
         created_at: 1,
         kernel: None,
+        run_config: Default::default(),
     };
     store.insert_image(&image, &[]).unwrap();
     std::fs::create_dir_all(layout.image_dir(&image.id).join("work-seed")).unwrap();

@@ -4,6 +4,7 @@
 
 mod crash;
 pub mod fakes;
+mod hostile;
 mod issue19;
 
 use super::{create, delete, query, reconcile, set, start, stop};
@@ -50,10 +51,7 @@ async fn create_runs_every_step_and_records_running() {
     let info = create_vm(&app, "dev").await.unwrap();
     assert_eq!(info.state, VmState::Running);
     let stages: Vec<&str> = info.timings.iter().map(|t| t.stage.as_str()).collect();
-    assert_eq!(
-        stages,
-        ["reserve", "disks", "network", "boot", "agent", "ssh"]
-    );
+    assert_eq!(stages, ["reserve", "disks", "network", "boot", "agent"]);
     let log = world.log();
     let tap = banger_host::tap_name(&info.id);
     assert_eq!(
@@ -66,7 +64,6 @@ async fn create_runs_every_step_and_records_running() {
             format!("create-tap {tap}"),
             "launch 1001 disks=3".into(),
             "agent ready".into(),
-            "ssh ready".into(),
         ]
     );
     let (vm_dir, rt) = dirs(&app, "dev");
@@ -93,7 +90,7 @@ async fn create_runs_every_step_and_records_running() {
 #[tokio::test]
 async fn every_start_step_failure_undoes_exactly_the_steps_before_it() {
     // (fail point, the step it belongs to, what is undone after the failure)
-    let cases: [(Fail, &str, &[&str]); 7] = [
+    let cases: [(Fail, &str, &[&str]); 6] = [
         (Fail::Overlay, "creating the overlay disk failed", &[]),
         (Fail::Work, "creating the work disk failed", &[]),
         (Fail::Bridge, "setting up bridge banger0 failed", &[]),
@@ -102,11 +99,6 @@ async fn every_start_step_failure_undoes_exactly_the_steps_before_it() {
         (
             Fail::Agent,
             "the guest agent never answered",
-            &["kill", "delete-tap"],
-        ),
-        (
-            Fail::Ssh,
-            "sshd in the guest never answered",
             &["kill", "delete-tap"],
         ),
     ];
@@ -136,7 +128,7 @@ async fn every_start_step_failure_undoes_exactly_the_steps_before_it() {
 /// the stage's work and undo, and the rollback removes that stage's work too.
 #[tokio::test]
 async fn failpoints_at_each_stage_leave_nothing() {
-    for stage in ["disks", "network", "boot", "agent", "ssh"] {
+    for stage in ["disks", "network", "boot", "agent"] {
         let (_d, app, world) = app_with(|c| {
             c.failpoints = crate::failpoint::Failpoints::parse(Some(stage));
         });
@@ -147,7 +139,7 @@ async fn failpoints_at_each_stage_leave_nothing() {
         );
         assert_nothing_left(&app, &world, "dev");
         let made = world.log().iter().any(|l| l.starts_with("launch"));
-        assert_eq!(made, matches!(stage, "boot" | "agent" | "ssh"), "{stage}");
+        assert_eq!(made, matches!(stage, "boot" | "agent"), "{stage}");
     }
 }
 
@@ -157,7 +149,7 @@ async fn a_failed_start_of_a_stopped_vm_keeps_its_disks() {
     create_vm(&app, "dev").await.unwrap();
     stop::stop(&app, "op-stop", "dev", &sink()).await.unwrap();
     let (vm_dir, _) = dirs(&app, "dev");
-    world.fail(Fail::Ssh);
+    world.fail(Fail::Agent);
     world.clear_log();
     start::start_vm(&app, "op-start", "dev", &sink())
         .await
