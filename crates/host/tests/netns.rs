@@ -302,3 +302,30 @@ fn routes_addresses_and_link_kinds_as_the_helper_sees_them() {
         assert!(!tun.is_tap, "a tun device is not a tap");
     });
 }
+
+#[test]
+fn bridge_is_deleted_only_when_it_is_bangers_and_empty() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        // Absent: nothing to do.
+        delete_bridge("bgtest0", GW).await.unwrap();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        create_tap("bgr77", "bgtest0", None).await.unwrap();
+        let err = delete_bridge("bgtest0", GW).await.unwrap_err();
+        assert!(matches!(err, NetError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("bgr77"), "{err}");
+        delete_link("bgr77").await.unwrap();
+        delete_bridge("bgtest0", GW).await.unwrap();
+        assert!(link_state("bgtest0").await.unwrap().is_none());
+        // Its address and connected route went with it.
+        let routes = sh(&["ip", "-4", "route"]);
+        assert!(!routes.contains("172.30.0."), "{routes}");
+        // Someone else's bridge of that name is left alone.
+        sh(&["ip", "link", "add", "bgtest0", "type", "bridge"]);
+        let err = delete_bridge("bgtest0", GW).await.unwrap_err();
+        assert!(matches!(err, NetError::NotBangers(_)), "{err}");
+        assert!(link_state("bgtest0").await.unwrap().is_some());
+    });
+}
