@@ -33,7 +33,7 @@ impl Parts {
     /// The real parts for `config`.
     pub fn host(layout: &Layout, config: &Config) -> Parts {
         Parts {
-            privileged: Arc::new(banger_helper::InProcess),
+            privileged: Arc::new(banger_helper::InProcess::new()),
             backends: Arc::new(HostBackends::new(layout, config)),
             guest: Arc::new(AgentGuest::new()),
             disks: Arc::new(Ext4Disks),

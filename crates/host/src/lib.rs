@@ -34,7 +34,7 @@ pub use nat::{
 };
 pub use netlink::{delete_link, link_exists, link_state, LinkState};
 pub use resolved::{
-    link_commands, Resolved, ResolvedError, RESOLVECTL, RESOLVED_RUNTIME, ROUTING_DOMAIN,
+    link_commands, LinkDns, Resolved, ResolvedError, RESOLVECTL, RESOLVED_RUNTIME, ROUTING_DOMAIN,
 };
 pub use routes::{ipv4_addresses, ipv4_routes, Addr4, Route4};
 pub use tap::{create_tap, open_tap};

@@ -32,6 +32,9 @@ pub enum ResolvedError {
     /// The bridge name cannot be passed on.
     #[error("bridge name is unusable for resolvectl: {0}")]
     BadName(#[source] crate::NetError),
+    /// The bridge could not be looked up.
+    #[error("looking up the bridge for systemd-resolved: {0}")]
+    Link(#[source] crate::NetError),
     /// resolvectl could not be run.
     #[error("could not run {}: {source}; install systemd-resolved's resolvectl or set per-link DNS by hand (banger doctor prints the line)", path.display())]
     Spawn {
@@ -138,6 +141,57 @@ impl Resolved {
                 .trim()
                 .to_string(),
         })
+    }
+}
+
+/// The bridge's resolved settings, applied once per incarnation of the bridge: a
+/// bridge deleted and made again (a new interface index) gets them again, while the
+/// many `ensure` calls in between (one per VM start) cost one netlink lookup.
+#[derive(Debug, Default)]
+pub struct LinkDns {
+    applied: tokio::sync::Mutex<Option<(String, u32)>>,
+}
+
+impl LinkDns {
+    /// Make sure `resolved` (if this host runs it) sends `.vm` lookups for `bridge`
+    /// to `gateway`.
+    pub async fn ensure(
+        &self,
+        resolved: Option<&Resolved>,
+        bridge: &str,
+        gateway: Ipv4Addr,
+    ) -> Result<(), ResolvedError> {
+        let Some(r) = resolved else {
+            return Ok(());
+        };
+        let index = crate::link_state(bridge)
+            .await
+            .map_err(ResolvedError::Link)?
+            .map(|s| s.index);
+        let Some(index) = index else {
+            return Ok(());
+        };
+        let mut applied = self.applied.lock().await;
+        if applied.as_ref() == Some(&(bridge.to_string(), index)) {
+            return Ok(());
+        }
+        r.set_link(bridge, gateway).await?;
+        *applied = Some((bridge.to_string(), index));
+        Ok(())
+    }
+
+    /// Revert `bridge`'s settings (the bridge is about to go) and forget them.
+    pub async fn revert(
+        &self,
+        resolved: Option<&Resolved>,
+        bridge: &str,
+    ) -> Result<(), ResolvedError> {
+        let mut applied = self.applied.lock().await;
+        *applied = None;
+        match resolved {
+            Some(r) => r.revert_link(bridge).await,
+            None => Ok(()),
+        }
     }
 }
 
