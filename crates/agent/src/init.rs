@@ -110,14 +110,23 @@ fn boot() -> std::io::Result<()> {
         0,
         None,
     )?;
-    std::fs::create_dir_all("/mnt/upper/upper")?;
-    std::fs::create_dir_all("/mnt/upper/work")?;
+    // The upper directory may already exist on a new overlay: the host put the
+    // VM's ssh host key there.
+    use banger_contract::disk::{OVERLAY_UPPER, OVERLAY_WORK};
+    let (upper, work) = (
+        format!("/mnt/upper/{OVERLAY_UPPER}"),
+        format!("/mnt/upper/{OVERLAY_WORK}"),
+    );
+    std::fs::create_dir_all(&upper)?;
+    std::fs::create_dir_all(&work)?;
     sys::mount(
         "overlay",
         Path::new("/newroot"),
         "overlay",
         0,
-        Some("lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work"),
+        Some(&format!(
+            "lowerdir=/mnt/lower,upperdir={upper},workdir={work}"
+        )),
     )?;
     if let Ok(work) = dev(LABEL_WORK) {
         std::fs::create_dir_all("/newroot/root")?;
