@@ -34,6 +34,9 @@ pub enum ConfigError {
     /// BANGER_GUEST_HOST_PORTS is not a list of ports.
     #[error("BANGER_GUEST_HOST_PORTS must be comma-separated TCP ports (1-65535, at most 64), not {0:?}")]
     HostPorts(String),
+    /// BANGER_GUEST_DNS is not on or off.
+    #[error("BANGER_GUEST_DNS must be on or off, not {0:?}")]
+    GuestDns(String),
     /// BANGER_ISOLATION is not on or off.
     #[error("BANGER_ISOLATION must be on or off, not {0:?}")]
     Isolation(String),
@@ -88,6 +91,10 @@ pub struct Config {
     /// Where the host's DNS listener for `<vm>.vm` binds (`BANGER_DNS`, default
     /// [`DEFAULT_DNS`]; `off`: none). Guests' listener is always the gateway, port 53.
     pub dns: Option<std::net::SocketAddr>,
+    /// The guests' DNS listener on the gateway, port 53 (`BANGER_GUEST_DNS`: `on`,
+    /// the default, or `off`: guests are given the host's upstream resolvers
+    /// directly and do not resolve `<vm>.vm`).
+    pub guest_dns: bool,
     /// resolv.conf files the guests' forwarder reads its upstreams from, in order
     /// (`BANGER_RESOLV_CONF`, colon-separated; default [`DEFAULT_RESOLV_CONF`]).
     pub resolv_conf: Vec<PathBuf>,
@@ -164,6 +171,11 @@ impl Config {
                 None => DEFAULT_DNS.parse().ok(),
                 Some("off") | Some("0") => None,
                 Some(a) => Some(a.parse().map_err(|_| ConfigError::Dns(a.to_string()))?),
+            },
+            guest_dns: match var("BANGER_GUEST_DNS").as_deref() {
+                None | Some("on") | Some("1") => true,
+                Some("off") | Some("0") => false,
+                Some(other) => return Err(ConfigError::GuestDns(other.into())),
             },
             resolv_conf: match var("BANGER_RESOLV_CONF") {
                 Some(list) => list

@@ -54,13 +54,14 @@ pub struct Dns {
     guests: Arc<Responder>,
     state: Mutex<(Listener, Listener)>,
     resolv_conf: Vec<PathBuf>,
+    guests_enabled: bool,
     stop: CancellationToken,
 }
 
 impl Dns {
     /// The service with no listener yet; `resolv_conf` names where the guests'
-    /// upstreams are read from.
-    pub fn new(resolv_conf: Vec<PathBuf>) -> Self {
+    /// upstreams are read from; without `guests` no guest listener is ever made.
+    pub fn new(resolv_conf: Vec<PathBuf>, guests: bool) -> Self {
         let names = Arc::new(Names::new());
         let upstreams = banger_dns::upstreams_from_files(&resolv_conf);
         Self {
@@ -79,6 +80,7 @@ impl Dns {
             names,
             state: Mutex::new((Listener::Off, Listener::Off)),
             resolv_conf,
+            guests_enabled: guests,
             stop: CancellationToken::new(),
         }
     }
@@ -130,6 +132,9 @@ impl Dns {
     /// Make sure the guests' listener serves on `gateway:53`; a no-op once it does.
     /// Returns whether it does.
     pub fn ensure_guests(&self, gateway: Ipv4Addr) -> bool {
+        if !self.guests_enabled {
+            return false;
+        }
         let addr = SocketAddr::new(IpAddr::V4(gateway), 53);
         if matches!(self.guest_listener(), Listener::Serving(a) if a == addr) {
             return true;
@@ -190,8 +195,7 @@ fn bind(
     use nix::sys::socket::SockType;
     let udp = socket(addr, SockType::Datagram, freebind)?;
     let tcp = socket(addr, SockType::Stream, freebind)?;
-    nix::sys::socket::listen(&tcp, nix::sys::socket::Backlog::new(64).map_err(io)?)
-        .map_err(io)?;
+    nix::sys::socket::listen(&tcp, nix::sys::socket::Backlog::new(64).map_err(io)?).map_err(io)?;
     let udp = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(udp))?;
     let tcp = tokio::net::TcpListener::from_std(std::net::TcpListener::from(tcp))?;
     Ok((udp, tcp))
@@ -234,13 +238,13 @@ mod tests {
 
     #[tokio::test]
     async fn listeners_serve_or_say_why_not() {
-        let dns = Dns::new(vec![]);
+        let dns = Dns::new(vec![], false);
         assert_eq!(dns.host_listener().describe(), "off");
         dns.start_host(Some("127.0.0.1:0".parse().unwrap()));
         assert!(matches!(dns.host_listener(), Listener::Serving(_)));
         // A port another program listens on (TCP) is reported, not fatal.
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let other = Dns::new(vec![]);
+        let other = Dns::new(vec![], false);
         other.start_host(Some(taken.local_addr().unwrap()));
         assert!(
             matches!(other.host_listener(), Listener::Failed(ref why) if why.contains("in use")),
@@ -254,10 +258,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("resolv.conf");
         std::fs::write(&f, "nameserver 198.18.0.1\n").unwrap();
-        let dns = Dns::new(vec![f.clone()]);
+        let dns = Dns::new(vec![f.clone()], false);
         assert_eq!(dns.upstreams(), vec!["198.18.0.1:53".parse().unwrap()]);
+        let gw = Ipv4Addr::new(172, 30, 0, 1);
+        assert_eq!(
+            dns.servers_for_guests(gw),
+            vec![IpAddr::from([198, 18, 0, 1])]
+        );
         std::fs::write(&f, "nameserver 127.0.0.53\n").unwrap();
         dns.refresh_upstreams();
         assert_eq!(dns.upstreams(), vec!["127.0.0.53:53".parse().unwrap()]);
+        assert!(
+            dns.servers_for_guests(gw).is_empty(),
+            "never a loopback stub"
+        );
     }
 }
