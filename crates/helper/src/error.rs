@@ -153,10 +153,22 @@ pub enum HelperError {
     Nat(#[from] banger_host::NatError),
     /// Setting up or removing guest isolation failed on the host.
     #[error(transparent)]
-    Isolation(#[from] banger_host::IsolationError),
+    Isolation(Box<banger_host::IsolationError>),
     /// systemd-resolved could not be told about the bridge.
     #[error(transparent)]
-    Resolved(#[from] banger_host::ResolvedError),
+    Resolved(Box<banger_host::ResolvedError>),
+}
+
+impl From<banger_host::IsolationError> for HelperError {
+    fn from(e: banger_host::IsolationError) -> Self {
+        HelperError::Isolation(Box::new(e))
+    }
+}
+
+impl From<banger_host::ResolvedError> for HelperError {
+    fn from(e: banger_host::ResolvedError) -> Self {
+        HelperError::Resolved(Box::new(e))
+    }
 }
 
 impl HelperError {
