@@ -38,6 +38,14 @@ pub async fn run_ssh(info: &SshInfo, remote: Option<String>) -> anyhow::Result<i
             _ = tokio::signal::ctrl_c() => continue,
         }
     };
+    if status.code() == Some(255) {
+        // ssh's own message said why (unreachable, or a host key other than the
+        // pinned one: "REMOTE HOST IDENTIFICATION HAS CHANGED").
+        eprintln!(
+            "banger: ssh to VM {} failed; if it reported a changed host key and you changed the guest's key on purpose, pin the new one with: banger vm host-key {} --accept",
+            info.name, info.name
+        );
+    }
     Ok(status.code().unwrap_or(130))
 }
 
