@@ -17,10 +17,10 @@ use std::time::Duration;
 use crate::validate_ifname;
 
 /// Debian's resolvectl.
-pub const RESOLVECTL: &str = "/usr/bin/resolvectl";
+pub const RESOLVECTL: &str = banger_hostcheck::resolved::RESOLVECTL;
 /// systemd-resolved's runtime directory; it exists only while resolved runs (or ran
 /// since boot), and holds the varlink socket of a running one.
-pub const RESOLVED_RUNTIME: &str = "/run/systemd/resolve";
+pub const RESOLVED_RUNTIME: &str = banger_hostcheck::resolved::RUNTIME;
 /// The routing-only domain banger asks for (resolved syntax: `~` = route, not search).
 pub const ROUTING_DOMAIN: &str = "~vm";
 /// How long one resolvectl call may take (a D-Bus round trip).
