@@ -7,6 +7,10 @@
 //! binds `/etc/netns/<ns>/resolv.conf` over it), as on a host running
 //! systemd-resolved; the real upstream is in a resolved-style file handed over with
 //! `BANGER_RESOLV_CONF`.
+//!
+//! `BANGER_E2E_NET_CONTROL=1` runs the section as a control experiment: the daemon
+//! runs with `BANGER_ISOLATION=off`, and the spoofing phase must then *succeed* in
+//! taking the first guest's traffic, which shows that the checks can see an attack.
 
 use super::{log, run_ok, stderr, stdout, Env};
 use std::path::{Path, PathBuf};
@@ -199,11 +203,16 @@ pub fn net(env: &Env) {
     .unwrap();
     let resolved = home.join("resolved-resolv.conf");
     std::fs::write(&resolved, "# resolved's upstreams\nnameserver 198.18.1.1\n").unwrap();
+    let control = std::env::var("BANGER_E2E_NET_CONTROL").as_deref() == Ok("1");
     let mut c = env.cmd(true, &["daemon", "start"]);
     c.env(
         "BANGER_RESOLV_CONF",
         format!("{}:/etc/resolv.conf", resolved.display()),
     );
+    if control {
+        eprintln!("control run: guest isolation is off; the spoofing must succeed");
+        c.env("BANGER_ISOLATION", "off");
+    }
     let started = c.output().unwrap();
     log(&["daemon", "start", "(BANGER_RESOLV_CONF)"], &started);
     assert!(started.status.success(), "{}", stderr(&started));
@@ -226,7 +235,7 @@ pub fn net(env: &Env) {
     dns_in_guests(env, &other_ip, &asked);
     ssh_config_and_tools(env, &home);
     replaced_host_key_is_refused(env, &home);
-    spoofing_guest_gets_nothing(env, &dev_ip, &other_ip, &home);
+    spoofing_guest_gets_nothing(env, &dev_ip, &other_ip, &home, control);
 
     // A deleted VM's name is gone at once.
     assert!(env
@@ -321,6 +330,9 @@ fn dns_in_guests(env: &Env, other_ip: &str, asked: &Path) {
 /// `banger ssh-config install` → `ssh dev.vm`, scp and rsync work; `uninstall`
 /// leaves the user's config byte for byte as it was.
 fn ssh_config_and_tools(env: &Env, home: &Path) {
+    // sshd comes up a moment after the agent answers: wait for it (banger does).
+    let up = env.banger(&["vm", "ssh", "dev", "--via-ssh", "--", "true"]);
+    assert!(up.status.success(), "{}", stderr(&up));
     let cfg = home.join("user-ssh/config");
     std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
     let original: &[u8] = b"# my settings\r\nHost work\n\tUser me\n\nServerAliveInterval 30";
@@ -412,9 +424,33 @@ fn replaced_host_key_is_refused(env: &Env, home: &Path) {
 /// `other` claims dev's address (ARP included), then dev's MAC too: the host's
 /// traffic for dev still reaches dev only, and a workspace shipped to dev over ssh
 /// lands in dev.
-fn spoofing_guest_gets_nothing(env: &Env, dev_ip: &str, other_ip: &str, home: &Path) {
+fn spoofing_guest_gets_nothing(
+    env: &Env,
+    dev_ip: &str,
+    other_ip: &str,
+    home: &Path,
+    control: bool,
+) {
     let dev_mac = env.guest("dev", "cat /sys/class/net/eth0/address");
     let dev_mac = dev_mac.trim();
+    // The control run: without isolation, the impostor (dev's MAC on its port)
+    // gets dev's traffic.
+    // The host's neighbour entry is kept (no ARP that dev would answer, moving its
+    // MAC back to its own port).
+    let stolen = |phase: &str| {
+        let (d0, o0) = (in_echos(env, "dev"), in_echos(env, "other"));
+        let _ = env.in_ns(&["ping", "-c", "10", "-i", "0.2", "-W", "2", dev_ip]);
+        let (d1, o1) = (in_echos(env, "dev"), in_echos(env, "other"));
+        eprintln!(
+            "{phase} (no isolation): dev got {} echo requests, other {}",
+            d1 - d0,
+            o1 - o0
+        );
+        assert!(
+            o1 > o0 || d1 - d0 < 10,
+            "{phase}: without isolation the spoof should have worked; the check cannot see it"
+        );
+    };
     let ping_dev = |phase: &str| {
         let _ = env.in_ns(&["ip", "neigh", "flush", "dev", "banger0"]);
         let (d0, o0) = (in_echos(env, "dev"), in_echos(env, "other"));
@@ -446,7 +482,9 @@ fn spoofing_guest_gets_nothing(env: &Env, dev_ip: &str, other_ip: &str, home: &P
              ip route replace default via 172.30.0.1 dev eth0 || true"
         ),
     );
-    ping_dev("address spoofed");
+    if !control {
+        ping_dev("address spoofed");
+    }
     // Phase 2: dev's MAC as well.
     env.guest(
         "other",
@@ -455,6 +493,10 @@ fn spoofing_guest_gets_nothing(env: &Env, dev_ip: &str, other_ip: &str, home: &P
              ip addr add {dev_ip}/24 dev eth0 2>/dev/null; ip route replace default via 172.30.0.1 dev eth0 || true"
         ),
     );
+    if control {
+        stolen("address and MAC spoofed");
+        return;
+    }
     ping_dev("address and MAC spoofed");
     eprintln!("the attacker kept its own address {other_ip} too");
 
