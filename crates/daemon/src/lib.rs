@@ -116,6 +116,7 @@ pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<
     app.dns.ensure_guests(app.config.subnet.gateway());
     vm::reconcile::reconcile(&app).await;
     ssh_files::refresh(&app);
+    vm::host_key::pin_missing(app.clone());
     tokio::spawn(vm::reconcile::monitor(app.clone()));
 
     let socket = app.layout.socket();

@@ -28,6 +28,27 @@ pub(crate) async fn pin_from_guest(app: &App, rec: &VmRecord, h: &Handles) {
     }
 }
 
+/// In the background after a daemon start: pin the keys of running VMs that have none
+/// (made by a banger from before host keys were generated), from their agents.
+pub fn pin_missing(app: std::sync::Arc<App>) {
+    tokio::spawn(async move {
+        let Ok(vms) = app.db(|s| s.list_vms()) else {
+            return;
+        };
+        for rec in vms.into_iter().filter(|r| r.state == VmState::Running) {
+            let vm_dir = app.layout.vm_dir(&rec.id);
+            if vm_dir.join(files::HOST_KEY).exists() {
+                continue;
+            }
+            let lock = app.vm_lock(rec.name.as_str());
+            let _guard = lock.lock().await;
+            if let Some(h) = handles::read(&vm_dir) {
+                pin_from_guest(&app, &rec, &h.vmm).await;
+            }
+        }
+    });
+}
+
 /// The guest's key as its agent reads it, checked.
 async fn read_guest_key(app: &App, rec: &VmRecord, h: &Handles) -> Result<String, String> {
     let target = Target {
@@ -91,4 +112,77 @@ pub async fn host_key(app: &App, p: VmHostKeyParams) -> Result<VmHostKeyInfo> {
         accepted,
         known_hosts_path: app.layout.known_hosts(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_vm_without_a_pin_gets_the_key_its_agent_reports() {
+        let (_d, app, _world) = crate::vm::tests::fakes::app_with(|_| {});
+        let p = banger_rpc::VmCreateParams {
+            name: Some(banger_model::VmName::parse("dev").unwrap()),
+            ..Default::default()
+        };
+        let info = crate::vm::create::create(&app, "op", p, &banger_rpc::ProgressSink::detached())
+            .await
+            .unwrap();
+        let pin = app.layout.vm_dir(&info.id).join(files::HOST_KEY);
+        // A VM from before generated keys: no pin.
+        std::fs::remove_file(&pin).unwrap();
+        pin_missing(app.clone());
+        for _ in 0..100 {
+            if pin.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&pin).unwrap(),
+            "ssh-ed25519 AAAAguestreported\n"
+        );
+        let kh = std::fs::read_to_string(app.layout.known_hosts()).unwrap();
+        assert!(
+            kh.contains(&format!("dev.vm,{} ssh-ed25519 AAAAguestreported", info.ip)),
+            "{kh}"
+        );
+        // vm.host_key shows both; accepting pins what the guest reports.
+        std::fs::write(&pin, "ssh-ed25519 AAAAold\n").unwrap();
+        let k = host_key(
+            &app,
+            VmHostKeyParams {
+                name: "dev".into(),
+                accept: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(k.pinned.as_deref(), Some("ssh-ed25519 AAAAold"));
+        assert_eq!(k.guest.as_deref(), Some("ssh-ed25519 AAAAguestreported"));
+        assert!(!k.accepted);
+        let k = host_key(
+            &app,
+            VmHostKeyParams {
+                name: "dev".into(),
+                accept: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(k.accepted);
+        assert_eq!(k.pinned, k.guest);
+        // A stopped VM's key cannot be accepted (nobody to ask).
+        crate::vm::stop::kill(&app, "dev").await.unwrap();
+        let e = host_key(
+            &app,
+            VmHostKeyParams {
+                name: "dev".into(),
+                accept: true,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("not running"), "{e}");
+    }
 }
