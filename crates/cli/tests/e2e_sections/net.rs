@@ -85,7 +85,7 @@ impl Drop for Cleanup {
             .args(["netns", "del", &self.netns])
             .status();
         let _ = std::fs::remove_dir_all(&self.etc);
-        // /etc/netns itself only if this test made it and nothing else is in it.
+        // /etc/netns itself when nothing else is in it (`ip netns exec` makes do without).
         if let Some(parent) = self.etc.parent() {
             let _ = std::fs::remove_dir(parent);
         }
