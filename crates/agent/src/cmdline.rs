@@ -16,7 +16,7 @@ pub struct BootParams {
     pub hostname: Option<String>,
     /// Who is the guest's init (`banger.init=agent|systemd|/path`).
     pub init: Init,
-    /// Name servers for /etc/resolv.conf when the agent is the init (`banger.dns=a,b`).
+    /// Name servers for /etc/resolv.conf, written in both init modes (`banger.dns=a,b`).
     pub dns: Vec<IpAddr>,
     /// Accelerator probe: print [`PROBE_OK`] and power off (`banger.probe`).
     pub probe: bool,

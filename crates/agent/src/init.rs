@@ -110,14 +110,23 @@ fn boot() -> std::io::Result<()> {
         0,
         None,
     )?;
-    std::fs::create_dir_all("/mnt/upper/upper")?;
-    std::fs::create_dir_all("/mnt/upper/work")?;
+    // The upper directory may already exist on a new overlay: the host put the
+    // VM's ssh host key there.
+    use banger_contract::disk::{OVERLAY_UPPER, OVERLAY_WORK};
+    let (upper, work) = (
+        format!("/mnt/upper/{OVERLAY_UPPER}"),
+        format!("/mnt/upper/{OVERLAY_WORK}"),
+    );
+    std::fs::create_dir_all(&upper)?;
+    std::fs::create_dir_all(&work)?;
     sys::mount(
         "overlay",
         Path::new("/newroot"),
         "overlay",
         0,
-        Some("lowerdir=/mnt/lower,upperdir=/mnt/upper/upper,workdir=/mnt/upper/work"),
+        Some(&format!(
+            "lowerdir=/mnt/lower,upperdir={upper},workdir={work}"
+        )),
     )?;
     if let Ok(work) = dev(LABEL_WORK) {
         std::fs::create_dir_all("/newroot/root")?;
@@ -134,6 +143,14 @@ fn boot() -> std::io::Result<()> {
                 "127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
             ),
         )?;
+    }
+    if !params.dns.is_empty() {
+        // In both init modes, before the switch: systemd's units and the agent's
+        // execs alike find the host's responder from their first lookup.
+        match write_resolv_conf(Path::new("/newroot/etc"), &params.dns) {
+            Ok(()) => log("resolv.conf names the host's DNS responder"),
+            Err(e) => log(&format!("cannot write /etc/resolv.conf: {e}")),
+        }
     }
     if let Some((ip, prefix)) = params.ip {
         wait_for(Path::new("/sys/class/net/eth0"), Duration::from_secs(5))?;
@@ -160,6 +177,21 @@ fn boot() -> std::io::Result<()> {
             crate::pid1::run(&params, initrd_root)
         }
     }
+}
+
+/// `<etc>/resolv.conf` naming `servers`, replaced by a rename: a symlink there (to
+/// systemd-resolved's stub file, which nothing in a banger guest serves) is replaced
+/// by the file, never written through.
+fn write_resolv_conf(etc: &Path, servers: &[std::net::IpAddr]) -> std::io::Result<()> {
+    let mut text = String::from("# written by banger's init from banger.dns\n");
+    for s in servers {
+        text.push_str(&format!("nameserver {s}\n"));
+    }
+    let tmp = etc.join(".resolv.conf.banger");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    std::fs::rename(&tmp, etc.join("resolv.conf"))
 }
 
 /// The program to hand over to, or why the agent stays the init (`Err`).
@@ -322,6 +354,24 @@ mod tests {
             _ => eprintln!("skipping: mkfs.ext4 not available"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resolv_conf_replaces_a_symlink_without_following_it() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("stub");
+        std::fs::write(&target, "nameserver 127.0.0.53\n").unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("resolv.conf")).unwrap();
+        let dns = ["172.30.0.1".parse().unwrap()];
+        write_resolv_conf(d.path(), &dns).unwrap();
+        let md = std::fs::symlink_metadata(d.path().join("resolv.conf")).unwrap();
+        assert!(md.is_file());
+        let text = std::fs::read_to_string(d.path().join("resolv.conf")).unwrap();
+        assert!(text.ends_with("nameserver 172.30.0.1\n"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "nameserver 127.0.0.53\n"
+        );
     }
 
     #[test]

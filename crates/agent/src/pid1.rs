@@ -3,7 +3,7 @@
 //!
 //! It does what a development shell needs and nothing else: mounts `/dev/pts`,
 //! `/dev/shm`, `/run`, `/tmp` and the cgroup2 hierarchy (`/dev`, `/proc`, `/sys` came
-//! along from the initrd), writes `/etc/resolv.conf` from `banger.dns=`, brings up
+//! along from the initrd; `/etc/resolv.conf` was written before the switch), brings up
 //! loopback (eth0 and the hostname were set before the switch), serves the agent
 //! channel, starts the image's sshd when it has one (`sshd.rs`), and reaps every
 //! orphan. It has no service manager: no cron, journald or udev (so no
@@ -93,7 +93,7 @@ const DEV_LINKS: [(&str, &str); 4] = [
 
 /// Be the guest's init. `initrd_root` is a handle on the initrd's root, kept to reach
 /// the overlay's disks again at power-off.
-pub fn run(params: &BootParams, initrd_root: OwnedFd) -> ! {
+pub fn run(_params: &BootParams, initrd_root: OwnedFd) -> ! {
     // Before any thread exists, so every thread inherits the mask and these signals
     // only ever reach the loop below.
     let mut signals = POWER_SIGNALS.to_vec();
@@ -105,11 +105,6 @@ pub fn run(params: &BootParams, initrd_root: OwnedFd) -> ! {
     unsafe { libc::reboot(libc::LINUX_REBOOT_CMD_CAD_OFF) };
 
     mount_dev_shell();
-    if !params.dns.is_empty() {
-        if let Err(e) = write_resolv_conf(&params.dns) {
-            log(&format!("cannot write /etc/resolv.conf: {e}"));
-        }
-    }
     if let Err(e) = netconf::loopback_up() {
         log(&format!("cannot bring up lo: {e}"));
     }
@@ -162,18 +157,6 @@ fn mount_dev_shell() {
             let _ = std::os::unix::fs::symlink(to, link);
         }
     }
-}
-
-/// `/etc/resolv.conf` naming `servers`. A symlink there (to systemd-resolved's file,
-/// which nothing serves without systemd) is replaced by a file.
-fn write_resolv_conf(servers: &[std::net::IpAddr]) -> std::io::Result<()> {
-    let mut text = String::from("# written by banger's init from banger.dns\n");
-    for s in servers {
-        text.push_str(&format!("nameserver {s}\n"));
-    }
-    let tmp = Path::new("/etc/.resolv.conf.banger");
-    std::fs::write(tmp, text)?;
-    std::fs::rename(tmp, "/etc/resolv.conf")
 }
 
 /// Wait until no child is left, reaping, for at most `limit`.

@@ -11,9 +11,9 @@ mod errors;
 mod exec;
 mod generate;
 mod images;
+mod network;
 mod output;
 mod ssh;
-#[allow(dead_code)] // wired to `banger ssh-config` with the daemon's known_hosts (issue 12)
 mod ssh_config;
 mod system;
 mod ui;
@@ -96,6 +96,13 @@ enum Cmd {
         #[arg(value_parser = ["bash", "zsh", "fish", "elvish", "powershell"])]
         shell: String,
     },
+    /// The host side of guest networking: bridge, .vm DNS, isolation, NAT.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// Make `ssh NAME.vm`, scp and rsync work from any terminal (one Include line in
+    /// ~/.ssh/config, removable byte for byte).
+    #[command(subcommand, name = "ssh-config")]
+    SshConfig(network::SshConfigCmd),
     /// Long operations in flight on the daemon (create, start, stop, image build).
     #[command(visible_alias = "ops")]
     Operations,
@@ -236,6 +243,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Update(a) => return update::run(layout, a).await,
         Cmd::Generate(a) => return generate::run(a),
         Cmd::System(s) => return system::run(s).await,
+        Cmd::SshConfig(s) => return network::ssh_config_cmd(layout, s).await,
         _ => {}
     }
     let mut c = daemon::connect(layout).await?;
@@ -245,7 +253,9 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Image(i) => images::image(&mut c, i).await,
         Cmd::Kernel(k) => images::kernel(&mut c, k).await,
         Cmd::Operations => operations(&mut c).await,
+        Cmd::Network(n) => network::network(&mut c, n).await,
         Cmd::Completion { .. }
+        | Cmd::SshConfig(_)
         | Cmd::Daemon(_)
         | Cmd::Doctor
         | Cmd::Version(_)

@@ -1,5 +1,7 @@
 //! Running OpenSSH against a guest: the user's own `ssh` handles terminals, signals
-//! and exit statuses the way people expect; banger only supplies the options.
+//! and exit statuses the way people expect; banger only supplies the options (its
+//! key, and the known_hosts file where the daemon pinned the guest's host key, checked
+//! strictly).
 
 use banger_rpc::SshInfo;
 use std::process::Command;
@@ -31,9 +33,16 @@ pub fn command(info: &SshInfo, remote: Option<&str>, tty: bool) -> Command {
             "UserKnownHostsFile={}",
             info.known_hosts_path.display()
         ))
-        .args(["-o", "StrictHostKeyChecking=accept-new"])
+        // The daemon pinned the guest's key before its first boot (or from its
+        // agent): never trust a key on first use, never accept another.
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "CheckHostIP=no"])
         .arg("-o")
-        .arg(format!("HostKeyAlias=banger-{}", info.name))
+        .arg(format!(
+            "HostKeyAlias={}",
+            info.host_key_alias
+                .clone()
+                .unwrap_or_else(|| format!("{}.vm", info.name))
+        ))
         .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=15"])
         .args(["-o", "ServerAliveInterval=15", "-o", "BatchMode=yes"]);
     // Reuse one connection per VM: a fresh ssh handshake costs ~1 s under software

@@ -54,6 +54,27 @@ pub enum SystemCmd {
     },
 }
 
+/// Before the services go: ask the running daemon to remove banger's bridge, nftables
+/// tables and resolver settings (`banger network down`). Best effort, said aloud.
+async fn network_down_first() {
+    let layout = banger_model::Layout::from_env();
+    let down = async {
+        let mut c = crate::daemon::connect(&layout).await?;
+        Ok::<_, anyhow::Error>(
+            c.call::<banger_rpc::NetworkDown>(&banger_rpc::NoParams {}, |_| {})
+                .await?,
+        )
+    };
+    if crate::daemon::ping_running(&layout).await.is_none() {
+        println!("bangerd is not running here: banger's bridge and nftables tables, if any, stay (`banger network down` removes them while it runs)");
+        return;
+    }
+    match down.await {
+        Ok(r) => r.removed.iter().for_each(|l| println!("removed {l}")),
+        Err(e) => println!("banger's host networking stays: {e:#}"),
+    }
+}
+
 fn root_or(what: &'static str) -> Result<(), SystemError> {
     if nix_is_root() {
         Ok(())
@@ -109,6 +130,7 @@ pub async fn run(cmd: SystemCmd) -> anyhow::Result<ExitCode> {
         }
         SystemCmd::Uninstall { purge } => {
             root_or("banger system uninstall")?;
+            network_down_first().await;
             for p in install::uninstall(&l, purge)? {
                 println!("removed {}", p.display());
             }

@@ -16,6 +16,8 @@ mod agent_section;
 mod cli_section;
 #[path = "e2e_sections/faults.rs"]
 mod faults_section;
+#[path = "e2e_sections/net.rs"]
+mod net_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
@@ -211,6 +213,7 @@ fn end_to_end() {
         ("musl", agent_section::musl),
         ("nosystemd", agent_section::debian_without_systemd),
         ("boot_bench", agent_section::boot_bench),
+        ("net", net_section::net),
         // Last: it leaves a database no banger of this version opens.
         ("schema", newer_schema_is_refused),
     ];
@@ -342,18 +345,17 @@ fn run_keep_ssh_delete(env: &Env) {
         "findmnt -n -o FSTYPE / ; findmnt -n -o FSTYPE /root",
     ]);
     assert_eq!(stdout(&mounts), "overlay\next4\n");
-    // OpenSSH works too (the fast init started the image's sshd), and the host key
-    // was pinned on first contact.
+    // OpenSSH works too (the fast init started the image's sshd), checking the host
+    // key banger generated and pinned before the guest's first boot.
     let via = env.banger(&["vm", "ssh", "dev", "--via-ssh", "--", "hostname"]);
     assert_eq!(stdout(&via), "dev\n", "{}", stderr(&via));
-    let pinned = std::fs::read_dir(env.state().join("vms"))
-        .unwrap()
-        .flatten()
-        .any(|d| {
-            std::fs::read_to_string(d.path().join("known_hosts"))
-                .is_ok_and(|k| k.contains("ssh-ed25519"))
-        });
-    assert!(pinned, "no pinned host key");
+    let pinned = std::fs::read_to_string(env.state().join("ssh/known_hosts")).unwrap();
+    assert!(
+        pinned
+            .lines()
+            .any(|l| l.starts_with("dev.vm,") && l.contains(" ssh-ed25519 ")),
+        "no pinned host key: {pinned}"
+    );
 
     // Bad input: clear errors, nothing changes.
     let dup = env.banger(&["vm", "create", "dev"]);

@@ -17,6 +17,19 @@ pub mod disk {
     pub const LABEL_OVERLAY: &str = "banger-overlay";
     /// The per-VM work disk, mounted at `/root`.
     pub const LABEL_WORK: &str = "banger-work";
+    /// On the overlay disk: the directory holding the upper layer of `/` (the host
+    /// writes a new VM's ssh host key there before its first boot).
+    pub const OVERLAY_UPPER: &str = "upper";
+    /// On the overlay disk: overlayfs's work directory.
+    pub const OVERLAY_WORK: &str = "work";
+}
+
+/// OpenSSH in the guest.
+pub mod ssh {
+    /// The guest's one host key, relative to its root. The host generates it for each
+    /// new overlay and pins its public half, so no ssh client ever trusts a key on
+    /// first use; the guest's init (or systemd's unit) only makes one when missing.
+    pub const HOST_KEY: &str = "etc/ssh/ssh_host_ed25519_key";
 }
 
 /// The export disk: how an export guest hands a flattened tree back to the host.

@@ -33,7 +33,7 @@ impl Parts {
     /// The real parts for `config`.
     pub fn host(layout: &Layout, config: &Config) -> Parts {
         Parts {
-            privileged: Arc::new(banger_helper::InProcess),
+            privileged: Arc::new(banger_helper::InProcess::new()),
             backends: Arc::new(HostBackends::new(layout, config)),
             guest: Arc::new(AgentGuest::new()),
             disks: Arc::new(Ext4Disks),
@@ -73,6 +73,13 @@ pub struct App {
     /// Whether banger's NAT table was installed by this daemon (once is enough: the
     /// rule names the bridge, not a tap).
     pub nat_ready: std::sync::atomic::AtomicBool,
+    /// Whether banger's isolation tables were installed by this daemon (each tap
+    /// still gets its own rules).
+    pub isolation_ready: std::sync::atomic::AtomicBool,
+    /// `<vm>.vm` for the host and the guests.
+    pub dns: crate::dns::Dns,
+    /// Serialises rewrites of the ssh files (`ssh_files::refresh`).
+    pub ssh_files: Mutex<()>,
     /// Long calls in flight, for `banger operations`.
     pub ops: Operations,
     /// The exclusive lock on the state directory ([`crate::open`] takes it; tests
@@ -91,6 +98,7 @@ impl App {
         public_key: String,
         parts: Parts,
     ) -> Self {
+        let dns = crate::dns::Dns::new(config.resolv_conf.clone(), config.guest_dns);
         Self {
             layout,
             config,
@@ -106,6 +114,9 @@ impl App {
             kernels_in_flight: Coalescer::default(),
             blob_cache: tokio::sync::RwLock::new(()),
             nat_ready: std::sync::atomic::AtomicBool::new(false),
+            isolation_ready: std::sync::atomic::AtomicBool::new(false),
+            dns,
+            ssh_files: Mutex::new(()),
             ops: Operations::default(),
             state_lock: None,
             forwards: Default::default(),

@@ -28,7 +28,31 @@ pub enum ConfigError {
     /// BANGER_MAX_DOWNLOAD is not a size.
     #[error("BANGER_MAX_DOWNLOAD: {0}")]
     Size(#[from] banger_model::SizeError),
+    /// BANGER_DNS is not an address or `off`.
+    #[error("BANGER_DNS must be IP:PORT (e.g. 127.0.0.1:42069) or off, not {0:?}")]
+    Dns(String),
+    /// BANGER_GUEST_HOST_PORTS is not a list of ports.
+    #[error("BANGER_GUEST_HOST_PORTS must be comma-separated TCP ports (1-65535, at most 64), not {0:?}")]
+    HostPorts(String),
+    /// BANGER_GUEST_DNS is not on or off.
+    #[error("BANGER_GUEST_DNS must be on or off, not {0:?}")]
+    GuestDns(String),
+    /// BANGER_ISOLATION is not on or off.
+    #[error("BANGER_ISOLATION must be on or off, not {0:?}")]
+    Isolation(String),
 }
+
+/// Where the daemon answers `<vm>.vm` for the host unless told otherwise.
+pub const DEFAULT_DNS: &str = "127.0.0.1:42069";
+
+/// Where the host's real upstream resolvers are read from, in order (the first file
+/// naming a non-loopback server wins): systemd-resolved's own list, NetworkManager's
+/// list behind its dnsmasq stub, then the classic file.
+pub const DEFAULT_RESOLV_CONF: &[&str] = &[
+    "/run/systemd/resolve/resolv.conf",
+    "/run/NetworkManager/no-stub-resolv.conf",
+    "/etc/resolv.conf",
+];
 
 /// Everything the daemon can be told.
 #[derive(Debug, Clone)]
@@ -64,6 +88,23 @@ pub struct Config {
     /// Test hook (`BANGER_FAIL_AT=<stage>[,…]`): make those start stages fail, to
     /// prove that a failure at any step leaves nothing behind (see `failpoint.rs`).
     pub failpoints: Failpoints,
+    /// Where the host's DNS listener for `<vm>.vm` binds (`BANGER_DNS`, default
+    /// [`DEFAULT_DNS`]; `off`: none). Guests' listener is always the gateway, port 53.
+    pub dns: Option<std::net::SocketAddr>,
+    /// The guests' DNS listener on the gateway, port 53 (`BANGER_GUEST_DNS`: `on`,
+    /// the default, or `off`: guests are given the host's upstream resolvers
+    /// directly and do not resolve `<vm>.vm`).
+    pub guest_dns: bool,
+    /// resolv.conf files the guests' forwarder reads its upstreams from, in order
+    /// (`BANGER_RESOLV_CONF`, colon-separated; default [`DEFAULT_RESOLV_CONF`]).
+    pub resolv_conf: Vec<PathBuf>,
+    /// Guest isolation (`BANGER_ISOLATION`: `on`, the default, or `off`): each guest
+    /// sends only as itself and reaches the host only at banger's DNS and
+    /// [`Config::guest_host_ports`].
+    pub isolation: bool,
+    /// Host TCP ports guests may connect to on the gateway address
+    /// (`BANGER_GUEST_HOST_PORTS`, comma-separated; default none).
+    pub guest_host_ports: Vec<u16>,
     /// Defaults for new VMs.
     pub default_cpus: u32,
     /// Default guest memory in MiB.
@@ -126,11 +167,50 @@ impl Config {
                 Some(s) => banger_model::parse_size_mib(&s)?.saturating_mul(1 << 20),
                 None => 16 << 30,
             },
+            dns: match var("BANGER_DNS").as_deref() {
+                None => DEFAULT_DNS.parse().ok(),
+                Some("off") | Some("0") => None,
+                Some(a) => Some(a.parse().map_err(|_| ConfigError::Dns(a.to_string()))?),
+            },
+            guest_dns: match var("BANGER_GUEST_DNS").as_deref() {
+                None | Some("on") | Some("1") => true,
+                Some("off") | Some("0") => false,
+                Some(other) => return Err(ConfigError::GuestDns(other.into())),
+            },
+            resolv_conf: match var("BANGER_RESOLV_CONF") {
+                Some(list) => list
+                    .split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                None => DEFAULT_RESOLV_CONF.iter().map(PathBuf::from).collect(),
+            },
+            isolation: match var("BANGER_ISOLATION").as_deref() {
+                None | Some("on") | Some("1") => true,
+                Some("off") | Some("0") => false,
+                Some(other) => return Err(ConfigError::Isolation(other.into())),
+            },
+            guest_host_ports: match var("BANGER_GUEST_HOST_PORTS") {
+                Some(list) => parse_ports(&list).ok_or(ConfigError::HostPorts(list))?,
+                None => vec![],
+            },
             default_cpus: 2,
             default_memory_mib: 1024,
             default_disk_mib: 8 * 1024,
         })
     }
+}
+
+/// `8080,5432`: distinct ports, none 0, at most 64.
+fn parse_ports(list: &str) -> Option<Vec<u16>> {
+    let mut ports = vec![];
+    for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n: u16 = p.parse().ok().filter(|n| *n != 0)?;
+        if !ports.contains(&n) {
+            ports.push(n);
+        }
+    }
+    (ports.len() <= 64).then_some(ports)
 }
 
 #[cfg(test)]
@@ -150,5 +230,40 @@ mod tests {
         assert!(Config::from_vars(|k| (k == "BANGER_NAT").then(|| "maybe".to_string())).is_err());
         let c = Config::from_vars(|k| (k == "BANGER_FAIL_AT").then(|| "boot".to_string())).unwrap();
         assert!(c.failpoints.check("boot").is_err());
+    }
+
+    #[test]
+    fn network_settings() {
+        let c = Config::from_vars(|_| None).unwrap();
+        assert_eq!(c.dns, Some("127.0.0.1:42069".parse().unwrap()));
+        assert!(c.isolation);
+        assert!(c.guest_host_ports.is_empty());
+        assert_eq!(c.resolv_conf.len(), 3);
+        let env = |k: &str| match k {
+            "BANGER_DNS" => Some("off".to_string()),
+            "BANGER_GUEST_HOST_PORTS" => Some("8080, 5432,8080".to_string()),
+            "BANGER_RESOLV_CONF" => Some("/a:/b".to_string()),
+            "BANGER_ISOLATION" => Some("off".to_string()),
+            _ => None,
+        };
+        let c = Config::from_vars(env).unwrap();
+        assert_eq!(c.dns, None);
+        assert_eq!(c.guest_host_ports, vec![8080, 5432]);
+        assert_eq!(
+            c.resolv_conf,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert!(!c.isolation);
+        for (k, v) in [
+            ("BANGER_DNS", "localhost"),
+            ("BANGER_GUEST_HOST_PORTS", "0"),
+            ("BANGER_GUEST_HOST_PORTS", "http"),
+            ("BANGER_ISOLATION", "maybe"),
+        ] {
+            assert!(
+                Config::from_vars(|q| (q == k).then(|| v.to_string())).is_err(),
+                "{k}={v}"
+            );
+        }
     }
 }

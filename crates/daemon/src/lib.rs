@@ -9,6 +9,8 @@
 //! * [`vm`]: the VM service, one file per verb;
 //! * [`images`], [`catalog`], [`kernels`], [`flatten`]: images and kernels, over
 //!   [`publish`] (what they share, so none depends on another in a circle);
+//! * [`dns`] (`<vm>.vm` for the host and the guests), [`network`] (`network show`
+//!   and `down`), [`ssh_files`] (the known_hosts and ssh_config banger keeps);
 //! * [`error`], [`config`], [`failpoint`], [`coalesce`], [`ops`], [`handles`].
 //!
 //! Concurrency, in one place: each VM has a lock held for the whole of any operation
@@ -21,15 +23,18 @@ pub mod app;
 pub mod catalog;
 pub mod coalesce;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod failpoint;
 pub mod flatten;
 pub mod handles;
 pub mod images;
 pub mod kernels;
+pub mod network;
 pub mod ops;
 pub mod publish;
 pub mod routes;
+pub mod ssh_files;
 pub mod vm;
 
 pub use app::{App, Parts};
@@ -107,7 +112,11 @@ pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<
     publish::sweep_orphans(&app);
     publish::sweep_blob_temps(&app);
     flatten::sweep(&app);
+    app.dns.start_host(app.config.dns);
+    app.dns.ensure_guests(app.config.subnet.gateway());
     vm::reconcile::reconcile(&app).await;
+    ssh_files::refresh(&app);
+    vm::host_key::pin_missing(app.clone());
     tokio::spawn(vm::reconcile::monitor(app.clone()));
 
     let socket = app.layout.socket();

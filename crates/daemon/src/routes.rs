@@ -9,9 +9,10 @@ use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
     CallCtx, CatalogList, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
     ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
-    KernelShow, OperationsList, Ping, PingResult, Router, RouterError, VmCreate, VmDelete, VmExec,
-    VmInfo, VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow,
-    VmSshInfo, VmStart, VmStats, VmStop, VmWorkspaceRecord,
+    KernelShow, NetworkDown, NetworkShow, OperationsList, Ping, PingResult, Router, RouterError,
+    SshConfig, SshConfigInfo, VmCreate, VmDelete, VmExec, VmHostKey, VmInfo, VmKill, VmList,
+    VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats,
+    VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
 
@@ -53,6 +54,24 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         pid: std::process::id(),
     }));
     route!(r, app, OperationsList, |a, _c, _p| Ok(a.ops.list()));
+
+    // Host networking, ssh files, host keys.
+    route!(r, app, NetworkShow, |a, _c, _p| crate::network::show(&a)
+        .await);
+    route!(r, app, NetworkDown, |a, _c, _p| crate::network::down(&a)
+        .await);
+    route!(r, app, SshConfig, |a, _c, _p| {
+        crate::ssh_files::refresh(&a);
+        let path = a.layout.ssh_config();
+        let config = std::fs::read_to_string(&path).map_err(DaemonError::io("reading", &path))?;
+        Ok(SshConfigInfo {
+            config_path: path,
+            known_hosts_path: a.layout.known_hosts(),
+            config,
+        })
+    });
+    route!(r, app, VmHostKey, |a, _c, p| vm::host_key::host_key(&a, p)
+        .await);
 
     // VMs.
     route!(r, app, VmCreate, |a, c, p| {

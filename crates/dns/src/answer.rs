@@ -60,7 +60,10 @@ pub fn respond(packet: &[u8], names: &Names, forward: bool) -> Reply {
         return if forward {
             Reply::Forward
         } else {
-            reply(&req, ResponseCode::Refused, vec![], vec![])
+            // Not our zone: no AA (we are not its authority), just a refusal.
+            let mut r = refusal(&req);
+            r.metadata.authoritative = false;
+            encode(&req, r)
         };
     }
     if q.query_class() != DNSClass::IN {
@@ -106,18 +109,32 @@ fn soa_record() -> Record {
 
 /// A reply to `req`: its id, question and RD flag, AA set, our own OPT if it sent one.
 fn reply(req: &Message, code: ResponseCode, answers: Vec<Record>, authority: Vec<Record>) -> Reply {
+    let mut m = message(req, code);
+    m.answers = answers;
+    m.authorities = authority;
+    encode(req, m)
+}
+
+/// REFUSED for `req` (AA set; callers outside the zone clear it).
+fn refusal(req: &Message) -> Message {
+    message(req, ResponseCode::Refused)
+}
+
+fn message(req: &Message, code: ResponseCode) -> Message {
     let mut m = Message::response(req.metadata.id, req.metadata.op_code);
     m.metadata.authoritative = true;
     m.metadata.recursion_desired = req.metadata.recursion_desired;
     m.metadata.response_code = code;
     m.queries = req.queries.clone();
-    m.answers = answers;
-    m.authorities = authority;
     if req.edns.is_some() {
         let mut e = Edns::new();
         e.set_max_payload(EDNS_PAYLOAD).set_version(0);
         m.edns = Some(e);
     }
+    m
+}
+
+fn encode(req: &Message, m: Message) -> Reply {
     match m.to_vec() {
         Ok(bytes) => Reply::Answer(bytes),
         Err(_) => error(req.metadata.id, ResponseCode::ServFail),
@@ -225,6 +242,7 @@ mod tests {
         assert_eq!(respond(&q, &names(), true), Reply::Forward);
         let m = answer(respond(&q, &names(), false));
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.authoritative, "not our zone: no AA");
     }
 
     #[test]

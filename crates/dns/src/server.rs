@@ -42,7 +42,7 @@ const MAX_UDP: usize = 4096;
 #[derive(Debug)]
 pub struct Responder {
     names: Arc<Names>,
-    upstreams: Vec<SocketAddr>,
+    upstreams: std::sync::RwLock<Vec<SocketAddr>>,
     forward: bool,
     limits: Limits,
     forwards: Arc<Semaphore>,
@@ -59,16 +59,30 @@ impl Responder {
     ) -> Self {
         Self {
             names,
-            upstreams,
+            upstreams: std::sync::RwLock::new(upstreams),
             forward,
             forwards: Arc::new(Semaphore::new(limits.max_forwards)),
             limits,
         }
     }
 
+    /// Forward to `upstreams` from now on (the host's resolvers change: a laptop
+    /// moves between networks).
+    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        *self.upstreams.write().unwrap_or_else(|p| p.into_inner()) = upstreams;
+    }
+
+    /// Where names outside `vm.` are forwarded.
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        self.upstreams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Ask the upstreams in turn; the first matching reply wins.
     async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        for up in &self.upstreams {
+        for up in &self.upstreams() {
             let got = if tcp {
                 tokio::time::timeout(self.limits.upstream_timeout, forward_tcp(*up, query)).await
             } else {

@@ -34,6 +34,12 @@ pub enum HelperError {
         "subnet {0} refused: host bits are set; give the network address (e.g. 172.30.0.0/24)"
     )]
     HostBitsSet(Subnet),
+    /// The list of host ports guests may reach is unusable.
+    #[error("host ports [{0}] refused: give at most 64 TCP ports, none of them 0 (BANGER_GUEST_HOST_PORTS)")]
+    BadPorts(String),
+    /// The guest address is not a guest address of the helper's subnet.
+    #[error("guest address {0} refused: it is not a guest address of this helper's subnet {1}")]
+    NotGuestAddress(Ipv4Addr, Subnet),
     /// The uid the tap would be given is not a plausible user.
     #[error("tap owner uid {0} refused: not a real user id (negative, overflow or nobody); pass the uid the VMM runs as, or none")]
     BadOwnerUid(u32),
@@ -145,6 +151,24 @@ pub enum HelperError {
     /// Setting up or removing NAT failed on the host.
     #[error(transparent)]
     Nat(#[from] banger_host::NatError),
+    /// Setting up or removing guest isolation failed on the host.
+    #[error(transparent)]
+    Isolation(Box<banger_host::IsolationError>),
+    /// systemd-resolved could not be told about the bridge.
+    #[error(transparent)]
+    Resolved(Box<banger_host::ResolvedError>),
+}
+
+impl From<banger_host::IsolationError> for HelperError {
+    fn from(e: banger_host::IsolationError) -> Self {
+        HelperError::Isolation(Box::new(e))
+    }
+}
+
+impl From<banger_host::ResolvedError> for HelperError {
+    fn from(e: banger_host::ResolvedError) -> Self {
+        HelperError::Resolved(Box::new(e))
+    }
 }
 
 impl HelperError {
@@ -178,6 +202,10 @@ impl HelperError {
             HelperError::Remote { kind, .. } => kind,
             HelperError::Host(_) => "host",
             HelperError::Nat(_) => "nat",
+            HelperError::Isolation(_) => "isolation",
+            HelperError::Resolved(_) => "resolved",
+            HelperError::BadPorts(_) => "bad_ports",
+            HelperError::NotGuestAddress(..) => "not_guest_address",
         }
     }
 }

@@ -53,7 +53,48 @@ pub enum PrivOp {
         /// later without changing the wire format.
         bridge: String,
     },
+    /// Install (or refresh) guest isolation for `bridge`: guests reach the host only at
+    /// banger's DNS responder on `gateway` (port 53), with ping, and on
+    /// `host_tcp_ports`; nobody on the bridge reaches link-local addresses; taps
+    /// without their own rules send nothing (see `banger_host::isolation`).
+    EnableIsolation {
+        /// The guests' bridge.
+        bridge: String,
+        /// The host's address on it.
+        gateway: Ipv4Addr,
+        /// Prefix length of the guest subnet.
+        prefix: u8,
+        /// Host TCP ports guests may connect to (the user's opt-in).
+        host_tcp_ports: Vec<u16>,
+    },
+    /// Remove banger's isolation tables.
+    DisableIsolation {
+        /// The guests' bridge (for the audit log; the tables are banger's whatever
+        /// the bridge).
+        bridge: String,
+    },
+    /// Let tap `name` send only as the guest at `ip`, with the MAC banger derives from
+    /// it (`06:ba` + the address), so no guest can send as another or as the gateway.
+    IsolateTap {
+        /// Tap name.
+        name: String,
+        /// The guest's address.
+        ip: Ipv4Addr,
+    },
+    /// Remove banger's bridge (refused while any tap is enslaved to it) and its
+    /// systemd-resolved link settings; its address and route go with it.
+    DeleteBridge {
+        /// Bridge name.
+        name: String,
+        /// The host's address on it (banger's bridge carries a MAC derived from it).
+        gateway: Ipv4Addr,
+        /// Prefix length of the guest subnet.
+        prefix: u8,
+    },
 }
+
+/// The most host ports guests may be given (a list, not a range: each is a choice).
+pub const MAX_HOST_PORTS: usize = 64;
 
 impl PrivOp {
     /// Short name of the operation, as on the wire; for logs.
@@ -64,6 +105,10 @@ impl PrivOp {
             PrivOp::DeleteTap { .. } => "delete_tap",
             PrivOp::EnableNat { .. } => "enable_nat",
             PrivOp::DisableNat { .. } => "disable_nat",
+            PrivOp::EnableIsolation { .. } => "enable_isolation",
+            PrivOp::DisableIsolation { .. } => "disable_isolation",
+            PrivOp::IsolateTap { .. } => "isolate_tap",
+            PrivOp::DeleteBridge { .. } => "delete_bridge",
         }
     }
 
@@ -96,7 +141,35 @@ impl PrivOp {
                 validate::bridge_name(bridge)?;
                 validate::subnet(subnet)
             }
-            PrivOp::DisableNat { bridge } => validate::bridge_name(bridge),
+            PrivOp::DisableNat { bridge } | PrivOp::DisableIsolation { bridge } => {
+                validate::bridge_name(bridge)
+            }
+            PrivOp::EnableIsolation {
+                bridge,
+                gateway,
+                prefix,
+                host_tcp_ports,
+            } => {
+                validate::bridge_name(bridge)?;
+                validate::prefix(*prefix)?;
+                validate::private("gateway", *gateway, *prefix)?;
+                validate::host_address(*gateway, *prefix)?;
+                validate::host_ports(host_tcp_ports)
+            }
+            PrivOp::IsolateTap { name, ip } => {
+                validate::tap_name(name)?;
+                validate::private("guest address", *ip, 32)
+            }
+            PrivOp::DeleteBridge {
+                name,
+                gateway,
+                prefix,
+            } => {
+                validate::bridge_name(name)?;
+                validate::prefix(*prefix)?;
+                validate::private("gateway", *gateway, *prefix)?;
+                validate::host_address(*gateway, *prefix)
+            }
         }
     }
 }
@@ -145,6 +218,24 @@ mod tests {
             nat("banger0", [172, 30, 0, 0], 24),
             PrivOp::DisableNat {
                 bridge: "banger0".into(),
+            },
+            PrivOp::EnableIsolation {
+                bridge: "banger0".into(),
+                gateway: [172, 30, 0, 1].into(),
+                prefix: 24,
+                host_tcp_ports: vec![8080, 5432],
+            },
+            PrivOp::DisableIsolation {
+                bridge: "banger0".into(),
+            },
+            PrivOp::IsolateTap {
+                name: "bgr1a".into(),
+                ip: [172, 30, 0, 2].into(),
+            },
+            PrivOp::DeleteBridge {
+                name: "banger0".into(),
+                gateway: [172, 30, 0, 1].into(),
+                prefix: 24,
             },
         ];
         for op in ok {
@@ -236,6 +327,44 @@ mod tests {
         ));
         assert!(matches!(
             err(PrivOp::DisableNat { bridge: "".into() }),
+            HelperError::BadBridgeName(_)
+        ));
+    }
+
+    #[test]
+    fn isolation_refusals() {
+        let err = |op: PrivOp| op.validate().unwrap_err();
+        let guard = |ports: Vec<u16>| PrivOp::EnableIsolation {
+            bridge: "banger0".into(),
+            gateway: [172, 30, 0, 1].into(),
+            prefix: 24,
+            host_tcp_ports: ports,
+        };
+        assert!(matches!(err(guard(vec![0])), HelperError::BadPorts(_)));
+        assert!(matches!(
+            err(guard((1..=65).collect())),
+            HelperError::BadPorts(_)
+        ));
+        assert!(matches!(
+            err(PrivOp::IsolateTap {
+                name: "eth0".into(),
+                ip: [172, 30, 0, 2].into()
+            }),
+            HelperError::BadTapName(_)
+        ));
+        assert!(matches!(
+            err(PrivOp::IsolateTap {
+                name: "bgr1".into(),
+                ip: [8, 8, 8, 8].into()
+            }),
+            HelperError::NotPrivate { .. }
+        ));
+        assert!(matches!(
+            err(PrivOp::DeleteBridge {
+                name: "eth0_".into(),
+                gateway: [172, 30, 0, 1].into(),
+                prefix: 24
+            }),
             HelperError::BadBridgeName(_)
         ));
     }

@@ -101,6 +101,19 @@ pub(crate) fn subnet(s: &banger_model::Subnet) -> Result<(), HelperError> {
     private("subnet", s.network, s.prefix)
 }
 
+/// Host ports guests may reach: at most [`crate::op::MAX_HOST_PORTS`], none zero.
+pub(crate) fn host_ports(ports: &[u16]) -> Result<(), HelperError> {
+    if ports.len() > crate::op::MAX_HOST_PORTS || ports.contains(&0) {
+        let list: Vec<String> = ports.iter().take(8).map(u16::to_string).collect();
+        return Err(HelperError::BadPorts(format!(
+            "{}{}",
+            list.join(","),
+            if ports.len() > 8 { ",..." } else { "" }
+        )));
+    }
+    Ok(())
+}
+
 /// An absolute path made only of normal components (no `.`, `..`).
 pub(crate) fn plain_absolute(p: &std::path::Path) -> bool {
     use std::path::Component;

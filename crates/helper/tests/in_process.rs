@@ -19,7 +19,7 @@ fn run_validates_before_touching_the_host() {
         .enable_all()
         .build()
         .unwrap();
-    let p: Arc<dyn Privileged> = Arc::new(InProcess);
+    let p: Arc<dyn Privileged> = Arc::new(InProcess::default());
     rt.block_on(async {
         let err = p
             .run(PrivOp::CreateTap {
@@ -48,7 +48,7 @@ fn bridge_tap_and_nat_through_the_trait_object() {
         return;
     }
     in_netns(|| async {
-        let p: Arc<dyn Privileged> = Arc::new(InProcess);
+        let p: Arc<dyn Privileged> = Arc::new(InProcess::default());
         let subnet = "172.30.0.0/24".parse().unwrap();
         p.run(PrivOp::EnsureBridge {
             name: "bgtest0".into(),
@@ -107,7 +107,7 @@ fn host_failures_surface_as_helper_errors() {
         return;
     }
     in_netns(|| async {
-        let err = InProcess
+        let err = InProcess::default()
             .run(PrivOp::CreateTap {
                 name: "bgr1".into(),
                 bridge: "nobridge".into(),
@@ -120,5 +120,103 @@ fn host_failures_surface_as_helper_errors() {
             "{err}"
         );
         assert!(err.to_string().contains("ensure_bridge"), "{err}");
+    });
+}
+
+/// Everything a VM's start adds (bridge, NAT, isolation, a tap and its rules) goes
+/// again with `DeleteTap`, `DeleteBridge`, `DisableIsolation` and `DisableNat`: no
+/// nftables rule, link, address or route is left.
+#[test]
+fn isolation_and_bridge_teardown_leave_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        let p: Arc<dyn Privileged> = Arc::new(InProcess::default());
+        let gw = Ipv4Addr::new(172, 30, 0, 1);
+        let before_routes = sh(&["ip", "-4", "route"]);
+        let bridge = |name: &str| PrivOp::EnsureBridge {
+            name: name.into(),
+            gateway: gw,
+            prefix: 24,
+        };
+        p.run(bridge("bgtest0")).await.unwrap();
+        p.run(PrivOp::EnableNat {
+            bridge: "bgtest0".into(),
+            subnet: "172.30.0.0/24".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+        p.run(PrivOp::EnableIsolation {
+            bridge: "bgtest0".into(),
+            gateway: gw,
+            prefix: 24,
+            host_tcp_ports: vec![],
+        })
+        .await
+        .unwrap();
+        let tap = banger_host::tap_name("feedc0de");
+        p.run(PrivOp::CreateTap {
+            name: tap.clone(),
+            bridge: "bgtest0".into(),
+            owner_uid: None,
+        })
+        .await
+        .unwrap();
+        p.run(PrivOp::IsolateTap {
+            name: tap.clone(),
+            ip: Ipv4Addr::new(172, 30, 0, 9),
+        })
+        .await
+        .unwrap();
+        let rules = sh(&["nft", "list", "table", "bridge", "banger"]);
+        assert!(rules.contains(&format!("tap-{tap}")), "{rules}");
+        assert!(rules.contains("06:ba:ac:1e:00:09"), "{rules}");
+        assert!(rules.contains("172.30.0.9"), "{rules}");
+
+        // The bridge is refused while the tap is on it.
+        let err = p
+            .run(PrivOp::DeleteBridge {
+                name: "bgtest0".into(),
+                gateway: gw,
+                prefix: 24,
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&tap), "{err}");
+
+        p.run(PrivOp::DeleteTap { name: tap.clone() })
+            .await
+            .unwrap();
+        let rules = sh(&["nft", "list", "table", "bridge", "banger"]);
+        assert!(!rules.contains(&tap), "the tap's rules stayed: {rules}");
+        p.run(PrivOp::DeleteBridge {
+            name: "bgtest0".into(),
+            gateway: gw,
+            prefix: 24,
+        })
+        .await
+        .unwrap();
+        p.run(PrivOp::DisableIsolation {
+            bridge: "bgtest0".into(),
+        })
+        .await
+        .unwrap();
+        p.run(PrivOp::DisableNat {
+            bridge: "bgtest0".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(sh(&["nft", "list", "ruleset"]).trim(), "");
+        let links = sh(&["ip", "-br", "link"]);
+        assert_eq!(links.lines().count(), 1, "only lo is left: {links}");
+        assert_eq!(sh(&["ip", "-4", "route"]), before_routes);
+        assert_eq!(
+            sh(&["ip", "-4", "-o", "addr"])
+                .lines()
+                .filter(|l| !l.contains(" lo "))
+                .count(),
+            0
+        );
     });
 }

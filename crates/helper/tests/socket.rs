@@ -42,6 +42,10 @@ fn client_entry() {
         "delete_tap" => show(call(Request::Priv(PrivOp::DeleteTap {
             name: args[1].into(),
         }))),
+        "isolate_tap" => show(call(Request::Priv(PrivOp::IsolateTap {
+            name: args[1].into(),
+            ip: args[2].parse().unwrap(),
+        }))),
         "open_dev_net_tun" => match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -337,6 +341,85 @@ fn taps_belong_to_the_caller_and_only_the_helpers_are_touched() {
             .unwrap();
         assert!(!banger_host::link_exists("bgra1").await.unwrap());
         assert_eq!(h.as_user(OWNER, &["delete_tap", "bgra1"]), ["ok"]);
+    });
+}
+
+/// Isolation through the helper: a tap's rules only for the caller's own tap and a
+/// guest address of the configured subnet; the bridge goes only when empty; and
+/// afterwards nothing of banger's is left in the namespace.
+#[test]
+fn isolation_is_scoped_and_teardown_leaves_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        let d = public_tempdir();
+        let h = Helper::start(d.path(), config_in(d.path()));
+        let gw = Ipv4Addr::new(172, 30, 0, 1);
+        let root = h.client();
+        root.run(PrivOp::EnsureBridge {
+            name: "banger0".into(),
+            gateway: gw,
+            prefix: 24,
+        })
+        .await
+        .unwrap();
+        root.run(PrivOp::EnableIsolation {
+            bridge: "banger0".into(),
+            gateway: gw,
+            prefix: 24,
+            host_tcp_ports: vec![8080],
+        })
+        .await
+        .unwrap();
+        let e = root
+            .run(PrivOp::EnableIsolation {
+                bridge: "banger0".into(),
+                gateway: Ipv4Addr::new(172, 30, 1, 1),
+                prefix: 24,
+                host_tcp_ports: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), "not_configured", "{e}");
+        assert_eq!(
+            h.as_user(OWNER, &["create_tap", "bgrc1", "banger0"]),
+            ["ok"]
+        );
+        // The gateway, another subnet's address and someone else's tap are refused.
+        for ip in ["172.30.0.1", "172.30.1.5", "172.30.0.255"] {
+            let r = h.as_user(OWNER, &["isolate_tap", "bgrc1", ip]);
+            assert_eq!(kind(&r), "err not_guest_address", "{ip}: {r:?}");
+        }
+        sh(&["ip", "tuntap", "add", "dev", "bgrc2", "mode", "tap"]);
+        let r = h.as_user(OWNER, &["isolate_tap", "bgrc2", "172.30.0.6"]);
+        assert_eq!(kind(&r), "err not_our_link", "{r:?}");
+        sh(&["ip", "link", "del", "bgrc2"]);
+        assert_eq!(
+            h.as_user(OWNER, &["isolate_tap", "bgrc1", "172.30.0.5"]),
+            ["ok"]
+        );
+        let rules = sh(&["nft", "list", "table", "bridge", "banger"]);
+        assert!(
+            rules.contains("tap-bgrc1") && rules.contains("06:ba:ac:1e:00:05"),
+            "{rules}"
+        );
+        let bridge = PrivOp::DeleteBridge {
+            name: "banger0".into(),
+            gateway: gw,
+            prefix: 24,
+        };
+        let e = root.run(bridge.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("bgrc1"), "{e}");
+        assert_eq!(h.as_user(OWNER, &["delete_tap", "bgrc1"]), ["ok"]);
+        root.run(bridge).await.unwrap();
+        root.run(PrivOp::DisableIsolation {
+            bridge: "banger0".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(sh(&["nft", "list", "ruleset"]).trim(), "");
+        assert!(!banger_host::link_exists("banger0").await.unwrap());
     });
 }
 

@@ -4,10 +4,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::InfoKind;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge};
 
-use crate::netlink::{connect, errno, find_link, kind, set_up};
+use crate::netlink::{connect, errno, find_link, kind, link_name, master_index, set_up};
 use crate::{validate_ifname, NetError};
 
 /// Make sure bridge `name` exists, carries `gateway/prefix` and is up.
@@ -36,6 +36,64 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
 pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
     let o = gateway.octets();
     [0x06, 0xba, o[0], o[1], o[2], o[3]]
+}
+
+/// Remove banger's bridge `name` (the one whose gateway is `gateway`); its address and
+/// route go with it. Absent is fine. Refused when the link is not a bridge carrying
+/// banger's MAC ([`bridge_mac`]: someone else's bridge of that name is not banger's to
+/// remove) or when anything is still enslaved to it (a running VM's tap).
+pub async fn delete_bridge(name: &str, gateway: Ipv4Addr) -> Result<(), NetError> {
+    validate_ifname(name)?;
+    let handle = connect()?;
+    let Some(msg) = find_link(&handle, name).await? else {
+        return Ok(());
+    };
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(b) => Some(b.as_slice() == bridge_mac(gateway).as_slice()),
+        _ => None,
+    });
+    if kind(&msg) != Some(&InfoKind::Bridge) || mac != Some(true) {
+        return Err(NetError::NotBangers(name.to_string()));
+    }
+    let ports = ports_of(&handle, msg.header.index).await?;
+    if !ports.is_empty() {
+        return Err(NetError::InUse {
+            name: name.to_string(),
+            ports: ports.join(", "),
+        });
+    }
+    match handle.link().del(msg.header.index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(source) => Err(NetError::Netlink {
+            what: "delete bridge",
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Names of the links enslaved to the link with index `master`.
+async fn ports_of(handle: &Handle, master: u32) -> Result<Vec<String>, NetError> {
+    let mut links = handle.link().get().execute();
+    let mut out = vec![];
+    loop {
+        match links.try_next().await {
+            Ok(Some(m)) => {
+                if master_index(&m) == Some(master) {
+                    out.push(link_name(&m).unwrap_or_else(|| format!("#{}", m.header.index)));
+                }
+            }
+            Ok(None) => return Ok(out),
+            Err(source) => {
+                return Err(NetError::Netlink {
+                    what: "list links for ports of",
+                    name: format!("#{master}"),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// Index of the existing bridge, creating it first if needed.

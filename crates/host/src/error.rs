@@ -62,4 +62,17 @@ pub enum NetError {
     /// The tap exists and is held open by a process (a running VMM).
     #[error("tap {0:?} is in use by another process (a VM still running?); stop that VM or delete the tap")]
     TapBusy(String),
+    /// A link of banger's bridge name exists but banger did not make it.
+    #[error("link {0:?} is not banger's bridge (not a bridge, or not banger's MAC 06:ba:<gateway>); banger leaves it alone: remove it yourself if it is stale (ip link del {0})")]
+    NotBangers(String),
+    /// The bridge still has ports.
+    #[error(
+        "bridge {name:?} still has ports ({ports}); stop the VMs using it first (banger vm list)"
+    )]
+    InUse {
+        /// The bridge.
+        name: String,
+        /// Its ports.
+        ports: String,
+    },
 }

@@ -103,14 +103,14 @@ pub(crate) fn kind(msg: &LinkMessage) -> Option<&InfoKind> {
     })
 }
 
-fn link_name(msg: &LinkMessage) -> Option<String> {
+pub(crate) fn link_name(msg: &LinkMessage) -> Option<String> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })
 }
 
-fn master_index(msg: &LinkMessage) -> Option<u32> {
+pub(crate) fn master_index(msg: &LinkMessage) -> Option<u32> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Controller(i) if *i != 0 => Some(*i),
         _ => None,

@@ -302,3 +302,72 @@ fn routes_addresses_and_link_kinds_as_the_helper_sees_them() {
         assert!(!tun.is_tap, "a tun device is not a tap");
     });
 }
+
+#[test]
+fn bridge_is_deleted_only_when_it_is_bangers_and_empty() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        // Absent: nothing to do.
+        delete_bridge("bgtest0", GW).await.unwrap();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        create_tap("bgr77", "bgtest0", None).await.unwrap();
+        let err = delete_bridge("bgtest0", GW).await.unwrap_err();
+        assert!(matches!(err, NetError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("bgr77"), "{err}");
+        delete_link("bgr77").await.unwrap();
+        delete_bridge("bgtest0", GW).await.unwrap();
+        assert!(link_state("bgtest0").await.unwrap().is_none());
+        // Its address and connected route went with it.
+        let routes = sh(&["ip", "-4", "route"]);
+        assert!(!routes.contains("172.30.0."), "{routes}");
+        // Someone else's bridge of that name is left alone.
+        sh(&["ip", "link", "add", "bgtest0", "type", "bridge"]);
+        let err = delete_bridge("bgtest0", GW).await.unwrap_err();
+        assert!(matches!(err, NetError::NotBangers(_)), "{err}");
+        assert!(link_state("bgtest0").await.unwrap().is_some());
+    });
+}
+
+/// systemd-resolved's link settings (through a fake resolvectl that logs its
+/// arguments): applied once per bridge, again when the bridge is made anew (a new
+/// interface index), reverted before the bridge goes.
+#[test]
+fn resolved_settings_follow_the_bridge() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let tool = d.path().join("resolvectl");
+        std::fs::write(
+            &tool,
+            format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let r = Resolved::with(&tool);
+        let dns = LinkDns::default();
+        let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        dns.ensure(Some(&r), "bgtest0", GW).await.unwrap();
+        dns.ensure(Some(&r), "bgtest0", GW).await.unwrap();
+        assert_eq!(
+            calls(),
+            "dns bgtest0 172.30.0.1\ndomain bgtest0 ~vm\ndefault-route bgtest0 false\n"
+        );
+        // Made anew (someone deleted it): applied again.
+        delete_bridge("bgtest0", GW).await.unwrap();
+        ensure_bridge("bgtest0", GW, 24).await.unwrap();
+        dns.ensure(Some(&r), "bgtest0", GW).await.unwrap();
+        assert_eq!(calls().matches("domain bgtest0 ~vm").count(), 2);
+        dns.revert(Some(&r), "bgtest0").await.unwrap();
+        assert!(calls().ends_with("revert bgtest0\n"), "{}", calls());
+        // Without resolved nothing runs.
+        dns.ensure(None, "bgtest0", GW).await.unwrap();
+        assert_eq!(calls().lines().count(), 7);
+    });
+}

@@ -6,7 +6,7 @@
 //! `--version` with a timeout ([`run`]), the tool → package table ([`tools`]), the
 //! static-ELF check of the guest agent ([`elf`], [`agent`]), the cached KVM/TCG
 //! verdict's format ([`accel`]) and the policy for when Firecracker may be used
-//! ([`firecracker`]).
+//! ([`firecracker`]), and whether systemd-resolved runs ([`resolved`]).
 //!
 //! Everything here is synchronous and bounded (reads are capped, children are timed
 //! out); async callers run it on a blocking thread.
@@ -15,6 +15,7 @@ pub mod accel;
 pub mod agent;
 pub mod elf;
 pub mod firecracker;
+pub mod resolved;
 pub mod run;
 pub mod tools;
 pub mod which;

@@ -66,6 +66,12 @@ RestartSec=1
 WantedBy=sysinit.target
 ";
 
+/// The image's `/etc/resolv.conf` until boot: banger's init replaces it with the
+/// servers of `banger.dns=` (the host's DNS responder on the bridge).
+pub const RESOLV_CONF: &str = "\
+# banger: replaced at boot from banger.dns= (banger's DNS responder on the bridge)
+";
+
 /// Why a rootfs tree could not be customised.
 #[derive(Debug, thiserror::Error)]
 pub enum CustomizeError {
@@ -103,6 +109,9 @@ pub fn apply(root: &Path, agent: &Path) -> Result<(), CustomizeError> {
         ),
         ("etc/hostname", "banger\n"),
         ("etc/banger/image", "built-by=banger\n"),
+        // Never the build host's copy (mmdebstrap leaves it in the tree): that names
+        // the build host's resolvers, often a loopback stub no guest can reach.
+        ("etc/resolv.conf", RESOLV_CONF),
     ];
     if has_sshd {
         files.push(("etc/ssh/sshd_config.d/banger.conf", SSHD_CONFIG));
@@ -163,10 +172,23 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
         std::fs::write(root.join("usr/lib/systemd/systemd"), "").unwrap();
         std::fs::write(root.join("etc/ssh/ssh_host_rsa_key"), "secret").unwrap();
+        // The build host's resolver (mmdebstrap copies it) must not ship; a symlink
+        // there is replaced, never written through.
+        std::os::unix::fs::symlink(
+            "/run/systemd/resolve/stub-resolv.conf",
+            root.join("etc/resolv.conf"),
+        )
+        .unwrap();
         let agent = t.path().join("agent");
         std::fs::write(&agent, "bin").unwrap();
         apply(&root, &agent).unwrap();
         assert!(!root.join("etc/ssh/ssh_host_rsa_key").exists());
+        let md = std::fs::symlink_metadata(root.join("etc/resolv.conf")).unwrap();
+        assert!(md.is_file());
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+            RESOLV_CONF
+        );
         assert_eq!(
             std::fs::read_link(root.join("etc/systemd/system/fstrim.timer")).unwrap(),
             Path::new("/dev/null")

@@ -28,6 +28,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "curl",
     "procps",
     "less",
+    // `rsync -a dir dev.vm:` from the host (banger ssh-config) needs it in the guest.
+    "rsync",
     // `banger vm run ./repo -- make test` is the main job: a compiler and make.
     "build-essential",
 ];

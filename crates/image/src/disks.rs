@@ -14,6 +14,28 @@ pub fn create_overlay_disk(path: &Path, size_mib: u64) -> Result<(), Ext4Error> 
     ext4::mkfs(path, size_mib, LABEL_OVERLAY, None)
 }
 
+/// Write a guest host key pair into the overlay disk at `overlay` (new and empty: the
+/// VM has not booted on it), as the upper layer's `/etc/ssh/ssh_host_ed25519_key`
+/// (0600) and `.pub` (0644), root's. The guest's sshd then uses the key whose public
+/// half the host pinned before the first boot. The directories it makes in the upper
+/// layer (`/etc`, `/etc/ssh`: 0755, root's) hide the base image's modes, which are
+/// the same in every image banger knows.
+pub fn install_host_key(overlay: &Path, private: &Path, public: &Path) -> Result<(), Ext4Error> {
+    use banger_contract::{disk::OVERLAY_UPPER, ssh::HOST_KEY};
+    let mut d = Debugfs::new();
+    let mut dir = format!("/{OVERLAY_UPPER}");
+    d.mkdir(&dir, 0o755, 0, 0)?;
+    let (parents, _) = HOST_KEY.rsplit_once('/').unwrap_or(("", HOST_KEY));
+    for part in parents.split('/').filter(|p| !p.is_empty()) {
+        dir = format!("{dir}/{part}");
+        d.mkdir(&dir, 0o755, 0, 0)?;
+    }
+    let key = format!("/{OVERLAY_UPPER}/{HOST_KEY}");
+    d.write(private, &key, 0o600, 0, 0)?;
+    d.write(public, &format!("{key}.pub"), 0o644, 0, 0)?;
+    d.apply(overlay)
+}
+
 /// Create the work disk at `path` from `seed` (the image's /root) with
 /// `authorized_key` installed for root.
 pub fn create_work_disk(
@@ -185,6 +207,28 @@ mod tests {
         );
         let ovl = t.path().join("ovl.ext4");
         create_overlay_disk(&ovl, 1024).unwrap();
+        let (private, public) = (t.path().join("hk"), t.path().join("hk.pub"));
+        std::fs::write(&private, "PRIVATE\n").unwrap();
+        std::fs::write(&public, "ssh-ed25519 AAAA\n").unwrap();
+        install_host_key(&ovl, &private, &public).unwrap();
+        let stat = |p: &str| {
+            let o = Command::new("debugfs")
+                .args(["-R", &format!("stat {p}")])
+                .arg(&ovl)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string()
+        };
+        let key = stat("/upper/etc/ssh/ssh_host_ed25519_key");
+        assert!(key.contains("Mode:  0600"), "{key}");
+        assert!(key.contains("User:     0"), "{key}");
+        assert!(stat("/upper/etc/ssh").contains("Mode:  0755"));
+        let o = Command::new("debugfs")
+            .args(["-R", "cat /upper/etc/ssh/ssh_host_ed25519_key.pub"])
+            .arg(&ovl)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "ssh-ed25519 AAAA\n");
 
         // A seed with keys of its own (a promoted VM's /root) keeps them, plus banger's.
         std::fs::create_dir_all(seed.join(".ssh")).unwrap();

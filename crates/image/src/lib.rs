@@ -21,7 +21,7 @@ pub mod seed;
 pub mod vmlinux;
 
 pub use debian::{build_debian, BuildRequest, BuiltImage};
-pub use disks::{create_overlay_disk, create_work_disk, grow_disk};
+pub use disks::{create_overlay_disk, create_work_disk, grow_disk, install_host_key};
 pub use run::ToolError;
 
 /// ext4 labels by which the guest init finds its disks (the host–guest contract).

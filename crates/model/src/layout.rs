@@ -92,6 +92,15 @@ impl Layout {
     pub fn ssh_key(&self) -> PathBuf {
         self.state.join("ssh/id_ed25519")
     }
+    /// The ssh_config file the daemon keeps for `Host *.vm` (`banger ssh-config
+    /// install` includes it from `~/.ssh/config`).
+    pub fn ssh_config(&self) -> PathBuf {
+        self.state.join("ssh/config")
+    }
+    /// The known_hosts file pinning every VM's host key (the daemon keeps it).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.state.join("ssh/known_hosts")
+    }
     /// A published image's directory.
     pub fn image_dir(&self, id: &str) -> PathBuf {
         self.state.join("images").join(id)

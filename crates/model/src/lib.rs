@@ -13,7 +13,7 @@ pub mod version;
 
 pub use layout::Layout;
 pub use name::{NameError, VmName};
-pub use net::{GuestNet, NetError, Subnet};
+pub use net::{guest_mac, GuestNet, NetError, Subnet};
 pub use port::{PortError, PortForward};
 pub use record::{
     ImageRecord, InitMode, KernelRecord, RunConfig, VmRecord, VmState, VmmChoice, WorkspaceRecord,

@@ -105,9 +105,15 @@ pub struct GuestNet {
 impl GuestNet {
     /// The guest's MAC: locally administered prefix 06:ba followed by the IPv4 octets.
     pub fn mac(&self) -> String {
-        let o = self.ip.octets();
-        format!("06:ba:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+        guest_mac(self.ip)
     }
+}
+
+/// The MAC of the guest at `ip`: locally administered prefix 06:ba followed by the
+/// IPv4 octets. One rule for the VMM's NIC and the host's isolation rules.
+pub fn guest_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("06:ba:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 mod accel;
 mod agent;
+mod dns;
 mod firecracker;
 mod hints;
 mod host;
@@ -78,6 +79,7 @@ pub fn checks(layout: &Layout) -> Vec<Check> {
     let (fc, probe) = firecracker::check();
     out.push(fc);
     out.push(firecracker::auto_backend_check(&probe, accel_kind));
+    out.push(dns::check());
     out
 }
 

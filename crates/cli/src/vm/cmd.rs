@@ -340,6 +340,21 @@ pub enum VmCmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Show a VM's pinned ssh host key and the one its guest agent reports (a channel
+    /// no other guest can reach); --accept pins the reported key, after you changed
+    /// it in the guest on purpose. `ssh NAME.vm` refuses any other key.
+    ///
+    /// Example:
+    ///   banger vm host-key dev --accept
+    #[command(verbatim_doc_comment)]
+    HostKey {
+        /// VM name.
+        #[arg(add = complete::vms())]
+        name: String,
+        /// Pin the key the guest reports now (the VM must be running).
+        #[arg(long)]
+        accept: bool,
+    },
     /// Delete VMs and their disks. Irreversible. A running VM is refused unless
     /// -f (on a terminal you are asked).
     ///

@@ -72,6 +72,7 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             via_ssh,
             command,
         } => shell::ssh(c, &name, via_ssh, &command).await,
+        VmCmd::HostKey { name, accept } => crate::network::host_key(c, name, accept).await,
     }
 }
 

@@ -113,7 +113,6 @@ async fn run_in_new_vm(
 ) -> anyhow::Result<i32> {
     if via_ssh {
         let info = ssh_info(c, name).await?;
-        ssh::wait_sshd(&info).await?;
         let remote = match path {
             Some(p) => {
                 let w = workspace::prepare(c, name, Via::Ssh(&info), p, None).await?;

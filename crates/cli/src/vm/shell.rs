@@ -12,15 +12,20 @@ use banger_rpc::{Client, SshInfo, VmNameParams, VmShow, VmSshInfo};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-/// `vm.ssh_info` for `name`.
+/// `vm.ssh_info` for `name`, once the guest's sshd accepts connections: a VM is
+/// running as soon as its agent answers, and sshd comes up a moment later (every
+/// OpenSSH path — `--via-ssh`, `vm cp` — goes through here).
 pub async fn ssh_info(c: &mut Client, name: &str) -> anyhow::Result<SshInfo> {
-    Ok(c.call::<VmSshInfo>(
-        &VmNameParams {
-            name: name.to_string(),
-        },
-        |_| {},
-    )
-    .await?)
+    let info = c
+        .call::<VmSshInfo>(
+            &VmNameParams {
+                name: name.to_string(),
+            },
+            |_| {},
+        )
+        .await?;
+    ssh::wait_sshd(&info).await?;
+    Ok(info)
 }
 
 /// Run ssh as a child while ignoring ctrl-c ourselves: the terminal delivers it to ssh
@@ -38,6 +43,14 @@ pub async fn run_ssh(info: &SshInfo, remote: Option<String>) -> anyhow::Result<i
             _ = tokio::signal::ctrl_c() => continue,
         }
     };
+    if status.code() == Some(255) {
+        // ssh's own message said why (unreachable, or a host key other than the
+        // pinned one: "REMOTE HOST IDENTIFICATION HAS CHANGED").
+        eprintln!(
+            "banger: ssh to VM {} failed; if it reported a changed host key and you changed the guest's key on purpose, pin the new one with: banger vm host-key {} --accept",
+            info.name, info.name
+        );
+    }
     Ok(status.code().unwrap_or(130))
 }
 

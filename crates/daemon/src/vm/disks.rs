@@ -7,8 +7,10 @@ use std::path::Path;
 
 /// Making and growing a VM's writable disks. Blocking: called on blocking threads.
 pub trait Disks: Send + Sync {
-    /// A sparse, empty overlay disk (the upper layer of the guest's `/`).
-    fn create_overlay(&self, path: &Path) -> Result<(), Cause>;
+    /// A sparse overlay disk (the upper layer of the guest's `/`) holding nothing but
+    /// a new ssh host key for the guest, whose public line (`ssh-ed25519 AAAA…`) is
+    /// written to `host_key` on the host: the key banger pins for this VM.
+    fn create_overlay(&self, path: &Path, host_key: &Path) -> Result<(), Cause>;
     /// A sparse work disk of `mib` MiB (the guest's `/root`), seeded from `seed` and
     /// holding `public_key` as root's authorized key.
     fn create_work(
@@ -26,11 +28,18 @@ pub trait Disks: Send + Sync {
 pub struct Ext4Disks;
 
 impl Disks for Ext4Disks {
-    fn create_overlay(&self, path: &Path) -> Result<(), Cause> {
-        Ok(banger_image::create_overlay_disk(
-            path,
-            banger_image::disks::OVERLAY_MIB,
-        )?)
+    fn create_overlay(&self, path: &Path, host_key: &Path) -> Result<(), Cause> {
+        banger_image::create_overlay_disk(path, banger_image::disks::OVERLAY_MIB)?;
+        // The private half exists on the host only in a private directory beside
+        // the disk, for as long as it takes to copy it in.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".host-key-")
+            .tempdir_in(dir)?;
+        let (private, line) = banger_guest::keys::generate_host_key(tmp.path())?;
+        banger_image::install_host_key(path, &private, &private.with_extension("pub"))?;
+        banger_image::durable::write_file(host_key, format!("{line}\n").as_bytes())?;
+        Ok(())
     }
 
     fn create_work(

@@ -68,9 +68,16 @@ pub trait Guest: Send + Sync {
     /// Open a session for `request` on the guest's agent (its answers, `started`
     /// first, come on the session).
     async fn open(&self, target: Target<'_>, request: &Open) -> Result<Session, GuestError>;
+    /// The guest's ssh host public key (the text of its
+    /// `/etc/ssh/ssh_host_ed25519_key.pub`, at most [`MAX_HOST_KEY`] bytes), as its
+    /// agent reads it: a channel no other guest can reach, unlike the network.
+    async fn host_key(&self, target: Target<'_>) -> Result<String, GuestError>;
     /// The VM stopped: drop its agent connection.
     fn forget(&self, id: &str);
 }
+
+/// The most of a public key file read from a guest (a real one is under 1 KiB).
+pub const MAX_HOST_KEY: u64 = 8 << 10;
 
 /// One held client and the VMM it belongs to.
 struct Held {
@@ -181,6 +188,37 @@ impl Guest for AgentGuest {
         match tokio::time::timeout(OPEN_TIMEOUT, client.open(request)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(ClientError::Timeout(OPEN_TIMEOUT).into()),
+        }
+    }
+
+    async fn host_key(&self, t: Target<'_>) -> Result<String, GuestError> {
+        use tokio::io::AsyncReadExt;
+        let path = format!("/{}.pub", banger_contract::ssh::HOST_KEY);
+        let client = self.client(t);
+        let read = async {
+            let s = client
+                .exec(banger_guest::client::argv(["cat", path.as_str()]))
+                .await?;
+            let mut text = Vec::new();
+            let mut out = s.stdout().take(MAX_HOST_KEY + 1);
+            let got = out.read_to_end(&mut text).await;
+            if got.is_err() || text.len() as u64 > MAX_HOST_KEY {
+                s.close();
+                return Err(GuestError::Other(format!(
+                    "the guest's {path} could not be read (or is over {MAX_HOST_KEY} bytes)"
+                )));
+            }
+            let status = s.wait().await?;
+            if status.code != Some(0) {
+                return Err(GuestError::Other(format!(
+                    "the guest has no {path} (no sshd, or its key was never made)"
+                )));
+            }
+            Ok(String::from_utf8_lossy(&text).into_owned())
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout(REQUEST_TIMEOUT).into()),
         }
     }
 

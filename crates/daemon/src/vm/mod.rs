@@ -10,6 +10,9 @@
 //! * [`query`] — `vm.list`, `vm.show`, `vm.ssh_info`, `vm.logs`, `vm.ports`,
 //!   `vm.workspace_record`;
 //! * [`stats`] — `vm.stats`;
+//! * [`host_key`] — `vm.host_key` (a VM's pinned ssh host key, re-pinned from its
+//!   agent on request);
+//! * [`network`] — the `network` start step (bridge, NAT, isolation, DNS, the tap);
 //! * [`reconcile`] — keeping records true (re-adoption on daemon start, the liveness
 //!   monitor);
 //! * shared machinery: [`stages`] (timed steps and the undo stack), [`backend`] (the
@@ -28,6 +31,8 @@ pub mod disks;
 pub mod exec;
 pub mod forward;
 pub mod guest;
+pub mod host_key;
+pub(crate) mod network;
 pub mod query;
 pub mod reconcile;
 pub mod set;
@@ -47,8 +52,9 @@ pub mod files {
     pub const OVERLAY: &str = "overlay.ext4";
     /// The guest's /root.
     pub const WORK: &str = "work.ext4";
-    /// Pinned guest host key.
-    pub const KNOWN_HOSTS: &str = "known_hosts";
+    /// The guest's pinned ssh host key (`TYPE BASE64`), written when its overlay
+    /// (and the key in it) is made, or from its agent's report.
+    pub const HOST_KEY: &str = "host_key.pub";
     /// OpenSSH ControlMaster socket, in the runtime directory.
     pub const SSH_CONTROL: &str = "ssh.ctl";
 }

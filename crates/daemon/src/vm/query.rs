@@ -62,7 +62,8 @@ pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo> {
         ip: rec.ip,
         user: "root".into(),
         key_path: app.layout.ssh_key(),
-        known_hosts_path: app.layout.vm_dir(&rec.id).join(files::KNOWN_HOSTS),
+        known_hosts_path: app.layout.known_hosts(),
+        host_key_alias: Some(crate::ssh_files::alias(rec.name.as_str())),
         control_path: Some(app.layout.vm_runtime(&rec.id).join(files::SSH_CONTROL)),
     })
 }

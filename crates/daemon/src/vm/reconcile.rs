@@ -60,6 +60,8 @@ pub async fn reconcile(app: &App) {
         if !settle(app, &rec).await && rec.state == VmState::Running {
             tracing::info!(vm = %rec.name, "re-adopted running VM");
             super::forward::sync(app, &rec);
+            super::network::reisolate(app, &rec).await;
+            app.dns.names.set(rec.name.as_str(), rec.ip);
         }
     }
 }

@@ -16,7 +16,6 @@ use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
 use crate::handles::{self, VmHandles};
 use banger_contract::cmdline as key;
-use banger_helper::PrivOp;
 use banger_image::files as img_files;
 use banger_model::{GuestNet, ImageRecord, InitMode, VmRecord, VmState};
 use banger_rpc::{ProgressSink, VmInfo};
@@ -71,6 +70,8 @@ pub(crate) async fn boot_recorded(
         Ok(()) => {
             let timings = steps.commit();
             app.db(|s| s.set_vm_state(&rec.id, VmState::Running, None))?;
+            app.dns.names.set(rec.name.as_str(), rec.ip);
+            crate::ssh_files::refresh(app);
             let mut info = super::query::info_for(app, &app.db(|s| s.get_vm(&rec.id))?);
             let total: u64 = timings.iter().map(|t| t.ms).sum();
             tracing::info!(vm = %rec.name, total_ms = total, "vm running");
@@ -105,7 +106,7 @@ async fn run_steps(
     let (overlay, work) = disks(app, rec, &image_dir, &vm_dir, steps).await?;
 
     steps.begin("network")?;
-    let tap = network(app, rec, steps).await?;
+    let tap = super::network::network(app, rec, steps).await?;
 
     if !app.backends.accel_known() {
         // Once per daemon: decide KVM vs TCG by booting the kernel (cached per host boot).
@@ -171,6 +172,11 @@ async fn run_steps(
     .map_err(guest_error("the guest agent never answered", &h))?;
     // Readiness is the agent answering: commands go through it, and sshd (when the
     // image has one) comes up on its own for the user's own tools.
+    if !vm_dir.join(files::HOST_KEY).exists() {
+        // An overlay from before banger generated host keys: pin the key the guest
+        // reports over its agent channel (which no other guest can reach).
+        super::host_key::pin_from_guest(app, rec, &h).await;
+    }
     steps.end()
 }
 
@@ -188,15 +194,18 @@ async fn disks(
     }
     let (overlay, work) = (vm_dir.join(files::OVERLAY), vm_dir.join(files::WORK));
     if !overlay.exists() {
-        // A new upper layer means a new guest host key: forget the pinned one.
-        let _ = std::fs::remove_file(vm_dir.join(files::KNOWN_HOSTS));
-        let (d, o) = (app.disks.clone(), overlay.clone());
+        // A new upper layer comes with a new guest host key, generated here and
+        // pinned before the guest ever boots.
+        let host_key = vm_dir.join(files::HOST_KEY);
+        let _ = std::fs::remove_file(&host_key);
+        let (d, o, k) = (app.disks.clone(), overlay.clone(), host_key.clone());
         blocking("overlay disk creation", move || {
-            d.create_overlay(&o)
+            d.create_overlay(&o, &k)
                 .map_err(DaemonError::build("creating the overlay disk"))
         })
         .await?;
         steps.created(Undo::RemoveFile(overlay.clone()));
+        steps.created(Undo::RemoveFile(host_key));
     }
     if !work.exists() {
         let (d, w, seed, key, mib) = (
@@ -214,61 +223,6 @@ async fn disks(
         steps.created(Undo::RemoveFile(work.clone()));
     }
     Ok((overlay, work))
-}
-
-/// The `network` step: the bridge, outbound NAT (once per daemon) and the VM's tap.
-async fn network(app: &App, rec: &VmRecord, steps: &mut Steps<'_>) -> Result<String> {
-    let subnet = app.config.subnet;
-    let bridge = app.config.bridge.clone();
-    app.privileged
-        .run(PrivOp::EnsureBridge {
-            name: bridge.clone(),
-            gateway: subnet.gateway(),
-            prefix: subnet.prefix,
-        })
-        .await
-        .map_err(DaemonError::host(format!("setting up bridge {bridge}")))?;
-    ensure_nat(app, &bridge, steps.progress()).await;
-    let tap = banger_host::tap_name(&rec.id);
-    app.privileged
-        .run(PrivOp::CreateTap {
-            name: tap.clone(),
-            bridge,
-            owner_uid: None,
-        })
-        .await
-        .map_err(DaemonError::host(format!("creating tap {tap}")))?;
-    steps.created(Undo::DeleteTap(tap.clone()));
-    Ok(tap)
-}
-
-/// Outbound NAT for the guest subnet, once per daemon. A failure (no nft, a host
-/// firewall banger cannot change) costs guests their way out, not their start: the
-/// VM still boots and reaches the host, and the reason is shown once.
-async fn ensure_nat(app: &App, bridge: &str, progress: &ProgressSink) {
-    use std::sync::atomic::Ordering;
-    if !app.config.nat || app.nat_ready.load(Ordering::Relaxed) {
-        return;
-    }
-    let op = PrivOp::EnableNat {
-        bridge: bridge.to_string(),
-        subnet: app.config.subnet,
-    };
-    match app.privileged.run(op).await {
-        Ok(()) => {
-            app.nat_ready.store(true, Ordering::Relaxed);
-            tracing::info!(bridge, subnet = %app.config.subnet, "outbound NAT enabled");
-        }
-        Err(e) => {
-            tracing::warn!("outbound NAT could not be enabled: {e}");
-            progress.send(
-                "network",
-                Some(format!(
-                    "outbound NAT could not be enabled ({e}); guests reach only the host (set BANGER_NAT=off to stop trying, run banger doctor)"
-                )),
-            );
-        }
-    }
 }
 
 /// The machine a VM boots: the image's kernel, banger's initrd, the three disks (base
@@ -301,6 +255,11 @@ fn machine_spec(
         key::HOSTNAME,
         rec.name,
     );
+    let dns = app.dns.servers_for_guests(net.gateway);
+    if !dns.is_empty() {
+        let list: Vec<String> = dns.iter().map(ToString::to_string).collect();
+        cmdline.push_str(&format!(" {}={}", key::DNS, list.join(",")));
+    }
     if knows_init_modes(&initrd) {
         cmdline.push_str(&format!(" {}={}", key::INIT, init_arg(rec.init)));
     } else {

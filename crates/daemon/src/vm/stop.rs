@@ -26,7 +26,9 @@ pub const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 pub(crate) async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<()> {
     let vm_dir = app.layout.vm_dir(&rec.id);
     let rt = app.layout.vm_runtime(&rec.id);
-    // Its agent connection dies with the VMM; a next boot gets a new client.
+    // Its name stops resolving now; its agent connection dies with the VMM (a next
+    // boot gets a new client).
+    app.dns.names.remove(rec.name.as_str());
     app.guest.forget(&rec.id);
     if let Some(h) = handles::read(&vm_dir) {
         let vmm = app.backends.for_handles(&h.vmm);

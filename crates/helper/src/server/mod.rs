@@ -40,6 +40,10 @@ pub struct Server {
     pub config: HelperConfig,
     subnet: Subnet,
     book: tokio::sync::Mutex<Book>,
+    /// This host's systemd-resolved, when it runs one.
+    resolved: Option<banger_host::Resolved>,
+    /// The bridge's resolved settings, applied once per bridge.
+    link_dns: banger_host::LinkDns,
 }
 
 impl Server {
@@ -50,6 +54,8 @@ impl Server {
             subnet: config.subnet(),
             config,
             book: tokio::sync::Mutex::new(book),
+            resolved: banger_host::Resolved::detect(Path::new(banger_host::RESOLVECTL)),
+            link_dns: banger_host::LinkDns::default(),
         };
         server.reconcile().await?;
         Ok(server)

@@ -70,7 +70,36 @@ impl Server {
                 }
                 Ok(())
             }
-            PrivOp::DisableNat { bridge: b } => bridge(b),
+            PrivOp::DisableNat { bridge: b } | PrivOp::DisableIsolation { bridge: b } => bridge(b),
+            PrivOp::EnableIsolation {
+                bridge: b,
+                gateway,
+                prefix,
+                ..
+            }
+            | PrivOp::DeleteBridge {
+                name: b,
+                gateway,
+                prefix,
+            } => {
+                bridge(b)?;
+                let want = self.subnet;
+                if *gateway != want.gateway() || *prefix != want.prefix {
+                    return Err(HelperError::NotConfigured {
+                        what: "gateway",
+                        asked: format!("{gateway}/{prefix}"),
+                        configured: format!("{}/{}", want.gateway(), want.prefix),
+                    });
+                }
+                Ok(())
+            }
+            PrivOp::IsolateTap { ip, .. } => {
+                if self.subnet.is_guest_addr(*ip) {
+                    Ok(())
+                } else {
+                    Err(HelperError::NotGuestAddress(*ip, self.subnet))
+                }
+            }
         }
     }
 
@@ -101,7 +130,49 @@ impl Server {
                 banger_host::disable_nat_with(&nft).await?;
                 Ok(())
             }
+            PrivOp::EnableIsolation { host_tcp_ports, .. } => {
+                let nft = checked_tool("nft", &self.config.nft)?;
+                banger_host::enable_guard(
+                    &nft,
+                    &self.config.bridge,
+                    self.subnet.gateway(),
+                    &host_tcp_ports,
+                )
+                .await?;
+                Ok(())
+            }
+            PrivOp::DisableIsolation { .. } => {
+                let nft = checked_tool("nft", &self.config.nft)?;
+                banger_host::disable_guard(&nft).await?;
+                Ok(())
+            }
+            PrivOp::IsolateTap { name, ip } => {
+                let nft = checked_tool("nft", &self.config.nft)?;
+                let book = self.book.lock().await;
+                self.owned_tap(&book.links, &name, caller).await?;
+                banger_host::isolate_tap(&nft, &name, &banger_model::guest_mac(ip), ip).await?;
+                Ok(())
+            }
+            PrivOp::DeleteBridge { .. } => self.delete_bridge().await,
         }
+    }
+
+    /// Remove banger's bridge (and its resolved settings) if it is banger's; absent is
+    /// fine, someone else's bridge of that name is refused.
+    async fn delete_bridge(&self) -> Result<(), HelperError> {
+        let mut book = self.book.lock().await;
+        let name = self.config.bridge.clone();
+        match banger_host::link_state(&name).await? {
+            Some(st) if self.bridge_is_ours(&book.links, &st) => {}
+            Some(_) => return Err(HelperError::ForeignBridge(name)),
+            None => {}
+        }
+        self.link_dns.revert(self.resolved.as_ref(), &name).await?;
+        banger_host::delete_bridge(&name, self.subnet.gateway()).await?;
+        if book.links.bridges.remove(&name).is_some() {
+            book.save()?;
+        }
+        Ok(())
     }
 
     /// Whether `st` (the link named like the configured bridge) is banger's: recorded
@@ -137,6 +208,9 @@ impl Server {
         };
         overlap::check(self.subnet, existing).await?;
         banger_host::ensure_bridge(&name, self.subnet.gateway(), self.subnet.prefix).await?;
+        self.link_dns
+            .ensure(self.resolved.as_ref(), &name, self.subnet.gateway())
+            .await?;
         if let Some(st) = banger_host::link_state(&name).await? {
             let rec = BridgeRecord {
                 name: name.clone(),
@@ -227,6 +301,9 @@ impl Server {
                 return Err(HelperError::NotOurLink(name.to_string()));
             }
             banger_host::delete_link(name).await?;
+        }
+        if let Ok(nft) = checked_tool("nft", &self.config.nft) {
+            crate::in_process::release_tap_rules(&nft, name).await;
         }
         book.links.taps.remove(name);
         book.save()

@@ -8,18 +8,20 @@
 //! the protocol).
 //!
 //! One file per resource: [`daemon`] (ping, operations), [`vm`], [`image`] (images
-//! and the catalog), [`kernel`].
+//! and the catalog), [`kernel`], [`network`] (bridge, DNS, ssh files, host keys).
 
 pub mod daemon;
 pub mod exec;
 pub mod image;
 pub mod kernel;
+pub mod network;
 pub mod vm;
 
 pub use daemon::*;
 pub use exec::*;
 pub use image::*;
 pub use kernel::*;
+pub use network::*;
 pub use vm::*;
 
 use serde::de::DeserializeOwned;
@@ -70,11 +72,15 @@ pub const METHODS: &[&str] = &[
     KernelList::NAME,
     KernelPull::NAME,
     KernelShow::NAME,
+    NetworkDown::NAME,
+    NetworkShow::NAME,
     OperationsList::NAME,
     Ping::NAME,
+    SshConfig::NAME,
     VmCreate::NAME,
     VmDelete::NAME,
     VmExec::NAME,
+    VmHostKey::NAME,
     VmKill::NAME,
     VmList::NAME,
     VmLogs::NAME,
@@ -134,11 +140,15 @@ mod tests {
                 "kernel.list",
                 "kernel.pull",
                 "kernel.show",
+                "network.down",
+                "network.show",
                 "operations.list",
                 "ping",
+                "ssh.config",
                 "vm.create",
                 "vm.delete",
                 "vm.exec",
+                "vm.host_key",
                 "vm.kill",
                 "vm.list",
                 "vm.logs",

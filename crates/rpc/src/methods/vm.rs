@@ -331,6 +331,9 @@ pub struct SshInfo {
     pub key_path: PathBuf,
     /// known_hosts file pinning this VM's host key.
     pub known_hosts_path: PathBuf,
+    /// The name the pin is under (`dev.vm`): ssh's `HostKeyAlias`.
+    #[serde(default)]
+    pub host_key_alias: Option<String>,
     /// OpenSSH ControlPath for connection reuse: one master per VM, in the VM's
     /// runtime directory, so it disappears with the VM (a later VM that gets the same
     /// address can never be reached through a stale master).

@@ -29,6 +29,8 @@ pub enum Fail {
     Bridge,
     /// `PrivOp::CreateTap`.
     Tap,
+    /// `PrivOp::IsolateTap`.
+    Isolate,
     /// `Vmm::launch`.
     Launch,
     /// The agent never answers.
@@ -126,6 +128,20 @@ impl Privileged for FakePrivileged {
             }
             PrivOp::EnableNat { .. } => w.record("nat"),
             PrivOp::DisableNat { .. } => w.record("nat-off"),
+            PrivOp::EnableIsolation { .. } => w.record("isolation"),
+            PrivOp::DisableIsolation { .. } => w.record("isolation-off"),
+            PrivOp::IsolateTap { name, ip } => {
+                if w.fails(Fail::Isolate) {
+                    return Err(helper_error("isolate"));
+                }
+                w.record(format!("isolate-tap {name} {ip}"));
+            }
+            PrivOp::DeleteBridge { name, .. } => {
+                if !w.lock().taps.is_empty() {
+                    return Err(helper_error("bridge in use"));
+                }
+                w.record(format!("delete-bridge {name}"));
+            }
         }
         Ok(())
     }
@@ -282,6 +298,11 @@ impl Guest for FakeGuest {
         Err(GuestError::Other("the fake guest runs nothing".into()))
     }
 
+    async fn host_key(&self, t: Target<'_>) -> Result<String, GuestError> {
+        self.0.record(format!("host key {}", t.name));
+        Ok("ssh-ed25519 AAAAguestreported root@guest\n".into())
+    }
+
     fn forget(&self, _: &str) {}
 }
 
@@ -289,11 +310,12 @@ impl Guest for FakeGuest {
 pub struct FakeDisks(pub Arc<World>);
 
 impl Disks for FakeDisks {
-    fn create_overlay(&self, path: &Path) -> Result<(), Cause> {
+    fn create_overlay(&self, path: &Path, host_key: &Path) -> Result<(), Cause> {
         if self.0.fails(Fail::Overlay) {
             return Err("fake overlay failure".into());
         }
         std::fs::write(path, "overlay")?;
+        std::fs::write(host_key, "ssh-ed25519 AAAAfakehostkey\n")?;
         self.0.record("overlay");
         Ok(())
     }
@@ -321,6 +343,9 @@ pub fn app_with(config: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<App
     let layout = Layout::under(dir.path());
     let mut cfg = Config::from_vars(|_| None).unwrap();
     cfg.boot_timeout = Duration::from_secs(30);
+    // No real listener on the host: the fake guests need none.
+    cfg.guest_dns = false;
+    cfg.dns = None;
     config(&mut cfg);
     let store = banger_store::Store::open(&layout.db()).unwrap();
     let image = ImageRecord {

@@ -61,7 +61,9 @@ async fn create_runs_every_step_and_records_running() {
             "work".into(),
             "bridge banger0".into(),
             "nat".into(),
+            "isolation".into(),
             format!("create-tap {tap}"),
+            format!("isolate-tap {tap} {}", info.ip),
             "launch 1001 disks=3".into(),
             "agent ready".into(),
         ]
@@ -79,10 +81,21 @@ async fn create_runs_every_step_and_records_running() {
         (shown.pid, shown.backend.as_deref()),
         (Some(1001), Some("fake"))
     );
-    // NAT is set up once per daemon.
+    // The host key was made with the overlay and pinned before the boot; the VM
+    // resolves by name from now on.
+    assert_eq!(
+        std::fs::read_to_string(vm_dir.join(super::files::HOST_KEY)).unwrap(),
+        "ssh-ed25519 AAAAfakehostkey\n"
+    );
+    assert_eq!(app.dns.names.get("dev"), Some(info.ip));
+    // NAT and isolation are set up once per daemon; each tap gets its rules.
     world.clear_log();
-    create_vm(&app, "second").await.unwrap();
-    assert!(!world.log().contains(&"nat".to_string()));
+    let second = create_vm(&app, "second").await.unwrap();
+    let log = world.log();
+    assert!(!log.contains(&"nat".to_string()));
+    assert!(!log.contains(&"isolation".to_string()));
+    let tap2 = banger_host::tap_name(&second.id);
+    assert!(log.contains(&format!("isolate-tap {tap2} {}", second.ip)));
 }
 
 /// For each way a start step can fail: the error, and the exact undo that follows
@@ -90,11 +103,12 @@ async fn create_runs_every_step_and_records_running() {
 #[tokio::test]
 async fn every_start_step_failure_undoes_exactly_the_steps_before_it() {
     // (fail point, the step it belongs to, what is undone after the failure)
-    let cases: [(Fail, &str, &[&str]); 6] = [
+    let cases: [(Fail, &str, &[&str]); 7] = [
         (Fail::Overlay, "creating the overlay disk failed", &[]),
         (Fail::Work, "creating the work disk failed", &[]),
         (Fail::Bridge, "setting up bridge banger0 failed", &[]),
         (Fail::Tap, "creating tap", &[]),
+        (Fail::Isolate, "isolating tap", &["delete-tap"]),
         (Fail::Launch, "starting the VM failed", &["delete-tap"]),
         (
             Fail::Agent,
