@@ -9,6 +9,25 @@ from .util import BenchError, log, now, run
 
 # Stages of `--timings` that are the guest's own boot; everything else is host side.
 GUEST_STAGES = ("agent", "ssh")
+
+
+class Mode:
+    """One way to run `vm run -- true`: an init mode, and how the command reaches the guest."""
+
+    def __init__(self, key, label, args):
+        self.key = key
+        self.label = label
+        self.args = args
+
+
+# Every way banger runs a command in a fresh VM; the first is the default (the ratio line's).
+MODES = [
+    Mode("agent", "init agent (default), exec through the agent", []),
+    Mode("agent_ssh", "init agent, --via-ssh (the image's sshd, started by the agent)", ["--via-ssh"]),
+    Mode("systemd", "init systemd, exec through the agent", ["--init", "systemd"]),
+    Mode("systemd_ssh", "init systemd, --via-ssh (banger's path before the agent)",
+         ["--init", "systemd", "--via-ssh"]),
+]
 DEFAULT_IMAGE = "debian-bookworm"
 # Prefix of every VM the bench makes, so a leftover is recognisable in `vm list`.
 VM_PREFIX = "bench-"
@@ -60,22 +79,6 @@ class Banger:
             self._help[path] = p.stdout + p.stderr
         return self._help[path]
 
-    def init_modes(self):
-        """(modes to measure, the default mode) from `vm run --help`.
-
-        Before `--init` exists there is one mode, whatever the build does by default
-        (named after the guest's PID 1, found when the first VM runs)."""
-        h = self.help("vm", "run")
-        m = re.search(r"--init <[^>]+>(.*?)(?=\n\s*-|\Z)", h, re.S)
-        if not m:
-            return [None], None
-        text = m.group(1)
-        pv = re.search(r"\[possible values: ([^\]]+)\]", text)
-        modes = [x.strip() for x in pv.group(1).split(",")] if pv else ["agent", "systemd"]
-        dm = re.search(r"\[default: ([\w-]+)\]", text)
-        default = dm.group(1) if dm and dm.group(1) in modes else modes[0]
-        return modes, default
-
     def has_warm(self):
         return re.search(r"^\s+warm\b", self.help("image"), re.M) is not None
 
@@ -124,25 +127,27 @@ class Banger:
             log(f"deleting {len(names)} VM(s)")
             self.delete(names, check=False)
 
-    def init_args(self, mode):
-        return ["--init", mode] if mode else []
-
-    def create(self, name, mode=None, no_start=False):
-        """`vm create NAME --timings`: (wall seconds, {stage: ms})."""
-        args = ["vm", "create", name, *self.init_args(mode)]
+    def create(self, name, no_start=False):
+        """`vm create NAME --timings` (default init): (wall seconds, {stage: ms})."""
+        args = ["vm", "create", name]
         args += ["--no-start"] if no_start else ["--timings"]
         t0 = now()
         p = self(*args, timeout=900)
         return now() - t0, parse_timings(p.stderr)
 
-    def run_true(self, mode=None):
-        """`vm run --timings -- true`: (wall seconds, {stage: ms})."""
+    def run_true(self, mode, extra=()):
+        """`vm run --timings -- true` in `mode`: (wall seconds, {stage: ms})."""
         t0 = now()
-        p = self("vm", "run", *self.init_args(mode), "--timings", "--", "true", timeout=900)
+        p = self("vm", "run", *mode.args, *extra, "--timings", "--", "true", timeout=900)
         return now() - t0, parse_timings(p.stderr)
 
-    def ssh(self, name, script, timeout=300):
+    def sh(self, name, script, timeout=300):
+        """A shell script in a running VM, through the agent (`vm ssh NAME -- SCRIPT`)."""
         return self("vm", "ssh", name, "--", script, timeout=timeout)
+
+    def console(self, name):
+        """The VM's console log (`vm logs`)."""
+        return self("vm", "logs", name).stdout
 
     def qemu_pid(self, name):
         pid = self.show(name).get("pid")

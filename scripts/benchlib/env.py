@@ -148,29 +148,33 @@ class Netns:
         _kill_netns_processes(self.name)
         run(["ip", "netns", "del", self.name])
 
-# command -> Debian package, for the preflight check's advice.
-TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "mmdebstrap": "mmdebstrap",
-    "mkfs.ext4": "e2fsprogs",
-    "ssh": "openssh-client",
-    "ssh-keygen": "openssh-client",
-    "ip": "iproute2",
-    "git": "git",
-    "skopeo": "skopeo",
-    "umoci": "umoci",
-    "docker-registry": "docker-registry",
-}
+def _packages(root):
+    """command -> Debian package, from banger's one tool table (crates/hostcheck/tools.txt)."""
+    out = {}
+    try:
+        with open(os.path.join(root, "crates", "hostcheck", "tools.txt")) as f:
+            for line in f:
+                cols = line.split()
+                if cols and not cols[0].startswith("#") and len(cols) >= 5 and cols[0] != "-":
+                    out.setdefault(cols[0], cols[1])
+    except OSError:
+        pass
+    return out
 
-def preflight(needed):
+
+def preflight(needed, root):
+    """Root, and every command in `needed`; names the Debian packages of what is missing."""
     if os.geteuid() != 0:
         raise BenchError(
             "the bench needs root (it creates a network namespace and boots guests); "
             "run it with sudo: sudo make bench"
         )
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-    missing = sorted({TOOLS[c] for c in needed if shutil.which(c, path=path) is None})
+    missing = [c for c in needed if shutil.which(c, path=path) is None]
     if missing:
+        pkgs = _packages(root)
+        debs = sorted({pkgs.get(c, c) for c in missing})
         raise BenchError(
-            "missing tools; install them with: apt-get install " + " ".join(missing)
+            f"missing tools: {', '.join(missing)}; install them with: apt-get install {' '.join(debs)} "
+            "(make bench does it when run as root)"
         )

@@ -66,7 +66,7 @@ def ship(banger, vm, repo):
 
 
 def change(banger, vm):
-    banger.ssh(vm, CHANGE, timeout=600)
+    banger.sh(vm, CHANGE, timeout=600)
 
 
 def export(banger, vm, out):
