@@ -39,7 +39,7 @@ def machine_info(banger_version, accel):
         "qemu": qv,
         "accel": accel,
         "banger": banger_version,
-        "load_at_start": os.getloadavg(),
+        "load_at_end": os.getloadavg(),
     }
 
 
@@ -48,40 +48,45 @@ def _row(f):
     if "value" in s:
         return [f.label, fmt(s["value"], f.unit), "", ""]
     if not s:
-        return [f.label, "n/a", f.note or "", ""]
+        return [f.label, "n/a", "", ""]
     rng = fmt_range(s["min"], s["max"], f.unit) if s["n"] > 1 else ""
     return [f.label, fmt(s["median"], f.unit), rng, str(s["n"])]
 
 
 def table(doc, sections, extra_lines):
-    """sections: [(title, [Figure])]; extra_lines: {section title: [lines after it]}."""
+    """sections: [(title, [Figure])]; extra_lines: {section title: [lines after it]}.
+
+    One row per figure (label, median, range, n); a figure's note goes on its own line
+    under it, a section's extra lines (the ratio) after the section."""
     m = doc["machine"]
-    head = (
-        f"banger bench, {doc['date']}: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:g} GiB, "
-        f"{m['os']}, QEMU {m['qemu']} ({m['accel']}), banger {m['banger']}; "
-        f"N={doc['runs']}, load at start {m['load_at_start'][0]:.1f}"
-    )
-    rows = [["what", "median", "range", "n"]]
-    marks = []
+    head = [
+        f"banger bench, {doc['date']}, N={doc['runs']} (figures: median, range of N runs)",
+        f"host: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:g} GiB, {m['os']}, kernel {m['host_kernel']}",
+        f"QEMU {m['qemu']} ({m['accel']}); banger {m['banger']}",
+        f"load average (1 min) at start {m['load_at_start'][0]:.1f}, at end {m['load_at_end'][0]:.1f}; "
+        f"the bench took {doc['wall_seconds'] / 60:.1f} min",
+    ]
+    rows = []  # ("row", [4 cells]) | ("line", text)
     for title, figs in sections:
-        marks.append(len(rows))
-        rows.append([title, "", "", ""])
+        rows.append(("line", ""))
+        rows.append(("line", title))
         for f in figs:
             r = _row(f)
             r[0] = "  " + r[0]
-            rows.append(r)
+            rows.append(("row", r))
+            if f.note:
+                rows.append(("line", "      " + f.note))
         for line in extra_lines.get(title, []):
-            rows.append([line, "", "", ""])
-    w = [max(len(r[i]) for r in rows if not (i == 0 and r[1] == "" and r[2] == "")) for i in range(4)]
-    w[0] = min(max(w[0], 40), 70)
-    out = [head, ""]
-    for i, r in enumerate(rows):
-        if r[1:] == ["", "", ""]:
-            out.append(r[0])
-            continue
-        out.append(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}".rstrip())
-        if i == 0:
-            out.append("-" * (sum(w) + 6))
+            rows.append(("line", line))
+    cells = [["what", "median", "range", "n"]] + [r for k, r in rows if k == "row"]
+    w = [max(len(c[i]) for c in cells) for i in range(4)]
+
+    def fmt_row(r):
+        return f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}".rstrip()
+
+    out = head + ["", fmt_row(cells[0]), "-" * (sum(w) + 6)]
+    for kind, r in rows[1:]:
+        out.append(fmt_row(r) if kind == "row" else r)
     return "\n".join(out) + "\n"
 
 

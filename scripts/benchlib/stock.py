@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import threading
@@ -34,6 +33,7 @@ dmesg | grep -m1 'Run /init as init process' || true
 echo "userspace $(systemctl show -p UserspaceTimestampMonotonic --value)"
 echo "sshd $(systemctl show ssh.service -p ActiveEnterTimestampMonotonic --value)"
 journalctl -o short-monotonic --no-pager -u systemd-networkd | grep -m1 'DHCPv4 address' || true
+journalctl -o short-monotonic --no-pager -u ssh | grep -m1 'Accepted publickey' || true
 echo "uptime $(cut -d' ' -f1 /proc/uptime)"
 """
 
@@ -134,17 +134,6 @@ def _ssh(key, cmd, timeout=None):
     ]
 
 
-def _banner(port):
-    """True when something on 127.0.0.1:port speaks ssh (QEMU's forward accepts the
-    connection even before the guest listens, then closes it)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), 1) as c:
-            c.settimeout(2)
-            return c.recv(8).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 def boot(img, machine, scratch, cleanup, timeout):
     """One stock boot to `ssh true` (seconds), plus its stage marks (host seconds from launch)."""
     disk = os.path.join(scratch, "stock-vm.ext4")
@@ -183,19 +172,23 @@ def boot(img, machine, scratch, cleanup, timeout):
     th.start()
     try:
         while True:
-            # sshd's banner first (cheap to poll: no ssh process per try), then the login.
-            if _banner(SSH_PORT):
-                p = subprocess.run(_ssh(img.key, "true", 10), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if p.returncode == 0:
-                    break
+            # What one does by hand: try `ssh true` until it works. Before sshd listens,
+            # QEMU's forward closes the connection at once and ssh fails fast; once sshd
+            # listens, a generous timeout lets the first connection finish (sshd starts
+            # a process per connection, seconds under emulation: a connection abandoned
+            # early would cost the guest a whole sshd start, and a polling loop of them
+            # trips sshd's MaxStartups throttling).
+            p = subprocess.run(_ssh(img.key, "true", 120), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if p.returncode == 0:
+                break
             if q.poll() is not None:
                 err = q.stderr.read().decode(errors="replace").strip()
                 tail = "\n".join(console[-10:])
                 raise BenchError(f"the stock QEMU exited ({q.returncode}) before ssh answered: {err}\n{tail}")
             if now() - t0 > timeout:
                 raise BenchError(f"the stock guest did not answer ssh within {timeout} s (raise --boot-timeout)")
-            time.sleep(0.05)
+            time.sleep(0.2)
         secs = now() - t0
         p = run(_ssh(img.key, MARKERS, 30), check=False, timeout=120)
         marks = marks_from(p.stdout, now() - t0, secs)
@@ -220,8 +213,8 @@ def marks_from(out, read_at, ssh_done):
     uptime, was read just before the ssh command returned at `read_at` (host clock), so
     the kernel started at `read_at - uptime` (the session's teardown, a few tens of ms,
     makes it a little late). The stage ends are the guest's own records: the kernel ring
-    buffer (the initramfs starts), systemd (its own start; sshd ready) and networkd's
-    journal (the DHCP lease).
+    buffer (the initramfs starts), systemd (its own start; sshd ready), networkd's
+    journal (the DHCP lease) and sshd's (our first login accepted).
     """
     g = {}
     m = re.search(r"^\[\s*(\d+\.\d+)\] Run /init", out, re.M)
@@ -236,6 +229,9 @@ def marks_from(out, read_at, ssh_done):
     m = re.search(r"^\[\s*(\d+\.\d+)\] \S+ systemd-networkd\[\d+\]: .*DHCPv4 address", out, re.M)
     if m:
         g["dhcp"] = float(m.group(1))
+    m = re.search(r"^\[\s*(\d+\.\d+)\] \S+ sshd\[\d+\]: Accepted publickey", out, re.M)
+    if m:
+        g["auth"] = float(m.group(1))
     m = re.search(r"^uptime (\d+\.\d+)$", out, re.M)
     offset = max(0.0, read_at - float(m.group(1))) if m else None
     if offset is None:
@@ -249,5 +245,6 @@ def marks_from(out, read_at, ssh_done):
         "sshd": host.get("sshd"),
         "dhcp": host.get("dhcp"),
         "ready": ready or None,
+        "auth": host.get("auth"),
         "ssh_true": ssh_done,
     }

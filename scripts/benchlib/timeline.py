@@ -65,7 +65,7 @@ def banger_row(ref):
         start, agent_end = t, t + d
         k = max(start, ref["kernel_start"])
         m = ref["marks"]
-        t = _seq(segs, "QEMU start", "vmm", start, min(k, agent_end))
+        t = _seq(segs, "firmware, kernel decompression", "vmm", start, min(k, agent_end))
         if "init_start" in m:
             t = _seq(segs, "kernel", "kernel", t, min(k + m["init_start"], agent_end))
         if "root_ready" in m:
@@ -85,11 +85,12 @@ def stock_row(m):
     segs = []
     t = 0.0
     for key, name, kind in (
-        ("kernel_start", "QEMU start", "vmm"),
+        ("kernel_start", "QEMU start, firmware, kernel decompression", "vmm"),
         ("initramfs", "kernel", "kernel"),
         ("systemd", "Debian initramfs", "initrd"),
         ("ready", "systemd: units, DHCP, sshd", "init"),
-        ("ssh_true", "ssh login + true", "ssh"),
+        ("auth", "ssh: connect, sshd process, key exchange, auth", "ssh"),
+        ("ssh_true", "session, true, exit", "command"),
     ):
         v = m.get(key)
         if v is None:
