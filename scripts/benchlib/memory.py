@@ -7,6 +7,9 @@ its share of the shared libraries) is what running a VM costs beyond its guest R
 
     overhead = Pss(QEMU) - Rss(guest RAM mapping)
 
+Under TCG much of it is the translation cache: anonymous read-write-execute mappings
+(one region per vCPU thread), reported on its own.
+
 Pss rather than Rss so that the pages of QEMU's binary and libraries, shared by every
 running QEMU, count once across them. The guest RAM mapping is private (Pss = Rss).
 """
@@ -63,7 +66,7 @@ def rss_mib(pid):
 
 
 def vm_memory(pid, guest_mib):
-    """{guest_resident, overhead, pss, rss} in MiB for one running QEMU."""
+    """{guest_resident, overhead, tcg_cache, pss, rss} in MiB for one running QEMU."""
     maps = smaps(pid)
     want = guest_mib * 1024
     # The guest RAM: anonymous, read-write, not executable (the TCG code cache is rwx),
@@ -78,8 +81,10 @@ def vm_memory(pid, guest_mib):
     ram = min(cands, key=lambda m: m["size"])
     pss = sum(m["pss"] for m in maps)
     rss = sum(m["rss"] for m in maps)
+    jit = sum(m["rss"] for m in maps if not m["path"] and m["perms"].startswith("rwx"))
     return {
         "guest_resident": ram["rss"] / 1024,
+        "tcg_cache": jit / 1024,
         "overhead": (pss - ram["rss"]) / 1024,
         "pss": pss / 1024,
         "rss": rss / 1024,

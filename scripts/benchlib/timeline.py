@@ -18,6 +18,7 @@ _INIT_LINE = re.compile(r"^\[\s*(\d+\.\d+)\] banger-init: (.*)$")
 # banger-init's console lines that end a stage (crates/agent/src/init.rs, pid1.rs).
 _MARKS = {
     "started": "init_start",
+    "loaded ": "modules",
     "root filesystem ready": "root_ready",
     "the agent is the init; serving the channel": "serving",
     "handing over to": "handover",
@@ -68,8 +69,10 @@ def banger_row(ref):
         t = _seq(segs, "firmware, kernel decompression", "vmm", start, min(k, agent_end))
         if "init_start" in m:
             t = _seq(segs, "kernel", "kernel", t, min(k + m["init_start"], agent_end))
+        if "modules" in m:
+            t = _seq(segs, "banger init: modules", "initrd", t, min(k + m["modules"], agent_end))
         if "root_ready" in m:
-            t = _seq(segs, "banger init: modules, disks", "initrd", t, min(k + m["root_ready"], agent_end))
+            t = _seq(segs, "disks, overlay root", "initrd", t, min(k + m["root_ready"], agent_end))
         if "serving" in m:
             t = _seq(segs, "network, agent up", "init", t, min(k + m["serving"], agent_end))
         elif "handover" in m:
