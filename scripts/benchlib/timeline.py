@@ -107,7 +107,7 @@ def chart(refs, stock_marks, machine):
     rows = []
     for ref in refs:
         mode = ref["mode"]
-        label = "banger vm run -- true" + ("" if mode is MODES[0] else f" --init {mode.key.split('_')[0]}")
+        label = "banger vm run" + ("" if mode is MODES[0] else f" --init {mode.key.split('_')[0]}") + " -- true"
         rows.append((label, banger_row(ref)))
     rows.append(("stock Debian, bare QEMU → ssh true", stock_row(stock_marks)))
     sub = (
