@@ -96,3 +96,25 @@ def guest_git(banger, vm):
     """(index from scratch: read-tree + add -A, diff) seconds of the export's git, in the guest."""
     a, b, c = (float(x) for x in banger.sh(vm, GUEST_GIT, timeout=900).stdout.split()[-3:])
     return b - a, c - b
+
+
+# The guest's share of a ship: the same tree tarred in the guest beforehand (untimed),
+# then unpacked from its local disk.
+GUEST_UNTAR = f"""set -e
+cd /root
+rm -rf /root/.bench-untar; mkdir /root/.bench-untar
+tar -cf /root/.bench-ws.tar {NAME}
+sync
+a=$(cut -d' ' -f1 /proc/uptime)
+tar -xf /root/.bench-ws.tar -C /root/.bench-untar
+sync
+b=$(cut -d' ' -f1 /proc/uptime)
+rm -rf /root/.bench-untar /root/.bench-ws.tar
+echo "$a $b"
+"""
+
+
+def guest_untar(banger, vm):
+    """Seconds the guest takes to unpack (and sync) the shipped tree from its own disk."""
+    a, b = (float(x) for x in banger.sh(vm, GUEST_UNTAR, timeout=1800).stdout.split()[-2:])
+    return b - a
