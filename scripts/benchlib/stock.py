@@ -16,13 +16,14 @@ import shutil
 import subprocess
 import tarfile
 import threading
-import time
 
 from .util import BenchError, log, now, run
 
 PACKAGES = "linux-image-cloud-amd64,systemd-sysv,udev,openssh-server,python3"
 NETWORK = "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n"
 SSH_PORT = 2222
+# systemd's console line once sshd is up (ssh.service is Type=notify: sshd listens).
+SSHD_STARTED = re.compile(r"Started .*(ssh\.service|OpenBSD Secure Shell)")
 # Bump when the recipe changes: the cache is rebuilt.
 RECIPE = f"1 {PACKAGES} {NETWORK}"
 # The guest's own records of its boot (guest clock, seconds since the kernel started),
@@ -141,7 +142,10 @@ def boot(img, machine, scratch, cleanup, timeout):
         os.unlink(disk)
     # A fresh copy of the image per boot (not timed), like banger's fresh overlay per VM.
     run(["cp", "--reflink=auto", "--sparse=always", img.ext4, disk])
-    cmdline = " ".join(machine["base_cmdline"] + ["root=/dev/vda", "rw"])
+    # banger's kernel arguments (the TSC ones are what lets -M microvm boot at all), the
+    # root disk, and systemd's status lines on the console: "Started ssh.service" says
+    # when to try ssh (see below).
+    cmdline = " ".join(machine["base_cmdline"] + ["root=/dev/vda", "rw", "systemd.show_status=true"])
     args = [
         "qemu-system-x86_64",
         "-M", machine["machine"], "-accel", machine["accel"],
@@ -163,32 +167,38 @@ def boot(img, machine, scratch, cleanup, timeout):
         subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     )
 
+    sshd_up = threading.Event()
+
     def reader():
         for raw in q.stdout:
-            console.append(raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            console.append(line)
             del console[:-40]
+            if SSHD_STARTED.search(line):
+                sshd_up.set()
 
     th = threading.Thread(target=reader, daemon=True)
     th.start()
     try:
+        # As one watching the console would: try ssh once systemd says sshd started, and
+        # never before. An earlier try is not harmless with QEMU's user-mode network: the
+        # forward accepts at once and sends SYNs to a guest that has no address yet, with
+        # TCP's backoff (seconds late once the guest answers); and a try abandoned once
+        # sshd listens costs the guest a whole sshd start (seconds under emulation; enough
+        # of them trip sshd's MaxStartups throttling). So: one generous try at a time.
         while True:
-            # What one does by hand: try `ssh true` until it works. Before sshd listens,
-            # QEMU's forward closes the connection at once and ssh fails fast; once sshd
-            # listens, a generous timeout lets the first connection finish (sshd starts
-            # a process per connection, seconds under emulation: a connection abandoned
-            # early would cost the guest a whole sshd start, and a polling loop of them
-            # trips sshd's MaxStartups throttling).
-            p = subprocess.run(_ssh(img.key, "true", 120), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if p.returncode == 0:
-                break
+            if sshd_up.wait(0.2):
+                p = subprocess.run(_ssh(img.key, "true", 120), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if p.returncode == 0:
+                    break
             if q.poll() is not None:
                 err = q.stderr.read().decode(errors="replace").strip()
                 tail = "\n".join(console[-10:])
                 raise BenchError(f"the stock QEMU exited ({q.returncode}) before ssh answered: {err}\n{tail}")
             if now() - t0 > timeout:
-                raise BenchError(f"the stock guest did not answer ssh within {timeout} s (raise --boot-timeout)")
-            time.sleep(0.2)
+                raise BenchError(f"the stock guest did not answer ssh within {timeout} s (raise --boot-timeout); "
+                                 "its console ends with:\n" + "\n".join(console[-10:]))
         secs = now() - t0
         p = run(_ssh(img.key, MARKERS, 30), check=False, timeout=120)
         marks = marks_from(p.stdout, now() - t0, secs)
