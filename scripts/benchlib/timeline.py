@@ -111,7 +111,7 @@ def chart(refs, stock_marks, machine):
         rows.append((label, banger_row(ref)))
     rows.append(("stock Debian, bare QEMU → ssh true", stock_row(stock_marks)))
     sub = (
-        f"one cold boot each, host clock; QEMU -M {machine['machine'].split(',')[0]}, "
+        f"one cold boot per row (the run nearest the row's median), host clock; QEMU -M {machine['machine'].split(',')[0]}, "
         f"-accel {machine['accel'].split(',')[0]}, -smp {machine['smp']}, -m {machine['memory']}; "
         f"{os.cpu_count()} host cores"
     )
