@@ -11,12 +11,18 @@ AGENT_OUT := target/$(TARGET)/guest/banger-agent
 # never writes target/lib, so a plain `cargo build` cannot replace the static agent.
 AGENT_INSTALLED := target/lib/banger/banger-agent
 # Host tools and their Debian packages: one table, crates/hostcheck/tools.txt, also
-# read by banger doctor and .ci/run. Here: the rows banger needs at run time.
+# read by banger doctor and .ci/run. Here: the rows banger needs at run time, and
+# (for make bench) the rows of the tools the benchmark measures banger against.
 TOOLS := crates/hostcheck/tools.txt
-DEBS := $(shell awk '!/^\#/ && NF && $$5 != "test" {print $$2}' $(TOOLS) | sort -u)
-DEB_CMDS := $(shell awk '!/^\#/ && NF && $$5 != "test" && $$1 != "-" {print $$1}' $(TOOLS))
+RUN_ROWS := $$5 == "required" || $$5 == "optional"
+DEBS := $(shell awk '!/^\#/ && NF && ($(RUN_ROWS)) {print $$2}' $(TOOLS) | sort -u)
+DEB_CMDS := $(shell awk '!/^\#/ && NF && ($(RUN_ROWS)) && $$1 != "-" {print $$1}' $(TOOLS))
+# The bench also uses two of the test rows: python3 (the script) and docker-registry.
+BENCH_ROWS := $$5 == "bench" || $$1 == "python3" || $$1 == "docker-registry"
+BENCH_DEBS := $(shell awk '!/^\#/ && NF && ($(BENCH_ROWS)) {print $$2}' $(TOOLS) | sort -u)
+BENCH_CMDS := $(shell awk '!/^\#/ && NF && ($(BENCH_ROWS)) && $$1 != "-" {print $$1}' $(TOOLS))
 
-.PHONY: run test deps build build-debug agent check fmt clippy e2e bench clean fuzz-smoke release
+.PHONY: run test deps bench-deps build build-debug agent check fmt clippy e2e bench clean fuzz-smoke release
 
 ## make run: install what is missing, build, then boot the default image and run uname in it.
 run: deps build
@@ -28,16 +34,25 @@ test: deps build-debug
 	BANGER_E2E=1 BANGER_AGENT=$(CURDIR)/$(AGENT_INSTALLED) \
 		$(CARGO) test -p banger-cli --test e2e -- --nocapture --test-threads=1
 
-deps:
-	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing=1; done; \
+# Install what is missing from $(1) (commands) with $(2) (Debian packages): as root
+# with apt-get, otherwise print the command to run.
+define install_missing
+	@missing=""; for c in $(1); do command -v $$c >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing: $(DEBS)"; \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBS); \
+			echo "installing: $(2)"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2); \
 		else \
-			echo "missing tools; run: sudo apt-get install $(DEBS)"; exit 1; \
+			echo "missing tools; run: sudo apt-get install $(2)"; exit 1; \
 		fi; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_CMDS),$(DEBS))
+
+bench-deps:
+	$(call install_missing,$(BENCH_CMDS),$(BENCH_DEBS))
 
 agent:
 	$(CARGO) build -p banger-agent $(AGENT_FLAGS)
@@ -64,8 +79,10 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: build
-	./scripts/bench.sh
+## make bench: one table, banger against a stock Debian boot and the by-hand tools
+## (root; docs/performance.md). BENCH_FLAGS passes options, e.g. BENCH_FLAGS="--runs 3".
+bench: deps bench-deps build
+	./scripts/bench $(BENCH_FLAGS)
 
 ## make fuzz-smoke: every cargo-fuzz target for a few seconds (stable toolchain; docs/fuzzing.md).
 fuzz-smoke:

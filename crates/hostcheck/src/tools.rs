@@ -16,6 +16,9 @@ pub enum Need {
     Optional,
     /// Only the test suite uses it.
     Test,
+    /// Only the benchmark (`scripts/bench`) uses it: the tools a user would reach for
+    /// by hand, measured beside banger.
+    Bench,
 }
 
 /// One row of the table.
@@ -57,6 +60,7 @@ fn parse_line(line: &'static str) -> Option<Tool> {
         "required" => Need::Required,
         "optional" => Need::Optional,
         "test" => Need::Test,
+        "bench" => Need::Bench,
         _ => return None,
     };
     let why = rest.trim();
@@ -121,6 +125,7 @@ mod tests {
         assert_eq!(ssh.why, "commands and shells in VMs");
         assert!(all().any(|t| t.command.is_none() && t.debian == "ca-certificates"));
         assert!(install_advice("mmdebstrap").contains("apt-get install mmdebstrap"));
+        assert_eq!(find("umoci").map(|t| t.need), Some(Need::Bench));
         assert_eq!(
             debian_package("/usr/bin/qemu-system-x86_64"),
             "qemu-system-x86"

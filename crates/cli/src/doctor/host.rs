@@ -7,10 +7,10 @@ use banger_hostcheck::which::{which, EXTRA_DIRS};
 use std::path::Path;
 
 /// One line per tool banger runs (the table's required and optional rows; the
-/// test-only ones are not banger's business at run time).
+/// test-only and bench-only ones are not banger's business at run time).
 pub fn tool_checks(distro: Distro, root: bool) -> Vec<Check> {
     tools::all()
-        .filter(|t| t.need != Need::Test)
+        .filter(|t| matches!(t.need, Need::Required | Need::Optional))
         .filter_map(|t| {
             let cmd = t.command?;
             Some(match which(cmd) {
