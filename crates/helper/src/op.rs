@@ -121,12 +121,12 @@ impl PrivOp {
                 name,
                 gateway,
                 prefix,
-            } => {
-                validate::bridge_name(name)?;
-                validate::prefix(*prefix)?;
-                validate::private("gateway", *gateway, *prefix)?;
-                validate::host_address(*gateway, *prefix)
             }
+            | PrivOp::DeleteBridge {
+                name,
+                gateway,
+                prefix,
+            } => validate::bridge(name, *gateway, *prefix),
             PrivOp::CreateTap {
                 name,
                 bridge,
@@ -150,25 +150,12 @@ impl PrivOp {
                 prefix,
                 host_tcp_ports,
             } => {
-                validate::bridge_name(bridge)?;
-                validate::prefix(*prefix)?;
-                validate::private("gateway", *gateway, *prefix)?;
-                validate::host_address(*gateway, *prefix)?;
+                validate::bridge(bridge, *gateway, *prefix)?;
                 validate::host_ports(host_tcp_ports)
             }
             PrivOp::IsolateTap { name, ip } => {
                 validate::tap_name(name)?;
                 validate::private("guest address", *ip, 32)
-            }
-            PrivOp::DeleteBridge {
-                name,
-                gateway,
-                prefix,
-            } => {
-                validate::bridge_name(name)?;
-                validate::prefix(*prefix)?;
-                validate::private("gateway", *gateway, *prefix)?;
-                validate::host_address(*gateway, *prefix)
             }
         }
     }

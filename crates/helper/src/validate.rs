@@ -90,6 +90,15 @@ pub(crate) fn host_address(addr: Ipv4Addr, prefix: u8) -> Result<(), HelperError
     }
 }
 
+/// A bridge and its gateway: a banger-shaped name, a /16../29 prefix, and a private
+/// host address of that subnet (every request that names the bridge checks the same).
+pub(crate) fn bridge(name: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<(), HelperError> {
+    bridge_name(name)?;
+    prefix(prefix_len)?;
+    private("gateway", gateway, prefix_len)?;
+    host_address(gateway, prefix_len)
+}
+
 /// A guest subnet banger may use: a /16../29 network address inside one RFC 1918 block.
 pub(crate) fn subnet(s: &banger_model::Subnet) -> Result<(), HelperError> {
     prefix(s.prefix)?;

@@ -26,22 +26,6 @@ impl Server {
             }
         };
         match op {
-            PrivOp::EnsureBridge {
-                name,
-                gateway,
-                prefix,
-            } => {
-                bridge(name)?;
-                let want = self.subnet;
-                if *gateway != want.gateway() || *prefix != want.prefix {
-                    return Err(HelperError::NotConfigured {
-                        what: "gateway",
-                        asked: format!("{gateway}/{prefix}"),
-                        configured: format!("{}/{}", want.gateway(), want.prefix),
-                    });
-                }
-                Ok(())
-            }
             PrivOp::CreateTap {
                 bridge: b,
                 owner_uid,
@@ -71,7 +55,12 @@ impl Server {
                 Ok(())
             }
             PrivOp::DisableNat { bridge: b } | PrivOp::DisableIsolation { bridge: b } => bridge(b),
-            PrivOp::EnableIsolation {
+            PrivOp::EnsureBridge {
+                name: b,
+                gateway,
+                prefix,
+            }
+            | PrivOp::EnableIsolation {
                 bridge: b,
                 gateway,
                 prefix,
