@@ -7,6 +7,7 @@
 //! the connection with a goaway frame saying why, and every session then fails with
 //! that reason.
 
+mod pump;
 mod session;
 mod splice;
 
@@ -23,16 +24,9 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
-use std::time::Duration;
 
 /// Bytes read from the stream at a time.
 const READ_BUF: usize = 64 << 10;
-
-/// How long a failed write waits for the reader to learn why the peer left.
-const PEER_REASON_GRACE: Duration = Duration::from_millis(250);
-
-/// How long a closing connection may take to flush its last frames (the goaway).
-const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// How a connection is set up.
 #[derive(Debug, Clone)]
@@ -370,8 +364,14 @@ impl Connection {
             }),
             closed_tx,
         });
-        ::tokio::spawn(reader(r, dec, leftover, shared.clone(), closed_rx.clone()));
-        ::tokio::spawn(writer(w, rx, shared.clone(), closed_rx));
+        ::tokio::spawn(pump::reader(
+            r,
+            dec,
+            leftover,
+            shared.clone(),
+            closed_rx.clone(),
+        ));
+        ::tokio::spawn(pump::writer(w, rx, shared.clone(), closed_rx));
         Ok(Self {
             guard: Arc::new(Guard { shared }),
         })
@@ -522,90 +522,4 @@ impl Connection {
     pub fn role(&self) -> Role {
         self.guard.shared.role
     }
-}
-
-async fn reader<R: AsyncRead + Unpin>(
-    mut r: R,
-    mut dec: Decoder,
-    leftover: Vec<u8>,
-    shared: Arc<Shared>,
-    mut closed: watch::Receiver<Option<String>>,
-) {
-    let feed = |dec: &mut Decoder, mut bytes: &[u8]| -> Result<(), Stop> {
-        while !bytes.is_empty() {
-            let (n, f) = dec
-                .decode(bytes)
-                .map_err(|e| Stop::Violation(format!("the peer broke the framing: {e}")))?;
-            bytes = &bytes[n..];
-            if let Some(f) = f {
-                shared.dispatch(f)?;
-            }
-        }
-        Ok(())
-    };
-    let mut buf = vec![0u8; READ_BUF];
-    let stop = async {
-        feed(&mut dec, &leftover)?;
-        loop {
-            let n = ::tokio::select! {
-                r = r.read(&mut buf) => r.map_err(|e| Stop::Quiet(format!("reading the channel failed: {e}")))?,
-                _ = closed.changed() => return Ok(()),
-            };
-            if n == 0 {
-                return Err(Stop::Quiet("the peer closed the channel".into()));
-            }
-            feed(&mut dec, &buf[..n])?;
-        }
-    }
-    .await;
-    match stop {
-        Ok(()) => {}
-        Err(Stop::Violation(m)) => shared.shutdown(format!("protocol violation: {m}"), true),
-        Err(Stop::Quiet(m)) => shared.shutdown(m, false),
-    }
-}
-
-async fn writer<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    shared: Arc<Shared>,
-    mut closed: watch::Receiver<Option<String>>,
-) {
-    loop {
-        let buf = ::tokio::select! {
-            biased;
-            m = rx.recv() => match m {
-                Some(b) => b,
-                None => break,
-            },
-            _ = closed.changed() => break,
-        };
-        let wrote = async {
-            w.write_all(&buf).await?;
-            while let Ok(more) = rx.try_recv() {
-                w.write_all(&more).await?;
-            }
-            w.flush().await
-        };
-        let r = ::tokio::select! {
-            r = wrote => r,
-            _ = closed.changed() => break,
-        };
-        if let Err(e) = r {
-            // The peer hung up; its goaway saying why may be in the read buffer still.
-            // Give the reader a moment to report that better reason first.
-            let _ = ::tokio::time::timeout(PEER_REASON_GRACE, closed.changed()).await;
-            shared.shutdown(format!("writing the channel failed: {e}"), false);
-            return;
-        }
-    }
-    // Closing: flush what is queued (the goaway), within a bound.
-    let _ = ::tokio::time::timeout(CLOSE_FLUSH, async {
-        while let Ok(b) = rx.try_recv() {
-            w.write_all(&b).await?;
-        }
-        w.flush().await?;
-        w.shutdown().await
-    })
-    .await;
 }
