@@ -1,8 +1,9 @@
 //! `banger vm cp SRC DEST`: files and directories between the host and a running VM,
 //! one side written `NAME:PATH`, as with `docker cp` and `limactl copy`.
 //!
-//! Both directions stream one tar over the VM's ssh connection (the same path `vm
-//! exec` takes today). Where it lands follows `docker cp`: onto DEST when DEST does
+//! Both directions stream one tar through the guest agent, the channel `vm exec`
+//! uses (no sshd needed in the image, no ssh crypto in the emulated guest): the
+//! guest side is the image's own `tar` (GNU or busybox) under `sh`. Where it lands follows `docker cp`: onto DEST when DEST does
 //! not exist, into DEST when DEST is an existing directory (a directory copied onto
 //! an existing directory of the same name merges into it). Modes and modification
 //! times are kept; files belong to whoever copies them (root in the guest, you on
@@ -15,16 +16,18 @@
 //! absolute paths (the crate also refuses to write through a symlink it unpacked),
 //! and only then moved into place.
 
-use super::shell::ssh_info;
 use crate::errors::{fail, Class};
-use crate::{output, ssh};
+use crate::exec::{self, Input, Request};
+use crate::output;
 use anyhow::Context;
+use banger_channel::Command;
 use banger_model::VmName;
-use banger_rpc::{Client, SshInfo};
+use banger_rpc::Client;
 use banger_workspace::shell_quote;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 /// One side of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +65,16 @@ pub fn parse_side(s: &str) -> Side {
 }
 
 /// `banger vm cp SRC DEST`.
-pub async fn cp(c: &mut Client, src: String, dest: String) -> anyhow::Result<ExitCode> {
+///
+/// The client is unused: each direction opens its own exec connection.
+pub async fn cp(_c: &mut Client, src: String, dest: String) -> anyhow::Result<ExitCode> {
     match (parse_side(&src), parse_side(&dest)) {
         (Side::Host(from), Side::Guest { vm, path }) => {
-            let info = ssh_info(c, &vm).await?;
-            let n = to_guest(info, from.clone(), path.clone()).await?;
+            let n = to_guest(&vm, from.clone(), path.clone()).await?;
             output::hint(format!("copied {} to {vm}:{path} ({n} bytes)", from.display()));
         }
         (Side::Guest { vm, path }, Side::Host(to)) => {
-            let info = ssh_info(c, &vm).await?;
-            let n = from_guest(info, path.clone(), to.clone()).await?;
+            let n = from_guest(&vm, path.clone(), to.clone()).await?;
             output::hint(format!("copied {vm}:{path} to {} ({n} bytes)", to.display()));
         }
         (Side::Host(_), Side::Host(_)) => {
@@ -136,7 +139,10 @@ cd /root
 p={p}
 [ -e "$p" ] || [ -L "$p" ] || {{ echo "$p: no such file or directory in the guest" >&2; exit 2; }}
 cd -- "$(dirname -- "$p")"
-exec tar --hard-dereference -cf - -- "$(basename -- "$p")"
+# GNU tar stores hard links as plain files on request; busybox tar cannot, and a
+# hard link it sends is refused on the host with a clear message.
+h=; tar --help 2>&1 | grep -q -- --hard-dereference && h=--hard-dereference
+exec tar $h -cf - -- "$(basename -- "$p")"
 "#,
         p = shell_quote(match path.trim_end_matches('/') {
             "" => "/",
@@ -145,45 +151,57 @@ exec tar --hard-dereference -cf - -- "$(basename -- "$p")"
     )
 }
 
-/// Host → guest; returns the bytes sent.
-async fn to_guest(info: SshInfo, from: PathBuf, dest: String) -> anyhow::Result<u64> {
+/// The exec request for a guest-side shell script (no pty, no entrypoint).
+fn script(line: String) -> Request {
+    let mut req = Request::from_argv(&[]);
+    req.command = Command::Shell(line);
+    req
+}
+
+/// Host → guest; returns the bytes sent. A thread writes the tar into a pipe whose
+/// other end is the unpacking script's stdin.
+async fn to_guest(vm: &str, from: PathBuf, dest: String) -> anyhow::Result<u64> {
     let md = std::fs::symlink_metadata(&from)
         .with_context(|| format!("{}: cannot read it on the host", from.display()))?;
     let name = base_name(&std::path::absolute(&from)?)?;
-    let mut cmd = ssh::command(&info, Some(&unpack_script(&dest, &name)), false);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let mut child = cmd
-            .spawn()
-            .context("running ssh (is openssh-client installed?)")?;
-        let stdin = child.stdin.take().context("ssh has no stdin")?;
-        let mut counted = Counting { inner: stdin, n: 0 };
-        let written = {
+    let (reader, writer) = std::io::pipe().context("making a pipe for the tar stream")?;
+    let (name2, from2) = (name.clone(), from.clone());
+    let packer = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut counted = Counting {
+            inner: std::io::BufWriter::with_capacity(1 << 20, writer),
+            n: 0,
+        };
+        {
             let mut b = tar::Builder::new(&mut counted);
             b.follow_symlinks(false);
             b.mode(tar::HeaderMode::Complete);
-            let r = if md.is_dir() {
-                b.append_dir_all(&name, &from)
+            if md.is_dir() {
+                b.append_dir_all(&name2, &from2)?;
             } else {
-                b.append_path_with_name(&from, &name)
-            };
-            r.and_then(|()| b.finish())
-        };
-        let n = counted.n;
-        drop(counted);
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "copying into the guest failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+                b.append_path_with_name(&from2, &name2)?;
+            }
+            b.finish()?;
         }
-        written.with_context(|| format!("reading {}", from.display()))?;
-        Ok(n)
-    })
-    .await?
+        counted.flush()?;
+        Ok(counted.n)
+    });
+    let code = exec::run(
+        vm,
+        script(unpack_script(&dest, &name)),
+        Input::Reader(Box::new(reader)),
+        &mut tokio::io::sink(),
+    )
+    .await?;
+    let packed = packer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writing the tar stream stopped unexpectedly"))?;
+    if code != 0 {
+        return Err(fail(
+            Class::Failed,
+            format!("copying into {vm} failed (the guest's tar exited with status {code})"),
+        ));
+    }
+    packed.with_context(|| format!("reading {}", from.display()))
 }
 
 /// A writer that counts what passes.
@@ -204,7 +222,7 @@ impl<W: Write> Write for Counting<W> {
 }
 
 /// Guest → host; returns the bytes received.
-async fn from_guest(info: SshInfo, path: String, to: PathBuf) -> anyhow::Result<u64> {
+async fn from_guest(vm: &str, path: String, to: PathBuf) -> anyhow::Result<u64> {
     let name = base_name(Path::new(&path))
         .or_else(|_| base_name(Path::new(path.trim_end_matches('/'))))?;
     let target = if to.is_dir() { to.join(&name) } else { to };
@@ -222,32 +240,27 @@ async fn from_guest(info: SshInfo, path: String, to: PathBuf) -> anyhow::Result<
         .prefix(".banger-cp.")
         .tempdir_in(&parent)
         .with_context(|| format!("creating a directory in {}", parent.display()))?;
-    let mut cmd = ssh::command(&info, Some(&pack_script(&path)), false);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    // The guest's tar goes into a pipe; a blocking task unpacks from its other end.
+    // When the unpacker refuses the stream it closes the pipe, the guest's tar gets
+    // a broken pipe, and the unpacker's reason is what the user sees.
+    let (reader, writer) = std::io::pipe().context("making a pipe for the tar stream")?;
     let dir = tmp.path().to_path_buf();
     let name2 = name.clone();
-    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let mut child = cmd
-            .spawn()
-            .context("running ssh (is openssh-client installed?)")?;
-        let stdout = child.stdout.take().context("ssh has no stdout")?;
-        let mut stderr = child.stderr.take().context("ssh has no stderr")?;
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut s);
-            s
-        });
-        let unpacked = unpack(stdout, &dir, &name2);
-        let status = child.wait()?;
-        let err = err.join().unwrap_or_default();
-        if !status.success() {
-            anyhow::bail!("copying from the guest failed: {}", err.trim());
-        }
-        unpacked
-    })
-    .await??;
+    let unpacker = tokio::task::spawn_blocking(move || unpack(reader, &dir, &name2));
+    let mut sink = tokio::fs::File::from_std(std::fs::File::from(OwnedFd::from(writer)));
+    let code = exec::run(vm, script(pack_script(&path)), Input::Null, &mut sink).await;
+    drop(sink);
+    let unpacked = unpacker.await?;
+    // A failed exec explains itself best; then a refused stream (the guest's tar
+    // then saw a broken pipe); then the guest's own failure.
+    let code = code?;
+    let n = unpacked?;
+    if code != 0 {
+        return Err(fail(
+            Class::Failed,
+            format!("copying from {vm} failed (the guest's tar exited with status {code})"),
+        ));
+    }
     place(&tmp.path().join(&name), &target)?;
     Ok(n)
 }
