@@ -36,8 +36,16 @@ fn uptime() -> String {
     format!("{}.{:02}", ts.tv_sec, ts.tv_nsec / 10_000_000)
 }
 
+/// The first line (`banger_contract::console::INIT_STARTED` once prefixed).
+const STARTED: &str = "started";
+
 pub(crate) fn log(msg: &str) {
-    println!("[{:>8}] banger-init: {msg}", uptime());
+    println!("[{:>8}] {}", uptime(), line(msg));
+}
+
+/// A console line without its time stamp.
+fn line(msg: &str) -> String {
+    format!("banger-init: {msg}")
 }
 
 /// Run as PID 1; never returns (powers off when boot fails, after a probe or an export).
@@ -74,7 +82,7 @@ fn boot() -> std::io::Result<()> {
     attach_console();
     sys::mount("proc", Path::new("/proc"), "proc", 0, None)?;
     sys::mount("sysfs", Path::new("/sys"), "sysfs", 0, None)?;
-    log("started");
+    log(STARTED);
 
     let params = cmdline::parse(&std::fs::read_to_string("/proc/cmdline")?);
     if params.probe {
@@ -336,6 +344,11 @@ fn label_from_superblock(sb: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_line_is_the_one_the_host_waits_for() {
+        assert_eq!(line(STARTED), banger_contract::console::INIT_STARTED);
+    }
 
     #[test]
     fn reads_label_of_a_real_ext4_image() {

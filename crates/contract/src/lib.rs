@@ -39,6 +39,14 @@ pub mod export {
     pub const MAGIC: &[u8; 16] = b"BANGER-EXPORT-1\n";
 }
 
+/// What banger's init prints on the guest console.
+pub mod console {
+    /// The init's first line, printed as soon as it runs (after mounting /dev, /proc
+    /// and /sys). The host takes a boot whose console lacks it for a while as a
+    /// kernel that stalled before running init.
+    pub const INIT_STARTED: &str = "banger-init: started";
+}
+
 /// `banger.*` kernel command-line parameters: the only channel through which the host
 /// configures the guest's early boot.
 pub mod cmdline {

@@ -28,7 +28,7 @@ pub fn previous(log: &Path) -> PathBuf {
 
 /// Open `path` for reading without following a symlink (the runtime directory is
 /// ours, but a guest-controlled name never ends up there; this is belt and braces).
-fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
@@ -99,6 +99,7 @@ pub fn rotate(log: &Path, at: u64) -> std::io::Result<bool> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(log)?;
     f.set_len(0)?;
+    crate::console_marks::reset(log, now_secs())?;
     Ok(true)
 }
 
@@ -114,7 +115,15 @@ pub fn create_for_append(path: &Path) -> std::io::Result<std::fs::File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
     f.set_len(0)?;
+    crate::console_marks::reset(path, now_secs())?;
     Ok(f)
+}
+
+/// Now, in unix seconds (the marks' clock).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod accel;
 pub mod console;
+pub mod console_marks;
 pub mod firecracker;
 pub mod process;
 pub mod qemu;
@@ -17,6 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use accel::{Accel, AccelChoice};
+
+/// Kernel arguments for a machine without PCI (QEMU's microvm, Firecracker): every
+/// device is virtio-mmio. Without them the kernel's x86 PCI setup finds no config
+/// space and prints `PCI: Fatal: No config space access function found` on every
+/// boot, an error line that means nothing here but is the first thing a user (or a
+/// boot-failure message quoting the console) sees. `pci=off` alone does not silence
+/// it; skipping that one initcall does (measured with Debian's 6.1 kernel).
+pub const NO_PCI_ARGS: &str = "initcall_blacklist=pci_arch_init";
 
 /// The guest's serial console log in a VM's runtime directory, whatever the backend
 /// (it outlives the VMM: `banger vm logs` reads it after a stop).

@@ -79,7 +79,8 @@ impl Qemu {
             push(&["-initrd", &i.display().to_string()]);
         }
         let cmdline = format!(
-            "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz={} tsc=reliable {}",
+            "console=ttyS0 reboot=t panic=-1 quiet {} tsc_early_khz={} tsc=reliable {}",
+            crate::NO_PCI_ARGS,
             self.tsc_khz,
             spec.cmdline.trim()
         );
@@ -270,6 +271,7 @@ mod tests {
         assert!(a.contains("-M microvm,pit=on,pic=on,rtc=on"));
         assert!(a.contains("-accel tcg,thread=multi"));
         assert!(a.contains("tsc_early_khz=2599998 tsc=reliable"));
+        assert!(a.contains(crate::NO_PCI_ARGS));
         assert!(a.contains("banger.ip=172.30.0.2/24"));
         assert!(a.contains(
             "file=/img/rootfs.ext4,format=raw,if=none,cache=none,aio=threads,readonly=on"

@@ -448,7 +448,7 @@ fn the_configuration_carries_the_machine() {
     let boot = body("/boot-source");
     assert_eq!(
         boot["boot_args"],
-        "console=ttyS0 reboot=k panic=1 pci=off banger.ip=172.30.0.2/24 banger.gw=172.30.0.1 banger.hostname=dev"
+        "console=ttyS0 reboot=k panic=1 pci=off initcall_blacklist=pci_arch_init banger.ip=172.30.0.2/24 banger.gw=172.30.0.1 banger.hostname=dev"
     );
     assert_eq!(boot["initrd_path"], "/var/lib/banger/images/i1/initrd.img");
     assert_eq!(
@@ -474,7 +474,7 @@ fn the_configuration_carries_the_machine() {
     let boot = minimal.iter().find(|r| r.path == "/boot-source").unwrap();
     assert_eq!(
         boot.body.as_ref().unwrap()["boot_args"],
-        "console=ttyS0 reboot=k panic=1 pci=off"
+        "console=ttyS0 reboot=k panic=1 pci=off initcall_blacklist=pci_arch_init"
     );
     assert!(boot.body.as_ref().unwrap().get("initrd_path").is_none());
     assert_eq!(

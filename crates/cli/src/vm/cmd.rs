@@ -209,6 +209,7 @@ pub enum VmCmd {
     /// Examples:
     ///   banger vm logs dev -f
     ///   banger vm logs dev -n 20
+    ///   banger vm logs dev --since 5m
     #[command(verbatim_doc_comment)]
     Logs {
         /// VM name.
@@ -220,6 +221,10 @@ pub enum VmCmd {
         /// Print only the last N lines.
         #[arg(short = 'n', long = "lines", value_name = "N")]
         lines: Option<usize>,
+        /// Only what was printed since a time: a duration ago (30s, 5m, 2h, 1d) or
+        /// an RFC 3339 time (2026-12-03T06:00:00Z). Precise to a few seconds.
+        #[arg(long, value_name = "WHEN", value_parser = crate::vm::console::parse_since)]
+        since: Option<i64>,
     },
     /// TCP ports listening in a VM (reach them from the host at the VM's address),
     /// and the host ports published to it.

@@ -73,13 +73,32 @@ fn emit(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `banger vm logs NAME [-f] [-n N]`: the last 64 KiB of the console (or its last
-/// `lines` lines), then, with `follow`, what comes, until Ctrl-C.
+/// `--since WHEN`: a duration ago (`5m`, `1h 30m`) or an RFC 3339 time, as unix
+/// seconds.
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now();
+    let t = match humantime::parse_duration(s) {
+        Ok(d) => now.checked_sub(d).ok_or("that is before 1970")?,
+        Err(_) => humantime::parse_rfc3339_weak(s).map_err(|_| {
+            format!("{s:?}: give a duration (30s, 5m, 2h, 1d) or a time (2026-12-03T06:00:00Z)")
+        })?,
+    };
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "that is before 1970".to_string())?
+        .as_secs();
+    i64::try_from(secs).map_err(|_| "that time is too far away".to_string())
+}
+
+/// `banger vm logs NAME [-f] [-n N] [--since WHEN]`: the last 64 KiB of the console
+/// (or its last `lines` lines, or everything printed since `since`), then, with
+/// `follow`, what comes, until Ctrl-C.
 pub async fn logs(
     c: &mut Client,
     name: String,
     follow: bool,
     lines: Option<usize>,
+    since: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     let mut offset = None;
     let mut first = true;
@@ -89,6 +108,7 @@ pub async fn logs(
                 &VmLogsParams {
                     name: name.clone(),
                     offset,
+                    since: if first { since } else { None },
                 },
                 |_| {},
             )
@@ -111,7 +131,12 @@ pub async fn logs(
             ));
         }
         first = false;
+        let more = offset.map_or(r.next_offset > 0, |o| r.next_offset > o) && since.is_some();
         offset = Some(r.next_offset);
+        if more {
+            // `--since` reads from an offset, one chunk per call: go on to the end.
+            continue;
+        }
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }
@@ -135,6 +160,23 @@ mod tests {
         assert_eq!(strip_escapes("a\x1b]0;title\x07b\tc"), "ab\tc");
         assert_eq!(strip_escapes("a\x1b]0;t\x1b\\b"), "ab");
         assert_eq!(strip_escapes("plain"), "plain");
+    }
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let five = parse_since("5m").unwrap();
+        assert!((now - 301..=now - 299).contains(&five), "{five}");
+        assert_eq!(parse_since("2026-12-03T06:00:00Z").unwrap(), 1_796_277_600);
+        assert!(parse_since("yesterday-ish")
+            .unwrap_err()
+            .contains("duration"));
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             name,
             follow,
             lines,
-        } => console::logs(c, name, follow, lines).await,
+            since,
+        } => console::logs(c, name, follow, lines, since).await,
         VmCmd::Ports { name } => inspect::ports(c, name).await,
         VmCmd::PortForward {
             name,

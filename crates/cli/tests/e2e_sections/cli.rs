@@ -175,8 +175,38 @@ pub fn cli_as_users_expect_it(env: &Env) {
     assert!(logs.status.success(), "{}", stderr(&logs));
     assert!(!logs.stdout.contains(&0x1b), "escape codes in piped logs");
     assert!(stdout(&logs).contains("banger-init"), "{}", stdout(&logs));
+    assert!(
+        !stdout(&logs).contains("PCI: Fatal"),
+        "the microvm's missing PCI is reported as fatal: {}",
+        stdout(&logs)
+    );
     let last = env.banger(&["vm", "logs", "web", "-n", "3"]);
     assert!(stdout(&last).lines().count() <= 3, "{}", stdout(&last));
+    // `--since`: a line printed well before is left out, one printed after is in.
+    let say = |what: &str| {
+        let o = env.banger(&[
+            "vm",
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo {what} > /dev/console"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    say("marker-old");
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    say("marker-new");
+    let recent = env.banger(&["vm", "logs", "web", "--since", "3s"]);
+    assert!(recent.status.success(), "{}", stderr(&recent));
+    let text = stdout(&recent);
+    assert!(
+        text.contains("marker-new") && !text.contains("marker-old"),
+        "vm logs --since 3s: {text}"
+    );
+    let bad = env.banger(&["vm", "logs", "web", "--since", "soon"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 
     // `vm exec` without a workspace runs in /root.
     let pwd = env.banger(&["vm", "exec", "web", "--", "pwd"]);

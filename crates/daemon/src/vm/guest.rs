@@ -39,6 +39,9 @@ pub enum GuestError {
     /// The boot deadline passed.
     #[error("timed out")]
     Timeout,
+    /// The guest kernel never ran banger's init ([`super::stall`]).
+    #[error("the guest kernel stalled before running banger's init")]
+    Stalled,
     /// Any other failure (other transports, test fakes).
     #[error("{0}")]
     Other(String),

@@ -37,6 +37,7 @@ pub mod query;
 pub mod reconcile;
 pub mod set;
 mod stages;
+pub mod stall;
 pub mod start;
 pub mod stats;
 pub mod stop;

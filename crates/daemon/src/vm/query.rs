@@ -74,7 +74,7 @@ const LOG_CHUNK: u64 = 1024 * 1024;
 const LOG_TAIL: u64 = 64 * 1024;
 
 /// `vm.logs`: the guest console from `offset` (default: the last 64 KiB, across the
-/// last rotation). Offsets are in the current `console.log`; an offset past its end
+/// last rotation; with `since`, from the first line written since then). Offsets are in the current `console.log`; an offset past its end
 /// means it was rotated since, and reading starts over at its beginning.
 pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult> {
     use std::io::{Read, Seek, SeekFrom};
@@ -87,7 +87,11 @@ pub fn logs(app: &App, p: VmLogsParams) -> Result<VmLogsResult> {
         });
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let Some(offset) = p.offset else {
+    let offset = p.offset.or_else(|| {
+        p.since
+            .map(|secs| banger_vmm::console_marks::offset_since(&path, secs))
+    });
+    let Some(offset) = offset else {
         let data = banger_vmm::console::tail(&path, LOG_TAIL);
         return Ok(VmLogsResult {
             data: String::from_utf8_lossy(&data).into_owned(),

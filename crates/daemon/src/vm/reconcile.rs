@@ -99,7 +99,8 @@ pub async fn tick(app: &App) {
 }
 
 /// Rotate the VM's console log once it passes [`banger_vmm::console::ROTATE_AT`]
-/// (the runtime directory is tmpfs, memory, when banger runs as root).
+/// (the runtime directory is tmpfs, memory, when banger runs as root), and mark
+/// how long it is now ([`banger_vmm::console_marks`]).
 fn cap_console(app: &App, rec: &VmRecord) {
     use banger_vmm::console;
     let log = app.layout.vm_runtime(&rec.id).join(banger_vmm::CONSOLE_LOG);
@@ -109,5 +110,9 @@ fn cap_console(app: &App, rec: &VmRecord) {
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(vm = %rec.name, "rotating the console log {}: {e}", log.display()),
+    }
+    // When its bytes were written, for `vm logs --since`.
+    if let Err(e) = banger_vmm::console_marks::sample(&log, console::now_secs()) {
+        tracing::debug!(vm = %rec.name, "marking the console log {}: {e}", log.display());
     }
 }

@@ -12,6 +12,7 @@
 use super::files;
 use super::guest::{GuestError, Target};
 use super::stages::{Stages, Steps, Undo};
+use super::stall::{self, StallWatch};
 use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
 use crate::handles::{self, VmHandles};
@@ -130,46 +131,46 @@ async fn run_steps(
         &tap,
         &rt_dir,
     );
-    let h = selected
-        .vmm
-        .launch(&spec)
-        .await
-        .map_err(DaemonError::vmm("starting the VM"))?;
-    steps.created(Undo::KillVmm {
-        handles: h.clone(),
-        vm_dir: vm_dir.clone(),
-        runtime_dir: rt_dir.clone(),
-    });
-    steps.point("launched")?;
-    handles::write(
-        &vm_dir,
-        &VmHandles {
-            vmm: h.clone(),
-            tap,
-        },
-    )
-    .map_err(DaemonError::io("recording VM handles in", &vm_dir))?;
+    let vmm = selected.vmm.as_ref();
+    let h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps).await?;
 
     let deadline = Instant::now() + app.config.boot_timeout;
     let timeout = app.config.boot_timeout;
-    let vmm = selected.vmm.as_ref();
     steps.begin("agent")?;
-    wait_guest(
-        vmm,
-        &h,
-        &rec.id,
-        deadline,
-        app.guest.agent_ready(
+    let mut stall = StallWatch::new(spec.initrd.is_some(), timeout);
+    let mut h = h;
+    let mut relaunched = false;
+    loop {
+        let ready = app.guest.agent_ready(
             Target {
                 id: &rec.id,
                 name: rec.name.as_str(),
                 handles: &h,
             },
             timeout,
-        ),
-    )
-    .await
-    .map_err(guest_error("the guest agent never answered", &h))?;
+        );
+        match wait_guest(vmm, &h, &rec.id, deadline, &mut stall, ready).await {
+            Err(GuestError::Stalled) if !relaunched => {
+                tracing::warn!(
+                    vm = %rec.name,
+                    "the guest kernel did not run banger's init within {:?}; restarting the VM once{}",
+                    stall::STALL_AFTER.min(timeout / 2),
+                    console_tail(&h.console_log)
+                );
+                if let Err(e) = vmm.kill(&h).await {
+                    tracing::warn!(vm = %rec.name, "stopping the stalled VMM: {e}");
+                }
+                vmm.cleanup(&rt_dir);
+                h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps).await?;
+                relaunched = true;
+                // The second boot has what is left of the deadline; a stall is still
+                // reported as one rather than as a plain timeout.
+                let left = deadline.saturating_duration_since(Instant::now());
+                stall = StallWatch::new(true, left);
+            }
+            r => break r.map_err(guest_error("the guest agent never answered", &h))?,
+        }
+    }
     // Readiness is the agent answering: commands go through it, and sshd (when the
     // image has one) comes up on its own for the user's own tools.
     if !vm_dir.join(files::HOST_KEY).exists() {
@@ -178,6 +179,36 @@ async fn run_steps(
         super::host_key::pin_from_guest(app, rec, &h).await;
     }
     steps.end()
+}
+
+/// Launch the VMM for `spec` and record it (undo: kill it; `handles.json`).
+async fn launch(
+    vmm: &dyn Vmm,
+    spec: &MachineSpec,
+    vm_dir: &Path,
+    rt_dir: &Path,
+    tap: &str,
+    steps: &mut Steps<'_>,
+) -> Result<Handles> {
+    let h = vmm
+        .launch(spec)
+        .await
+        .map_err(DaemonError::vmm("starting the VM"))?;
+    steps.created(Undo::KillVmm {
+        handles: h.clone(),
+        vm_dir: vm_dir.to_path_buf(),
+        runtime_dir: rt_dir.to_path_buf(),
+    });
+    steps.point("launched")?;
+    handles::write(
+        vm_dir,
+        &VmHandles {
+            vmm: h.clone(),
+            tap: tap.to_string(),
+        },
+    )
+    .map_err(DaemonError::io("recording VM handles in", vm_dir))?;
+    Ok(h)
 }
 
 /// The `disks` step: the VM's state directory and the disks it lacks.
@@ -325,12 +356,14 @@ fn init_arg(init: InitMode) -> &'static str {
 /// How often a wait checks that the VMM still runs.
 const ALIVE_POLL: Duration = Duration::from_millis(250);
 
-/// Wait for `fut`, failing early if the VMM dies or the deadline passes.
+/// Wait for `fut`, failing early if the VMM dies, the kernel stalls before init
+/// ([`StallWatch`]) or the deadline passes.
 async fn wait_guest(
     vmm: &dyn Vmm,
     h: &Handles,
     id: &str,
     deadline: Instant,
+    stall: &mut StallWatch,
     fut: impl std::future::Future<Output = Result<(), GuestError>>,
 ) -> Result<(), GuestError> {
     tokio::pin!(fut);
@@ -340,6 +373,9 @@ async fn wait_guest(
             _ = tokio::time::sleep(ALIVE_POLL) => {
                 if !vmm.is_alive(h, id) {
                     return Err(GuestError::VmmExited);
+                }
+                if stall.stalled(&h.console_log) {
+                    return Err(GuestError::Stalled);
                 }
                 if Instant::now() > deadline {
                     return Err(GuestError::Timeout);

@@ -177,9 +177,14 @@ pub struct VmSetParams {
 pub struct VmLogsParams {
     /// The VM's name.
     pub name: String,
-    /// Byte offset to read from; `None` means "the last 64 KiB".
+    /// Byte offset to read from; `None` means "the last 64 KiB" (or, with `since`,
+    /// what was written since then).
     #[serde(default)]
     pub offset: Option<u64>,
+    /// Unix seconds: without `offset`, read from the first line written at or after
+    /// this time (to the daemon monitor's precision, a few seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
 }
 
 /// A slice of the guest console.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// Firecracker wires to its stdout, a reboot through the keyboard controller (the only
 /// reset Firecracker turns into a VMM exit, which is how `SendCtrlAltDel` stops a
 /// guest), reboot-on-panic so a broken guest ends its VMM instead of hanging, and no
-/// PCI probing (every device is virtio-mmio).
+/// PCI probing (every device is virtio-mmio; [`crate::NO_PCI_ARGS`]).
 pub const BASE_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
 /// Body of `PUT /boot-source` (`BootSource`).
@@ -26,7 +26,7 @@ pub struct BootSource {
 
 /// [`BASE_BOOT_ARGS`] followed by the daemon's own arguments.
 pub fn boot_args(extra: &str) -> String {
-    format!("{BASE_BOOT_ARGS} {}", extra.trim())
+    format!("{BASE_BOOT_ARGS} {} {}", crate::NO_PCI_ARGS, extra.trim())
         .trim()
         .to_string()
 }

@@ -192,6 +192,7 @@ async fn a_flooded_console_is_capped_by_the_monitor_and_logs_read_its_tail() {
         VmLogsParams {
             name: "dev".into(),
             offset: None,
+            since: None,
         },
     )
     .unwrap();
@@ -207,9 +208,34 @@ async fn a_flooded_console_is_capped_by_the_monitor_and_logs_read_its_tail() {
         VmLogsParams {
             name: "dev".into(),
             offset: Some(ROTATE_AT * 2),
+            since: None,
         },
     )
     .unwrap();
     assert_eq!(follow.data, "after rotation\n");
     assert_eq!(follow.next_offset, 15);
+
+    // `--since`: the monitor marks the length; what is written later is what a
+    // reader asking for "since now" gets.
+    reconcile::tick(&app).await;
+    let now = banger_vmm::console::now_secs();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"later\n"))
+        .unwrap();
+    let since = |secs| {
+        query::logs(
+            &app,
+            VmLogsParams {
+                name: "dev".into(),
+                offset: None,
+                since: Some(secs),
+            },
+        )
+        .unwrap()
+        .data
+    };
+    assert_eq!(since(now + 1), "later\n");
+    assert_eq!(since(0), "after rotation\nlater\n");
 }

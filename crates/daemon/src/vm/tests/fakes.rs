@@ -35,6 +35,10 @@ pub enum Fail {
     Launch,
     /// The agent never answers.
     Agent,
+    /// The next boot's kernel stalls before init (the fail point then clears).
+    StallOnce,
+    /// Every boot's kernel stalls before init.
+    Stall,
     /// The guest ignores the request to power off.
     Shutdown,
 }
@@ -45,6 +49,8 @@ struct State {
     log: Vec<String>,
     taps: BTreeSet<String>,
     alive: BTreeSet<u32>,
+    /// VMMs whose guest kernel stalled: their agent never answers.
+    stalled: BTreeSet<u32>,
     /// Each launched VMM's runtime directory (what finds it without handles).
     runtime_dirs: std::collections::HashMap<u32, std::path::PathBuf>,
     next_pid: u32,
@@ -174,12 +180,24 @@ impl Vmm for FakeVmm {
         }
         let rt = &spec.runtime_dir;
         std::fs::write(rt.join(FAKE_SOCKET), "").unwrap();
-        std::fs::write(rt.join("console.log"), "fake boot\nlast line\n").unwrap();
+        let stall = self.0.lock().fail.remove(&Fail::StallOnce) || self.0.fails(Fail::Stall);
+        let console = if stall {
+            "fake kernel\nthen nothing\n".to_string()
+        } else {
+            format!(
+                "fake boot\n{}\nlast line\n",
+                banger_contract::console::INIT_STARTED
+            )
+        };
+        std::fs::write(rt.join("console.log"), console).unwrap();
         let pid = {
             let mut s = self.0.lock();
             s.next_pid += 1;
             let pid = 1000 + s.next_pid;
             s.alive.insert(pid);
+            if stall {
+                s.stalled.insert(pid);
+            }
             s.runtime_dirs.insert(pid, rt.clone());
             pid
         };
@@ -272,7 +290,10 @@ pub struct FakeGuest(pub Arc<World>);
 
 #[async_trait::async_trait]
 impl Guest for FakeGuest {
-    async fn agent_ready(&self, _: Target<'_>, _: Duration) -> Result<(), GuestError> {
+    async fn agent_ready(&self, t: Target<'_>, _: Duration) -> Result<(), GuestError> {
+        if self.0.lock().stalled.contains(&t.handles.pid) {
+            std::future::pending::<()>().await;
+        }
         if self.0.fails(Fail::Agent) {
             return Err(GuestError::Other("fake agent silence".into()));
         }
