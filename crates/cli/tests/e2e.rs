@@ -698,35 +698,64 @@ fn concurrent_creates_and_prune(env: &Env) {
 /// stands in for "the internet" (198.18.0.0/24, the benchmarking range, on a veth
 /// pair): nothing leaves the machine. Its server must see the host's address, not
 /// the guest's.
-fn outbound_nat_reaches_an_upstream(env: &Env) {
-    let up = format!("{}-up", env.netns);
-    let ip = |args: &[&str]| run_ok(Command::new("ip").args(args));
-    ip(&["netns", "add", &up]);
-    struct DelNs(String);
-    impl Drop for DelNs {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
+/// A second network namespace standing in for the internet, joined to the test's by a
+/// veth pair: `198.18.<n>.2` on the test's side (`e2e<tag>0`), `198.18.<n>.1` on its
+/// own (`e2e<tag>1`). Deleted on drop (which also ends every process left in it).
+pub(crate) struct Upstream {
+    /// Its name: the test's namespace with `-<tag>`.
+    pub netns: String,
+}
+
+impl Upstream {
+    /// Make it: `tag` names it and its veth ends, `n` picks its /24.
+    pub(crate) fn new(env: &Env, tag: &str, n: u8) -> Self {
+        let netns = format!("{}-{tag}", env.netns);
+        let ip = |args: &[&str]| run_ok(Command::new("ip").args(args));
+        ip(&["netns", "add", &netns]);
+        let me = Self { netns };
+        let up = me.netns.as_str();
+        let (near, far) = (format!("e2e{tag}0"), format!("e2e{tag}1"));
+        ip(&["-n", up, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", &env.netns, "link", "add", &near, "type", "veth", "peer", "name", &far, "netns",
+            up,
+        ]);
+        ip(&[
+            "-n",
+            &env.netns,
+            "addr",
+            "add",
+            &format!("198.18.{n}.2/24"),
+            "dev",
+            &near,
+        ]);
+        ip(&["-n", &env.netns, "link", "set", &near, "up"]);
+        ip(&[
+            "-n",
+            up,
+            "addr",
+            "add",
+            &format!("198.18.{n}.1/24"),
+            "dev",
+            &far,
+        ]);
+        ip(&["-n", up, "link", "set", &far, "up"]);
+        me
     }
-    let _del = DelNs(up.clone());
-    ip(&["-n", &up, "link", "set", "lo", "up"]);
-    ip(&[
-        "-n", &env.netns, "link", "add", "e2eup0", "type", "veth", "peer", "name", "e2eup1",
-        "netns", &up,
-    ]);
-    ip(&[
-        "-n",
-        &env.netns,
-        "addr",
-        "add",
-        "198.18.0.2/24",
-        "dev",
-        "e2eup0",
-    ]);
-    ip(&["-n", &env.netns, "link", "set", "e2eup0", "up"]);
-    ip(&["-n", &up, "addr", "add", "198.18.0.1/24", "dev", "e2eup1"]);
-    ip(&["-n", &up, "link", "set", "e2eup1", "up"]);
-    ip(&[
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+fn outbound_nat_reaches_an_upstream(env: &Env) {
+    let upstream = Upstream::new(env, "up", 0);
+    let up = upstream.netns.clone();
+    run_ok(Command::new("ip").args([
         "-n",
         &env.netns,
         "route",
@@ -734,7 +763,7 @@ fn outbound_nat_reaches_an_upstream(env: &Env) {
         "default",
         "via",
         "198.18.0.1",
-    ]);
+    ]));
     let log_path = env.home.path().join("upstream.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let server = Command::new("ip")

@@ -12,7 +12,7 @@
 //! runs with `BANGER_ISOLATION=off`, and the spoofing phase must then *succeed* in
 //! taking the first guest's traffic, which shows that the checks can see an attack.
 
-use super::{log, run_ok, stderr, stdout, Env};
+use super::{log, stderr, stdout, Env, Upstream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -70,9 +70,10 @@ print(ok)
 "#;
 
 struct Cleanup {
-    netns: String,
     etc: PathBuf,
     server: Option<std::process::Child>,
+    /// Dropped after the server is killed.
+    _upstream: Upstream,
 }
 
 impl Drop for Cleanup {
@@ -81,9 +82,6 @@ impl Drop for Cleanup {
             let _ = s.kill();
             let _ = s.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
         let _ = std::fs::remove_dir_all(&self.etc);
         // /etc/netns itself when nothing else is in it (`ip netns exec` makes do without).
         if let Some(parent) = self.etc.parent() {
@@ -160,32 +158,14 @@ fn daemon_rss_kib(env: &Env) -> u64 {
 pub fn net(env: &Env) {
     let home = env.home.path().to_path_buf();
     // The upstream's namespace, linked to the test's by a veth pair.
-    let up = format!("{}-dns", env.netns);
+    let upstream = Upstream::new(env, "dns", 1);
+    let up = upstream.netns.clone();
     let etc = PathBuf::from("/etc/netns").join(&env.netns);
     let mut cleanup = Cleanup {
-        netns: up.clone(),
         etc: etc.clone(),
         server: None,
+        _upstream: upstream,
     };
-    let ip = |args: &[&str]| run_ok(Command::new("ip").args(args));
-    ip(&["netns", "add", &up]);
-    ip(&["-n", &up, "link", "set", "lo", "up"]);
-    ip(&[
-        "-n", &env.netns, "link", "add", "e2edns0", "type", "veth", "peer", "name", "e2edns1",
-        "netns", &up,
-    ]);
-    ip(&[
-        "-n",
-        &env.netns,
-        "addr",
-        "add",
-        "198.18.1.2/24",
-        "dev",
-        "e2edns0",
-    ]);
-    ip(&["-n", &env.netns, "link", "set", "e2edns0", "up"]);
-    ip(&["-n", &up, "addr", "add", "198.18.1.1/24", "dev", "e2edns1"]);
-    ip(&["-n", &up, "link", "set", "e2edns1", "up"]);
     let asked = home.join("upstream-asked.log");
     cleanup.server = Some(
         Command::new("ip")
