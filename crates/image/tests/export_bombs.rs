@@ -13,21 +13,10 @@ use banger_image::oci::{ApplyError, ApplyOptions, Limits};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const BLOCK: usize = 512;
-const MIB: u64 = 1 << 20;
+mod bombs_support;
+use bombs_support::{header, peak_rss, sparse, BLOCK};
 
-fn header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_path(name).unwrap();
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    h
-}
+const MIB: u64 = 1 << 20;
 
 /// An export disk of `disk_size` (sparse) whose guest wrote `head` at the tar's
 /// start and claims a tar of `tar_len` bytes (the rest: the disk's zeros).
@@ -49,14 +38,6 @@ fn apply(disk: &Path, limits: Limits) -> (Result<(), ExportError>, tempfile::Tem
     };
     let r = apply_export(disk, staging.path(), opts).map(|_| ());
     (r, staging)
-}
-
-/// Peak resident memory of this process so far (VmHWM), in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
 }
 
 #[test]
@@ -91,26 +72,7 @@ fn a_gigabyte_pax_header_or_long_name_from_a_guest_is_refused_unread() {
 #[test]
 fn a_sparse_entry_from_a_guest_is_refused_before_writing_holes() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::GNUSparse);
-    h.set_path("sparse").unwrap();
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_size(BLOCK as u64);
-    {
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.sparse[0].set_offset(0);
-        gnu.sparse[0].set_length(BLOCK as u64);
-        gnu.sparse[1].set_offset(64 * MIB);
-        gnu.sparse[1].set_length(0);
-        gnu.set_real_size(64 * MIB);
-    }
-    h.set_cksum();
-    let mut tar = h.as_bytes().to_vec();
-    tar.extend([b'x'; BLOCK]);
-    tar.extend([0u8; 2 * BLOCK]);
+    let tar = sparse(64 * MIB);
     let disk = export_disk(d.path(), 4 * MIB, &tar, tar.len() as u64);
     let limits = Limits {
         max_uncompressed: MIB,

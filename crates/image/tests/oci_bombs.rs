@@ -7,23 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use banger_image::oci::{Applier, ApplyError, ApplyOptions, Limits, Whiteouts};
+use bombs_support::{header, peak_rss, sparse, BLOCK};
 use std::io::Write;
 
-const BLOCK: usize = 512;
-
-/// A GNU header block.
-fn header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_path(name).unwrap();
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    h
-}
+mod bombs_support;
 
 /// zstd stream of: an extension header of `kind` announcing `size` bytes, then
 /// `size` zero bytes (streamed, never held in memory), padding, a regular file and
@@ -56,14 +43,6 @@ fn apply(bytes: Vec<u8>, limits: Limits) -> (Result<(), ApplyError>, tempfile::T
         a.finish().map(|_| ())
     });
     (r, dir)
-}
-
-/// Peak resident memory of this process so far (VmHWM), in bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
 }
 
 #[test]
@@ -107,33 +86,6 @@ fn headers_of_real_size_still_work() {
     let (r, dir) = apply(bytes, Limits::default());
     r.unwrap();
     assert_eq!(std::fs::read(dir.path().join(&long)).unwrap(), b"hi");
-}
-
-/// A GNU sparse entry: one 512-byte data block at the start of a file of
-/// `real_size` bytes (the rest a hole).
-fn sparse(real_size: u64) -> Vec<u8> {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::GNUSparse);
-    h.set_path("sparse").unwrap();
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_size(BLOCK as u64);
-    {
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.sparse[0].set_offset(0);
-        gnu.sparse[0].set_length(BLOCK as u64);
-        // GNU tar ends a trailing hole with an empty block at the real size.
-        gnu.sparse[1].set_offset(real_size);
-        gnu.sparse[1].set_length(0);
-        gnu.set_real_size(real_size);
-    }
-    h.set_cksum();
-    let mut out = h.as_bytes().to_vec();
-    out.extend([b'x'; BLOCK]);
-    out.extend([0u8; 2 * BLOCK]);
-    out
 }
 
 #[test]
