@@ -80,19 +80,7 @@ pub fn rotate(log: &Path, at: u64) -> std::io::Result<bool> {
     }
     let kept = file_tail(log, at);
     let prev = previous(log);
-    let tmp = prev.with_extension("1.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.write_all(&kept)?;
-    }
-    std::fs::rename(&tmp, &prev)?;
+    replace_file(&prev, &prev.with_extension("1.tmp"), &kept)?;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -101,6 +89,22 @@ pub fn rotate(log: &Path, at: u64) -> std::io::Result<bool> {
     f.set_len(0)?;
     crate::console_marks::reset(log, now_secs())?;
     Ok(true)
+}
+
+/// Replace `path` with `data` (mode 0600) through `tmp`, never writing through a
+/// symlink: what a reader sees is the old file or the new one, never a torn one.
+pub(crate) fn replace_file(path: &Path, tmp: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)?;
+    f.write_all(data)?;
+    drop(f);
+    std::fs::rename(tmp, path)
 }
 
 /// Create (or empty) the console log at `path` and open it for appending, the way

@@ -55,21 +55,11 @@ pub fn read(log: &Path) -> Vec<Mark> {
 }
 
 fn write_all(path: &Path, marks: &[Mark]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("marks.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
     let text: String = marks
         .iter()
         .map(|m| format!("{} {}\n", m.secs, m.len))
         .collect();
-    f.write_all(text.as_bytes())?;
-    std::fs::rename(&tmp, path)
+    super::console::replace_file(path, &path.with_extension("marks.tmp"), text.as_bytes())
 }
 
 /// Start the marks over: the log was just created or rotated, so it was empty at
