@@ -1,9 +1,11 @@
 //! Every failure's class, exit status and rendering, in one place.
 //!
-//! A class is what a script branches on (the JSON error's `code`); the exit status
-//! stays Docker's: 1 for a failure, 2 for a refused command line, 130 for Ctrl-C,
-//! and `vm run` exits 125 for any banger failure (docs/cli.md). In JSON mode an
-//! error is one object on stderr: `{"error":{"code","message","op_id","hint"}}`.
+//! A class is what a script branches on: the JSON error's `code` and a stable exit
+//! status of its own (the table in docs/json.md, pinned by a test here). 1 stays the
+//! generic failure and 2 a refused command line, as Docker's; `vm run` exits 125 for
+//! any banger failure, since its own statuses belong to the guest command (the class
+//! is then in the JSON error). In JSON mode an error is one object on stderr:
+//! `{"error":{"code","message","op_id","hint"}}`.
 
 use anstyle::{AnsiColor, Style};
 use banger_model::Layout;
@@ -31,12 +33,14 @@ pub enum Class {
     Unauthorized,
     /// Interrupted (Ctrl-C).
     Interrupted,
+    /// A wait (`vm wait --timeout`) ran out of time.
+    Timeout,
 }
 
 impl Class {
     /// Every class, in table order (docs and tests walk it).
     #[cfg(test)]
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 9] = [
         Class::Failed,
         Class::Usage,
         Class::NotFound,
@@ -45,16 +49,23 @@ impl Class {
         Class::DaemonUnavailable,
         Class::Unauthorized,
         Class::Interrupted,
+        Class::Timeout,
     ];
 
-    /// The exit status of a command failing with this class: 2 for a refused
-    /// command line, 130 for Ctrl-C, 1 for everything else, as `docker` and `limactl`
-    /// do (the class itself is in the message and in the JSON error's `code`).
+    /// The exit status of a command failing with this class: one per class, stable
+    /// (scripts may branch on it; docs/json.md has the table). Statuses 3 to 9 are
+    /// clear of the shell's (126, 127, 128 + signal) and of Docker's 125.
     pub fn exit_code(self) -> u8 {
         match self {
+            Class::Failed => 1,
             Class::Usage => 2,
+            Class::NotFound => 3,
+            Class::AlreadyExists => 4,
+            Class::Invalid => 5,
+            Class::DaemonUnavailable => 6,
+            Class::Unauthorized => 7,
+            Class::Timeout => 8,
             Class::Interrupted => 130,
-            _ => 1,
         }
     }
 }
@@ -212,9 +223,16 @@ mod tests {
     use banger_rpc::RpcError;
 
     #[test]
-    fn exit_codes_are_dockers() {
+    fn exit_codes_are_one_per_class_and_match_the_documented_table() {
         let codes: Vec<u8> = Class::ALL.iter().map(|c| c.exit_code()).collect();
-        assert_eq!(codes, [1, 2, 1, 1, 1, 1, 1, 130]);
+        assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 130, 8]);
+        // docs/json.md's table lists every class with its status, in this form.
+        let doc = include_str!("../../../docs/json.md");
+        for c in Class::ALL {
+            let code = serde_json::to_value(c).unwrap();
+            let row = format!("| `{}` | {} |", code.as_str().unwrap(), c.exit_code());
+            assert!(doc.contains(&row), "docs/json.md lacks the row {row}");
+        }
         assert_eq!(
             serde_json::to_value(Class::DaemonUnavailable).unwrap(),
             "daemon_unavailable"

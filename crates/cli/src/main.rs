@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_cmd;
 mod doctor;
 mod errors;
+mod events;
 mod exec;
 mod generate;
 mod images;
@@ -106,6 +107,13 @@ enum Cmd {
     /// Long operations in flight on the daemon (create, start, stop, image build).
     #[command(visible_alias = "ops")]
     Operations,
+    /// Stream VM state changes (creating, running, stopped, error, deleted) as they
+    /// happen, until interrupted; --json prints one JSON object per line.
+    ///
+    /// Example:
+    ///   banger events --json | jq -c 'select(.state == "running")'
+    #[command(verbatim_doc_comment)]
+    Events,
     /// The background daemon (started automatically when needed).
     #[command(subcommand)]
     Daemon(daemon_cmd::DaemonCmd),
@@ -244,6 +252,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Generate(a) => return generate::run(a),
         Cmd::System(s) => return system::run(s).await,
         Cmd::SshConfig(s) => return network::ssh_config_cmd(layout, s).await,
+        Cmd::Events => return events::run().await,
         _ => {}
     }
     let mut c = daemon::connect(layout).await?;
@@ -255,6 +264,7 @@ async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
         Cmd::Operations => operations(&mut c).await,
         Cmd::Network(n) => network::network(&mut c, n).await,
         Cmd::Completion { .. }
+        | Cmd::Events
         | Cmd::SshConfig(_)
         | Cmd::Daemon(_)
         | Cmd::Doctor

@@ -87,6 +87,8 @@ pub struct App {
     pub state_lock: Option<banger_rpc::StateLock>,
     /// Listeners of published ports, per running VM.
     pub forwards: crate::vm::forward::Forwards,
+    /// VM state changes, for `events.watch`.
+    pub events: crate::events::Events,
 }
 
 impl App {
@@ -120,6 +122,7 @@ impl App {
             ops: Operations::default(),
             state_lock: None,
             forwards: Default::default(),
+            events: Default::default(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod coalesce;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 pub mod flatten;
 pub mod handles;

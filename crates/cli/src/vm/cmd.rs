@@ -204,6 +204,26 @@ pub enum VmCmd {
         #[arg(long, value_parser = parse_disk)]
         disk: Option<u64>,
     },
+    /// Wait until a VM is running or stopped, a TCP port listens in it, or a file
+    /// exists in it (instead of polling). Exits 8 on timeout.
+    ///
+    /// Examples:
+    ///   banger vm wait dev --for running
+    ///   banger vm wait web --for port:8000 --timeout 2m
+    ///   banger vm wait job --for file:/root/done
+    #[command(verbatim_doc_comment)]
+    Wait {
+        /// VM name.
+        #[arg(add = complete::vms())]
+        name: String,
+        /// running, stopped, port:N (listening in the guest) or file:PATH (exists in
+        /// the guest).
+        #[arg(long = "for", value_name = "CONDITION")]
+        condition: super::wait::Condition,
+        /// Give up after this long (30s, 5m, 1h).
+        #[arg(long, default_value = "5m", value_parser = super::wait::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Show a VM's console (kernel and boot messages).
     ///
     /// Examples:

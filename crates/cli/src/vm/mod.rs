@@ -10,6 +10,7 @@ mod inspect;
 mod lifecycle;
 mod run;
 mod shell;
+mod wait;
 
 pub use cmd::{ListArgs, VmCmd};
 pub use console::strip_escapes;
@@ -45,6 +46,11 @@ pub async fn dispatch(c: &mut Client, cmd: VmCmd) -> anyhow::Result<ExitCode> {
             disk,
         } => lifecycle::set(c, name, cpus, memory, disk).await,
         VmCmd::Delete { names, force } => lifecycle::delete(c, names, force).await,
+        VmCmd::Wait {
+            name,
+            condition,
+            timeout,
+        } => wait::wait(c, name, condition, timeout).await,
         VmCmd::Logs {
             name,
             follow,

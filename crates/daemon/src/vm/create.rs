@@ -68,8 +68,10 @@ pub async fn create(
             init: p.init.unwrap_or_default(),
         })
     })?;
+    app.events.vm(&rec, VmState::Creating, None);
     if p.no_start {
         app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
+        app.events.vm(&rec, VmState::Stopped, None);
         let mut info = super::query::info_for(app, &app.db(|s| s.get_vm(&rec.id))?);
         info.timings = st.finish();
         return Ok(info);

@@ -38,6 +38,7 @@ async fn delete_locked(app: &App, rec: &VmRecord) -> Result<()> {
         }
     }
     app.db(|s| s.delete_vm(&rec.id))?;
+    app.events.deleted(rec);
     crate::ssh_files::refresh(app);
     tracing::info!(vm = %rec.name, "vm deleted");
     Ok(())

@@ -39,8 +39,9 @@ pub(crate) async fn settle(app: &App, rec: &VmRecord) -> bool {
         ),
         _ => (VmState::Stopped, None),
     };
-    if let Err(e) = app.db(|s| s.set_vm_state(&rec.id, state, err)) {
-        tracing::warn!(vm = %rec.name, "recording the VM as {}: {e}", state.as_str());
+    match app.db(|s| s.set_vm_state(&rec.id, state, err)) {
+        Ok(()) => app.events.vm(rec, state, err),
+        Err(e) => tracing::warn!(vm = %rec.name, "recording the VM as {}: {e}", state.as_str()),
     }
     tracing::warn!(vm = %rec.name, state = state.as_str(), "VM's VMM is gone (guest powered off, or it was killed); cleaned up");
     true

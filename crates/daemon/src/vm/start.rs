@@ -54,6 +54,7 @@ pub(crate) async fn start_locked(
         ))
     })?;
     app.db(|s| s.set_vm_state(&rec.id, VmState::Creating, None))?;
+    app.events.vm(&rec, VmState::Creating, None);
     let st = Stages::new(name, progress, Some((&app.ops, op_id)));
     boot_recorded(app, &rec, &image, st).await
 }
@@ -71,6 +72,7 @@ pub(crate) async fn boot_recorded(
         Ok(()) => {
             let timings = steps.commit();
             app.db(|s| s.set_vm_state(&rec.id, VmState::Running, None))?;
+            app.events.vm(rec, VmState::Running, None);
             app.dns.names.set(rec.name.as_str(), rec.ip);
             crate::ssh_files::refresh(app);
             let mut info = super::query::info_for(app, &app.db(|s| s.get_vm(&rec.id))?);
@@ -83,8 +85,9 @@ pub(crate) async fn boot_recorded(
             tracing::warn!(vm = %rec.name, "start failed: {e}");
             steps.rollback(app).await;
             let message = e.to_string();
-            if let Err(db) = app.db(|s| s.set_vm_state(&rec.id, VmState::Error, Some(&message))) {
-                tracing::warn!(vm = %rec.name, "recording the failure failed: {db}");
+            match app.db(|s| s.set_vm_state(&rec.id, VmState::Error, Some(&message))) {
+                Ok(()) => app.events.vm(rec, VmState::Error, Some(&message)),
+                Err(db) => tracing::warn!(vm = %rec.name, "recording the failure failed: {db}"),
             }
             Err(e)
         }

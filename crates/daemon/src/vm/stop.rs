@@ -95,6 +95,7 @@ async fn stop_locked(app: &App, name: &str, st: &mut Stages<'_>) -> Result<()> {
     st.begin("cleanup");
     teardown_runtime(app, &rec).await?;
     app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
+    app.events.vm(&rec, VmState::Stopped, None);
     Ok(())
 }
 
@@ -105,6 +106,7 @@ pub async fn kill(app: &App, name: &str) -> Result<VmInfo> {
     let rec = app.db(|s| s.get_vm_by_name(name))?;
     teardown_runtime(app, &rec).await?;
     app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
+    app.events.vm(&rec, VmState::Stopped, None);
     query::show(app, name)
 }
 

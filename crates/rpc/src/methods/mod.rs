@@ -11,6 +11,7 @@
 //! and the catalog), [`kernel`], [`network`] (bridge, DNS, ssh files, host keys).
 
 pub mod daemon;
+pub mod events;
 pub mod exec;
 pub mod image;
 pub mod kernel;
@@ -18,6 +19,7 @@ pub mod network;
 pub mod vm;
 
 pub use daemon::*;
+pub use events::*;
 pub use exec::*;
 pub use image::*;
 pub use kernel::*;
@@ -59,6 +61,7 @@ pub(crate) use method;
 /// Every method name, sorted (the order `Router::methods` returns).
 pub const METHODS: &[&str] = &[
     CatalogList::NAME,
+    EventsWatch::NAME,
     ImageBuild::NAME,
     ImageCachePrune::NAME,
     ImageDelete::NAME,
@@ -127,6 +130,7 @@ mod tests {
             METHODS,
             [
                 "catalog.list",
+                "events.watch",
                 "image.build",
                 "image.cache_prune",
                 "image.delete",
