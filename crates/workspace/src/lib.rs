@@ -10,10 +10,12 @@
 //! index and staging are left alone. `git apply` on a clean checkout of that commit
 //! reproduces the guest's tree (ignored files excepted).
 
+mod branch;
 mod git;
 mod scripts;
 mod ship;
 
+pub use branch::{commit_patch, diff_stats, valid_branch, Committed, DiffStats};
 pub use git::{git_identity, inspect, Repo};
 pub use scripts::{commits_script, export_script, prepare_script, shell_quote};
 pub use ship::{write_tar, ShipStats};
