@@ -82,14 +82,23 @@ pub enum Input {
     Reader(Box<dyn Read + Send>),
 }
 
+/// An output sink of the command.
+pub type Sink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+
 /// Run `req` in VM `vm`; stdout goes to `out`, stderr to banger's stderr. Returns the
 /// exit status as a shell reports it (128 + n for signal n; 127/126 when the program
 /// is missing or not executable; 125 when the agent refused to start it).
-pub async fn run(
+pub async fn run(vm: &str, req: Request, input: Input, out: Sink<'_>) -> anyhow::Result<i32> {
+    run_to(vm, req, input, out, &mut tokio::io::stderr()).await
+}
+
+/// [`run`] with the command's stderr going to `err`.
+pub async fn run_to(
     vm: &str,
     req: Request,
     input: Input,
-    out: &mut (dyn AsyncWrite + Unpin + Send),
+    out: Sink<'_>,
+    err: Sink<'_>,
 ) -> anyhow::Result<i32> {
     let layout = Layout::from_env();
     let client = daemon::connect(&layout).await?;
@@ -130,7 +139,7 @@ pub async fn run(
     } else {
         None
     };
-    let status = drive(&s, input, out, pty.is_some()).await;
+    let status = drive(&s, input, out, err, pty.is_some()).await;
     s.close();
     conn.close("the command ended");
     match status {
@@ -157,7 +166,8 @@ fn software() -> String {
 async fn drive(
     s: &Session,
     input: Input,
-    out: &mut (dyn AsyncWrite + Unpin + Send),
+    out: Sink<'_>,
+    err: Sink<'_>,
     pty: bool,
 ) -> anyhow::Result<ExitStatus> {
     let stdin = pump_in(s, input);
@@ -169,7 +179,6 @@ async fn drive(
         anyhow::Ok(())
     };
     let stderr = async {
-        let mut err = tokio::io::stderr();
         while let Some(chunk) = s.read(Stream::Err).await? {
             err.write_all(&chunk).await?;
             err.flush().await?;

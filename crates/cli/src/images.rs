@@ -207,13 +207,14 @@ async fn image_call<M: Method<Result = ImageInfo>>(
     let r = c.call::<M>(params, |p| sp.update(&p)).await;
     sp.finish();
     let img = r?;
-    println!(
-        "{done} image {} ({}, kernel {})",
-        img.name,
-        format_bytes(img.size_bytes),
-        img.kernel.as_deref().unwrap_or(&img.kernel_release)
-    );
-    Ok(ExitCode::SUCCESS)
+    output::render(&img, |img| {
+        println!(
+            "{done} image {} ({}, kernel {})",
+            img.name,
+            format_bytes(img.size_bytes),
+            img.kernel.as_deref().unwrap_or(&img.kernel_release)
+        )
+    })
 }
 
 /// `banger image …`.

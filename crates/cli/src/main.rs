@@ -3,6 +3,7 @@
 //! The CLI is thin on purpose: it parses, calls bangerd over its unix socket and
 //! renders. Everything stateful happens in the daemon.
 
+mod capture;
 mod complete;
 mod daemon;
 mod daemon_cmd;

@@ -52,7 +52,21 @@ pub struct Spinner {
 impl Spinner {
     /// Progress for the call described by `what` (`creating VM dev`).
     pub fn new(what: &str) -> Self {
-        let mode = output::progress();
+        Self::with_mode(what, output::progress())
+    }
+
+    /// Like [`Spinner::new`], but a line per stage instead of a spinner on a
+    /// terminal: for calls running side by side (parallel attempts), whose spinners
+    /// would fight over one line.
+    pub fn lines(what: &str) -> Self {
+        let mode = match output::progress() {
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        };
+        Self::with_mode(what, mode)
+    }
+
+    fn with_mode(what: &str, mode: ProgressMode) -> Self {
         let bar = (mode == ProgressMode::Auto).then(|| {
             let b = ProgressBar::new_spinner();
             b.set_style(

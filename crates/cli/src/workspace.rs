@@ -42,13 +42,15 @@ pub async fn prepare(
         Via::Ssh(info) => ship_ssh(info, &repo, &script).await?,
         Via::Agent => ship_agent(vm, &repo, script).await?,
     };
-    anstream::eprintln!(
-        "shipped {} to {vm}:{guest_path} ({} entries, {:.1} MiB) in {:.1} s",
-        repo.root.display(),
-        stats.entries,
-        stats.bytes as f64 / (1024.0 * 1024.0),
-        started.elapsed().as_secs_f64()
-    );
+    if crate::output::progress() != crate::output::ProgressMode::None {
+        anstream::eprintln!(
+            "shipped {} to {vm}:{guest_path} ({} entries, {:.1} MiB) in {:.1} s",
+            repo.root.display(),
+            stats.entries,
+            stats.bytes as f64 / (1024.0 * 1024.0),
+            started.elapsed().as_secs_f64()
+        );
+    }
     let record = WorkspaceRecord {
         host_path: repo.root.display().to_string(),
         guest_path,
@@ -162,16 +164,7 @@ pub async fn export(
             }
             out.stdout
         }
-        Via::Agent => {
-            let mut req = Request::from_argv(&[]);
-            req.command = Command::Shell(script);
-            let mut patch = Vec::new();
-            let code = exec::run(vm, req, Input::Null, &mut patch).await?;
-            if code != 0 {
-                bail!("exporting the workspace failed in the guest (exit status {code}; its messages are above)");
-            }
-            patch
-        }
+        Via::Agent => export_patch(vm, script, usize::MAX).await?,
     };
     match output {
         Some(p) => {
@@ -188,6 +181,22 @@ pub async fn export(
         None => std::io::stdout().write_all(&patch)?,
     }
     Ok(())
+}
+
+/// Run an export `script` in `vm` through the guest agent and return what it printed,
+/// refusing more than `cap` bytes (what comes back from a guest is bounded).
+pub async fn export_patch(vm: &str, script: String, cap: usize) -> anyhow::Result<Vec<u8>> {
+    let mut req = Request::from_argv(&[]);
+    req.command = Command::Shell(script);
+    let mut patch = crate::capture::Capture::new(cap);
+    let code = exec::run(vm, req, Input::Null, &mut patch).await?;
+    if code != 0 {
+        bail!("exporting the workspace failed in the guest (exit status {code}; its messages are above)");
+    }
+    if patch.truncated() {
+        bail!("the guest's changes are larger than {cap} bytes as a patch; export them with banger vm workspace export instead");
+    }
+    Ok(patch.bytes().to_vec())
 }
 
 /// Warn (or re-ship, with `auto_prepare`) when the host repository's HEAD moved

@@ -93,6 +93,19 @@ pub struct RunArgs {
     /// Use OpenSSH (the image's sshd) instead of banger's guest agent.
     #[arg(long)]
     pub via_ssh: bool,
+    /// Collect the command's stdout and stderr (the first MiB of each) into the
+    /// --json result instead of passing them through (they go to stderr in JSON
+    /// mode otherwise).
+    #[arg(long, conflicts_with = "via_ssh")]
+    pub capture: bool,
+    /// Run the command in N fresh VMs at once, each with its own copy of the
+    /// repository at PATH; each attempt's changes become the branch
+    /// banger/<run-id>/<i> in that repository (work tree, index and HEAD untouched).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with_all = ["via_ssh", "name", "each"], requires = "path")]
+    pub parallel: Option<u32>,
+    /// Like --parallel, one attempt per shell command given: --each 'make a' 'make b'.
+    #[arg(long, num_args = 1.., value_name = "CMD", conflicts_with_all = ["via_ssh", "name"], requires = "path")]
+    pub each: Vec<String>,
     /// Command to run in the guest; an interactive shell when omitted.
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -3,6 +3,7 @@
 //! restart, kill, set, delete, prune), [`inspect`] (list, show, ports, stats),
 //! [`console`] (logs), [`shell`] (ssh, exec, workspaces) and [`cp`].
 
+mod attempts;
 mod cmd;
 mod console;
 mod cp;

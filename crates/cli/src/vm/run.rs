@@ -1,6 +1,9 @@
 //! `vm create` and `vm run` (create, ship the repository, run, delete).
 
 use super::cmd::{RunArgs, Sizes};
+use crate::capture::{Capture, Captured, DEFAULT_CAP};
+use crate::errors::Class;
+use serde::Serialize;
 use super::shell::{run_ssh, ssh_info};
 use super::EXIT_BANGER_FAILED;
 use crate::exec::{self, Input, Request};
@@ -8,12 +11,13 @@ use crate::workspace::Via;
 use crate::{daemon, output, ssh, ui, workspace};
 use banger_model::{Layout, VmName};
 use banger_rpc::{
-    Client, ClientError, ErrorCode, VmCreate, VmCreateParams, VmDelete, VmDeleteParams, VmInfo,
+    Client, ClientError, ErrorCode, StageTiming, VmCreate, VmCreateParams, VmDelete,
+    VmDeleteParams, VmInfo,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
+pub(super) fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
     VmCreateParams {
         name,
         image: s.image,
@@ -29,11 +33,12 @@ fn create_params(name: Option<VmName>, s: Sizes) -> VmCreateParams {
 
 /// `vm.create` with a spinner; `op_id` when the caller must recognise this call's
 /// VM later.
-async fn create(
+pub(super) async fn create(
     c: &mut Client,
     p: &VmCreateParams,
     timings: bool,
     op_id: Option<&str>,
+    side_by_side: bool,
 ) -> anyhow::Result<VmInfo> {
     if let (Some(want), Some(host)) = (p.memory_mib, host_memory_mib()) {
         if want > host {
@@ -46,7 +51,12 @@ async fn create(
         }
     }
     let label = p.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-    let mut sp = ui::Spinner::new(&format!("creating VM {label}"));
+    let what = format!("creating VM {label}");
+    let mut sp = if side_by_side {
+        ui::Spinner::lines(&what)
+    } else {
+        ui::Spinner::new(&what)
+    };
     let r = match op_id {
         Some(op) => {
             c.call_with_op_id::<VmCreate>(p, op, |pr| sp.update(&pr))
@@ -79,7 +89,7 @@ pub async fn create_cmd(
     }
     let mut p = create_params(Some(name), sizes);
     p.no_start = no_start;
-    let mut info = create(c, &p, timings, None).await?;
+    let mut info = create(c, &p, timings, None, false).await?;
     if let Some(path) = &path {
         workspace::prepare(c, info.name.as_str(), Via::Agent, path, None).await?;
         info = c
@@ -102,6 +112,15 @@ pub async fn create_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where the guest command's output goes: passed through (stdout to stdout, or to
+/// stderr in JSON mode, where stdout carries only the result), or captured.
+pub(super) enum Outputs {
+    /// Passed through.
+    Through,
+    /// Collected, capped.
+    Captured(Capture, Capture),
+}
+
 /// The part of `vm run` after the VM is up: ship the repository if one was given,
 /// then run the command (in the workspace, if any). Returns the command's status.
 async fn run_in_new_vm(
@@ -110,6 +129,7 @@ async fn run_in_new_vm(
     path: Option<&Path>,
     command: &[String],
     via_ssh: bool,
+    outputs: &mut Outputs,
 ) -> anyhow::Result<i32> {
     if via_ssh {
         let info = ssh_info(c, name).await?;
@@ -122,7 +142,10 @@ async fn run_in_new_vm(
         };
         return run_ssh(&info, remote).await;
     }
-    let mut req = Request::from_argv(command).pty_if_interactive();
+    let mut req = Request::from_argv(command);
+    if matches!(outputs, Outputs::Through) && !output::json() {
+        req = req.pty_if_interactive();
+    }
     match path {
         Some(p) => {
             let w = workspace::prepare(c, name, Via::Agent, p, None).await?;
@@ -131,7 +154,25 @@ async fn run_in_new_vm(
         // Like `docker run`: an image's entrypoint wraps the command.
         None => req.entrypoint = true,
     }
-    exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await
+    match outputs {
+        Outputs::Captured(out, err) => exec::run_to(name, req, Input::Inherit, out, err).await,
+        Outputs::Through if output::json() => {
+            exec::run(name, req, Input::Inherit, &mut tokio::io::stderr()).await
+        }
+        Outputs::Through => exec::run(name, req, Input::Inherit, &mut tokio::io::stdout()).await,
+    }
+}
+
+/// What `vm run --json` prints (docs/json.md, `run`).
+#[derive(Debug, Serialize)]
+struct RunReport {
+    vm: String,
+    exit_code: i32,
+    duration_ms: u64,
+    timings: Vec<StageTiming>,
+    kept: bool,
+    stdout: Option<Captured>,
+    stderr: Option<Captured>,
 }
 
 /// `banger vm run`: create, run, delete (unless `keep`). The exit status is the
@@ -144,8 +185,33 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
         sizes,
         path,
         via_ssh,
+        capture,
+        parallel,
+        each,
         command,
     } = a;
+    if parallel.is_some() || !each.is_empty() {
+        let path = path.ok_or_else(|| {
+            crate::errors::fail(Class::Usage, "--parallel and --each need a repository PATH")
+        })?;
+        return super::attempts::run(super::attempts::Plan {
+            path,
+            sizes,
+            keep,
+            capture,
+            parallel,
+            each,
+            command,
+        })
+        .await;
+    }
+    if capture && command.is_empty() {
+        return Err(crate::errors::fail(
+            Class::Usage,
+            "--capture needs a command (an interactive shell cannot be captured)",
+        ));
+    }
+    let started = std::time::Instant::now();
     // Refuse a bad repository before booting anything.
     if let Some(p) = &path {
         banger_workspace::inspect(p)?;
@@ -159,14 +225,31 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
     // created, never a same-named VM that existed before (`--name EXISTING`).
     let create_op = new_op_id();
     let created = tokio::select! {
-        r = create(c, &p, timings, Some(&create_op)) => r,
+        r = create(c, &p, timings, Some(&create_op), false) => r,
         _ = tokio::signal::ctrl_c() => Err(crate::errors::fail(
             crate::errors::Class::Interrupted,
             format!("interrupted while creating VM {name}; it is deleted"),
         )),
     };
+    let mut outputs = if capture {
+        Outputs::Captured(Capture::new(DEFAULT_CAP), Capture::new(DEFAULT_CAP))
+    } else {
+        Outputs::Through
+    };
+    let mut timings = vec![];
     let result = match created {
-        Ok(_) => run_in_new_vm(c, name.as_str(), path.as_deref(), &command, via_ssh).await,
+        Ok(info) => {
+            timings = info.timings;
+            let r = run_in_new_vm(
+                c,
+                name.as_str(),
+                path.as_deref(),
+                &command,
+                via_ssh,
+                &mut outputs,
+            );
+            r.await
+        }
         Err(e) => Err(e),
     };
     if !keep {
@@ -189,13 +272,32 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let code = result?;
+    if output::json() {
+        let (stdout, stderr) = match &outputs {
+            Outputs::Captured(o, e) => (Some(o.captured()), Some(e.captured())),
+            Outputs::Through => (None, None),
+        };
+        output::print_json(&RunReport {
+            vm: name.to_string(),
+            exit_code: code,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            timings,
+            kept: keep,
+            stdout,
+            stderr,
+        })?;
+    } else if let Outputs::Captured(o, e) = &outputs {
+        use std::io::Write;
+        std::io::stdout().write_all(o.bytes())?;
+        std::io::stderr().write_all(e.bytes())?;
+    }
     Ok(ExitCode::from(
         u8::try_from(code).unwrap_or(EXIT_BANGER_FAILED),
     ))
 }
 
 /// A fresh op id for a call whose result we must recognise later.
-fn new_op_id() -> String {
+pub(super) fn new_op_id() -> String {
     use rand::Rng;
     format!("op-{:08x}", rand::rng().random::<u32>())
 }
