@@ -14,6 +14,7 @@ mod exec;
 mod generate;
 mod images;
 mod network;
+mod schema;
 mod output;
 mod ssh;
 mod ssh_config;

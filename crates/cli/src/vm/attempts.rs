@@ -344,3 +344,39 @@ async fn delete(name: &str, op: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_matches_its_schema_and_run_ids_make_valid_names() {
+        let id = run_id();
+        assert!(VmName::parse(&format!("run-{id}-16")).is_ok());
+        let failed = errors::body(&errors::fail(Class::Failed, "boot failed"));
+        let a = |i: u32, error: Option<errors::ErrorBody>| Attempt {
+            attempt: i,
+            vm: format!("run-{id}-{i}"),
+            command: "make".into(),
+            exit_code: error.is_none().then_some(0),
+            duration_ms: 1,
+            branch: Some(branch(&id, i as usize)),
+            commit: Some("c0ffee".into()),
+            files_changed: 1,
+            insertions: 2,
+            deletions: 0,
+            error,
+            stdout: Some(Capture::new(1).captured()),
+            stderr: None,
+        };
+        let r = Report {
+            run_id: id.clone(),
+            repository: "/src/x".into(),
+            base: "abc".into(),
+            duration_ms: 2,
+            kept: false,
+            attempts: vec![a(1, None), a(2, Some(failed))],
+        };
+        crate::schema::assert_shape("attempts", &serde_json::to_value(&r).unwrap());
+    }
+}

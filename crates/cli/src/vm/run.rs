@@ -331,6 +331,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_run_result_matches_its_schema() {
+        let c = Capture::new(2);
+        let r = RunReport {
+            vm: "run-1".into(),
+            exit_code: 3,
+            duration_ms: 10,
+            timings: vec![StageTiming {
+                stage: "boot".into(),
+                ms: 1,
+            }],
+            kept: false,
+            stdout: Some(c.captured()),
+            stderr: None,
+        };
+        crate::schema::assert_shape("run", &serde_json::to_value(&r).unwrap());
+    }
+
+    #[test]
     fn reads_the_hosts_memory() {
         assert_eq!(
             mem_total_mib("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),

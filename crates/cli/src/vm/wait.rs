@@ -239,6 +239,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_result_matches_its_schema() {
+        let w = Waited {
+            vm: "dev".into(),
+            condition: Condition::Port(80).to_string(),
+            state: "running".into(),
+            waited_ms: 5,
+        };
+        crate::schema::assert_shape("wait", &serde_json::to_value(&w).unwrap());
+    }
+
+    #[test]
     fn conditions_and_durations_parse() {
         assert_eq!("running".parse(), Ok(Condition::Running));
         assert_eq!("port:8000".parse(), Ok(Condition::Port(8000)));
