@@ -37,6 +37,8 @@ Exit status:
   0    success
   1    banger failed (the message says what failed and what to do next)
   2    the command line was refused
+  3    not found        4  already exists   5  invalid request
+  6    daemon unavailable   7  unauthorized   8  timeout (vm wait)
   130  interrupted (Ctrl-C)
   vm run, vm exec, vm ssh: the command's own status; vm run exits 125 when banger
   itself failed (including a refused command line), like docker run.

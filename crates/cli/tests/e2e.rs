@@ -12,6 +12,8 @@ use std::process::{Command, Output};
 
 #[path = "e2e_sections/agent.rs"]
 mod agent_section;
+#[path = "e2e_sections/agent_cli.rs"]
+mod agent_cli_section;
 #[path = "e2e_sections/cli.rs"]
 mod cli_section;
 #[path = "e2e_sections/faults.rs"]
@@ -218,6 +220,7 @@ fn end_to_end() {
         ("nosystemd", agent_section::debian_without_systemd),
         ("boot_bench", agent_section::boot_bench),
         ("net", net_section::net),
+        ("agent_cli", agent_cli_section::agent_cli),
         // Last: it leaves a database no banger of this version opens.
         ("schema", newer_schema_is_refused),
     ];
@@ -373,10 +376,10 @@ fn run_keep_ssh_delete(env: &Env) {
 
     // Bad input: clear errors, nothing changes.
     let dup = env.banger(&["vm", "create", "dev"]);
-    assert_eq!(dup.status.code(), Some(1));
+    assert_eq!(dup.status.code(), Some(4));
     assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
     let unknown = env.banger(&["vm", "ssh", "nope", "--", "true"]);
-    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(unknown.status.code(), Some(3));
     assert!(
         stderr(&unknown).contains("no VM named nope"),
         "{}",
@@ -395,10 +398,10 @@ fn run_keep_ssh_delete(env: &Env) {
         "{}",
         stderr(&bad_name)
     );
-    assert!(env.banger(&["vm", "delete", "nope"]).status.code() == Some(1));
+    assert!(env.banger(&["vm", "delete", "nope"]).status.code() == Some(3));
     // No Firecracker on this machine: an explicit --vmm firecracker is refused up front.
     let fc = env.banger(&["vm", "create", "fc", "--vmm", "firecracker"]);
-    assert_eq!(fc.status.code(), Some(1));
+    assert_eq!(fc.status.code(), Some(5));
     assert!(
         stderr(&fc).contains("--vmm firecracker cannot be used here"),
         "{}",
@@ -420,7 +423,7 @@ fn run_keep_ssh_delete(env: &Env) {
     };
     let before = boot_id(env);
     let refused = env.banger(&["vm", "delete", "dev"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("-f"), "{}", stderr(&refused));
     assert_eq!(boot_id(env), before, "a refused delete touched the VM");
 
@@ -1343,7 +1346,7 @@ fn catalog_kernels_register_promote(env: &Env) {
         "download debris left"
     );
     let unknown = env.banger_host(&["image", "pull", "nope"]);
-    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(unknown.status.code(), Some(3));
     assert!(
         stderr(&unknown).contains("deb-cat"),
         "lists what exists: {}",

@@ -9,7 +9,7 @@ use crate::app::App;
 use banger_model::{VmRecord, VmState};
 use banger_rpc::{CallCtx, Upgraded, VmEvent, WatchResult};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
 /// Events kept for a slow watcher before it is told it lagged.
@@ -73,9 +73,20 @@ pub fn watch(app: &App, ctx: &CallCtx) -> WatchResult {
     WatchResult { watching: true }
 }
 
-async fn relay(mut rx: broadcast::Receiver<VmEvent>, mut io: Upgraded) {
+async fn relay(mut rx: broadcast::Receiver<VmEvent>, io: Upgraded) {
+    let (mut r, mut w) = tokio::io::split(io);
+    // The client sends nothing; reading tells us when it left, so a watcher that is
+    // gone does not hold its connection until the next event.
+    let mut sink = [0u8; 256];
     loop {
-        let ev = match rx.recv().await {
+        let got = tokio::select! {
+            got = rx.recv() => got,
+            n = r.read(&mut sink) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        let ev = match got {
             Ok(ev) => ev,
             Err(broadcast::error::RecvError::Lagged(n)) => VmEvent {
                 at_ms: now_ms(),
@@ -90,7 +101,7 @@ async fn relay(mut rx: broadcast::Receiver<VmEvent>, mut io: Upgraded) {
             continue;
         };
         line.push(b'\n');
-        match tokio::time::timeout(WRITE_TIMEOUT, io.write_all(&line)).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
             Ok(Ok(())) => {}
             // The client left or stopped reading.
             _ => return,

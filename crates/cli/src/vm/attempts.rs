@@ -39,6 +39,8 @@ pub struct Plan {
     pub capture: bool,
     /// `--parallel N`.
     pub parallel: Option<u32>,
+    /// `--run-id`.
+    pub run_id: Option<String>,
     /// `--each` commands (shell lines).
     pub each: Vec<String>,
     /// The command after `--` (with `--parallel`).
@@ -112,7 +114,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<ExitCode> {
             .map(|c| (c.clone(), Request::from_argv(std::slice::from_ref(c))))
             .collect()
     };
-    let run_id = run_id();
+    let run_id = plan.run_id.clone().unwrap_or_else(run_id);
     for i in 1..=commands.len() {
         if !ws::valid_branch(&repo.root, &branch(&run_id, i)) {
             return Err(errors::fail(

@@ -65,6 +65,23 @@ fn parse_disk(s: &str) -> Result<u64, String> {
     Ok(d)
 }
 
+/// `--run-id`: usable in a VM name and a branch name alike.
+fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 20
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: a run id is 1 to 20 lower-case letters, digits and inner '-'"
+        ))
+    }
+}
+
 /// `vm list` / `banger ps`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -103,6 +120,10 @@ pub struct RunArgs {
     /// banger/<run-id>/<i> in that repository (work tree, index and HEAD untouched).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with_all = ["via_ssh", "name", "each"], requires = "path")]
     pub parallel: Option<u32>,
+    /// Name the parallel run (branches banger/<ID>/<i>, VMs run-<ID>-<i>): lower-case
+    /// letters, digits and '-', up to 20 [default: random].
+    #[arg(long, value_name = "ID", value_parser = parse_run_id)]
+    pub run_id: Option<String>,
     /// Like --parallel, one attempt per shell command given: --each 'make a' 'make b'.
     #[arg(long, num_args = 1.., value_name = "CMD", conflicts_with_all = ["via_ssh", "name"], requires = "path")]
     pub each: Vec<String>,
@@ -120,9 +141,13 @@ pub enum VmCmd {
     ///   banger vm run ./myrepo -- make test
     ///   banger vm run -- uname -a
     ///   banger vm run -p 8000:8000 --keep --name web -- python3 -m http.server 8000
+    ///   banger vm run --json --capture -- make test
+    ///   banger vm run ./myrepo --parallel 3 -- ./try-a-fix.sh
+    ///   banger vm run ./myrepo --each 'make CC=gcc' 'make CC=clang'
     ///
     /// Exit status: the command's; 125 when banger itself failed (including a
-    /// refused command line).
+    /// refused command line). --parallel/--each: 0 when every command exited 0, 1 when
+    /// one did not, 125 when banger failed for one.
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Create and boot a long-lived VM, optionally shipping a repository into it.

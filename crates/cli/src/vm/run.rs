@@ -187,6 +187,7 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
         via_ssh,
         capture,
         parallel,
+        run_id,
         each,
         command,
     } = a;
@@ -200,10 +201,17 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
             keep,
             capture,
             parallel,
+            run_id,
             each,
             command,
         })
         .await;
+    }
+    if run_id.is_some() {
+        return Err(crate::errors::fail(
+            Class::Usage,
+            "--run-id names a --parallel or --each run",
+        ));
     }
     if capture && command.is_empty() {
         return Err(crate::errors::fail(

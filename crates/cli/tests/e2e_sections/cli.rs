@@ -297,7 +297,7 @@ pub fn cli_as_users_expect_it(env: &Env) {
     assert!(stdout(&env.banger(&["ps"])).contains("127.0.0.1:18080->8000/tcp"));
     // vm port-forward adds one at run time; a taken host port is refused.
     let taken = env.banger(&["vm", "port-forward", "cz1", &format!("{HOST_PORT}:80")]);
-    assert_eq!(taken.status.code(), Some(1), "{}", stderr(&taken));
+    assert_eq!(taken.status.code(), Some(5), "{}", stderr(&taken));
     let added = env.banger(&["vm", "port-forward", "web", "18081:8000"]);
     assert!(added.status.success(), "{}", stderr(&added));
     let url = "http://127.0.0.1:18081/";
@@ -312,9 +312,9 @@ pub fn cli_as_users_expect_it(env: &Env) {
     assert_eq!(hi, b"hi\r\n", "{hi:?}");
 
     // Several names at once: one failure (nope) does not stop the others; the
-    // status is 1. A stopped VM's published port is closed.
+    // status is the failure's class (3, not found). A stopped VM's published port is closed.
     let stopped = env.banger(&["vm", "stop", "web", "nope", "cz1"]);
-    assert_eq!(stopped.status.code(), Some(1), "{}", stderr(&stopped));
+    assert_eq!(stopped.status.code(), Some(3), "{}", stderr(&stopped));
     assert!(stderr(&stopped).contains("no VM named nope"));
     assert_eq!(env.show("web")["state"], "stopped");
     assert!(!env.curl_published().status.success(), "port still open");
