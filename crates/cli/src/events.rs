@@ -45,7 +45,8 @@ impl Watch {
                  is the daemon healthy? see banger daemon logs"
             );
         }
-        let ev = serde_json::from_slice(&line).context("the daemon sent an event that is not JSON")?;
+        let ev =
+            serde_json::from_slice(&line).context("the daemon sent an event that is not JSON")?;
         Ok(Some(ev))
     }
 }

@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[path = "e2e_sections/agent.rs"]
-mod agent_section;
 #[path = "e2e_sections/agent_cli.rs"]
 mod agent_cli_section;
+#[path = "e2e_sections/agent.rs"]
+mod agent_section;
 #[path = "e2e_sections/cli.rs"]
 mod cli_section;
 #[path = "e2e_sections/faults.rs"]

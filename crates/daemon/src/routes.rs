@@ -7,12 +7,12 @@ use crate::app::App;
 use crate::error::DaemonError;
 use crate::{catalog, flatten, images, kernels, vm};
 use banger_rpc::{
-    CallCtx, CatalogList, EventsWatch, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
-    ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList, KernelPull,
-    KernelShow, NetworkDown, NetworkShow, OperationsList, Ping, PingResult, Router, RouterError,
-    SshConfig, SshConfigInfo, VmCreate, VmDelete, VmExec, VmHostKey, VmInfo, VmKill, VmList,
-    VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats,
-    VmStop, VmWorkspaceRecord,
+    CallCtx, CatalogList, EventsWatch, ImageBuild, ImageCachePrune, ImageDelete, ImageList,
+    ImagePromote, ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList,
+    KernelPull, KernelShow, NetworkDown, NetworkShow, OperationsList, Ping, PingResult, Router,
+    RouterError, SshConfig, SshConfigInfo, VmCreate, VmDelete, VmExec, VmHostKey, VmInfo, VmKill,
+    VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart,
+    VmStats, VmStop, VmWorkspaceRecord,
 };
 use std::sync::Arc;
 
@@ -54,7 +54,9 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
         pid: std::process::id(),
     }));
     route!(r, app, OperationsList, |a, _c, _p| Ok(a.ops.list()));
-    route!(r, app, EventsWatch, |a, c, _p| Ok(crate::events::watch(&a, &c)));
+    route!(r, app, EventsWatch, |a, c, _p| Ok(crate::events::watch(
+        &a, &c
+    )));
 
     // Host networking, ssh files, host keys.
     route!(r, app, NetworkShow, |a, _c, _p| crate::network::show(&a)

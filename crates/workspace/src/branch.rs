@@ -66,7 +66,10 @@ pub fn commit_patch(
         )?;
     }
     let tree = text(run(&["write-tree"], None)?);
-    let commit = text(run(&["commit-tree", &tree, "-p", base, "-m", message], None)?);
+    let commit = text(run(
+        &["commit-tree", &tree, "-p", base, "-m", message],
+        None,
+    )?);
     let refname = format!("refs/heads/{branch}");
     // The empty old value: create only, never move an existing branch.
     run(&["update-ref", &refname, &commit, ""], None)?;
@@ -103,7 +106,10 @@ fn plumbing(
     stdin: Option<&[u8]>,
 ) -> Result<Vec<u8>, WorkspaceError> {
     let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(repo).args(args).env("GIT_INDEX_FILE", index);
+    cmd.arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_INDEX_FILE", index);
     if git(repo, &["var", "GIT_COMMITTER_IDENT"]).is_err() {
         for (k, v) in [
             ("GIT_AUTHOR_NAME", "banger"),
@@ -172,7 +178,10 @@ mod tests {
         std::fs::create_dir(&host).unwrap();
         sh(&host, "git init -q -b main && echo one > a.txt && printf '\\0\\1' > bin && git add . && git commit -qm base && echo dirty >> a.txt && echo staged > s.txt && git add s.txt");
         let base = sh(&host, "git rev-parse HEAD");
-        let before = sh(&host, "cat .git/index | sha256sum; cat .git/HEAD; git status --porcelain; cat a.txt");
+        let before = sh(
+            &host,
+            "cat .git/index | sha256sum; cat .git/HEAD; git status --porcelain; cat a.txt",
+        );
         // The "guest": a copy that changes, adds, removes and writes binary.
         let guest = d.path().join("guest");
         sh(d.path(), "git clone -q host guest");
@@ -181,7 +190,13 @@ mod tests {
         let patch = Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert!(patch.status.success());
         let c = commit_patch(&host, &base, &patch.stdout, "banger/r1/1", "attempt 1").unwrap();
-        assert_eq!(before, sh(&host, "cat .git/index | sha256sum; cat .git/HEAD; git status --porcelain; cat a.txt"));
+        assert_eq!(
+            before,
+            sh(
+                &host,
+                "cat .git/index | sha256sum; cat .git/HEAD; git status --porcelain; cat a.txt"
+            )
+        );
         assert_eq!(sh(&host, "git rev-parse banger/r1/1"), c.commit);
         assert_eq!(sh(&host, "git rev-parse banger/r1/1^"), base);
         assert_eq!(

@@ -210,7 +210,11 @@ fn print_report(r: &Report) {
         }
         for (what, c) in [("stdout", &a.stdout), ("stderr", &a.stderr)] {
             if let Some(c) = c.as_ref().filter(|c| c.bytes > 0) {
-                println!("--- attempt {} {what}{}", a.attempt, if c.truncated { " (truncated)" } else { "" });
+                println!(
+                    "--- attempt {} {what}{}",
+                    a.attempt,
+                    if c.truncated { " (truncated)" } else { "" }
+                );
                 print!("{}", c.text);
                 if !c.text.ends_with('\n') {
                     println!();
@@ -218,7 +222,11 @@ fn print_report(r: &Report) {
             }
         }
     }
-    let branches: Vec<&str> = r.attempts.iter().filter_map(|a| a.branch.as_deref()).collect();
+    let branches: Vec<&str> = r
+        .attempts
+        .iter()
+        .filter_map(|a| a.branch.as_deref())
+        .collect();
     if let [a, b, ..] = branches[..] {
         output::hint(format!("compare: git diff {a} {b}"));
     }
@@ -265,9 +273,13 @@ impl One<'_> {
         };
         let op = new_op_id();
         let (mut out, mut err) = (Capture::new(DEFAULT_CAP), Capture::new(DEFAULT_CAP));
-        let r = self.attempt(&name, &op, req, &mut out, &mut err, &mut a).await;
+        let r = self
+            .attempt(&name, &op, req, &mut out, &mut err, &mut a)
+            .await;
         if let Err(e) = r {
-            a.error = Some(errors::body(&e.context(format!("attempt {} ({name})", self.index))));
+            a.error = Some(errors::body(
+                &e.context(format!("attempt {} ({name})", self.index)),
+            ));
         }
         if self.capture {
             a.stdout = Some(out.captured());
@@ -296,12 +308,9 @@ impl One<'_> {
         req.cwd = Some(w.guest_path.clone());
         let code = exec::run_to(name, req, Input::Null, out, err).await?;
         a.exit_code = Some(code);
-        let patch = workspace::export_patch(
-            name,
-            ws::export_script(&w.guest_path, &w.head),
-            MAX_PATCH,
-        )
-        .await?;
+        let patch =
+            workspace::export_patch(name, ws::export_script(&w.guest_path, &w.head), MAX_PATCH)
+                .await?;
         let b = branch(self.run_id, self.index);
         let message = format!(
             "banger run {} attempt {}: {} (exit {code})\n\nVM {name}, base {}",

@@ -1,11 +1,10 @@
 //! `vm create` and `vm run` (create, ship the repository, run, delete).
 
 use super::cmd::{RunArgs, Sizes};
-use crate::capture::{Capture, Captured, DEFAULT_CAP};
-use crate::errors::Class;
-use serde::Serialize;
 use super::shell::{run_ssh, ssh_info};
 use super::EXIT_BANGER_FAILED;
+use crate::capture::{Capture, Captured, DEFAULT_CAP};
+use crate::errors::Class;
 use crate::exec::{self, Input, Request};
 use crate::workspace::Via;
 use crate::{daemon, output, ssh, ui, workspace};
@@ -14,6 +13,7 @@ use banger_rpc::{
     Client, ClientError, ErrorCode, StageTiming, VmCreate, VmCreateParams, VmDelete,
     VmDeleteParams, VmInfo,
 };
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -44,7 +44,9 @@ impl FromStr for Condition {
         if let Some(p) = s.strip_prefix("port:") {
             return match p.parse::<u16>() {
                 Ok(n) if n > 0 => Ok(Condition::Port(n)),
-                _ => Err(format!("{p:?} is not a TCP port (1 to 65535), e.g. port:8000")),
+                _ => Err(format!(
+                    "{p:?} is not a TCP port (1 to 65535), e.g. port:8000"
+                )),
             };
         }
         if let Some(f) = s.strip_prefix("file:") {

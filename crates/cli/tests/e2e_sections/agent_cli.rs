@@ -102,7 +102,10 @@ fn schemas_and_classes(env: &Env) {
     );
     json_out(&env.banger(&["kernel", "list", "--json"]), "kernel_list");
     json_out(&env.banger(&["operations", "--json"]), "operations");
-    json_out(&env.banger(&["daemon", "status", "--json"]), "daemon_status");
+    json_out(
+        &env.banger(&["daemon", "status", "--json"]),
+        "daemon_status",
+    );
     json_out(&env.banger(&["version", "--json"]), "version");
     // BANGER_OUTPUT=json is --json.
     let mut c = env.cmd(true, &["vm", "show", "aj"]);
@@ -110,12 +113,33 @@ fn schemas_and_classes(env: &Env) {
     json_out(&c.output().unwrap(), "vm");
 
     // One JSON error and one exit status per class.
-    json_err(&env.banger(&["vm", "show", "nope", "--json"]), "not_found", 3);
-    json_err(&env.banger(&["vm", "create", "aj", "--json"]), "already_exists", 4);
-    json_err(&env.banger(&["vm", "list", "--bogus", "--json"]), "usage", 2);
+    json_err(
+        &env.banger(&["vm", "show", "nope", "--json"]),
+        "not_found",
+        3,
+    );
+    json_err(
+        &env.banger(&["vm", "create", "aj", "--json"]),
+        "already_exists",
+        4,
+    );
+    json_err(
+        &env.banger(&["vm", "list", "--bogus", "--json"]),
+        "usage",
+        2,
+    );
     json_err(&env.banger(&["vm", "delete", "aj", "--json"]), "invalid", 5);
     json_err(
-        &env.banger(&["vm", "wait", "aj", "--for", "file:/nonexistent", "--timeout", "3s", "--json"]),
+        &env.banger(&[
+            "vm",
+            "wait",
+            "aj",
+            "--for",
+            "file:/nonexistent",
+            "--timeout",
+            "3s",
+            "--json",
+        ]),
         "timeout",
         8,
     );
@@ -185,9 +209,24 @@ impl Drop for Child {
 fn events_and_wait(env: &Env) {
     let events = Child::spawn(env, &["events", "--json"]);
     std::thread::sleep(Duration::from_secs(2)); // let it subscribe
-    assert!(env.banger(&["vm", "create", "ev", "--no-start"]).status.success());
+    assert!(env
+        .banger(&["vm", "create", "ev", "--no-start"])
+        .status
+        .success());
     // vm wait --for running, started before the VM starts: woken by the event.
-    let mut waiter = Child::spawn(env, &["vm", "wait", "ev", "--for", "running", "--json", "--timeout", "10m"]);
+    let mut waiter = Child::spawn(
+        env,
+        &[
+            "vm",
+            "wait",
+            "ev",
+            "--for",
+            "running",
+            "--json",
+            "--timeout",
+            "10m",
+        ],
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(env.banger(&["vm", "start", "ev"]).status.success());
     let w: Value = serde_json::from_str(&waiter.line(Duration::from_secs(60)).unwrap()).unwrap();
@@ -195,15 +234,27 @@ fn events_and_wait(env: &Env) {
     assert_eq!(w["state"], "running");
     assert!(waiter.child.wait().unwrap().success());
     // file: and port: conditions.
-    let file = Child::spawn(env, &["vm", "wait", "ev", "--for", "file:/root/ready", "--json"]);
+    let file = Child::spawn(
+        env,
+        &["vm", "wait", "ev", "--for", "file:/root/ready", "--json"],
+    );
     std::thread::sleep(Duration::from_secs(3));
-    assert!(env.banger(&["vm", "ssh", "ev", "--", "touch", "/root/ready"]).status.success());
+    assert!(env
+        .banger(&["vm", "ssh", "ev", "--", "touch", "/root/ready"])
+        .status
+        .success());
     let f: Value = serde_json::from_str(&file.line(Duration::from_secs(60)).unwrap()).unwrap();
     assert_eq!(f["condition"], "file:/root/ready");
     let server = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 8123))\ns.listen(1)\nimport time\ntime.sleep(600)\n";
-    let start = format!("printf %s {} > /root/s.py && setsid -f python3 /root/s.py >/dev/null 2>&1 </dev/null", banger_quote(server));
+    let start = format!(
+        "printf %s {} > /root/s.py && setsid -f python3 /root/s.py >/dev/null 2>&1 </dev/null",
+        banger_quote(server)
+    );
     let port = Child::spawn(env, &["vm", "wait", "ev", "--for", "port:8123", "--json"]);
-    assert!(env.banger(&["vm", "ssh", "ev", "--", &start]).status.success());
+    assert!(env
+        .banger(&["vm", "ssh", "ev", "--", &start])
+        .status
+        .success());
     let p: Value = serde_json::from_str(&port.line(Duration::from_secs(60)).unwrap()).unwrap();
     assert_eq!(p["condition"], "port:8123");
     // --for stopped, then the events seen.
@@ -228,7 +279,11 @@ fn events_and_wait(env: &Env) {
         ["creating", "stopped", "creating", "running", "stopped", "deleted"]
     );
     // Waiting on a VM that does not exist fails at once.
-    json_err(&env.banger(&["vm", "wait", "nope", "--for", "running", "--json"]), "not_found", 3);
+    json_err(
+        &env.banger(&["vm", "wait", "nope", "--for", "running", "--json"]),
+        "not_found",
+        3,
+    );
 }
 
 /// `s` single-quoted for a POSIX shell.
@@ -238,7 +293,13 @@ fn banger_quote(s: &str) -> String {
 
 fn run_json(env: &Env) {
     let o = env.banger(&[
-        "vm", "run", "--json", "--capture", "--", "sh", "-c",
+        "vm",
+        "run",
+        "--json",
+        "--capture",
+        "--",
+        "sh",
+        "-c",
         "echo hi; echo oops >&2; head -c 1500000 /dev/zero | tr '\\0' x; exit 3",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
@@ -259,7 +320,10 @@ fn run_json(env: &Env) {
 }
 
 fn parallel_attempts(env: &Env) {
-    let dir = tempfile::Builder::new().prefix("banger-attempts-").tempdir_in("/var/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("banger-attempts-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -276,9 +340,25 @@ fn parallel_attempts(env: &Env) {
     // Attempt i writes i and exits i % 2 (the VM name ends in -i).
     let cmd = "n=$(hostname); n=${n##*-}; echo $n > out.txt; exit $((n % 2))";
     // Attempt 2 cannot be created (its name is taken): it fails alone.
-    assert!(env.banger(&["vm", "create", "run-pa-2", "--no-start"]).status.success());
+    assert!(env
+        .banger(&["vm", "create", "run-pa-2", "--no-start"])
+        .status
+        .success());
     let t = Instant::now();
-    let o = env.banger(&["vm", "run", repo_s, "--parallel", "3", "--run-id", "pa", "--json", "--", "sh", "-c", cmd]);
+    let o = env.banger(&[
+        "vm",
+        "run",
+        repo_s,
+        "--parallel",
+        "3",
+        "--run-id",
+        "pa",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        cmd,
+    ]);
     let parallel_wall = t.elapsed();
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -293,10 +373,19 @@ fn parallel_attempts(env: &Env) {
     for i in [1, 3] {
         let b = format!("banger/pa/{i}");
         assert_eq!(a[i - 1]["branch"], b.as_str());
-        assert_eq!(git(&repo, &["show", &format!("{b}:out.txt")]), format!("{i}\n"));
+        assert_eq!(
+            git(&repo, &["show", &format!("{b}:out.txt")]),
+            format!("{i}\n")
+        );
         // The guest's tree: the shipped files as they were (uncommitted changes too).
-        assert_eq!(git(&repo, &["show", &format!("{b}:README")]), "base\nlocal edit\n");
-        assert_eq!(git(&repo, &["rev-parse", &format!("{b}^")]).trim(), r["base"].as_str().unwrap());
+        assert_eq!(
+            git(&repo, &["show", &format!("{b}:README")]),
+            "base\nlocal edit\n"
+        );
+        assert_eq!(
+            git(&repo, &["rev-parse", &format!("{b}^")]).trim(),
+            r["base"].as_str().unwrap()
+        );
     }
     let diff = git(&repo, &["diff", "--stat", "banger/pa/1", "banger/pa/3"]);
     assert!(diff.contains("out.txt | 2 +-"), "{diff}");
@@ -308,13 +397,36 @@ fn parallel_attempts(env: &Env) {
     env.assert_nothing_left();
 
     // --each with a table; the same run id is refused (its branches exist).
-    let o = env.banger(&["vm", "run", repo_s, "--each", "echo a > a.txt", "rm README; exit 4"]);
+    let o = env.banger(&[
+        "vm",
+        "run",
+        repo_s,
+        "--each",
+        "echo a > a.txt",
+        "rm README; exit 4",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let table = stdout(&o);
-    assert!(table.starts_with("ATTEMPT   EXIT   DURATION   FILES   +/-   BRANCH"), "{table}");
-    assert!(table.lines().nth(2).unwrap().split_whitespace().nth(1) == Some("4"), "{table}");
+    assert!(
+        table.starts_with("ATTEMPT   EXIT   DURATION   FILES   +/-   BRANCH"),
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(2).unwrap().split_whitespace().nth(1) == Some("4"),
+        "{table}"
+    );
     assert_eq!(before, checkout_fingerprint(&repo), "the checkout changed");
-    let again = env.banger(&["vm", "run", repo_s, "--parallel", "1", "--run-id", "pa", "--", "true"]);
+    let again = env.banger(&[
+        "vm",
+        "run",
+        repo_s,
+        "--parallel",
+        "1",
+        "--run-id",
+        "pa",
+        "--",
+        "true",
+    ]);
     assert_ne!(again.status.code(), Some(0));
     env.assert_nothing_left();
 
@@ -325,7 +437,10 @@ fn parallel_attempts(env: &Env) {
     assert!(p.status.success(), "{}", stderr(&p));
     let t = Instant::now();
     for _ in 0..3 {
-        assert!(env.banger(&["vm", "run", repo_s, "--", "true"]).status.success());
+        assert!(env
+            .banger(&["vm", "run", repo_s, "--", "true"])
+            .status
+            .success());
     }
     let seq = t.elapsed();
     eprintln!(
