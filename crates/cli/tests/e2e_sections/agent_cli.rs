@@ -197,6 +197,22 @@ impl Child {
     fn line(&self, within: Duration) -> Option<String> {
         self.lines.recv_timeout(within).ok()
     }
+
+    /// Everything it printed, once it closed its stdout (it exited), as one JSON
+    /// document.
+    fn doc(&self, within: Duration) -> Value {
+        let end = Instant::now() + within;
+        let mut text = String::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => text.push_str(&l),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("no result within {within:?} ({e}): {text}"),
+            }
+        }
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
 }
 
 impl Drop for Child {
@@ -229,7 +245,7 @@ fn events_and_wait(env: &Env) {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert!(env.banger(&["vm", "start", "ev"]).status.success());
-    let w: Value = serde_json::from_str(&waiter.line(Duration::from_secs(60)).unwrap()).unwrap();
+    let w = waiter.doc(Duration::from_secs(120));
     assert_shape("wait", &w);
     assert_eq!(w["state"], "running");
     assert!(waiter.child.wait().unwrap().success());
@@ -243,7 +259,7 @@ fn events_and_wait(env: &Env) {
         .banger(&["vm", "ssh", "ev", "--", "touch", "/root/ready"])
         .status
         .success());
-    let f: Value = serde_json::from_str(&file.line(Duration::from_secs(60)).unwrap()).unwrap();
+    let f = file.doc(Duration::from_secs(120));
     assert_eq!(f["condition"], "file:/root/ready");
     let server = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 8123))\ns.listen(1)\nimport time\ntime.sleep(600)\n";
     let start = format!(
@@ -255,12 +271,12 @@ fn events_and_wait(env: &Env) {
         .banger(&["vm", "ssh", "ev", "--", &start])
         .status
         .success());
-    let p: Value = serde_json::from_str(&port.line(Duration::from_secs(60)).unwrap()).unwrap();
+    let p = port.doc(Duration::from_secs(120));
     assert_eq!(p["condition"], "port:8123");
     // --for stopped, then the events seen.
     let stopped = Child::spawn(env, &["vm", "wait", "ev", "--for", "stopped", "--json"]);
     assert!(env.banger(&["vm", "stop", "ev"]).status.success());
-    let s: Value = serde_json::from_str(&stopped.line(Duration::from_secs(60)).unwrap()).unwrap();
+    let s = stopped.doc(Duration::from_secs(120));
     assert_eq!(s["state"], "stopped");
     assert!(env.banger(&["vm", "delete", "ev"]).status.success());
     let mut seen = vec![];
