@@ -363,6 +363,10 @@ async fn catalog(c: &mut Client, images: bool) -> anyhow::Result<ExitCode> {
 /// `banger kernel …`.
 pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> {
     let summary = |k: &KernelInfo, done: &str| {
+        if output::json() {
+            let _ = output::print_json(k);
+            return;
+        }
         println!(
             "{done} kernel {} (release {}, {})",
             k.name,

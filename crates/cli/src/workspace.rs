@@ -55,7 +55,10 @@ pub async fn prepare(
         host_path: repo.root.display().to_string(),
         guest_path,
         head: repo.head.clone(),
-        prepared_at: 0,
+        prepared_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
     };
     // A fresh connection: shipping a big repository can outlast the daemon's idle
     // timeout on `c`, which the caller keeps using afterwards.

@@ -147,7 +147,10 @@ pub async fn workspace(c: &mut Client, cmd: WorkspaceCmd) -> anyhow::Result<Exit
             } else {
                 Via::Agent
             };
-            workspace::prepare(c, &name, via, &path, guest_path.as_deref()).await?;
+            let w = workspace::prepare(c, &name, via, &path, guest_path.as_deref()).await?;
+            if crate::output::json() {
+                crate::output::print_json(&w)?;
+            }
         }
         WorkspaceCmd::Export {
             name,
