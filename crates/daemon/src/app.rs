@@ -87,6 +87,8 @@ pub struct App {
     pub state_lock: Option<banger_rpc::StateLock>,
     /// Listeners of published ports, per running VM.
     pub forwards: crate::vm::forward::Forwards,
+    /// One lock per image id for its warm snapshots (make, remove).
+    warm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl App {
@@ -120,6 +122,7 @@ impl App {
             ops: Operations::default(),
             state_lock: None,
             forwards: Default::default(),
+            warm_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +134,12 @@ impl App {
             )
         })?;
         Ok(f(&guard)?)
+    }
+
+    /// The lock of image `id`'s warm snapshots.
+    pub fn warm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.warm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string()).or_default().clone()
     }
 
     /// The lock for VM `name`.

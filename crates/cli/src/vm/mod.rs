@@ -3,7 +3,7 @@
 //! restart, kill, set, delete, prune), [`inspect`] (list, show, ports, stats),
 //! [`console`] (logs), [`shell`] (ssh, exec, workspaces) and [`cp`].
 
-mod cmd;
+pub(crate) mod cmd;
 mod console;
 mod cp;
 mod inspect;
