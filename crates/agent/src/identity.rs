@@ -33,33 +33,50 @@ pub fn apply(id: &Identity) -> Result<Done, ErrorReply> {
         )
     };
     let v = Checked::from(id).map_err(|m| ErrorReply::new(ErrorKind::Invalid, m))?;
+    let t0 = std::time::Instant::now();
+    let mut marks: Vec<(&str, u128)> = vec![];
+    let mut mark = |what: &'static str| marks.push((what, t0.elapsed().as_micros()));
     set_clock(id.time_ns).map_err(|e| fail("setting the clock", e))?;
+    mark("clock");
     reseed(&v.entropy).map_err(|e| fail("reseeding the random pool", e))?;
+    mark("entropy");
     sys::set_hostname(&id.hostname).map_err(|e| fail("setting the hostname", e))?;
+    mark("sethostname");
     write_file(
         Path::new("/etc/hostname"),
         &format!("{}\n", id.hostname),
         0o644,
     )
     .map_err(|e| fail("writing /etc/hostname", e))?;
+    mark("hostname");
     write_file(
         Path::new("/etc/machine-id"),
         &format!("{}\n", id.machine_id),
         0o444,
     )
     .map_err(|e| fail("writing /etc/machine-id", e))?;
+    mark("machine-id");
     replace_boot_id(&id.boot_id).map_err(|e| fail("replacing the boot id", e))?;
+    mark("boot-id");
     netconf::reconfigure("eth0", v.mac, v.ip, v.prefix, v.gateway)
         .map_err(|e| fail("reconfiguring eth0", e))?;
+    mark("net");
     if !id.dns.is_empty() {
         let servers: Vec<std::net::IpAddr> = id.dns.iter().filter_map(|s| s.parse().ok()).collect();
         crate::init::write_resolv_conf(Path::new("/etc"), &servers)
             .map_err(|e| fail("writing /etc/resolv.conf", e))?;
     }
     if let Some(key) = &id.host_key {
-        crate::sshd::replace_host_key(key).map_err(|e| fail("replacing the ssh host key", e))?;
+        crate::sshd::replace_host_key(key, id.host_key_public.as_deref())
+            .map_err(|e| fail("replacing the ssh host key", e))?;
     }
-    crate::init::log(&format!("took the identity of {}", id.hostname));
+    mark("keys");
+    let steps: Vec<String> = marks.iter().map(|(w, us)| format!("{w} {us} us")).collect();
+    crate::init::log(&format!(
+        "took the identity of {} ({})",
+        id.hostname,
+        steps.join(", ")
+    ));
     Ok(Done::default())
 }
 
@@ -224,6 +241,7 @@ mod tests {
             entropy: "00ff".repeat(16),
             time_ns: 1,
             host_key: None,
+            host_key_public: None,
         }
     }
 

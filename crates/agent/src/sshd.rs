@@ -65,44 +65,25 @@ fn start(has_keygen: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A restored guest's new host key: written in place of the template's, its public
-/// half derived with ssh-keygen, and the running sshd (if any) told to reload
-/// (SIGHUP makes sshd re-execute itself, reading its host keys again).
-pub fn replace_host_key(private: &str) -> std::io::Result<()> {
+/// A restored guest's new host key: written in place of the template's with its
+/// public half (both made by the host), and the running sshd (if any) told to
+/// reload (SIGHUP makes sshd re-execute itself, reading its host keys again).
+pub fn replace_host_key(private: &str, public: Option<&str>) -> std::io::Result<()> {
     use crate::identity::write_file;
     if private.len() > 16 << 10 || !private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
         return Err(std::io::Error::other("not an OpenSSH private key"));
     }
+    let public = public
+        .filter(|p| p.len() < 1024 && p.starts_with("ssh-") && !p.contains(['\n', '\r', '\0']));
     std::fs::create_dir_all("/etc/ssh")?;
     write_file(Path::new(HOST_KEY), private, 0o600)?;
-    // The public half, derived by ssh-keygen through the reaper (the init reaps every
-    // child; a plain wait would race it). No ssh-keygen: nothing reads the public half.
-    let public = format!("{HOST_KEY}.pub");
-    let _ = std::fs::remove_file(&public);
-    if std::fs::metadata(KEYGEN).is_ok() {
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&public)?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        reap::spawn(
-            reap::command(KEYGEN)
-                .args(["-y", "-f", HOST_KEY])
-                .stdout(out)
-                .stderr(std::process::Stdio::null()),
-            Box::new(move |status| {
-                let _ = tx.send(status);
-            }),
-        )?;
-        let ok = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .is_ok_and(|s| s == 0);
-        if !ok {
-            return Err(std::io::Error::other(
-                "ssh-keygen could not derive the new key's public half",
-            ));
+    let public_path = format!("{HOST_KEY}.pub");
+    match public {
+        Some(line) => write_file(Path::new(&public_path), &format!("{line}\n"), 0o644)?,
+        // Without it, a stale public half must not describe the new key.
+        None => {
+            let _ = std::fs::remove_file(&public_path);
         }
-        std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     }
     for pid in listening_sshd() {
         // SAFETY: kill(2) of a process we just found by its executable.

@@ -158,6 +158,11 @@ pub struct Identity {
     /// the key alone.
     #[serde(default)]
     pub host_key: Option<String>,
+    /// The public half of `host_key` (`ssh-ed25519 AAAA…`), written beside it (the
+    /// host made the pair; deriving it in the guest would cost a process under
+    /// emulation).
+    #[serde(default)]
+    pub host_key_public: Option<String>,
 }
 
 /// A process to run. The acceptor answers [`Control::Started`] (or [`Control::Error`]),

@@ -189,7 +189,7 @@ async fn run(
 
     progress.stage("checksum");
     let st = staging.to_path_buf();
-    let (state_len, state_sha256, overlay_len, work_len) =
+    let (state_len, state_crc32, overlay_len, work_len) =
         blocking("snapshot checksum", move || {
             let len = |f: &str| {
                 let p = st.join(f);
@@ -197,10 +197,10 @@ async fn run(
                     .map(|m| m.len())
                     .map_err(DaemonError::io("reading", &p))
             };
-            let sha = super::restore::sha256_file(&st.join(files::STATE))?;
+            let sum = super::restore::checksum_file(&st.join(files::STATE))?;
             Ok((
                 len(files::STATE)?,
-                sha,
+                sum,
                 len(files::OVERLAY)?,
                 len(files::WORK)?,
             ))
@@ -211,7 +211,7 @@ async fn run(
         binding,
         cmdline: spec.cmdline,
         state_len,
-        state_sha256,
+        state_crc32,
         overlay_len,
         work_len,
         created_at: now_secs(),

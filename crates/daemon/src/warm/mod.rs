@@ -55,8 +55,8 @@ pub struct Manifest {
     pub cmdline: String,
     /// Length of [`files::STATE`].
     pub state_len: u64,
-    /// SHA-256 of [`files::STATE`], lowercase hex.
-    pub state_sha256: String,
+    /// CRC-32 of [`files::STATE`], 8 lowercase hex digits.
+    pub state_crc32: String,
     /// Length of [`files::OVERLAY`].
     pub overlay_len: u64,
     /// Length of [`files::WORK`].
