@@ -21,6 +21,8 @@ mod net_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
+#[path = "e2e_sections/warm.rs"]
+mod warm_section;
 
 struct Env {
     home: tempfile::TempDir,
@@ -218,6 +220,8 @@ fn end_to_end() {
         ("nosystemd", agent_section::debian_without_systemd),
         ("boot_bench", agent_section::boot_bench),
         ("net", net_section::net),
+        // Ends by deleting the default image (image delete removes its snapshots).
+        ("warm", warm_section::warm),
         // Last: it leaves a database no banger of this version opens.
         ("schema", newer_schema_is_refused),
     ];

@@ -310,13 +310,16 @@ fn identity(app: &App, rec: &VmRecord, p: &Prepared) -> banger_channel::Identity
         .map(ToString::to_string)
         .collect();
     let hex = super::make::random_hex;
+    // A version 4 UUID: random but for the version nibble and the variant bits.
     let b = hex(16);
+    let variant = ["8", "9", "a", "b"][usize::from(b.as_bytes()[16]) % 4];
     let boot_id = format!(
-        "{}-{}-4{}-{}-{}",
+        "{}-{}-4{}-{}{}-{}",
         &b[0..8],
         &b[8..12],
         &b[13..16],
-        &b[16..20],
+        variant,
+        &b[17..20],
         &b[20..32]
     );
     let time_ns = std::time::SystemTime::now()
