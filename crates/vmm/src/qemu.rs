@@ -441,6 +441,28 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_loads_the_state_and_a_template_reaches_no_network() {
+        let q = Qemu {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 1,
+        };
+        let mut s = spec();
+        assert!(!q.args(&s).contains(&"-incoming".to_string()));
+        s.restore = Some(PathBuf::from("/state/it's here/state.bin"));
+        let a = q.args(&s);
+        let i = a.iter().position(|x| x == "-incoming").unwrap();
+        assert_eq!(a[i + 1], r"exec:cat '/state/it'\''s here/state.bin'");
+        assert!(a.ends_with(&["-daemonize".to_string()]));
+        s.net.as_mut().unwrap().unplugged = true;
+        let a = q.args(&s).join(" ");
+        assert!(a.contains("-netdev hubport,id=net0,hubid=0"), "{a}");
+        assert!(!a.contains("ifname="), "{a}");
+        // The device (and its MAC) is there all the same: the restored machine has it.
+        assert!(a.contains("virtio-net-device,netdev=net0,mac=06:ba:ac:1e:00:02"));
+    }
+
+    #[test]
     fn kvm_uses_host_cpu() {
         let q = Qemu {
             binary: "q".into(),

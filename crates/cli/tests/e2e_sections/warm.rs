@@ -125,7 +125,11 @@ pub fn warm(env: &Env) {
     let run = env.banger(&["vm", "run", "--timings", "--", "sh", "-c", "echo restored"]);
     let warm_s = t.elapsed().as_secs_f64();
     assert_eq!(stdout(&run), "restored\n", "{}", stderr(&run));
-    assert!(timed(&stderr(&run), "restore"), "no restore stage: {}", stderr(&run));
+    assert!(
+        timed(&stderr(&run), "restore"),
+        "no restore stage: {}",
+        stderr(&run)
+    );
     assert!(!stderr(&run).contains("warning"), "{}", stderr(&run));
     eprintln!("warm: vm run -- true cold {cold_s:.2} s, from the warm snapshot {warm_s:.2} s (printed, not asserted)");
     env.assert_nothing_left();
@@ -139,18 +143,36 @@ pub fn warm(env: &Env) {
     assert!(a.status.success(), "{}", stderr(&a));
     assert!(b.status.success(), "{}", stderr(&b));
     for n in ["wa", "wb"] {
-        assert!(stages(env, n).contains(&"restore".to_string()), "{n} booted cold");
+        assert!(
+            stages(env, n).contains(&"restore".to_string()),
+            "{n} booted cold"
+        );
     }
     let (sa, sb) = (identity_of(env, "wa"), identity_of(env, "wb"));
-    let what = ["hostname", "MAC", "IP", "machine-id", "boot id", "host key", "urandom"];
+    let what = [
+        "hostname",
+        "MAC",
+        "IP",
+        "machine-id",
+        "boot id",
+        "host key",
+        "urandom",
+    ];
     for (i, w) in what.iter().enumerate() {
-        assert_ne!(sa.text[i], sb.text[i], "both restored VMs have the same {w}");
+        assert_ne!(
+            sa.text[i], sb.text[i],
+            "both restored VMs have the same {w}"
+        );
     }
     assert_eq!(sa.text[0], "wa");
     assert_eq!(sb.text[0], "wb");
     for (n, s) in [("wa", &sa), ("wb", &sb)] {
         let v = env.show(n);
-        assert_eq!(format!("{}/24", v["ip"].as_str().unwrap()), s.text[2], "{n}");
+        assert_eq!(
+            format!("{}/24", v["ip"].as_str().unwrap()),
+            s.text[2],
+            "{n}"
+        );
         assert!(
             s.guest_time > s.host_before - 1.0 && s.guest_time < s.host_after + 1.0,
             "{n}'s clock is off: guest {} host {}..{}",
@@ -167,7 +189,11 @@ pub fn warm(env: &Env) {
                 .join("host_key.pub"),
         )
         .unwrap();
-        assert!(pinned.contains(&s.text[5]), "{n}: pinned {pinned} guest {}", s.text[5]);
+        assert!(
+            pinned.contains(&s.text[5]),
+            "{n}: pinned {pinned} guest {}",
+            s.text[5]
+        );
         let ssh = env.banger(&["vm", "ssh", n, "--via-ssh", "--", "hostname"]);
         assert_eq!(stdout(&ssh).trim(), n, "{}", stderr(&ssh));
     }
@@ -182,7 +208,11 @@ pub fn warm(env: &Env) {
             sb.text[2].trim_end_matches("/24")
         ),
     ]);
-    assert!(stdout(&ping).starts_with("SSH-2.0"), "wa cannot reach wb: {}", stderr(&ping));
+    assert!(
+        stdout(&ping).starts_with("SSH-2.0"),
+        "wa cannot reach wb: {}",
+        stderr(&ping)
+    );
 
     // Stop/start keeps data (a cold boot of its own disks); a daemon kill -9 re-adopts.
     env.ssh("wa", "echo kept > /root/kept.txt");
@@ -196,7 +226,10 @@ pub fn warm(env: &Env) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(env.ssh("wb", "cat /proc/sys/kernel/random/boot_id"), boot);
-    assert!(env.banger(&["vm", "delete", "-f", "wa", "wb"]).status.success());
+    assert!(env
+        .banger(&["vm", "delete", "-f", "wa", "wb"])
+        .status
+        .success());
 
     // A workspace ships to a restored VM; --keep keeps it.
     let repo = env.home.path().join("warm-src/proj");
@@ -229,10 +262,17 @@ pub fn warm(env: &Env) {
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
     let stale = env.banger(&["vm", "create", "ws", "--timings"]);
     assert!(stale.status.success(), "{}", stderr(&stale));
-    assert!(!stages(env, "ws").contains(&"restore".to_string()), "a stale snapshot was used");
+    assert!(
+        !stages(env, "ws").contains(&"restore".to_string()),
+        "a stale snapshot was used"
+    );
     assert!(!stderr(&stale).contains("warning"), "{}", stderr(&stale));
     let list = env.banger(&["image", "warm", "--list"]);
-    assert!(stdout(&list).contains("stale (another banger version)"), "{}", stdout(&list));
+    assert!(
+        stdout(&list).contains("stale (another banger version)"),
+        "{}",
+        stdout(&list)
+    );
     assert!(env.banger(&["vm", "delete", "-f", "ws"]).status.success());
     std::fs::write(&manifest, &original).unwrap();
 
@@ -247,14 +287,22 @@ pub fn warm(env: &Env) {
     std::fs::write(&state, &bad).unwrap();
     let corrupt = env.banger(&["vm", "run", "--timings", "--", "echo", "cold"]);
     assert_eq!(stdout(&corrupt), "cold\n", "{}", stderr(&corrupt));
-    assert!(stderr(&corrupt).contains("warning:"), "{}", stderr(&corrupt));
+    assert!(
+        stderr(&corrupt).contains("warning:"),
+        "{}",
+        stderr(&corrupt)
+    );
     assert!(stderr(&corrupt).contains("corrupt"), "{}", stderr(&corrupt));
     assert!(!timed(&stderr(&corrupt), "restore"), "{}", stderr(&corrupt));
     // Truncated: likewise.
     std::fs::write(&state, &good[..good.len() / 3]).unwrap();
     let truncated = env.banger(&["vm", "run", "--", "echo", "cold"]);
     assert_eq!(stdout(&truncated), "cold\n", "{}", stderr(&truncated));
-    assert!(stderr(&truncated).contains("truncated"), "{}", stderr(&truncated));
+    assert!(
+        stderr(&truncated).contains("truncated"),
+        "{}",
+        stderr(&truncated)
+    );
     env.assert_nothing_left();
 
     // --rm, then image delete removes what a new warm makes.

@@ -194,7 +194,8 @@ mod tests {
     #[test]
     fn any_change_of_what_a_snapshot_is_bound_to_is_seen() {
         assert_eq!(b().differs(&b()), None);
-        let changes: Vec<(Box<dyn Fn(&mut Binding)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Binding)>;
+        let changes: Vec<(Change, &str)> = vec![
             (Box::new(|x| x.image_id = "other".into()), "another image"),
             (Box::new(|x| x.rootfs.ino = 9), "the image's rootfs changed"),
             (Box::new(|x| x.kernel.len = 9), "the kernel changed"),
