@@ -87,8 +87,10 @@ pub struct App {
     pub state_lock: Option<banger_rpc::StateLock>,
     /// Listeners of published ports, per running VM.
     pub forwards: crate::vm::forward::Forwards,
-    /// One lock per image id for its warm snapshots (make, remove).
-    warm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per image id for its warm snapshots: making and removing them hold it
+    /// exclusively, a restore shared (from checking the files until the VMM has loaded
+    /// the state), so a snapshot is never replaced under a restore.
+    warm_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 impl App {
@@ -137,7 +139,7 @@ impl App {
     }
 
     /// The lock of image `id`'s warm snapshots.
-    pub fn warm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn warm_lock(&self, id: &str) -> Arc<tokio::sync::RwLock<()>> {
         let mut m = self.warm_locks.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(id.to_string()).or_default().clone()
     }

@@ -318,7 +318,7 @@ pub async fn delete(app: &App, name: &str) -> Result<()> {
     app.db(|s| s.delete_image(&img.id))?;
     // Its warm snapshots go with it (they fit no other image).
     {
-        let _warm = app.warm_lock(&img.id).lock_owned().await;
+        let _warm = app.warm_lock(&img.id).write_owned().await;
         crate::warm::remove_all(app, &img.id)?;
     }
     let dir = app.layout.image_dir(&img.id);

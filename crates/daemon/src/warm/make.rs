@@ -35,7 +35,7 @@ pub async fn warm(
     progress: &ProgressSink,
 ) -> Result<super::WarmInfo> {
     let _op = app.ops.begin(op_id, "image.warm", &image.name);
-    let _guard = app.warm_lock(&image.id).lock_owned().await;
+    let _guard = app.warm_lock(&image.id).write_owned().await;
     let started = Instant::now();
     let parent = super::image_dir(app, &image.id);
     create_private_dir(&parent)?;

@@ -219,7 +219,7 @@ async fn info_for(app: &App, image: &ImageRecord, dir: &Path) -> WarmInfo {
 /// many were removed.
 pub async fn remove(app: &App, image_name: &str, shape: Option<Shape>) -> Result<u64> {
     let image = app.db(|s| s.get_image_by_name(image_name))?;
-    let _guard = app.warm_lock(&image.id).lock_owned().await;
+    let _guard = app.warm_lock(&image.id).write_owned().await;
     let dir = image_dir(app, &image.id);
     let targets: Vec<PathBuf> = match shape {
         Some(s) => vec![dir.join(s.dir_name())],

@@ -29,6 +29,9 @@ pub struct Found {
     pub dir: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
+    /// The image's warm lock, shared: nobody replaces the snapshot until the restore
+    /// is done with its files.
+    _held: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 /// What the `disks` step made for a restore, for the later steps.
@@ -72,6 +75,14 @@ pub async fn find(
     if !dir.exists() {
         return None;
     }
+    // An `image warm` or `--rm` of this image in progress: boot cold rather than wait.
+    let Ok(held) = app.warm_lock(&image.id).try_read_owned() else {
+        tracing::info!(image = %image.name, "its warm snapshot is being replaced: booting cold");
+        return None;
+    };
+    if !dir.exists() {
+        return None;
+    }
     let manifest = match read_manifest(&dir) {
         Ok(m) => m,
         Err(e) => {
@@ -93,7 +104,11 @@ pub async fn find(
     }
     let (d, m) = (dir.clone(), manifest.clone());
     match blocking("snapshot check", move || Ok(check_files(&d, &m))).await {
-        Ok(Ok(())) => Some(Found { dir, manifest }),
+        Ok(Ok(())) => Some(Found {
+            dir,
+            manifest,
+            _held: held,
+        }),
         Ok(Err(why)) => {
             warn(progress, &image.name, &why);
             None
