@@ -355,3 +355,95 @@ fn identity(app: &App, rec: &VmRecord, p: &Prepared) -> banger_channel::Identity
         host_key_public: Some(p.host_key_public.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::warm::binding::{Binding, FileStamp};
+
+    fn manifest(dir: &Path) -> Manifest {
+        let stamp = FileStamp {
+            len: 1,
+            ino: 1,
+            mtime_ns: 1,
+        };
+        let len = |f: &str| std::fs::metadata(dir.join(f)).unwrap().len();
+        Manifest {
+            format: crate::warm::FORMAT,
+            binding: Binding {
+                image_id: "i".into(),
+                rootfs: stamp.clone(),
+                kernel: stamp.clone(),
+                initrd: stamp,
+                vmm: "qemu".into(),
+                vmm_version: "v".into(),
+                accel: "tcg".into(),
+                cpus: 2,
+                memory_mib: 1024,
+                disk_mib: 8192,
+                init: "agent".into(),
+                banger: "b".into(),
+            },
+            cmdline: "console=ttyS0".into(),
+            state_len: len(files::STATE),
+            state_crc32: checksum_file(&dir.join(files::STATE)).unwrap(),
+            overlay_len: len(files::OVERLAY),
+            work_len: len(files::WORK),
+            created_at: 0,
+            warm_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_corrupt_snapshot_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let state: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(d.path().join(files::STATE), &state).unwrap();
+        std::fs::write(d.path().join(files::OVERLAY), b"overlay").unwrap();
+        std::fs::write(d.path().join(files::WORK), b"work").unwrap();
+        let m = manifest(d.path());
+        assert_eq!(check_files(d.path(), &m), Ok(()));
+
+        let mut flipped = state.clone();
+        flipped[50_000] ^= 1;
+        std::fs::write(d.path().join(files::STATE), &flipped).unwrap();
+        let e = check_files(d.path(), &m).unwrap_err();
+        assert!(e.contains("corrupt"), "{e}");
+
+        std::fs::write(d.path().join(files::STATE), &state[..1000]).unwrap();
+        let e = check_files(d.path(), &m).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+
+        std::fs::write(d.path().join(files::STATE), &state).unwrap();
+        std::fs::remove_file(d.path().join(files::WORK)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join(files::WORK)).unwrap();
+        let e = check_files(d.path(), &m).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn manifests_are_bounded_and_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(files::STATE), b"s").unwrap();
+        std::fs::write(d.path().join(files::OVERLAY), b"o").unwrap();
+        std::fs::write(d.path().join(files::WORK), b"w").unwrap();
+        let m = manifest(d.path());
+        let path = d.path().join(files::MANIFEST);
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(read_manifest(d.path()).unwrap(), m);
+        std::fs::write(&path, vec![b' '; 70 << 10]).unwrap();
+        assert!(read_manifest(d.path()).unwrap_err().contains("over"));
+        let mut other = m.clone();
+        other.format = 99;
+        std::fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
+        assert!(read_manifest(d.path()).unwrap_err().contains("format"));
+        std::fs::remove_file(&path).unwrap();
+        let real = d.path().join("real.json");
+        std::fs::write(&real, serde_json::to_vec(&m).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        assert!(
+            read_manifest(d.path()).is_err(),
+            "a symlinked manifest was followed"
+        );
+    }
+}
