@@ -118,7 +118,7 @@ impl Checked {
             Some(g) => Some(g.parse().map_err(|_| format!("invalid gateway {g:?}"))?),
             None => None,
         };
-        if id.entropy.len() > 2 * MAX_ENTROPY || id.entropy.len() % 2 != 0 {
+        if id.entropy.len() > 2 * MAX_ENTROPY || !id.entropy.len().is_multiple_of(2) {
             return Err(format!(
                 "entropy must be at most {MAX_ENTROPY} bytes of hex"
             ));
@@ -255,7 +255,8 @@ mod tests {
 
     #[test]
     fn hostile_fields_are_refused() {
-        let bad: Vec<Box<dyn Fn(&mut Identity)>> = vec![
+        type Change = Box<dyn Fn(&mut Identity)>;
+        let bad: Vec<Change> = vec![
             Box::new(|i| i.hostname = "a/b".into()),
             Box::new(|i| i.hostname = String::new()),
             Box::new(|i| i.mac = "07:00:00:00:00:01".into()),

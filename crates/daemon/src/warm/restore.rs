@@ -295,12 +295,25 @@ pub(crate) async fn boot(
         handles: &h,
     };
     let console = || crate::vm::start::console_tail(&h.console_log);
-    app.guest
-        .agent_ready(target, AGENT_TIMEOUT.min(app.config.boot_timeout))
-        .await
-        .map_err(|e| {
-            DaemonError::guest("the restored guest's agent never answered", console())(e)
-        })?;
+    let ready = app
+        .guest
+        .agent_ready(target, AGENT_TIMEOUT.min(app.config.boot_timeout));
+    tokio::pin!(ready);
+    // A VMM that dies after loading (a state that loaded but does not run) fails the
+    // restore at once rather than after the agent's timeout.
+    let answered = loop {
+        tokio::select! {
+            r = &mut ready => break r,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if !vmm.is_alive(&h, &rec.id) {
+                    break Err(crate::vm::guest::GuestError::VmmExited);
+                }
+            }
+        }
+    };
+    answered.map_err(|e| {
+        DaemonError::guest("the restored guest's agent never answered", console())(e)
+    })?;
 
     steps.begin("identity")?;
     let id = identity(app, rec, p);
