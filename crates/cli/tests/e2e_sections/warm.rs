@@ -12,7 +12,8 @@
 //!   stop/start keeps its data (a cold boot of its own disks), a daemon `kill -9`
 //!   re-adopts it (same boot id).
 //! - A snapshot bound to another banger version is not used (a silent cold boot); a
-//!   corrupt or truncated state file gives a cold boot and a warning.
+//!   corrupt or truncated state file gives a cold boot and a warning, and so does one
+//!   that passes the checksum but QEMU refuses (the restore is undone first).
 //! - `image warm --rm` removes it; `image delete` removes an image's snapshots.
 
 use super::{git, run_ok, stderr, stdout, Env};
@@ -304,6 +305,26 @@ pub fn warm(env: &Env) {
         stderr(&truncated)
     );
     env.assert_nothing_left();
+    // A state whose checksum holds but QEMU refuses (its stream header damaged, the
+    // manifest's checksum forged to match): the restore fails, is undone, and the
+    // start goes on cold with a warning.
+    let mut refused = good.clone();
+    refused[..4].copy_from_slice(b"XXXX");
+    std::fs::write(&state, &refused).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+    m["state_crc32"] = format!("{:08x}", crc32fast::hash(&refused)).into();
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let fell_back = env.banger(&["vm", "run", "--timings", "--", "echo", "cold"]);
+    assert_eq!(stdout(&fell_back), "cold\n", "{}", stderr(&fell_back));
+    assert!(
+        stderr(&fell_back).contains("warning: restoring"),
+        "{}",
+        stderr(&fell_back)
+    );
+    assert!(timed(&stderr(&fell_back), "boot"), "{}", stderr(&fell_back));
+    env.assert_nothing_left();
+    std::fs::write(&state, &good).unwrap();
+    std::fs::write(&manifest, &original).unwrap();
 
     // --rm, then image delete removes what a new warm makes.
     let rm = env.banger(&["image", "warm", IMAGE, "--rm"]);
