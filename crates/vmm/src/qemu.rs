@@ -301,7 +301,16 @@ impl Vmm for Qemu {
             }));
         }
         let pid_path = rt.join(files::PID);
-        let pid = read_pid(&pid_path).ok_or_else(|| VmmError::NoPid(pid_path.clone()))?;
+        let pid = read_pid(&pid_path).ok_or_else(|| {
+            // A restore whose state QEMU refused exits before the pid file, with the
+            // reason on stderr ("load of migration failed: …").
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if msg.is_empty() {
+                VmmError::NoPid(pid_path.clone())
+            } else {
+                VmmError::Launch(msg)
+            }
+        })?;
         let control_socket = rt.join(files::QMP);
         // Recorded only while the pid still runs our QEMU (tagged by its QMP path).
         let start_time = process::start_time(pid)
