@@ -121,7 +121,7 @@ pub enum ImageCmd {
     /// What `banger image pull NAME` can fetch from the catalog (BANGER_CATALOG).
     Catalog,
     /// Warm snapshots: boot a template VM of IMAGE once and save it, so that `vm run`
-    /// and `vm create` of that image and shape restore it (about a second) instead of
+    /// and `vm create` of that image and shape restore it (a fraction of a cold boot) instead of
     /// booting. Each restored VM gets its own hostname, address, MAC, machine-id,
     /// ssh host key, boot id and random seed before anything runs in it.
     ///
