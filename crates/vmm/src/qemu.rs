@@ -302,13 +302,18 @@ impl Vmm for Qemu {
         }
         let pid_path = rt.join(files::PID);
         let pid = read_pid(&pid_path).ok_or_else(|| {
-            // A restore whose state QEMU refused exits before the pid file, with the
-            // reason on stderr ("load of migration failed: …").
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if msg.is_empty() {
-                VmmError::NoPid(pid_path.clone())
-            } else {
+            if !msg.is_empty() {
                 VmmError::Launch(msg)
+            } else if spec.restore.is_some() {
+                // QEMU daemonized, refused the saved state and exited (removing its pid
+                // file); its message went to the daemonized child's /dev/null.
+                VmmError::Snapshot(
+                    "QEMU exited while loading the saved state (a corrupt or incompatible snapshot)"
+                        .into(),
+                )
+            } else {
+                VmmError::NoPid(pid_path.clone())
             }
         })?;
         let control_socket = rt.join(files::QMP);
