@@ -1,6 +1,6 @@
 //! What the agent does for each session the host opens.
 
-use crate::{exec, files, info, reap};
+use crate::{exec, files, identity, info, reap};
 use banger_channel::sync::{ControlSink, Handler, Session};
 use banger_channel::{Control, Done, ErrorKind, ErrorReply, Open};
 
@@ -74,6 +74,7 @@ impl Handler for Agent {
             Open::Get(g) => worker(session, move |s| {
                 answer(s, files::get(&g, s).map(Control::Done))
             }),
+            Open::Identity(id) => answer(&session, identity::apply(&id).map(Control::Done)),
         }
         // Only execs take control messages; the session's end reaches transfers as
         // an I/O error.

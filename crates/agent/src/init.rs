@@ -190,7 +190,7 @@ fn boot() -> std::io::Result<()> {
 /// `<etc>/resolv.conf` naming `servers`, replaced by a rename: a symlink there (to
 /// systemd-resolved's stub file, which nothing in a banger guest serves) is replaced
 /// by the file, never written through.
-fn write_resolv_conf(etc: &Path, servers: &[std::net::IpAddr]) -> std::io::Result<()> {
+pub(crate) fn write_resolv_conf(etc: &Path, servers: &[std::net::IpAddr]) -> std::io::Result<()> {
     let mut text = String::from("# written by banger's init from banger.dns\n");
     for s in servers {
         text.push_str(&format!("nameserver {s}\n"));

@@ -19,6 +19,7 @@ mod exec;
 mod export;
 mod files;
 mod handler;
+mod identity;
 mod info;
 mod init;
 mod netconf;

@@ -11,6 +11,7 @@ const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
 const SIOCSIFADDR: libc::c_ulong = 0x8916;
 const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
 const SIOCADDRT: libc::c_ulong = 0x890b;
+const SIOCSIFHWADDR: libc::c_ulong = 0x8924;
 const RTF_UP: libc::c_ushort = 0x1;
 const RTF_GATEWAY: libc::c_ushort = 0x2;
 
@@ -95,6 +96,38 @@ fn set_up(s: &Sock, dev: &str) -> io::Result<()> {
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     unsafe { r.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
     s.ioctl(SIOCSIFFLAGS, &mut r, &format!("bring {dev} up"))
+}
+
+fn set_down(s: &Sock, dev: &str) -> io::Result<()> {
+    let mut r = ifreq(dev);
+    s.ioctl(SIOCGIFFLAGS, &mut r, &format!("get flags of {dev}"))?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { r.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short) };
+    s.ioctl(SIOCSIFFLAGS, &mut r, &format!("bring {dev} down"))
+}
+
+/// A restored guest's `dev` gets a new MAC and address: down (which drops its
+/// routes), MAC (virtio-net passes it to the VMM, which then delivers frames for it),
+/// then [`configure`] as at boot.
+pub fn reconfigure(
+    dev: &str,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+) -> io::Result<()> {
+    let s = Sock::new()?;
+    set_down(&s, dev)?;
+    let mut r = ifreq(dev);
+    // SAFETY: sockaddr is plain old data; all-zero is a valid value.
+    let mut hw: libc::sockaddr = unsafe { std::mem::zeroed() };
+    hw.sa_family = libc::ARPHRD_ETHER;
+    for (d, b) in hw.sa_data.iter_mut().zip(mac) {
+        *d = b as libc::c_char;
+    }
+    r.ifr_ifru.ifru_hwaddr = hw;
+    s.ioctl(SIOCSIFHWADDR, &mut r, &format!("set the MAC of {dev}"))?;
+    configure(dev, ip, prefix, gateway)
 }
 
 /// Bring up `lo` (the agent as init has nobody else to do it).

@@ -65,6 +65,58 @@ fn start(has_keygen: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A restored guest's new host key: written in place of the template's with its
+/// public half (both made by the host), and the running sshd (if any) told to
+/// reload (SIGHUP makes sshd re-execute itself, reading its host keys again).
+pub fn replace_host_key(private: &str, public: Option<&str>) -> std::io::Result<()> {
+    use crate::identity::write_file;
+    if private.len() > 16 << 10 || !private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        return Err(std::io::Error::other("not an OpenSSH private key"));
+    }
+    let public = public
+        .filter(|p| p.len() < 1024 && p.starts_with("ssh-") && !p.contains(['\n', '\r', '\0']));
+    std::fs::create_dir_all("/etc/ssh")?;
+    write_file(Path::new(HOST_KEY), private, 0o600)?;
+    let public_path = format!("{HOST_KEY}.pub");
+    match public {
+        Some(line) => write_file(Path::new(&public_path), &format!("{line}\n"), 0o644)?,
+        // Without it, a stale public half must not describe the new key.
+        None => {
+            let _ = std::fs::remove_file(&public_path);
+        }
+    }
+    for pid in listening_sshd() {
+        // SAFETY: kill(2) of a process we just found by its executable.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    }
+    Ok(())
+}
+
+/// The sshd listeners: processes running /usr/sbin/sshd whose parent is not an sshd
+/// (per-connection children are left alone).
+fn listening_sshd() -> Vec<libc::pid_t> {
+    let exe_is_sshd = |pid: &str| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == Path::new(SSHD))
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| exe_is_sshd(pid))
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Field 4 (ppid) after the parenthesised command name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string))
+                .unwrap_or_default();
+            !exe_is_sshd(&ppid)
+        })
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -24,6 +24,6 @@ pub mod tokio;
 pub use frame::{FrameError, Kind, Stream};
 pub use limits::Limits;
 pub use msg::{
-    Command, Control, Done, ErrorKind, ErrorReply, Exec, ExitStatus, Get, Hello, Open, Pong, Put,
-    Role, User, WinSize,
+    Command, Control, Done, ErrorKind, ErrorReply, Exec, ExitStatus, Get, Hello, Identity, Open,
+    Pong, Put, Role, User, WinSize,
 };

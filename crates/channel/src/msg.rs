@@ -123,6 +123,46 @@ pub enum Open {
     Put(Put),
     /// Send a tar stream of a path on [`crate::Stream::Out`].
     Get(Get),
+    /// Become a new machine: a guest restored from a warm snapshot takes its own
+    /// identity before anything else runs in it. Answered with [`Control::Done`].
+    Identity(Identity),
+}
+
+/// A restored guest's new identity (see docs/warm.md). Every field is applied; the
+/// answer is an error naming the first that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Host name (also written to `/etc/hostname`).
+    pub hostname: String,
+    /// MAC address of `eth0`, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// IPv4 address of `eth0` with its prefix, `a.b.c.d/n`.
+    pub address: String,
+    /// Default gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Name servers for `/etc/resolv.conf` (left alone when empty).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `/etc/machine-id`: 32 lowercase hex digits.
+    pub machine_id: String,
+    /// The boot id userspace reads from `/proc/sys/kernel/random/boot_id` (a UUID).
+    pub boot_id: String,
+    /// Host randomness credited to the guest's pool, then the CRNG reseeded: hex,
+    /// at most 512 bytes.
+    pub entropy: String,
+    /// The host's wall clock, nanoseconds since the Unix epoch, stepped in at once.
+    pub time_ns: u64,
+    /// A new ssh host private key (OpenSSH format, ed25519) replacing the one the
+    /// snapshot's template had; its public half is derived in the guest. None leaves
+    /// the key alone.
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// The public half of `host_key` (`ssh-ed25519 AAAA…`), written beside it (the
+    /// host made the pair; deriving it in the guest would cost a process under
+    /// emulation).
+    #[serde(default)]
+    pub host_key_public: Option<String>,
 }
 
 /// A process to run. The acceptor answers [`Control::Started`] (or [`Control::Error`]),

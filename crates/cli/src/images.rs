@@ -120,6 +120,18 @@ pub enum ImageCmd {
     List,
     /// What `banger image pull NAME` can fetch from the catalog (BANGER_CATALOG).
     Catalog,
+    /// Warm snapshots: boot a template VM of IMAGE once and save it, so that `vm run`
+    /// and `vm create` of that image and shape restore it (a fraction of a cold boot) instead of
+    /// booting. Each restored VM gets its own hostname, address, MAC, machine-id,
+    /// ssh host key, boot id and random seed before anything runs in it.
+    ///
+    /// Examples:
+    ///   banger image warm debian-bookworm
+    ///   banger image warm debian-bookworm --cpus 4 --memory 4G
+    ///   banger image warm --list
+    ///   banger image warm debian-bookworm --rm
+    #[command(verbatim_doc_comment)]
+    Warm(crate::warm::WarmArgs),
     /// The download cache (OCI layers, catalog files).
     #[command(subcommand)]
     Cache(CacheCmd),
@@ -321,6 +333,7 @@ pub async fn image(c: &mut Client, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             })
         }
         ImageCmd::Catalog => catalog(c, true).await,
+        ImageCmd::Warm(args) => crate::warm::warm(c, args).await,
         ImageCmd::Cache(CacheCmd::Prune { dry_run }) => {
             let r = c
                 .call::<ImageCachePrune>(&CachePruneParams { dry_run }, |_| {})

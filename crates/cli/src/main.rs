@@ -23,6 +23,7 @@ mod ui;
 mod update;
 mod version;
 mod vm;
+mod warm;
 mod workspace;
 
 use banger_model::Layout;

@@ -93,11 +93,15 @@ impl Spinner {
         if p.stage == "accel" && !notices::accel_due() {
             return;
         }
-        if p.stage == "accel" || p.stage == "image" {
+        if p.stage == "accel" || p.stage == "image" || p.stage == "warning" {
             if let Some(d) = &p.detail {
                 if !self.notices.contains(d) {
                     self.notices.push(d.clone());
-                    self.note(d);
+                    if p.stage == "warning" {
+                        self.say("warning", d);
+                    } else {
+                        self.note(d);
+                    }
                 }
             }
             return;
@@ -138,9 +142,13 @@ impl Spinner {
     /// A note the user must see (not progress): printed above the spinner, or as
     /// a line on stderr in text mode.
     pub fn note(&self, line: &str) {
+        self.say("note", line);
+    }
+
+    fn say(&self, kind: &str, line: &str) {
         match &self.bar {
-            Some(b) => b.println(format!("note: {line}")),
-            None if !output::json() => anstream::eprintln!("note: {line}"),
+            Some(b) => b.println(format!("{kind}: {line}")),
+            None if !output::json() => anstream::eprintln!("{kind}: {line}"),
             None => {}
         }
     }

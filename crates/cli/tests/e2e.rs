@@ -23,6 +23,8 @@ mod net_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
+#[path = "e2e_sections/warm.rs"]
+mod warm_section;
 
 struct Env {
     home: tempfile::TempDir,
@@ -221,6 +223,8 @@ fn end_to_end() {
         ("boot_bench", agent_section::boot_bench),
         ("net", net_section::net),
         ("agent_cli", agent_cli_section::agent_cli),
+        // Ends by deleting the default image (image delete removes its snapshots).
+        ("warm", warm_section::warm),
         // Last: it leaves a database no banger of this version opens.
         ("schema", newer_schema_is_refused),
     ];

@@ -89,6 +89,10 @@ pub struct App {
     pub forwards: crate::vm::forward::Forwards,
     /// VM state changes, for `events.watch`.
     pub events: crate::events::Events,
+    /// One lock per image id for its warm snapshots: making and removing them hold it
+    /// exclusively, a restore shared (from checking the files until the VMM has loaded
+    /// the state), so a snapshot is never replaced under a restore.
+    warm_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 impl App {
@@ -123,6 +127,7 @@ impl App {
             state_lock: None,
             forwards: Default::default(),
             events: Default::default(),
+            warm_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +139,12 @@ impl App {
             )
         })?;
         Ok(f(&guard)?)
+    }
+
+    /// The lock of image `id`'s warm snapshots.
+    pub fn warm_lock(&self, id: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut m = self.warm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string()).or_default().clone()
     }
 
     /// The lock for VM `name`.

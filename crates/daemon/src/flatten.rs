@@ -106,6 +106,7 @@ async fn run_export_guest(
             disks: all,
             net: None,
             runtime_dir: rt.clone(),
+            restore: None,
         };
         progress.send("export", Some("booting the export guest".into()));
         let started = Instant::now();

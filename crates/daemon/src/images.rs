@@ -316,6 +316,11 @@ fn pulled_config_json(p: &oci::PulledImage) -> serde_json::Value {
 pub async fn delete(app: &App, name: &str) -> Result<()> {
     let img = app.db(|s| s.get_image_by_name(name))?;
     app.db(|s| s.delete_image(&img.id))?;
+    // Its warm snapshots go with it (they fit no other image).
+    {
+        let _warm = app.warm_lock(&img.id).write_owned().await;
+        crate::warm::remove_all(app, &img.id)?;
+    }
     let dir = app.layout.image_dir(&img.id);
     std::fs::remove_dir_all(&dir).map_err(DaemonError::io("removing", &dir))
 }

@@ -37,6 +37,7 @@ pub mod publish;
 pub mod routes;
 pub mod ssh_files;
 pub mod vm;
+pub mod warm;
 
 pub use app::{App, Parts};
 pub use config::Config;
@@ -113,6 +114,7 @@ pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<
     publish::sweep_orphans(&app);
     publish::sweep_blob_temps(&app);
     flatten::sweep(&app);
+    warm::make::sweep(&app.layout.warm_dir());
     app.dns.start_host(app.config.dns);
     app.dns.ensure_guests(app.config.subnet.gateway());
     vm::reconcile::reconcile(&app).await;

@@ -5,14 +5,14 @@
 
 use crate::app::App;
 use crate::error::DaemonError;
-use crate::{catalog, flatten, images, kernels, vm};
+use crate::{catalog, flatten, images, kernels, vm, warm};
 use banger_rpc::{
-    CallCtx, CatalogList, EventsWatch, ImageBuild, ImageCachePrune, ImageDelete, ImageList,
-    ImagePromote, ImagePull, ImageRegister, ImageShow, KernelDelete, KernelImport, KernelList,
-    KernelPull, KernelShow, NetworkDown, NetworkShow, OperationsList, Ping, PingResult, Router,
-    RouterError, SshConfig, SshConfigInfo, VmCreate, VmDelete, VmExec, VmHostKey, VmInfo, VmKill,
-    VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet, VmShow, VmSshInfo, VmStart,
-    VmStats, VmStop, VmWorkspaceRecord,
+    CallCtx, CatalogList, EventsWatch, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
+    ImagePull, ImageRegister, ImageShow, ImageWarm, ImageWarmList, ImageWarmRm, KernelDelete,
+    KernelImport, KernelList, KernelPull, KernelShow, NetworkDown, NetworkShow, OperationsList,
+    Ping, PingResult, Router, RouterError, SshConfig, SshConfigInfo, VmCreate, VmDelete, VmExec,
+    VmHostKey, VmInfo, VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet,
+    VmShow, VmSshInfo, VmStart, VmStats, VmStop, VmWorkspaceRecord, WarmRmResult,
 };
 use std::sync::Arc;
 
@@ -30,6 +30,18 @@ macro_rules! route {
             }
         })?;
     }};
+}
+
+/// The VM shape a warm call names, the daemon's defaults filling the gaps.
+fn warm_shape(app: &App, p: &banger_rpc::ImageWarmParams) -> Result<warm::Shape, DaemonError> {
+    let shape = warm::Shape {
+        cpus: p.cpus.unwrap_or(app.config.default_cpus),
+        memory_mib: p.memory_mib.unwrap_or(app.config.default_memory_mib),
+        disk_mib: p.disk_mib.unwrap_or(app.config.default_disk_mib),
+        init: p.init.unwrap_or_default(),
+    };
+    vm::check_sizes(shape.cpus, shape.memory_mib, shape.disk_mib)?;
+    Ok(shape)
 }
 
 /// A call that may have booted the VM: remember the boot for `vm show`, and listen
@@ -170,6 +182,24 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     route!(r, app, ImageShow, |a, _c, p| images::show(&a, &p.name));
     route!(r, app, ImageList, |a, _c, _p| images::list(&a));
     route!(r, app, CatalogList, |a, _c, _p| catalog::listing(&a).await);
+
+    // Warm snapshots.
+    route!(r, app, ImageWarm, |a, c, p| {
+        let image = a.db(|s| s.get_image_by_name(&p.name))?;
+        let shape = warm_shape(&a, &p)?;
+        warm::make::warm(&a, &c.op_id, &image, shape, &c.progress).await
+    });
+    route!(r, app, ImageWarmList, |a, _c, _p| warm::list(&a).await);
+    route!(r, app, ImageWarmRm, |a, _c, p| {
+        let shape = if p.names_a_shape() {
+            Some(warm_shape(&a, &p)?)
+        } else {
+            None
+        };
+        warm::remove(&a, &p.name, shape)
+            .await
+            .map(|removed| WarmRmResult { removed })
+    });
 
     // Kernels.
     route!(r, app, KernelImport, |a, c, p| {

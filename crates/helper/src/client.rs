@@ -80,7 +80,7 @@ impl HelperClient {
     pub async fn launch_jailed(&self, spec: &MachineSpec) -> Result<JailLaunched, HelperError> {
         let (reply, _) = self
             .call(Request::Helper(HelperOp::LaunchJailed {
-                spec: spec.clone(),
+                spec: Box::new(spec.clone()),
             }))
             .await?;
         reply

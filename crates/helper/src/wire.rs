@@ -46,8 +46,9 @@ pub enum HelperOp {
     /// `memory_mib`, `kernel`, `initrd`, `disks` and `net.tap` are used; the daemon
     /// sends the configuration (command line, MAC) through Firecracker's API itself.
     LaunchJailed {
-        /// The machine, with host paths below the owner's state directory.
-        spec: MachineSpec,
+        /// The machine, with host paths below the owner's state directory (boxed:
+        /// it is by far the largest request).
+        spec: Box<MachineSpec>,
     },
     /// Remove a stopped jailed guest's chroot and cgroup.
     CleanupJail {

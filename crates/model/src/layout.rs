@@ -121,6 +121,10 @@ impl Layout {
     pub fn blob_cache(&self) -> PathBuf {
         self.cache.join("blobs")
     }
+    /// Warm snapshots (`warm/<image id>/<shape>/`), the daemon's alone (0700).
+    pub fn warm_dir(&self) -> PathBuf {
+        self.state.join("warm")
+    }
     /// A VM's durable directory (disks, pinned host key).
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.state.join("vms").join(id)

@@ -48,6 +48,10 @@ pub struct NetSpec {
     pub tap: String,
     /// Guest MAC address.
     pub mac: String,
+    /// The device exists but reaches no host network (`tap` is ignored): a warm
+    /// snapshot's template guest, whose restored copies each get their own tap.
+    #[serde(default)]
+    pub unplugged: bool,
 }
 
 /// Everything a backend needs to start a guest.
@@ -71,6 +75,12 @@ pub struct MachineSpec {
     pub net: Option<NetSpec>,
     /// Directory for sockets, pid file and console log (must exist).
     pub runtime_dir: PathBuf,
+    /// A saved guest state (a warm snapshot) to load instead of booting the kernel.
+    /// The machine must be described exactly as when the state was saved (the disks
+    /// may be copies, the tap and MAC may differ); the guest stays paused until
+    /// [`Vmm::resume`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<PathBuf>,
 }
 
 /// What is true about a launched guest right now.
@@ -134,6 +144,9 @@ pub enum VmmError {
         /// What went wrong.
         reason: String,
     },
+    /// Saving or loading a guest's state failed, or the backend cannot.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// An OS-level operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -161,6 +174,28 @@ pub trait Vmm: Send + Sync {
     /// tag is not mistaken for the VMM still running.
     async fn wait_exit(&self, handles: &Handles, timeout: Duration) -> bool {
         handles.identity().wait_exit(timeout).await
+    }
+    /// Save the running guest's memory and device state to the file `state` (created
+    /// 0600); the guest is paused first and stays paused (the caller then kills the
+    /// VMM). Backends that cannot refuse.
+    async fn snapshot(
+        &self,
+        handles: &Handles,
+        state: &Path,
+        timeout: Duration,
+    ) -> Result<(), VmmError> {
+        let _ = (handles, state, timeout);
+        Err(VmmError::Snapshot(format!(
+            "the {} backend cannot save snapshots",
+            self.name()
+        )))
+    }
+    /// A VMM launched with [`MachineSpec::restore`]: wait until it has loaded the
+    /// saved state, then let the guest run. Fails when the state could not be loaded
+    /// (a corrupt or truncated file: QEMU exits).
+    async fn resume(&self, handles: &Handles, timeout: Duration) -> Result<(), VmmError> {
+        let _ = (handles, timeout);
+        Ok(())
     }
     /// Remove the files this backend keeps in a VM's runtime directory once its VMM
     /// is gone (sockets, pid file). The console log stays: it is the VM's log.

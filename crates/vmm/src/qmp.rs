@@ -1,4 +1,5 @@
-//! The three QMP exchanges banger needs (greeting, capabilities, one command), over
+//! The three QMP exchanges banger needs (greeting, capabilities, one command with or
+//! without arguments), over
 //! QEMU's unix socket. A full QAPI client (the `qapi` crate, generated from QEMU 10's
 //! schema) is the plan once we need more than `quit`/`system_powerdown`/`query-status`.
 
@@ -32,12 +33,26 @@ pub enum QmpError {
 
 /// Run one QMP `command` (after negotiating capabilities) and return its `return` value.
 pub async fn execute(socket: &Path, command: &str, timeout: Duration) -> Result<Value, QmpError> {
-    tokio::time::timeout(timeout, execute_inner(socket, command))
+    execute_with(socket, command, None, timeout).await
+}
+
+/// Run one QMP `command` with `arguments` (an object) and return its `return` value.
+pub async fn execute_with(
+    socket: &Path,
+    command: &str,
+    arguments: Option<Value>,
+    timeout: Duration,
+) -> Result<Value, QmpError> {
+    tokio::time::timeout(timeout, execute_inner(socket, command, arguments))
         .await
         .map_err(|_| QmpError::Timeout(timeout))?
 }
 
-async fn execute_inner(socket: &Path, command: &str) -> Result<Value, QmpError> {
+async fn execute_inner(
+    socket: &Path,
+    command: &str,
+    arguments: Option<Value>,
+) -> Result<Value, QmpError> {
     let stream = UnixStream::connect(socket).await?;
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
@@ -46,7 +61,11 @@ async fn execute_inner(socket: &Path, command: &str) -> Result<Value, QmpError> 
         return Err(QmpError::Protocol(greeting));
     }
     for cmd in ["qmp_capabilities", command] {
-        let mut msg = json!({ "execute": cmd }).to_string();
+        let mut msg = match (&arguments, cmd == command) {
+            (Some(a), true) => json!({ "execute": cmd, "arguments": a }),
+            _ => json!({ "execute": cmd }),
+        }
+        .to_string();
         msg.push('\n');
         w.write_all(msg.as_bytes()).await?;
         loop {

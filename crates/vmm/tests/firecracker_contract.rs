@@ -271,6 +271,90 @@ fn every_value_of_every_type_matches_the_spec() {
     }
 }
 
+/// Warm snapshots: pausing and saving, loading in a fresh process with the VM's own
+/// tap, resuming; and every value the snapshot types can hold.
+#[test]
+fn snapshot_requests_match_the_spec() {
+    use banger_vmm::firecracker::snapshot::{
+        BackendType, MemoryBackend, SnapshotCreateParams, SnapshotLoadParams, SnapshotType,
+    };
+    let spec = spec();
+    let rt = Path::new("/run/banger/vms/0a1b2c3d4e5f");
+    let state = Path::new("/var/lib/banger/warm/img/2c-1024m-4096d-agent/state.bin");
+    let mut covered = BTreeSet::new();
+    let mut reqs = Firecracker::snapshot_requests(state).unwrap();
+    reqs.push(Firecracker::resume_request().unwrap());
+    for fc in backends() {
+        for s in [common::full_spec(rt), common::minimal_spec(rt)] {
+            reqs.extend(fc.restore_requests(&s, state).unwrap());
+        }
+    }
+    for (snapshot_type, backend_type) in [
+        (None, BackendType::Uffd),
+        (Some(SnapshotType::Diff), BackendType::File),
+    ] {
+        reqs.push(
+            ApiRequest::put(
+                "/snapshot/create",
+                &SnapshotCreateParams {
+                    mem_file_path: "/m".into(),
+                    snapshot_path: "/s".into(),
+                    snapshot_type,
+                },
+            )
+            .unwrap(),
+        );
+        reqs.push(
+            ApiRequest::put(
+                "/snapshot/load",
+                &SnapshotLoadParams {
+                    snapshot_path: "/s".into(),
+                    mem_backend: MemoryBackend {
+                        backend_type,
+                        backend_path: "/m".into(),
+                    },
+                    track_dirty_pages: Some(true),
+                    resume_vm: Some(true),
+                    network_overrides: vec![],
+                },
+            )
+            .unwrap(),
+        );
+    }
+    for r in &reqs {
+        match validate(&spec, r) {
+            Ok(t) => covered.insert(format!("{} {t}", r.method.as_str())),
+            Err(e) => panic!("contract violation: {e}"),
+        };
+    }
+    let load = reqs
+        .iter()
+        .find(|r| {
+            r.path == "/snapshot/load" && r.body.as_ref().unwrap()["network_overrides"].is_array()
+        })
+        .unwrap();
+    assert_eq!(
+        load.body.as_ref().unwrap()["network_overrides"][0]["iface_id"],
+        "eth0"
+    );
+    let expected: BTreeSet<String> = [
+        "PATCH /vm",
+        "PUT /logger",
+        "PUT /metrics",
+        "PUT /snapshot/create",
+        "PUT /snapshot/load",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(covered, expected);
+    // A load body with both memory fields, or none, is not what the spec allows.
+    let mut both = load.clone();
+    both.body.as_mut().unwrap()["mem_file_path"] = json!("/m");
+    both.body.as_mut().unwrap()["bogus"] = json!(1);
+    assert!(validate(&spec, &both).is_err());
+}
+
 /// Tiny helper so the test above can take any request type as a trait object.
 mod erased {
     use super::ApiRequest;

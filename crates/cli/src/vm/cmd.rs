@@ -44,7 +44,7 @@ fn vmm_parser() -> impl TypedValueParser<Value = VmmChoice> {
 
 /// Sizes and CPU counts are checked here with the same rule (and message) the daemon
 /// applies, so a mistake is refused before anything is sent.
-fn parse_cpus(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_cpus(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .trim()
         .parse()
@@ -53,13 +53,13 @@ fn parse_cpus(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
-fn parse_memory(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
     let m = parse_size_mib(s).map_err(|e| e.to_string())?;
     banger_model::check_resources(None, Some(m), None).map_err(|e| e.to_string())?;
     Ok(m)
 }
 
-fn parse_disk(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_disk(s: &str) -> Result<u64, String> {
     let d = parse_size_mib(s).map_err(|e| e.to_string())?;
     banger_model::check_resources(None, None, Some(d)).map_err(|e| e.to_string())?;
     Ok(d)

@@ -4,7 +4,7 @@
 //! [`console`] (logs), [`shell`] (ssh, exec, workspaces) and [`cp`].
 
 mod attempts;
-mod cmd;
+pub(crate) mod cmd;
 mod console;
 mod cp;
 mod inspect;

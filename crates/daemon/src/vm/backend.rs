@@ -53,6 +53,10 @@ pub trait Backends: Send + Sync {
     /// Whether the accelerator is decided already. When it is not, `select` may boot
     /// a probe guest first (seconds), which a start shows as its own stage.
     fn accel_known(&self) -> bool;
+    /// The accelerator QEMU uses here, once decided (warm snapshots are bound to it).
+    fn accel(&self) -> Option<Accel> {
+        None
+    }
     /// A backend able to stop, watch and clean up the VM behind `handles`, launched
     /// by this daemon or any earlier one.
     fn for_handles(&self, handles: &Handles) -> Box<dyn Vmm>;
@@ -204,6 +208,10 @@ impl Backends for HostBackends {
 
     fn accel_known(&self) -> bool {
         self.qemu.initialized()
+    }
+
+    fn accel(&self) -> Option<Accel> {
+        self.qemu.get().map(|(q, _)| q.accel)
     }
 
     fn for_handles(&self, h: &Handles) -> Box<dyn Vmm> {

@@ -75,6 +75,18 @@ pub trait Guest: Send + Sync {
     /// `/etc/ssh/ssh_host_ed25519_key.pub`, at most [`MAX_HOST_KEY`] bytes), as its
     /// agent reads it: a channel no other guest can reach, unlike the network.
     async fn host_key(&self, target: Target<'_>) -> Result<String, GuestError>;
+    /// A guest restored from a warm snapshot takes its own identity (before anything
+    /// else runs in it).
+    async fn identity(
+        &self,
+        target: Target<'_>,
+        identity: &banger_channel::Identity,
+    ) -> Result<(), GuestError> {
+        let _ = (target, identity);
+        Err(GuestError::Other(
+            "this guest cannot take a new identity".into(),
+        ))
+    }
     /// The VM stopped: drop its agent connection.
     fn forget(&self, id: &str);
 }
@@ -222,6 +234,18 @@ impl Guest for AgentGuest {
         match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout(REQUEST_TIMEOUT).into()),
+        }
+    }
+
+    async fn identity(
+        &self,
+        t: Target<'_>,
+        identity: &banger_channel::Identity,
+    ) -> Result<(), GuestError> {
+        let client = self.client(t);
+        match tokio::time::timeout(OPEN_TIMEOUT, client.identity(identity)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ClientError::Timeout(OPEN_TIMEOUT).into()),
         }
     }
 

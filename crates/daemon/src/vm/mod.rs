@@ -36,7 +36,7 @@ pub(crate) mod network;
 pub mod query;
 pub mod reconcile;
 pub mod set;
-mod stages;
+pub(crate) mod stages;
 pub mod stall;
 pub mod start;
 pub mod stats;

@@ -96,6 +96,42 @@ pub(crate) enum Undo {
     },
 }
 
+/// Remove one thing a start made. Best effort: a failure is logged.
+async fn undo(app: &App, u: Undo) {
+    tracing::info!(undo = ?u, "undoing a start step");
+    match u {
+        Undo::RemoveDir(d) => {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!(path = %d.display(), "undo: {e}");
+            }
+        }
+        Undo::RemoveFile(f) => {
+            if let Err(e) = std::fs::remove_file(&f) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %f.display(), "undo: {e}");
+                }
+            }
+        }
+        Undo::DeleteTap(name) => {
+            if let Err(e) = app.privileged.run(PrivOp::DeleteTap { name }).await {
+                tracing::warn!("undo: removing the tap failed: {e}");
+            }
+        }
+        Undo::KillVmm {
+            handles: h,
+            vm_dir,
+            runtime_dir,
+        } => {
+            let vmm = app.backends.for_handles(&h);
+            if let Err(e) = vmm.kill(&h).await {
+                tracing::warn!("undo: stopping the VMM failed: {e}");
+            }
+            vmm.cleanup(&runtime_dir);
+            handles::remove(&vm_dir);
+        }
+    }
+}
+
 /// The steps of one start: stages plus the undo stack.
 pub(crate) struct Steps<'a> {
     stages: Stages<'a>,
@@ -149,39 +185,23 @@ impl<'a> Steps<'a> {
     /// Best effort: a failed removal is logged and the rest still runs.
     pub async fn rollback(mut self, app: &App) -> Vec<StageTiming> {
         self.stages.end();
-        for u in self.undo.drain(..).rev() {
-            tracing::info!(undo = ?u, "undoing a start step");
-            match u {
-                Undo::RemoveDir(d) => {
-                    if let Err(e) = std::fs::remove_dir_all(&d) {
-                        tracing::warn!(path = %d.display(), "undo: {e}");
-                    }
-                }
-                Undo::RemoveFile(f) => {
-                    if let Err(e) = std::fs::remove_file(&f) {
-                        tracing::warn!(path = %f.display(), "undo: {e}");
-                    }
-                }
-                Undo::DeleteTap(name) => {
-                    if let Err(e) = app.privileged.run(PrivOp::DeleteTap { name }).await {
-                        tracing::warn!("undo: removing the tap failed: {e}");
-                    }
-                }
-                Undo::KillVmm {
-                    handles: h,
-                    vm_dir,
-                    runtime_dir,
-                } => {
-                    let vmm = app.backends.for_handles(&h);
-                    if let Err(e) = vmm.kill(&h).await {
-                        tracing::warn!("undo: stopping the VMM failed: {e}");
-                    }
-                    vmm.cleanup(&runtime_dir);
-                    handles::remove(&vm_dir);
-                }
+        self.undo_to(app, 0).await;
+        self.stages.finish()
+    }
+
+    /// How many undos are recorded: a point to [`Steps::undo_to`] later.
+    pub fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Undo what was made since `mark`, newest first (a warm restore that failed
+    /// gives way to a cold boot without undoing the steps before it).
+    pub async fn undo_to(&mut self, app: &App, mark: usize) {
+        while self.undo.len() > mark {
+            if let Some(u) = self.undo.pop() {
+                undo(app, u).await;
             }
         }
-        self.stages.finish()
     }
 
     /// The start succeeded: keep what it made; hand back the timings.

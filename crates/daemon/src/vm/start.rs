@@ -16,6 +16,7 @@ use super::stall::{self, StallWatch};
 use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
 use crate::handles::{self, VmHandles};
+use crate::warm;
 use banger_contract::cmdline as key;
 use banger_image::files as img_files;
 use banger_model::{GuestNet, ImageRecord, InitMode, VmRecord, VmState};
@@ -107,7 +108,18 @@ async fn run_steps(
     let rt_dir = app.layout.vm_runtime(&rec.id);
 
     steps.begin("disks")?;
-    let (overlay, work) = disks(app, rec, &image_dir, &vm_dir, steps).await?;
+    // A new VM (no disks yet) restores from a warm snapshot of its image and shape
+    // when there is a current one; anything else boots cold.
+    let (overlay, work) = (vm_dir.join(files::OVERLAY), vm_dir.join(files::WORK));
+    let mut restoring = None;
+    if !overlay.exists() && !work.exists() {
+        if let Some(found) = warm::restore::find(app, rec, image, steps.progress()).await {
+            restoring = Some(warm::restore::disks(found, &vm_dir, &overlay, &work, steps).await?);
+        }
+    }
+    if restoring.is_none() {
+        disks(app, rec, &image_dir, &vm_dir, steps).await?;
+    }
 
     steps.begin("network")?;
     let tap = super::network::network(app, rec, steps).await?;
@@ -120,6 +132,53 @@ async fn run_steps(
         .backends
         .select(rec.vmm, &image_dir, steps.progress())
         .await?;
+
+    if let Some(prepared) = restoring.take() {
+        if warm::restore::fits(app, &prepared, selected.vmm.name()) {
+            let mark = steps.mark();
+            let spec = machine_spec(
+                app,
+                rec,
+                &image_dir,
+                selected.kernel.clone(),
+                overlay.clone(),
+                work.clone(),
+                &tap,
+                &rt_dir,
+            );
+            let r = warm::restore::boot(
+                app,
+                rec,
+                &prepared,
+                selected.vmm.as_ref(),
+                spec,
+                &tap,
+                &vm_dir,
+                steps,
+            )
+            .await;
+            match r {
+                Ok(()) => return steps.end(),
+                Err(e) => {
+                    tracing::warn!(vm = %rec.name, "restore from the warm snapshot failed: {e}");
+                    steps.progress().send(
+                        "warning",
+                        Some(format!(
+                            "restoring {} from the warm snapshot of {} failed ({e}); booting cold. Remake it with: banger image warm {}",
+                            rec.name, image.name, image.name
+                        )),
+                    );
+                    steps.undo_to(app, mark).await;
+                }
+            }
+        }
+        // The copies of the snapshot's disks give way to fresh ones.
+        for f in [&overlay, &work, &vm_dir.join(files::HOST_KEY)] {
+            let _ = std::fs::remove_file(f);
+        }
+        steps.begin("disks")?;
+        disks(app, rec, &image_dir, &vm_dir, steps).await?;
+    }
 
     steps.begin("boot")?;
     std::fs::create_dir_all(&rt_dir).map_err(DaemonError::io("creating", &rt_dir))?;
@@ -262,7 +321,7 @@ async fn disks(
 /// The machine a VM boots: the image's kernel, banger's initrd, the three disks (base
 /// read-only, then overlay and work) and the tap.
 #[allow(clippy::too_many_arguments)]
-fn machine_spec(
+pub(crate) fn machine_spec(
     app: &App,
     rec: &VmRecord,
     image_dir: &Path,
@@ -327,8 +386,10 @@ fn machine_spec(
         net: Some(NetSpec {
             tap: tap.to_string(),
             mac: net.mac(),
+            unplugged: false,
         }),
         runtime_dir: rt_dir.to_path_buf(),
+        restore: None,
     }
 }
 

@@ -265,6 +265,17 @@ impl AgentClient {
     }
 }
 
+impl AgentClient {
+    /// A guest restored from a warm snapshot takes `identity` (hostname, address,
+    /// MAC, machine-id, boot id, entropy, clock, host key); returns once applied.
+    pub async fn identity(&self, identity: &banger_channel::Identity) -> Result<(), ClientError> {
+        match self.ask(&Open::Identity(identity.clone())).await? {
+            Control::Done(_) => Ok(()),
+            c => Err(unexpected("identity", c)),
+        }
+    }
+}
+
 fn unexpected(request: &'static str, c: Control) -> ClientError {
     ClientError::Unexpected {
         request,

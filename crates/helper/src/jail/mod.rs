@@ -451,6 +451,7 @@ pub(crate) fn cleanup(cfg: &HelperConfig, vm_id: &str) -> Result<(), HelperError
             disks: vec![],
             net: None,
             runtime_dir: PathBuf::from("/"),
+            restore: None,
         },
     };
     jail.cleanup().map_err(JailError::from)?;
@@ -478,8 +479,10 @@ mod tests {
             net: Some(banger_vmm::NetSpec {
                 tap: "bgr1".into(),
                 mac: "06:ba:ac:1e:00:02".into(),
+                unplugged: false,
             }),
             runtime_dir: "/".into(),
+            restore: None,
         };
         check_spec(&s).unwrap();
         s.cpus = 0;

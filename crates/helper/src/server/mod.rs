@@ -106,6 +106,13 @@ impl Server {
                 ))
             }
             Request::Helper(HelperOp::LaunchJailed { spec }) => {
+                if spec.restore.is_some() {
+                    // Jailed restores are not offered: a state file path from a client
+                    // is never handed to a VMM.
+                    return Err(HelperError::BadRequest(
+                        "launch_jailed does not restore snapshots; boot the machine instead".into(),
+                    ));
+                }
                 if let Some(n) = &spec.net {
                     crate::validate::tap_name(&n.tap)?;
                     let book = self.book.lock().await;

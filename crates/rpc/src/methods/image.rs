@@ -41,6 +41,18 @@ method!(
     ImageCachePrune = "image.cache_prune", CachePruneParams => CachePruneResult
 );
 method!(
+    /// `image.warm`: make (or remake) a warm snapshot of an image for one VM shape.
+    ImageWarm = "image.warm", ImageWarmParams => WarmInfo
+);
+method!(
+    /// `image.warm_list`: every warm snapshot and whether it still fits its image.
+    ImageWarmList = "image.warm_list", NoParams => Vec<WarmInfo>
+);
+method!(
+    /// `image.warm_rm`: remove an image's warm snapshots (one shape, or all).
+    ImageWarmRm = "image.warm_rm", ImageWarmParams => WarmRmResult
+);
+method!(
     /// `catalog.list`: what `pull NAME` can fetch.
     CatalogList = "catalog.list", NoParams => CatalogListing
 );
@@ -158,4 +170,69 @@ pub struct CatalogListing {
     pub images: Vec<CatalogItem>,
     /// Pullable kernels.
     pub kernels: Vec<CatalogItem>,
+}
+
+/// Params of `image.warm` and `image.warm_rm`: the image and the VM shape (each
+/// unset size is the daemon's default for new VMs). For `image.warm_rm`, no size
+/// and no init mode at all means every snapshot of the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageWarmParams {
+    /// The image's name.
+    pub name: String,
+    /// vCPUs.
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory, MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Work disk, MiB.
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
+    /// Init mode of the VMs it serves.
+    #[serde(default)]
+    pub init: Option<banger_model::InitMode>,
+}
+
+impl ImageWarmParams {
+    /// Whether any part of the shape was given.
+    pub fn names_a_shape(&self) -> bool {
+        self.cpus.is_some()
+            || self.memory_mib.is_some()
+            || self.disk_mib.is_some()
+            || self.init.is_some()
+    }
+}
+
+/// One warm snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmInfo {
+    /// The image's name.
+    pub image: String,
+    /// The shape's directory name (`2c-1024m-4096d-agent`).
+    pub shape: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Work disk, MiB.
+    pub disk_mib: u64,
+    /// Init mode.
+    pub init: String,
+    /// VMM it was saved with.
+    pub vmm: String,
+    /// Unix seconds when it was made.
+    pub created_at: i64,
+    /// Bytes on disk (state and both disks, allocated blocks).
+    pub bytes: u64,
+    /// How long making it took, ms.
+    pub warm_ms: u64,
+    /// `ready`, `stale (why)`, or `corrupt (why)`.
+    pub status: String,
+}
+
+/// Reply of `image.warm_rm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmRmResult {
+    /// Snapshots removed.
+    pub removed: u64,
 }

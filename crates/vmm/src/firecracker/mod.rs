@@ -27,6 +27,7 @@ pub mod logger;
 pub mod machine_config;
 pub mod metrics;
 pub mod net;
+pub mod snapshot;
 pub mod vsock;
 
 use crate::accel::Accel;
@@ -324,8 +325,14 @@ impl Firecracker {
     /// Spawn firecracker, configure it and start the guest. On any failure after the
     /// spawn the process is killed, so nothing is left running.
     pub async fn start(&self, spec: &MachineSpec) -> Result<Handles, FirecrackerError> {
-        let requests = self.configure_requests(spec)?;
-        let start = Firecracker::start_request()?;
+        // A warm restore loads the saved state instead of configuring and booting.
+        let (requests, start) = match &spec.restore {
+            Some(state) => (self.restore_requests(spec, state)?, None),
+            None => (
+                self.configure_requests(spec)?,
+                Some(Firecracker::start_request()?),
+            ),
+        };
         if !is_elf_file(&spec.kernel) {
             return Err(FirecrackerError::NotVmlinux(spec.kernel.clone()));
         }
@@ -380,7 +387,9 @@ impl Firecracker {
             for r in &requests {
                 client.send(r).await?;
             }
-            client.send(&start).await?;
+            if let Some(start) = &start {
+                client.send(start).await?;
+            }
             Ok::<(), FirecrackerError>(())
         }
         .await;
@@ -501,6 +510,14 @@ impl Vmm for Firecracker {
         h.vmm_alive()
     }
 
+    async fn snapshot(&self, h: &Handles, state: &Path, timeout: Duration) -> Result<(), VmmError> {
+        Firecracker::send_all(h, &Firecracker::snapshot_requests(state)?, timeout).await
+    }
+
+    async fn resume(&self, h: &Handles, timeout: Duration) -> Result<(), VmmError> {
+        Firecracker::send_all(h, &[Firecracker::resume_request()?], timeout).await
+    }
+
     /// The API and vsock sockets (Firecracker does not remove them when it exits);
     /// `console.log` and Firecracker's own log stay with the VM's logs.
     fn cleanup(&self, runtime_dir: &Path) {
@@ -551,6 +568,7 @@ mod tests {
             disks: vec![],
             net: None,
             runtime_dir: rt.clone(),
+            restore: None,
         };
         // /proc/<pid>/cmdline: each argument ends with a NUL.
         let mut cmdline = String::from("firecracker\0");
