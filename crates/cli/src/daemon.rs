@@ -1,6 +1,7 @@
 //! Reaching bangerd: check the socket is ours, start the daemon when nobody answers,
 //! and wait until it answers a ping.
 
+use crate::errors::{fail, Class};
 use anyhow::{bail, Context};
 use banger_model::Layout;
 use banger_rpc::{Client, ClientError, NoParams, Ping, PingResult};
@@ -27,12 +28,15 @@ fn check_owner(layout: &Layout) -> anyhow::Result<()> {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         if md.uid() != me {
-            bail!(
-                "the daemon socket {} belongs to uid {}, not to you (uid {me}); \
-                 use your own state directory (BANGER_HOME or XDG_RUNTIME_DIR) or run banger as that user",
-                sock.display(),
-                md.uid()
-            );
+            return Err(fail(
+                Class::Unauthorized,
+                format!(
+                    "the daemon socket {} belongs to uid {}, not to you (uid {me}); \
+                     use your own state directory (BANGER_HOME or XDG_RUNTIME_DIR) or run banger as that user",
+                    sock.display(),
+                    md.uid()
+                ),
+            ));
         }
     }
     Ok(())
@@ -104,22 +108,26 @@ async fn start(layout: &Layout) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            bail!(
-                "bangerd exited ({status}) right after starting: {reason} (log: {})",
-                log_path.display()
-            );
+            return Err(fail(
+                Class::DaemonUnavailable,
+                format!(
+                    "bangerd exited ({status}) right after starting: {reason} (log: {})",
+                    log_path.display()
+                ),
+            ));
         }
         if start.elapsed() > Duration::from_secs(15) {
-            if let Some(reason) = other {
-                bail!(
+            let message = match other {
+                Some(reason) => format!(
                     "{reason}; that daemon did not answer on {} within 15 s either",
                     layout.socket().display()
-                );
-            }
-            bail!(
-                "bangerd did not answer within 15 s of starting; see its log {}",
-                log_path.display()
-            );
+                ),
+                None => format!(
+                    "bangerd did not answer within 15 s of starting; see its log {}",
+                    log_path.display()
+                ),
+            };
+            return Err(fail(Class::DaemonUnavailable, message));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
