@@ -7,12 +7,12 @@ use crate::app::App;
 use crate::error::DaemonError;
 use crate::{catalog, flatten, images, kernels, vm, warm};
 use banger_rpc::{
-    CallCtx, CatalogList, EventsWatch, ImageBuild, ImageCachePrune, ImageDelete, ImageList, ImagePromote,
-    ImagePull, ImageRegister, ImageShow, ImageWarm, ImageWarmList, ImageWarmRm, KernelDelete,
-    KernelImport, KernelList, KernelPull, KernelShow, NetworkDown, NetworkShow, OperationsList,
-    Ping, PingResult, Router, RouterError, SshConfig, SshConfigInfo, VmCreate, VmDelete, VmExec,
-    VmHostKey, VmInfo, VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune, VmRestart, VmSet,
-    VmShow, VmSshInfo, VmStart, VmStats, VmStop, VmWorkspaceRecord, WarmRmResult,
+    CallCtx, CatalogList, EventsWatch, ImageBuild, ImageCachePrune, ImageDelete, ImageList,
+    ImagePromote, ImagePull, ImageRegister, ImageShow, ImageWarm, ImageWarmList, ImageWarmRm,
+    KernelDelete, KernelImport, KernelList, KernelPull, KernelShow, NetworkDown, NetworkShow,
+    OperationsList, Ping, PingResult, Router, RouterError, SshConfig, SshConfigInfo, VmCreate,
+    VmDelete, VmExec, VmHostKey, VmInfo, VmKill, VmList, VmLogs, VmPortForward, VmPorts, VmPrune,
+    VmRestart, VmSet, VmShow, VmSshInfo, VmStart, VmStats, VmStop, VmWorkspaceRecord, WarmRmResult,
 };
 use std::sync::Arc;
 
