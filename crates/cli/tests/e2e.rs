@@ -1423,7 +1423,7 @@ fn catalog_kernels_register_promote(env: &Env) {
     let show = env.banger_host(&["kernel", "show", "imported", "--json"]);
     assert!(stdout(&show).contains(&release));
     let junk = env.banger_host(&["kernel", "import", "/etc/hostname"]);
-    assert_eq!(junk.status.code(), Some(1));
+    assert_eq!(junk.status.code(), Some(5));
     assert!(stderr(&junk).contains("not a Linux kernel"));
 
     // image register: a tar with a store kernel, and an ext4 read by the export guest.
@@ -1466,7 +1466,7 @@ fn catalog_kernels_register_promote(env: &Env) {
     let running = env.banger(&["image", "promote", "pro", "pro-img"]);
     assert_eq!(
         running.status.code(),
-        Some(1),
+        Some(5),
         "promote of a running VM is refused"
     );
     assert!(env.banger(&["vm", "stop", "pro"]).status.success());
