@@ -195,6 +195,29 @@ impl Firecracker {
 
     /// The full pre-boot configuration for `spec`, in the order it is sent (pure).
     ///
+    /// The logger (and metrics, when enabled) in the runtime directory `rt`: the first
+    /// requests of a boot and of a snapshot load alike.
+    fn logging_requests(&self, rt: &std::path::Path) -> Result<Vec<ApiRequest>, FirecrackerError> {
+        let mut reqs = vec![ApiRequest::put(
+            "/logger",
+            &Logger {
+                log_path: rt.join(files::LOG),
+                level: Some(self.log_level),
+                show_level: Some(true),
+                show_log_origin: Some(false),
+            },
+        )?];
+        if self.metrics {
+            reqs.push(ApiRequest::put(
+                "/metrics",
+                &Metrics {
+                    metrics_path: rt.join(files::METRICS),
+                },
+            )?);
+        }
+        Ok(reqs)
+    }
+
     /// Logger first, so Firecracker's complaints about later requests land in its log;
     /// then machine, kernel, disks, network and vsock. `InstanceStart`
     /// ([`Firecracker::start_request`]) follows separately.
@@ -219,23 +242,7 @@ impl Firecracker {
         check_socket_path(&api)?;
         check_socket_path(&vsock_path)?;
 
-        let mut reqs = vec![ApiRequest::put(
-            "/logger",
-            &Logger {
-                log_path: rt.join(files::LOG),
-                level: Some(self.log_level),
-                show_level: Some(true),
-                show_log_origin: Some(false),
-            },
-        )?];
-        if self.metrics {
-            reqs.push(ApiRequest::put(
-                "/metrics",
-                &Metrics {
-                    metrics_path: rt.join(files::METRICS),
-                },
-            )?);
-        }
+        let mut reqs = self.logging_requests(rt)?;
         reqs.push(ApiRequest::put(
             "/machine-config",
             &MachineConfig {

@@ -106,9 +106,7 @@ pub fn memory_file(state: &std::path::Path) -> PathBuf {
 }
 
 use super::client::{ApiClient, ApiRequest, Method};
-use super::logger::Logger;
-use super::metrics::Metrics;
-use super::{files, Firecracker, FirecrackerError, IFACE_ID};
+use super::{Firecracker, FirecrackerError, IFACE_ID};
 use crate::{Handles, MachineSpec, VmmError};
 use std::time::Duration;
 
@@ -150,23 +148,7 @@ impl Firecracker {
         state: &std::path::Path,
     ) -> Result<Vec<ApiRequest>, FirecrackerError> {
         let rt = &spec.runtime_dir;
-        let mut reqs = vec![ApiRequest::put(
-            "/logger",
-            &Logger {
-                log_path: rt.join(files::LOG),
-                level: Some(self.log_level),
-                show_level: Some(true),
-                show_log_origin: Some(false),
-            },
-        )?];
-        if self.metrics {
-            reqs.push(ApiRequest::put(
-                "/metrics",
-                &Metrics {
-                    metrics_path: rt.join(files::METRICS),
-                },
-            )?);
-        }
+        let mut reqs = self.logging_requests(rt)?;
         reqs.push(ApiRequest::put(
             "/snapshot/load",
             &SnapshotLoadParams {
