@@ -194,7 +194,7 @@ async fn run_steps(
         &rt_dir,
     );
     let vmm = selected.vmm.as_ref();
-    let h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps).await?;
+    let h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps, "starting the VM").await?;
 
     let deadline = Instant::now() + app.config.boot_timeout;
     let timeout = app.config.boot_timeout;
@@ -223,7 +223,7 @@ async fn run_steps(
                     tracing::warn!(vm = %rec.name, "stopping the stalled VMM: {e}");
                 }
                 vmm.cleanup(&rt_dir);
-                h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps).await?;
+                h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps, "starting the VM").await?;
                 relaunched = true;
                 // The second boot has what is left of the deadline; a stall is still
                 // reported as one rather than as a plain timeout.
@@ -243,19 +243,18 @@ async fn run_steps(
     steps.end()
 }
 
-/// Launch the VMM for `spec` and record it (undo: kill it; `handles.json`).
-async fn launch(
+/// Launch the VMM for `spec` and record it (undo: kill it; `handles.json`). `what`
+/// names the launch in its error (a cold boot, a restore).
+pub(crate) async fn launch(
     vmm: &dyn Vmm,
     spec: &MachineSpec,
     vm_dir: &Path,
     rt_dir: &Path,
     tap: &str,
     steps: &mut Steps<'_>,
+    what: &'static str,
 ) -> Result<Handles> {
-    let h = vmm
-        .launch(spec)
-        .await
-        .map_err(DaemonError::vmm("starting the VM"))?;
+    let h = vmm.launch(spec).await.map_err(DaemonError::vmm(what))?;
     steps.created(Undo::KillVmm {
         handles: h.clone(),
         vm_dir: vm_dir.to_path_buf(),

@@ -10,7 +10,6 @@
 use super::{binding, files, read_manifest, Manifest, Shape};
 use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
-use crate::handles::{self, VmHandles};
 use crate::vm::guest::Target;
 use crate::vm::stages::{Steps, Undo};
 use banger_model::{GuestNet, ImageRecord, VmRecord};
@@ -260,23 +259,16 @@ pub(crate) async fn boot(
     spec.cmdline = p.found.manifest.cmdline.clone();
     spec.restore = Some(p.found.dir.join(files::STATE));
     let t = std::time::Instant::now();
-    let h = vmm
-        .launch(&spec)
-        .await
-        .map_err(DaemonError::vmm("restoring the VM from its warm snapshot"))?;
-    steps.created(Undo::KillVmm {
-        handles: h.clone(),
-        vm_dir: vm_dir.to_path_buf(),
-        runtime_dir: rt_dir.clone(),
-    });
-    handles::write(
+    let h = crate::vm::start::launch(
+        vmm,
+        &spec,
         vm_dir,
-        &VmHandles {
-            vmm: h.clone(),
-            tap: tap.to_string(),
-        },
+        &rt_dir,
+        tap,
+        steps,
+        "restoring the VM from its warm snapshot",
     )
-    .map_err(DaemonError::io("recording VM handles in", vm_dir))?;
+    .await?;
     let launched_ms = t.elapsed().as_millis() as u64;
     vmm.resume(&h, LOAD_TIMEOUT)
         .await
