@@ -37,7 +37,7 @@ pub(crate) fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// The last `max` bytes of the file at `path` (empty if it is missing).
-fn file_tail(path: &Path, max: u64) -> Vec<u8> {
+pub(crate) fn file_tail(path: &Path, max: u64) -> Vec<u8> {
     let Ok(mut f) = open_nofollow(path) else {
         return Vec::new();
     };

@@ -54,6 +54,13 @@ pub fn read(log: &Path) -> Vec<Mark> {
     parse(&s)
 }
 
+/// The newest mark, from the file's last bytes (the monitor samples every VM every
+/// few seconds; only thinning needs the whole file). A mark line is at most 41 bytes.
+fn last(log: &Path) -> Option<Mark> {
+    let tail = super::console::file_tail(&marks_path(log), 64);
+    parse(&String::from_utf8_lossy(&tail)).pop()
+}
+
 fn write_all(path: &Path, marks: &[Mark]) -> std::io::Result<()> {
     let text: String = marks
         .iter()
@@ -80,8 +87,7 @@ fn sample_capped(log: &Path, secs: i64, cap: u64) -> std::io::Result<()> {
         _ => return Ok(()),
     };
     let path = marks_path(log);
-    let marks = read(log);
-    match marks.last() {
+    match last(log) {
         Some(last) if last.len == len => return Ok(()),
         Some(last) if last.len > len => {
             return write_all(&path, &[Mark { secs, len: 0 }, Mark { secs, len }])
@@ -93,7 +99,7 @@ fn sample_capped(log: &Path, secs: i64, cap: u64) -> std::io::Result<()> {
         .unwrap_or(0);
     if size + 32 > cap {
         // Thin: every other mark, always keeping the first (the log's start).
-        let mut kept: Vec<Mark> = marks.iter().step_by(2).copied().collect();
+        let mut kept: Vec<Mark> = read(log).iter().step_by(2).copied().collect();
         kept.push(Mark { secs, len });
         return write_all(&path, &kept);
     }
