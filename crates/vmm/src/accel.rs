@@ -75,7 +75,13 @@ async fn probe(qemu: &str, kernel: &Path, initrd: &Path, scratch: &Path) -> Acce
             "host",
         ])
         .args(["-smp", "1", "-m", "256", "-nodefaults", "-no-user-config"])
-        .args(["-display", "none", "-no-reboot"])
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-sandbox",
+            crate::qemu::SANDBOX,
+        ])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")

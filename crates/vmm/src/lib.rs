@@ -104,15 +104,23 @@ pub struct Handles {
     /// command line only, as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<u64>,
+    /// What the VMM's command line contains when it is not the control socket path:
+    /// a jailed Firecracker is started with chroot-relative paths and recognised by
+    /// its `--id banger-<vm id>` instead. `None`: the control socket path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 impl Handles {
-    /// The VMM process's identity: pid, control socket path (its command line
-    /// contains it) and start time.
+    /// The VMM process's identity: pid, the string its command line contains (the
+    /// control socket path, or [`Handles::tag`]) and start time.
     pub fn identity(&self) -> process::Identity<'_> {
         process::Identity {
             pid: self.pid,
-            tag: self.control_socket.to_str().unwrap_or_default(),
+            tag: match &self.tag {
+                Some(t) => t.as_str(),
+                None => self.control_socket.to_str().unwrap_or_default(),
+            },
             start_time: self.start_time,
         }
     }
@@ -163,7 +171,26 @@ pub trait Vmm: Send + Sync {
     /// Short backend name.
     fn name(&self) -> &'static str;
     /// Start the guest described by `spec`; returns once the VMM runs (not the guest).
+    /// The VMM opens the tap of `spec.net` by name itself.
     async fn launch(&self, spec: &MachineSpec) -> Result<Handles, VmmError>;
+    /// Whether this backend wants the guest's tap handed over already open
+    /// ([`Vmm::launch_with_tap`]) rather than opening it by name: QEMU running as an
+    /// unprivileged owner cannot open `/dev/net/tun` where it is root-only, so the
+    /// root helper opens the tap and passes the descriptor, as libvirt does.
+    fn takes_tap_fd(&self) -> bool {
+        false
+    }
+    /// [`Vmm::launch`] with the guest's tap already open (a queue of `spec.net`'s tap,
+    /// from `banger_helper::Privileged::open_tap`). Backends that open taps by name
+    /// themselves ignore the descriptor.
+    async fn launch_with_tap(
+        &self,
+        spec: &MachineSpec,
+        tap: std::os::fd::OwnedFd,
+    ) -> Result<Handles, VmmError> {
+        drop(tap);
+        self.launch(spec).await
+    }
     /// Stop the VMM now (no guest cooperation): control-socket quit, then SIGKILL.
     async fn kill(&self, handles: &Handles) -> Result<(), VmmError>;
     /// Whether the VMM process behind `handles` is alive (and is still ours).
@@ -230,6 +257,7 @@ mod tests {
             console_log: PathBuf::from("/run/x/console.log"),
             accel: Accel::Tcg,
             start_time,
+            tag: None,
         }
     }
 

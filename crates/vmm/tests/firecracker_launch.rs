@@ -251,6 +251,7 @@ async fn is_alive_is_false_for_a_reused_pid() {
         console_log: s.spec.runtime_dir.join(files::CONSOLE),
         accel: banger_vmm::Accel::Kvm,
         start_time: None,
+        tag: None,
     };
     assert!(!s.fc.is_alive(&h, &s.spec.id));
     // kill must not signal a pid that is not ours.

@@ -417,6 +417,7 @@ impl Firecracker {
             backend: "firecracker".into(),
             pid,
             start_time,
+            tag: None,
             control_socket: api,
             agent_socket: vsock_path,
             console_log: console_path,

@@ -78,6 +78,7 @@ fn handles_are_replaced_whole_and_leave_no_temporary() {
             console_log: "/r/console.log".into(),
             accel: banger_vmm::Accel::Tcg,
             start_time: Some(7),
+            tag: None,
         },
         tap: "bgr1".into(),
     };

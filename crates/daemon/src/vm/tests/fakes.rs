@@ -211,6 +211,7 @@ impl Vmm for FakeVmm {
             console_log: rt.join("console.log"),
             accel: Accel::Tcg,
             start_time: None,
+            tag: None,
         })
     }
 

@@ -69,6 +69,7 @@ fn handles(sock: PathBuf) -> Handles {
         console_log: PathBuf::from("/nonexistent"),
         accel: Accel::Tcg,
         start_time: None,
+        tag: None,
     }
 }
 

@@ -2,15 +2,49 @@
 //!
 //! microvm has no PCI, so every device is virtio-mmio, discovered through ACPI (the
 //! Debian cloud kernel lacks virtio-mmio command-line discovery, so ACPI stays on).
-//! QEMU daemonizes itself (`-daemonize`): it reports configuration errors
-//! synchronously on stderr, then detaches into its own session, so guests survive a
-//! daemon restart and are never our zombies.
+//!
+//! QEMU runs under its seccomp filter ([`SANDBOX`]: no exec, no fork, no uid or
+//! session changes, no obsolete or resource-control calls), which rules out
+//! `-daemonize`: it forks and calls `setsid`, and QEMU 7.2 dies of SIGSYS there
+//! (checked here). So the backend starts QEMU in a session of its own (guests
+//! survive a daemon restart or `kill -9`, and a Ctrl-C at the daemon's terminal never
+//! reaches them), with its own messages in `qemu.log`, and waits until QMP answers:
+//! QMP is served from the main loop, which runs only once the machine is fully
+//! built, so an answer means every device (disks, tap, agent socket) exists, and a
+//! configuration error shows up as an exit with its message before `launch` returns.
+//! The child is reaped by tokio once it exits; after a daemon restart it is
+//! re-adopted from its handles like any running guest.
+//!
+//! The guest's tap reaches QEMU either by name (`ifname=`, when QEMU may open
+//! `/dev/net/tun`) or, through [`Vmm::launch_with_tap`], as a descriptor the root
+//! helper opened (`fd=`), which is what an unprivileged owner needs where
+//! `/dev/net/tun` is root-only.
+//!
+//! Warm snapshots ([`migrate`]) go through descriptors as well: the sandbox's
+//! `spawn=deny` kills QEMU 7.2 on an `exec:` migration (it forks a shell), so the
+//! daemon opens the state file itself and hands QEMU the descriptor: over QMP
+//! (`getfd`, then `migrate fd:NAME`) to save, inherited (`-incoming fd:N`) to
+//! restore. QEMU never opens a path of the daemon's choosing for this, either.
+
+mod migrate;
+mod spawn;
 
 use crate::accel::Accel;
 use crate::process;
 use crate::{Handles, MachineSpec, Vmm, VmmError};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
+
+/// QEMU's seccomp sandbox for guests: `obsolete`, `elevateprivileges` (setuid and
+/// friends, `setsid`), `spawn` (fork, exec) and `resourcecontrol` (scheduler and
+/// affinity changes) system calls are refused, so a guest that escapes into QEMU
+/// cannot run programs or change its identity. QEMU 7.2 accepts exactly these
+/// options (its `-sandbox help` lists them).
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// How long QEMU may take to build the machine and answer QMP (milliseconds
+/// normally; this bounds a wedged start on a loaded host).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Name of the guest agent's virtio-serial port (the host–guest contract).
 pub const AGENT_PORT: &str = banger_contract::agent::VIRTIO_PORT;
@@ -36,11 +70,21 @@ pub mod files {
     pub const CONSOLE: &str = crate::CONSOLE_LOG;
     /// QEMU pid file.
     pub const PID: &str = "qemu.pid";
+    /// QEMU's own messages (stdout and stderr).
+    pub const LOG: &str = "qemu.log";
 }
 
 impl Qemu {
-    /// Full argument list for `spec` (pure: unit-tested without QEMU).
+    /// Full argument list for `spec` with nothing inherited: QEMU opens the tap by
+    /// name and boots cold (pure: unit-tested without QEMU).
     pub fn args(&self, spec: &MachineSpec) -> Vec<String> {
+        self.args_for(spec, Inherited::default())
+    }
+
+    /// Full argument list for `spec` with the descriptors QEMU inherits: the guest's
+    /// tap (`-netdev tap,fd=N` instead of a name) and the saved state to load
+    /// (`-incoming fd:N`).
+    pub fn args_for(&self, spec: &MachineSpec, fds: Inherited) -> Vec<String> {
         let rt = &spec.runtime_dir;
         let p = |f: &str| rt.join(f).display().to_string();
         let mut a: Vec<String> = vec![];
@@ -66,6 +110,8 @@ impl Qemu {
             "-display",
             "none",
             "-no-reboot",
+            "-sandbox",
+            SANDBOX,
         ]);
         // Appending (the daemon rotates the log under the VMM: `crate::console`).
         push(&[
@@ -97,11 +143,12 @@ impl Qemu {
             push(&["-device", &format!("virtio-blk-device,drive=disk{i}")]);
         }
         if let Some(n) = &spec.net {
-            let netdev = if n.unplugged {
+            let netdev = match (n.unplugged, fds.tap) {
                 // A hub with nothing else on it: frames go nowhere.
-                "hubport,id=net0,hubid=0".to_string()
-            } else {
-                format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap)
+                (true, _) => "hubport,id=net0,hubid=0".to_string(),
+                // QEMU refuses ifname=, script= and downscript= next to fd=.
+                (false, Some(fd)) => format!("tap,id=net0,fd={fd}"),
+                (false, None) => format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap),
             };
             push(&["-netdev", &netdev]);
             push(&[
@@ -125,142 +172,21 @@ impl Qemu {
             "-qmp",
             &format!("unix:{},server=on,wait=off", p(files::QMP)),
         ]);
-        if let Some(state) = &spec.restore {
-            // QEMU 7.2 takes `exec:` (not `file:`) for migration; the command runs
-            // under /bin/sh, so the path is quoted.
-            push(&["-incoming", &format!("exec:cat {}", shell_quote(state))]);
+        if let Some(fd) = fds.state {
+            push(&["-incoming", &format!("fd:{fd}")]);
         }
-        push(&["-pidfile", &p(files::PID), "-daemonize"]);
+        push(&["-pidfile", &p(files::PID)]);
         a
     }
 }
 
-/// `path` as one single-quoted shell word.
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
-
-/// How often snapshot saves and loads are polled.
-const MIGRATION_POLL: Duration = Duration::from_millis(20);
-
-/// QEMU's migration of `h`'s guest to the file `state`: pause, stream, check.
-async fn save_state(h: &Handles, state: &Path, timeout: Duration) -> Result<(), VmmError> {
-    use serde_json::json;
-    let qmp = &h.control_socket;
-    let step = Duration::from_secs(5);
-    let err = |e: crate::qmp::QmpError| VmmError::Control {
-        path: qmp.clone(),
-        reason: e.to_string(),
-    };
-    // The state file is the daemon's alone: create it 0600 before QEMU's `cat` opens it.
-    create_private(state)?;
-    crate::qmp::execute(qmp, "stop", step).await.map_err(err)?;
-    // The default bandwidth cap (128 MiB/s) would make a 1 GiB guest's save take
-    // seconds for nothing: the guest is paused and the file is local.
-    crate::qmp::execute_with(
-        qmp,
-        "migrate-set-parameters",
-        Some(json!({ "max-bandwidth": 8u64 << 30 })),
-        step,
-    )
-    .await
-    .map_err(err)?;
-    let uri = format!("exec:cat > {}", shell_quote(state));
-    crate::qmp::execute_with(qmp, "migrate", Some(json!({ "uri": uri })), step)
-        .await
-        .map_err(err)?;
-    let started = std::time::Instant::now();
-    loop {
-        let r = crate::qmp::execute(qmp, "query-migrate", step)
-            .await
-            .map_err(err)?;
-        match r["status"].as_str().unwrap_or("") {
-            "completed" => return Ok(()),
-            "failed" | "cancelled" => {
-                return Err(VmmError::Snapshot(format!(
-                    "QEMU could not save the guest's state: {}",
-                    r["error-desc"].as_str().unwrap_or("no reason given")
-                )))
-            }
-            _ => {}
-        }
-        if started.elapsed() > timeout {
-            return Err(VmmError::Snapshot(format!(
-                "QEMU did not finish saving the guest's state within {timeout:?}"
-            )));
-        }
-        tokio::time::sleep(MIGRATION_POLL).await;
-    }
-}
-
-/// Create (or truncate) `path` with mode 0600.
-fn create_private(path: &Path) -> Result<(), VmmError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map(drop)
-        .map_err(|e| VmmError::Io {
-            what: format!("create {}", path.display()),
-            source: e,
-        })
-}
-
-/// Wait until QEMU has loaded the incoming state, then `cont`. QEMU 7.2 exits when
-/// the stream is corrupt or truncated, which is seen here as the process gone.
-async fn load_state(h: &Handles, timeout: Duration) -> Result<(), VmmError> {
-    let qmp = &h.control_socket;
-    let started = std::time::Instant::now();
-    let gone = || {
-        VmmError::Snapshot(
-            "QEMU could not load the saved state (a corrupt or truncated snapshot file?) and exited"
-                .into(),
-        )
-    };
-    loop {
-        if !h.vmm_alive() {
-            return Err(gone());
-        }
-        let r = crate::qmp::execute(qmp, "query-status", Duration::from_secs(5)).await;
-        match r {
-            Ok(v) => match v["status"].as_str().unwrap_or("") {
-                "inmigrate" => {}
-                "running" => return Ok(()),
-                "paused" | "prelaunch" | "postmigrate" => {
-                    crate::qmp::execute(qmp, "cont", Duration::from_secs(5))
-                        .await
-                        .map_err(|e| VmmError::Control {
-                            path: qmp.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    return Ok(());
-                }
-                other => {
-                    return Err(VmmError::Snapshot(format!(
-                        "QEMU is in state {other:?} after loading the saved state"
-                    )))
-                }
-            },
-            // QEMU exiting closes the socket mid-exchange.
-            Err(_) if !h.vmm_alive() => return Err(gone()),
-            Err(_) => {}
-        }
-        if started.elapsed() > timeout {
-            return Err(VmmError::Snapshot(format!(
-                "QEMU did not load the saved state within {timeout:?}"
-            )));
-        }
-        tokio::time::sleep(MIGRATION_POLL).await;
-    }
-}
-
-/// The pid QEMU wrote; 0 and 1 are never a VMM's.
-fn read_pid(path: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    (pid > 1).then_some(pid)
+/// Descriptors a launched QEMU inherits (numbers valid in the daemon at the fork).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inherited {
+    /// The guest's open tap.
+    pub tap: Option<RawFd>,
+    /// The saved state to load, open for reading.
+    pub state: Option<RawFd>,
 }
 
 #[async_trait::async_trait]
@@ -270,65 +196,15 @@ impl Vmm for Qemu {
     }
 
     async fn launch(&self, spec: &MachineSpec) -> Result<Handles, VmmError> {
-        let rt = &spec.runtime_dir;
-        for f in [files::QMP, files::AGENT, files::PID] {
-            let _ = std::fs::remove_file(rt.join(f));
-        }
-        // QEMU appends (append=on), so a new boot's log is emptied here.
-        let console = rt.join(files::CONSOLE);
-        crate::console::create_for_append(&console).map_err(|e| VmmError::Io {
-            what: format!("create {}", console.display()),
-            source: e,
-        })?;
-        let out = tokio::process::Command::new(&self.binary)
-            .args(self.args(spec))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => VmmError::Missing(self.binary.clone()),
-                _ => VmmError::Io {
-                    what: format!("run {}", self.binary),
-                    source: e,
-                },
-            })?;
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(VmmError::Launch(if msg.is_empty() {
-                out.status.to_string()
-            } else {
-                msg
-            }));
-        }
-        let pid_path = rt.join(files::PID);
-        let pid = read_pid(&pid_path).ok_or_else(|| {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if !msg.is_empty() {
-                VmmError::Launch(msg)
-            } else if spec.restore.is_some() {
-                // QEMU daemonized, refused the saved state and exited (removing its pid
-                // file); its message went to the daemonized child's /dev/null.
-                VmmError::Snapshot(
-                    "QEMU exited while loading the saved state (a corrupt or incompatible snapshot)"
-                        .into(),
-                )
-            } else {
-                VmmError::NoPid(pid_path.clone())
-            }
-        })?;
-        let control_socket = rt.join(files::QMP);
-        // Recorded only while the pid still runs our QEMU (tagged by its QMP path).
-        let start_time = process::start_time(pid)
-            .filter(|_| process::alive_with_tag(pid, &control_socket.display().to_string()));
-        Ok(Handles {
-            backend: "qemu".into(),
-            pid,
-            start_time,
-            control_socket,
-            agent_socket: rt.join(files::AGENT),
-            console_log: rt.join(files::CONSOLE),
-            accel: self.accel,
-        })
+        self.spawn(spec, None).await
+    }
+
+    fn takes_tap_fd(&self) -> bool {
+        true
+    }
+
+    async fn launch_with_tap(&self, spec: &MachineSpec, tap: OwnedFd) -> Result<Handles, VmmError> {
+        self.spawn(spec, Some(tap)).await
     }
 
     async fn kill(&self, h: &Handles) -> Result<(), VmmError> {
@@ -357,11 +233,11 @@ impl Vmm for Qemu {
     }
 
     async fn snapshot(&self, h: &Handles, state: &Path, timeout: Duration) -> Result<(), VmmError> {
-        save_state(h, state, timeout).await
+        migrate::save_state(h, state, timeout).await
     }
 
     async fn resume(&self, h: &Handles, timeout: Duration) -> Result<(), VmmError> {
-        load_state(h, timeout).await
+        migrate::load_state(h, timeout).await
     }
 
     fn cleanup(&self, runtime_dir: &Path) {
@@ -437,7 +313,19 @@ mod tests {
         assert!(a.contains(
             "-chardev file,id=console,path=/run/vm/console.log,append=on -serial chardev:console"
         ));
-        assert!(a.ends_with("-daemonize"));
+        assert!(a.contains(&format!("-sandbox {SANDBOX}")));
+        assert!(
+            !a.contains("-daemonize"),
+            "the sandbox forbids fork and setsid"
+        );
+        // A passed tap replaces the name (QEMU refuses both).
+        let fds = Inherited {
+            tap: Some(7),
+            state: None,
+        };
+        let f = q.args_for(&spec(), fds).join(" ");
+        assert!(f.contains("-netdev tap,id=net0,fd=7 "), "{f}");
+        assert!(!f.contains("ifname="), "{f}");
     }
 
     #[test]
@@ -455,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_loads_the_state_and_a_template_reaches_no_network() {
+    fn a_restore_loads_the_inherited_state_and_a_template_reaches_no_network() {
         let q = Qemu {
             binary: "q".into(),
             accel: Accel::Tcg,
@@ -464,14 +352,27 @@ mod tests {
         let mut s = spec();
         assert!(!q.args(&s).contains(&"-incoming".to_string()));
         s.restore = Some(PathBuf::from("/state/it's here/state.bin"));
-        let a = q.args(&s);
+        let fds = Inherited {
+            tap: None,
+            state: Some(9),
+        };
+        let a = q.args_for(&s, fds);
         let i = a.iter().position(|x| x == "-incoming").unwrap();
-        assert_eq!(a[i + 1], r"exec:cat '/state/it'\''s here/state.bin'");
-        assert!(a.ends_with(&["-daemonize".to_string()]));
+        // A descriptor, never a command: the sandbox forbids exec.
+        assert_eq!(a[i + 1], "fd:9");
+        assert!(!a.join(" ").contains("exec:"));
         s.net.as_mut().unwrap().unplugged = true;
-        let a = q.args(&s).join(" ");
+        let a = q
+            .args_for(
+                &s,
+                Inherited {
+                    tap: Some(7),
+                    state: None,
+                },
+            )
+            .join(" ");
         assert!(a.contains("-netdev hubport,id=net0,hubid=0"), "{a}");
-        assert!(!a.contains("ifname="), "{a}");
+        assert!(!a.contains("ifname=") && !a.contains("fd=7"), "{a}");
         // The device (and its MAC) is there all the same: the restored machine has it.
         assert!(a.contains("virtio-net-device,netdev=net0,mac=06:ba:ac:1e:00:02"));
     }
