@@ -181,4 +181,28 @@ impl Privileged for HelperClient {
         fds.pop()
             .ok_or_else(|| HelperError::Protocol("open_tap reply without a descriptor".into()))
     }
+
+    async fn bind_dns(
+        &self,
+        gateway: std::net::Ipv4Addr,
+        proto: crate::DnsProto,
+    ) -> Result<OwnedFd, HelperError> {
+        let (_, mut fds) = self
+            .call(Request::Helper(HelperOp::BindDns { gateway, proto }))
+            .await?;
+        fds.pop()
+            .ok_or_else(|| HelperError::Protocol("bind_dns reply without a descriptor".into()))
+    }
+
+    /// The taps recorded for this process's uid. The helper answers root with every
+    /// tap, so a root caller filters: another daemon's taps are never its to reclaim.
+    async fn list_tap_names(&self) -> Result<Vec<String>, HelperError> {
+        let me = nix::unistd::geteuid().as_raw();
+        Ok(HelperClient::list_taps(self)
+            .await?
+            .into_iter()
+            .filter(|t| t.owner_uid == me)
+            .map(|t| t.name)
+            .collect())
+    }
 }

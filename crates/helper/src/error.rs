@@ -105,6 +105,25 @@ pub enum HelperError {
     /// The operation needs the separate helper (jailed Firecracker, tap records).
     #[error("{0} is only available through the root helper (banger-helper); install it with `sudo banger system install`, or run `banger system run --owner USER` as root")]
     NeedsHelper(&'static str),
+    /// The daemon is not root and has no helper: nothing privileged can be done.
+    #[error("bangerd runs as uid {uid}, not root, and no banger root helper is configured (BANGER_HELPER_SOCKET unset, no {}), so it cannot create the bridge and taps VMs need; install banger as a system service with `sudo banger system install` (where systemd is not PID 1: `sudo banger system run --owner USER`), or run banger as root for a quick trial", system_socket.display())]
+    NoPrivilege {
+        /// The daemon's uid.
+        uid: u32,
+        /// Where the system helper's socket would be.
+        system_socket: PathBuf,
+    },
+    /// Binding the guests' DNS socket failed.
+    #[error("binding banger's guest DNS socket on {addr} ({proto:?}): {source}; another DNS server (dnsmasq, a second banger) may hold port 53 on that address: stop it, or set BANGER_GUEST_DNS=off")]
+    DnsBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// UDP or TCP.
+        proto: banger_host::DnsProto,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An external tool is missing from the config or not safe to run as root.
     #[error("{what} {path} refused: {reason}; install it root-owned and not writable by group or others, and give its absolute path in /etc/banger/helper.toml")]
     Tool {
@@ -194,6 +213,8 @@ impl HelperError {
             HelperError::BadRequest(_) => "bad_request",
             HelperError::TooLong(_) => "too_long",
             HelperError::NeedsHelper(_) => "needs_helper",
+            HelperError::NoPrivilege { .. } => "no_privilege",
+            HelperError::DnsBind { .. } => "dns_bind",
             HelperError::Tool { .. } => "tool",
             HelperError::Records { .. } => "records",
             HelperError::Jail(_) => "jail",

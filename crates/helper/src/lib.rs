@@ -23,10 +23,12 @@ pub mod config;
 mod error;
 mod in_process;
 pub mod jail;
+pub mod jailed;
 mod op;
 pub mod records;
 pub mod server;
 pub mod tools;
+mod unprivileged;
 mod validate;
 pub mod wire;
 
@@ -34,9 +36,14 @@ pub use client::{HelperClient, HELPER_SOCKET_ENV};
 pub use config::HelperConfig;
 pub use error::HelperError;
 pub use in_process::InProcess;
+pub use jailed::JailedFirecracker;
 pub use op::PrivOp;
+pub use unprivileged::Unprivileged;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+
+pub use banger_host::DnsProto;
 
 /// Something that can carry out privileged operations.
 ///
@@ -54,4 +61,31 @@ pub trait Privileged: Send + Sync {
     /// (close-on-exec), for a VMM that cannot open `/dev/net/tun` itself: hand it
     /// over as `-netdev tap,fd=N`. Fails while another process holds the tap.
     async fn open_tap(&self, name: &str) -> Result<OwnedFd, HelperError>;
+
+    /// A socket for the guests' DNS responder on `gateway` port 53 (privileged: the
+    /// helper binds it and passes the descriptor), `IP_FREEBIND` so it may come
+    /// before the bridge; a TCP one already listens. The default binds in this
+    /// process, which is what a root daemon (and a test on a free port) does.
+    async fn bind_dns(&self, gateway: Ipv4Addr, proto: DnsProto) -> Result<OwnedFd, HelperError> {
+        let addr = SocketAddr::from((gateway, 53));
+        banger_host::dns_socket(addr, proto, true).map_err(|source| HelperError::DnsBind {
+            addr,
+            proto,
+            source,
+        })
+    }
+
+    /// The names of the taps this caller owns, so a restarted daemon can remove those
+    /// of VMs that are gone. Only the helper keeps a record of the taps it made;
+    /// elsewhere this is [`HelperError::NeedsHelper`] and the daemon falls back to the
+    /// taps its own records name.
+    async fn list_tap_names(&self) -> Result<Vec<String>, HelperError> {
+        Err(HelperError::NeedsHelper("listing banger's taps"))
+    }
+
+    /// Whether operations can be carried out at all, so a caller can refuse a request
+    /// before it creates anything (an unprivileged daemon without a helper cannot).
+    fn available(&self) -> Result<(), HelperError> {
+        Ok(())
+    }
 }

@@ -55,16 +55,25 @@ pub enum HelperOp {
         /// The VM id (as in `MachineSpec::id`).
         vm_id: String,
     },
+    /// Bind the guests' DNS socket on the configured gateway, port 53 (privileged),
+    /// and pass its descriptor back (SCM_RIGHTS), listening when TCP.
+    BindDns {
+        /// The gateway (must be the configured one).
+        gateway: std::net::Ipv4Addr,
+        /// UDP or TCP.
+        proto: banger_host::DnsProto,
+    },
 }
 
 impl HelperOp {
     /// The `op` tags of [`HelperOp`], so a request can be routed before parsing.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "ping",
         "list_taps",
         "open_tap",
         "launch_jailed",
         "cleanup_jail",
+        "bind_dns",
     ];
 
     /// Short name, as on the wire; for logs.
@@ -75,6 +84,7 @@ impl HelperOp {
             HelperOp::OpenTap { .. } => "open_tap",
             HelperOp::LaunchJailed { .. } => "launch_jailed",
             HelperOp::CleanupJail { .. } => "cleanup_jail",
+            HelperOp::BindDns { .. } => "bind_dns",
         }
     }
 }
@@ -274,6 +284,15 @@ mod tests {
                 name: "bgr1".into()
             })
         );
+        let r =
+            Request::parse(r#"{"op":"bind_dns","gateway":"172.30.0.1","proto":"tcp"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Helper(HelperOp::BindDns {
+                gateway: [172, 30, 0, 1].into(),
+                proto: banger_host::DnsProto::Tcp
+            })
+        );
         let r = Request::parse(r#"{"op":"open_tap","name":"bgr1"}"#).unwrap();
         assert_eq!(
             r,
@@ -293,6 +312,8 @@ mod tests {
             r#"{"op":"run_shell","cmd":"id"}"#,
             r#"{"op":"open_tap","name":"bgr1","owner":0}"#,
             r#"{"op":"ping","x":1}"#,
+            r#"{"op":"bind_dns","gateway":"172.30.0.1","proto":"sctp"}"#,
+            r#"{"op":"bind_dns","gateway":"172.30.0.1","proto":"udp","port":22}"#,
             r#"[1,2]"#,
         ] {
             let e = Request::parse(bad).unwrap_err();

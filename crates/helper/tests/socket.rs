@@ -89,6 +89,26 @@ fn client_entry() {
                 }
             }
         }
+        "bind_dns" => {
+            let proto = if args[2] == "tcp" {
+                banger_helper::DnsProto::Tcp
+            } else {
+                banger_helper::DnsProto::Udp
+            };
+            let r = c.call_blocking(&Request::Helper(HelperOp::BindDns {
+                gateway: args[1].parse().unwrap(),
+                proto,
+            }));
+            match r {
+                Err(e) => println!("RESULT err {} {}", e.kind(), e),
+                Ok((_, mut fds)) => {
+                    let fd = fds.pop().unwrap();
+                    let addr: nix::sys::socket::SockaddrIn =
+                        nix::sys::socket::getsockname(fd.as_raw_fd()).unwrap();
+                    println!("RESULT ok {addr}");
+                }
+            }
+        }
         other => panic!("unknown client action {other}"),
     }
 }
@@ -526,5 +546,43 @@ fn an_unprivileged_process_gets_a_usable_tap_descriptor() {
         assert!(e.to_string().contains("in use"), "{e}");
         drop(fd);
         h.client().open_tap("bgrd1").await.unwrap();
+    });
+}
+
+#[test]
+fn the_owner_gets_the_gateways_dns_port_and_nothing_else() {
+    if !root_or_skip() {
+        return;
+    }
+    in_netns(|| async {
+        let d = public_tempdir();
+        let h = Helper::start(d.path(), config_in(d.path()));
+        // Port 53 is privileged: the owner cannot bind it itself; through the helper
+        // it gets bound sockets on the configured gateway, before the bridge exists.
+        for proto in ["udp", "tcp"] {
+            let r = h.as_user(OWNER, &["bind_dns", "172.30.0.1", proto]);
+            assert_eq!(r, ["ok 172.30.0.1:53"], "{proto}");
+        }
+        // Another address (a host address, loopback) is refused.
+        for other in ["127.0.0.1", "172.30.0.2", "10.0.0.1"] {
+            let r = h.as_user(OWNER, &["bind_dns", other, "udp"]);
+            assert_eq!(kind(&r), "err not_configured", "{other}: {r:?}");
+        }
+        // Nobody else, even through a world-writable socket.
+        std::fs::set_permissions(
+            &h.socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        let r = h.as_user(STRANGER, &["bind_dns", "172.30.0.1", "udp"]);
+        assert_eq!(kind(&r), "err unauthorized", "{r:?}");
+        // Root through the trait, as a daemon calls it: a listening TCP socket.
+        let fd = h
+            .client()
+            .bind_dns(Ipv4Addr::new(172, 30, 0, 1), banger_helper::DnsProto::Tcp)
+            .await
+            .unwrap();
+        let l = std::net::TcpListener::from(fd);
+        assert_eq!(l.local_addr().unwrap().to_string(), "172.30.0.1:53");
     });
 }

@@ -13,6 +13,7 @@
 //! by a spawned task.
 
 mod bridge;
+mod dns_socket;
 mod error;
 mod isolation;
 mod names;
@@ -23,6 +24,7 @@ mod routes;
 mod tap;
 
 pub use bridge::{bridge_mac, delete_bridge, ensure_bridge};
+pub use dns_socket::{dns_socket, DnsProto};
 pub use error::NetError;
 pub use isolation::{
     default_nft, disable_guard, enable_guard, guard_ruleset, isolate_tap, release_tap, tap_ruleset,

@@ -138,6 +138,33 @@ impl Server {
                 crate::jail::cleanup(&self.config, &vm_id)?;
                 Ok((Reply::ok(), None))
             }
+            Request::Helper(HelperOp::BindDns { gateway, proto }) => {
+                // Only the configured gateway, only port 53: the owner gets no other
+                // privileged port and no address outside banger's subnet.
+                let configured = self.subnet.gateway();
+                if gateway != configured {
+                    return Err(HelperError::NotConfigured {
+                        what: "gateway",
+                        asked: gateway.to_string(),
+                        configured: configured.to_string(),
+                    });
+                }
+                let addr = std::net::SocketAddr::from((gateway, 53));
+                let fd = banger_host::dns_socket(addr, proto, true).map_err(|source| {
+                    HelperError::DnsBind {
+                        addr,
+                        proto,
+                        source,
+                    }
+                })?;
+                Ok((
+                    Reply {
+                        fd: true,
+                        ..Reply::ok()
+                    },
+                    Some(fd),
+                ))
+            }
         }
     }
 }
