@@ -6,6 +6,7 @@ use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::error::{DaemonError, Result};
 use crate::ops::Operations;
+use crate::privilege::Privilege;
 use crate::vm::backend::{Backends, HostBackends};
 use crate::vm::disks::{Disks, Ext4Disks};
 use crate::vm::guest::{AgentGuest, Guest};
@@ -19,7 +20,8 @@ use std::sync::{Arc, Mutex};
 /// from [`Parts::host`]; unit tests put fakes here and run the services in-process
 /// without root, VMMs or guests.
 pub struct Parts {
-    /// Root-only host operations (in-process when the daemon runs as root).
+    /// Root-only host operations: the root helper, in-process when the daemon runs as
+    /// root without one, or refused (see [`crate::privilege`]).
     pub privileged: Arc<dyn Privileged>,
     /// VMM backends: selection, and rebuilding one from a VM's handles.
     pub backends: Arc<dyn Backends>,
@@ -30,11 +32,15 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// The real parts for `config`.
-    pub fn host(layout: &Layout, config: &Config) -> Parts {
+    /// The real parts for `config`, with privileged operations as `privilege` says.
+    pub fn host(layout: &Layout, config: &Config, privilege: &Privilege) -> Parts {
         Parts {
-            privileged: Arc::new(banger_helper::InProcess::new()),
-            backends: Arc::new(HostBackends::new(layout, config)),
+            privileged: privilege.privileged(),
+            backends: Arc::new(HostBackends::new(
+                layout,
+                config,
+                privilege.helper().cloned(),
+            )),
             guest: Arc::new(AgentGuest::new()),
             disks: Arc::new(Ext4Disks),
         }

@@ -8,15 +8,19 @@
 //!   other name forwarded to the host's real upstream resolvers
 //!   (`banger_dns::upstreams_from_files` over `BANGER_RESOLV_CONF`), so guests have
 //!   working DNS even on hosts whose resolv.conf names a loopback stub. Guests get it
-//!   as `banger.dns=<gateway>` on their kernel command line. Bound with
-//!   `IP_FREEBIND`, so it can be bound before the bridge (and its address) exists, and
-//!   keeps working when the bridge is deleted and made again.
+//!   as `banger.dns=<gateway>` on their kernel command line. Port 53 is privileged,
+//!   so the sockets come from [`Privileged::bind_dns`]: the root helper binds them and
+//!   passes the descriptors (SCM_RIGHTS) to the owner daemon; a root daemon binds
+//!   them itself. Bound with `IP_FREEBIND`, so they can be bound before the bridge
+//!   (and its address) exists, and keep working when the bridge is deleted and made
+//!   again.
 //!
 //! The names table is written as VMs change state: set when a start succeeds or a
 //! running VM is re-adopted, removed in the runtime teardown every stop, kill, delete
 //! and the monitor go through, so a deleted VM stops resolving at once.
 
 use banger_dns::{serve_tcp, serve_udp, Limits, Names, Responder};
+use banger_helper::{DnsProto, HelperError, Privileged};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -120,7 +124,14 @@ impl Dns {
         let Some(addr) = addr else {
             return;
         };
-        let got = self.spawn(addr, Arc::clone(&self.host), false);
+        let bound = (|| {
+            Ok::<_, std::io::Error>((
+                banger_host::dns_socket(addr, DnsProto::Udp, false)?,
+                banger_host::dns_socket(addr, DnsProto::Tcp, false)?,
+            ))
+        })()
+        .map_err(|e| e.to_string());
+        let got = self.spawn(addr, Arc::clone(&self.host), bound);
         if let Listener::Failed(why) = &got {
             tracing::warn!(%addr, "the host's .vm DNS listener could not start: {why}");
         } else {
@@ -129,9 +140,9 @@ impl Dns {
         self.state().0 = got;
     }
 
-    /// Make sure the guests' listener serves on `gateway:53`; a no-op once it does.
-    /// Returns whether it does.
-    pub fn ensure_guests(&self, gateway: Ipv4Addr) -> bool {
+    /// Make sure the guests' listener serves on `gateway:53`, with sockets from
+    /// `privileged`; a no-op once it does. Returns whether it does.
+    pub async fn ensure_guests(&self, privileged: &dyn Privileged, gateway: Ipv4Addr) -> bool {
         if !self.guests_enabled {
             return false;
         }
@@ -139,7 +150,15 @@ impl Dns {
         if matches!(self.guest_listener(), Listener::Serving(a) if a == addr) {
             return true;
         }
-        let got = self.spawn(addr, Arc::clone(&self.guests), true);
+        let bound = async {
+            Ok::<_, HelperError>((
+                privileged.bind_dns(gateway, DnsProto::Udp).await?,
+                privileged.bind_dns(gateway, DnsProto::Tcp).await?,
+            ))
+        }
+        .await
+        .map_err(|e| e.to_string());
+        let got = self.spawn(addr, Arc::clone(&self.guests), bound);
         let ok = matches!(got, Listener::Serving(_));
         match &got {
             Listener::Failed(why) => {
@@ -156,8 +175,12 @@ impl Dns {
     /// The `banger.dns` servers for a guest booting now: the gateway when the guests'
     /// listener serves, else the host's upstreams themselves (reached through NAT,
     /// without `.vm` names), never a loopback address a guest cannot reach.
-    pub fn servers_for_guests(&self, gateway: Ipv4Addr) -> Vec<IpAddr> {
-        if self.ensure_guests(gateway) {
+    pub async fn servers_for_guests(
+        &self,
+        privileged: &dyn Privileged,
+        gateway: Ipv4Addr,
+    ) -> Vec<IpAddr> {
+        if self.ensure_guests(privileged, gateway).await {
             return vec![IpAddr::V4(gateway)];
         }
         self.upstreams()
@@ -167,12 +190,16 @@ impl Dns {
             .collect()
     }
 
-    /// Bind UDP and TCP at `addr` and serve both until the daemon stops.
-    fn spawn(&self, addr: SocketAddr, r: Arc<Responder>, freebind: bool) -> Listener {
-        let bound = bind(addr, freebind);
-        let (udp, tcp) = match bound {
+    /// Serve the bound UDP and TCP sockets for `addr` until the daemon stops.
+    fn spawn(
+        &self,
+        addr: SocketAddr,
+        r: Arc<Responder>,
+        bound: Result<(OwnedFd, OwnedFd), String>,
+    ) -> Listener {
+        let (udp, tcp) = match bound.and_then(|(u, t)| to_tokio(u, t).map_err(|e| e.to_string())) {
             Ok(pair) => pair,
-            Err(e) => return Listener::Failed(e.to_string()),
+            Err(e) => return Listener::Failed(e),
         };
         tokio::spawn(serve_udp(udp, Arc::clone(&r), self.stop.clone()));
         tokio::spawn(serve_tcp(tcp, r, self.stop.clone()));
@@ -186,50 +213,20 @@ impl Drop for Dns {
     }
 }
 
-/// A UDP socket and a TCP listener on `addr` (`IP_FREEBIND` when asked: the address
-/// need not exist yet).
-fn bind(
-    addr: SocketAddr,
-    freebind: bool,
+/// The bound sockets as tokio's (non-blocking whoever bound them: a descriptor
+/// passed by the helper keeps the flags it was made with, set here again anyway).
+fn to_tokio(
+    udp: OwnedFd,
+    tcp: OwnedFd,
 ) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
-    use nix::sys::socket::SockType;
-    let udp = socket(addr, SockType::Datagram, freebind)?;
-    let tcp = socket(addr, SockType::Stream, freebind)?;
-    nix::sys::socket::listen(&tcp, nix::sys::socket::Backlog::new(64).map_err(io)?).map_err(io)?;
-    let udp = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(udp))?;
-    let tcp = tokio::net::TcpListener::from_std(std::net::TcpListener::from(tcp))?;
-    Ok((udp, tcp))
-}
-
-fn socket(
-    addr: SocketAddr,
-    kind: nix::sys::socket::SockType,
-    freebind: bool,
-) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{bind, setsockopt, sockopt, AddressFamily, SockFlag, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let fd = nix::sys::socket::socket(
-        family,
-        kind,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(io)?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io)?;
-    if freebind {
-        setsockopt(&fd, sockopt::IpFreebind, &true).map_err(io)?;
-    }
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io)?;
-    Ok(fd)
-}
-
-fn io(e: nix::errno::Errno) -> std::io::Error {
-    std::io::Error::from(e)
+    let udp = std::net::UdpSocket::from(udp);
+    udp.set_nonblocking(true)?;
+    let tcp = std::net::TcpListener::from(tcp);
+    tcp.set_nonblocking(true)?;
+    Ok((
+        tokio::net::UdpSocket::from_std(udp)?,
+        tokio::net::TcpListener::from_std(tcp)?,
+    ))
 }
 
 #[cfg(test)]
@@ -253,8 +250,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn guests_fall_back_to_real_upstreams_never_loopback() {
+    #[tokio::test]
+    async fn guests_fall_back_to_real_upstreams_never_loopback() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("resolv.conf");
         std::fs::write(&f, "nameserver 198.18.0.1\n").unwrap();
@@ -262,14 +259,17 @@ mod tests {
         assert_eq!(dns.upstreams(), vec!["198.18.0.1:53".parse().unwrap()]);
         let gw = Ipv4Addr::new(172, 30, 0, 1);
         assert_eq!(
-            dns.servers_for_guests(gw),
+            dns.servers_for_guests(&banger_helper::InProcess::default(), gw)
+                .await,
             vec![IpAddr::from([198, 18, 0, 1])]
         );
         std::fs::write(&f, "nameserver 127.0.0.53\n").unwrap();
         dns.refresh_upstreams();
         assert_eq!(dns.upstreams(), vec!["127.0.0.53:53".parse().unwrap()]);
         assert!(
-            dns.servers_for_guests(gw).is_empty(),
+            dns.servers_for_guests(&banger_helper::InProcess::default(), gw)
+                .await
+                .is_empty(),
             "never a loopback stub"
         );
     }

@@ -223,6 +223,8 @@ async fn build_from_export(
                     .map_err(|e| format!("remove {}: {e}", dest.display()))?;
                 tool("cp", &["-a".as_ref(), seed.as_os_str(), dest.as_os_str()])
                     .map_err(|e| format!("copying the work seed: {e}"))?;
+                // The old image's seed predates sanitising, perhaps.
+                crate::publish::sanitize_seed(&dest, None, &sink)?;
             }
             Ok(built)
         };
@@ -279,7 +281,7 @@ pub async fn promote(
             }
             let id = banger_store::new_id();
             let staging = app.layout.image_staging().join(&id);
-            std::fs::create_dir_all(&staging).map_err(DaemonError::io("creating", &staging))?;
+            crate::publish::create_private_dir(&staging).map_err(DaemonError::io("creating", &staging))?;
             let rootfs = image_dir.join(img_files::ROOTFS);
             let overlay = vm_dir.join(vm_files::OVERLAY);
             let work = vm_dir.join(vm_files::WORK);
@@ -383,7 +385,8 @@ pub async fn register(
             };
             let id = banger_store::new_id();
             let staging = app.layout.image_staging().join(&id);
-            std::fs::create_dir_all(&staging).map_err(DaemonError::io("creating", &staging))?;
+            crate::publish::create_private_dir(&staging)
+                .map_err(DaemonError::io("creating", &staging))?;
             let source = format!("file:{}", p.rootfs.display());
             let result = if ext4 {
                 register_ext4(app, &name, &staging, &p.rootfs, &kernel, source, progress).await

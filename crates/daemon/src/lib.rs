@@ -11,6 +11,8 @@
 //!   [`publish`] (what they share, so none depends on another in a circle);
 //! * [`dns`] (`<vm>.vm` for the host and the guests), [`network`] (`network show`
 //!   and `down`), [`ssh_files`] (the known_hosts and ssh_config banger keeps);
+//! * [`privilege`]: the root helper, in-process (root) or nothing, decided at start;
+//!   [`perms`]: banger's files private to the owner;
 //! * [`error`], [`config`], [`failpoint`], [`coalesce`], [`ops`], [`handles`].
 //!
 //! Concurrency, in one place: each VM has a lock held for the whole of any operation
@@ -33,6 +35,8 @@ pub mod images;
 pub mod kernels;
 pub mod network;
 pub mod ops;
+pub mod perms;
+pub mod privilege;
 pub mod publish;
 pub mod routes;
 pub mod ssh_files;
@@ -73,6 +77,9 @@ pub enum StartError {
     /// banger's ssh key could not be made or read.
     #[error("preparing banger's ssh key: {0}")]
     Key(#[from] banger_guest::keys::KeyError),
+    /// The root helper the daemon was pointed at does not answer or refused.
+    #[error("asking the root helper for its bridge and subnet: {0}")]
+    Helper(#[from] banger_helper::HelperError),
     /// The daemon socket could not be opened.
     #[error("opening the daemon socket: {0}")]
     Bind(#[from] banger_rpc::BindError),
@@ -81,14 +88,26 @@ pub enum StartError {
     Router(#[from] banger_rpc::RouterError),
 }
 
-/// Open the daemon's state under `layout` with the real host parts.
+/// Open the daemon's state under `layout` with the real host parts: decide who
+/// carries out privileged operations (with a helper, its bridge and subnet replace
+/// the configured ones), create the directories and make existing ones private.
 ///
 /// The state directory is locked first (before the database, the sweeps and
 /// reconcile touch it): a second daemon on the same state would sweep the first
 /// one's builds as debris and adopt its VMs, so it is refused, naming the pid that
 /// holds the lock. The lock lives as long as the returned [`App`].
 pub fn open(layout: Layout) -> Result<Arc<App>, StartError> {
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    let privilege = privilege::Privilege::from_env();
+    tracing::info!("privileged operations: {}", privilege.describe());
+    if let Some(helper) = privilege.helper() {
+        let net = privilege::helper_network(helper, privilege::HELPER_WAIT)?;
+        if (net.bridge.as_str(), net.subnet) != (config.bridge.as_str(), config.subnet) {
+            tracing::info!(bridge = %net.bridge, subnet = %net.subnet, "using the helper's bridge and subnet");
+        }
+        config.bridge = net.bridge;
+        config.subnet = net.subnet;
+    }
     for d in [&layout.state, &layout.cache, &layout.runtime] {
         std::fs::create_dir_all(d).map_err(|source| StartError::Dir {
             path: d.clone(),
@@ -96,9 +115,10 @@ pub fn open(layout: Layout) -> Result<Arc<App>, StartError> {
         })?;
     }
     let lock = banger_rpc::lock_state_dir(&layout.state)?;
+    perms::tighten(&layout);
     let store = Store::open(&layout.db())?;
     let public_key = banger_guest::keys::ensure(&layout.ssh_key())?;
-    let parts = Parts::host(&layout, &config);
+    let parts = Parts::host(&layout, &config, &privilege);
     let mut app = App::new(layout, config, store, public_key, parts);
     app.state_lock = Some(lock);
     Ok(Arc::new(app))
@@ -116,7 +136,9 @@ pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<
     flatten::sweep(&app);
     warm::make::sweep(&app.layout.warm_dir());
     app.dns.start_host(app.config.dns);
-    app.dns.ensure_guests(app.config.subnet.gateway());
+    app.dns
+        .ensure_guests(app.privileged.as_ref(), app.config.subnet.gateway())
+        .await;
     vm::reconcile::reconcile(&app).await;
     ssh_files::refresh(&app);
     vm::host_key::pin_missing(app.clone());

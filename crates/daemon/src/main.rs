@@ -32,6 +32,10 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Everything the daemon and its children (VMMs, image tools) create is the
+    // owner's alone: disks, console logs, sockets, image directories.
+    // SAFETY: umask has no memory-safety preconditions.
+    unsafe { libc::umask(0o077) };
     let layout = Layout::from_env();
     if args.check_migrations {
         return check_migrations(&layout);

@@ -221,13 +221,17 @@ pub(crate) fn finish_tree(
     let seed = staging.join(files::WORK_SEED);
     let mut ed = oci::TreeEditor::open(&tree.root)?;
     // symlink_metadata does not follow `root` itself, and its parent is ours.
-    if std::fs::symlink_metadata(tree.root.join("root")).is_ok_and(|m| m.is_dir()) {
+    let mut seed_owners = if std::fs::symlink_metadata(tree.root.join("root"))
+        .is_ok_and(|m| m.is_dir())
+    {
         std::fs::rename(tree.root.join("root"), &seed).map_err(|e| format!("move /root: {e}"))?;
-        let _ = tree.fixups.split_off("root");
+        tree.fixups.split_off("root")
     } else {
         let _ = ed.remove("root");
         std::fs::create_dir_all(&seed).map_err(|e| format!("create {}: {e}", seed.display()))?;
-    }
+        Default::default()
+    };
+    sanitize_seed(&seed, Some(&mut seed_owners), sink)?;
     ed.create_dir_all("root", 0o700)?;
     sink.send("image:ext4", None);
     let rootfs = staging.join(files::ROOTFS);
@@ -253,6 +257,31 @@ pub(crate) fn finish_tree(
     std::fs::write(&path, manifest.to_string())
         .map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(built)
+}
+
+/// Make the work seed at `seed` safe to keep on the host (no setuid/setgid bits,
+/// device nodes, sockets, fifos or `security.*`/`trusted.*` xattrs; the seed 0700),
+/// in the tree and in `owners` (an unprivileged apply's record), and warn about what
+/// was dropped, as progress of `image:work-seed` and in the log. Blocking.
+pub(crate) fn sanitize_seed(
+    seed: &Path,
+    owners: Option<&mut oci::Fixups>,
+    sink: &ProgressSink,
+) -> Result<(), Cause> {
+    let dropped = banger_image::seed::sanitize_work_seed(seed, owners)?;
+    if let Some(w) = banger_image::seed::warning(&dropped) {
+        tracing::warn!("{w}");
+        sink.send("image:work-seed", Some(w));
+    }
+    Ok(())
+}
+
+/// Create a staging directory (and its missing parents) private to the owner,
+/// whatever the umask: it becomes an image or kernel directory by a rename.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Unpack a tar stream from `file` into `dest` through the no-follow applier, which

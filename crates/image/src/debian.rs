@@ -12,6 +12,7 @@ use crate::run::ToolError;
 use crate::{customize, customize::CustomizeError, files, LABEL_ROOT};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -178,7 +179,7 @@ pub fn build_debian(
     let seed = req.staging.join(files::WORK_SEED);
     std::fs::rename(tree.join("root"), &seed).map_err(io("move /root of", &tree))?;
     std::fs::create_dir(tree.join("root")).map_err(io("create", &tree))?;
-    warn_dropped(&crate::seed::sanitize_work_seed(&seed, None)?);
+    warn_dropped(&crate::seed::sanitize_work_seed(&seed, None)?, progress);
 
     progress("ext4", None);
     let rootfs = req.staging.join(files::ROOTFS);
@@ -199,11 +200,16 @@ pub(crate) fn check_request(req: &BuildRequest) -> Result<(), BuildError> {
     check_agent(&req.agent)
 }
 
-/// Log what sanitising the work seed dropped (the image's /root should not carry it).
-pub(crate) fn warn_dropped(dropped: &[crate::seed::Dropped]) {
-    if !dropped.is_empty() {
-        let list: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
-        tracing::warn!(dropped = %list.join("; "), "dropped from the image's /root (work seed)");
+/// Log and report (as progress of the `work-seed` stage) what sanitising the work
+/// seed dropped: the image's /root should not carry it, and whoever made the image
+/// should know.
+pub(crate) fn warn_dropped(
+    dropped: &[crate::seed::Dropped],
+    progress: &mut dyn FnMut(&str, Option<String>),
+) {
+    if let Some(w) = crate::seed::warning(dropped) {
+        tracing::warn!("{w}");
+        progress("work-seed", Some(w));
     }
 }
 
@@ -262,6 +268,16 @@ pub(crate) fn mmdebstrap(
         .arg(target);
     if let Some(m) = &req.mirror {
         cmd.arg(m);
+    }
+    // The daemon's umask is 077; a Debian tree needs Debian's (files that maintainer
+    // scripts create, such as /etc/ld.so.cache, must be readable by everyone in the
+    // guest).
+    // SAFETY: umask is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+            Ok(())
+        });
     }
     let mut child = cmd
         .stdin(Stdio::null())

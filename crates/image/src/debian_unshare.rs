@@ -128,10 +128,10 @@ pub fn build_debian_unshare(
     let mut ed = TreeEditor::open(&tree.root)?;
     std::fs::rename(tree.root.join("root"), &seed).map_err(io("move /root of", &tree.root))?;
     let mut seed_owners = tree.fixups.split_off("root");
-    warn_dropped(&crate::seed::sanitize_work_seed(
-        &seed,
-        Some(&mut seed_owners),
-    )?);
+    warn_dropped(
+        &crate::seed::sanitize_work_seed(&seed, Some(&mut seed_owners))?,
+        progress,
+    );
     ed.create_dir_all("root", 0o700)?;
 
     progress("ext4", None);

@@ -280,6 +280,19 @@ pub fn sanitize_work_seed(
     Ok(w.dropped)
 }
 
+/// The warning for what [`sanitize_work_seed`] dropped (`None` when nothing was):
+/// one line listing every path and what it lost.
+pub fn warning(dropped: &[Dropped]) -> Option<String> {
+    if dropped.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = dropped.iter().map(|d| d.to_string()).collect();
+    Some(format!(
+        "dropped from the image's /root (it would be unsafe on the host): {}",
+        list.join("; ")
+    ))
+}
+
 impl Walk {
     fn xattrs_of_root(&mut self, root: &OwnedFd) -> Result<(), SeedError> {
         // The seed directory's own attributes: name it as "." in itself.

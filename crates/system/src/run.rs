@@ -237,17 +237,7 @@ fn spawn_daemon(o: &RunOptions) -> Result<Child, SystemError> {
         .current_dir("/")
         .process_group(0)
         .stdin(std::process::Stdio::null());
-    let ours = o.layout.daemon_env();
-    for (k, v) in std::env::vars() {
-        let reserved = ["BANGER_HOME", "BANGER_SYSTEM_ROOT", "BANGER_DAEMON"];
-        if k.starts_with("BANGER_")
-            && !reserved.contains(&k.as_str())
-            && !ours.iter().any(|(o, _)| *o == k)
-        {
-            cmd.env(k, v);
-        }
-    }
-    for (k, v) in ours {
+    for (k, v) in daemon_env(&o.layout, std::env::vars()) {
         cmd.env(k, v);
     }
     let groups: Vec<libc::gid_t> = o.owner.groups.clone();
@@ -276,6 +266,35 @@ fn spawn_daemon(o: &RunOptions) -> Result<Child, SystemError> {
     })
 }
 
+/// The daemon's environment besides HOME, USER, LOGNAME and PATH: the layout's
+/// (`SystemLayout::daemon_env`) and the caller's other `BANGER_*` variables. The
+/// guest agent is the caller's `BANGER_AGENT` when set, else the installed one when
+/// it exists, else none, so a daemon run from a build tree finds the agent beside its
+/// own binary (`target/lib/banger/banger-agent`) as it would anywhere.
+pub fn daemon_env(
+    l: &SystemLayout,
+    caller: impl Iterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    const AGENT: &str = "BANGER_AGENT";
+    const RESERVED: [&str; 3] = ["BANGER_HOME", "BANGER_SYSTEM_ROOT", "BANGER_DAEMON"];
+    let ours = l.daemon_env();
+    let mut out: Vec<(String, String)> = caller
+        .filter(|(k, _)| {
+            k.starts_with("BANGER_")
+                && !RESERVED.contains(&k.as_str())
+                && (k == AGENT || !ours.iter().any(|(o, _)| o == k))
+        })
+        .collect();
+    let caller_agent = out.iter().any(|(k, v)| k == AGENT && !v.is_empty());
+    for (k, v) in ours {
+        if k == AGENT && (caller_agent || !Path::new(&v).is_file()) {
+            continue;
+        }
+        out.push((k, v));
+    }
+    out
+}
+
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; reap.
 async fn stop(child: &mut Child, what: &str) {
     let Some(pid) = child.id() else {
@@ -291,5 +310,56 @@ async fn stop(child: &mut Child, what: &str) {
             eprintln!("banger system run: {what} did not stop within {STOP_GRACE:?}; killing it");
             let _ = child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_gets_the_layout_and_the_callers_banger_variables() {
+        let d = tempfile::tempdir().unwrap();
+        let l = SystemLayout::under(d.path());
+        let caller = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let env = daemon_env(
+            &l,
+            caller(&[
+                ("BANGER_LOG", "debug"),
+                ("BANGER_HOME", "/tmp/x"),
+                ("XDG_STATE_HOME", "/home/me/.local/state"),
+                ("BANGER_HELPER_SOCKET", "/tmp/evil.sock"),
+            ]),
+        );
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("BANGER_LOG").as_deref(), Some("debug"));
+        assert_eq!(get("BANGER_HOME"), None);
+        assert_eq!(
+            get("BANGER_HELPER_SOCKET"),
+            Some(l.helper_socket().display().to_string()),
+            "the layout's helper, not the caller's"
+        );
+        assert_eq!(
+            get("XDG_STATE_HOME"),
+            Some(d.path().join("var/lib").display().to_string())
+        );
+        // No installed agent: none is named, the daemon finds its own.
+        assert_eq!(get("BANGER_AGENT"), None);
+        // An installed agent is named, unless the caller names one.
+        std::fs::create_dir_all(l.agent().parent().unwrap()).unwrap();
+        std::fs::write(l.agent(), b"agent").unwrap();
+        let env = daemon_env(&l, caller(&[]));
+        assert!(env.contains(&("BANGER_AGENT".into(), l.agent().display().to_string())));
+        let env = daemon_env(&l, caller(&[("BANGER_AGENT", "/opt/agent")]));
+        let agents: Vec<_> = env.iter().filter(|(k, _)| k == "BANGER_AGENT").collect();
+        assert_eq!(
+            agents,
+            [&("BANGER_AGENT".to_string(), "/opt/agent".to_string())]
+        );
     }
 }

@@ -10,9 +10,14 @@
 //! * whether Firecracker is usable (banger-hostcheck's policy, the one `banger doctor`
 //!   reports): `firecracker --version` runs on a blocking thread with a timeout, never
 //!   on the async executor.
+//!
+//! With a root helper, Firecracker guests are launched by the helper through the
+//! jailer ([`banger_helper::JailedFirecracker`]); QEMU runs as the daemon's user and
+//! gets its tap as a descriptor (`Vmm::takes_tap_fd`).
 
 use crate::config::Config;
 use crate::error::{blocking, DaemonError, Result};
+use banger_helper::{HelperClient, JailedFirecracker};
 use banger_hostcheck::firecracker::{self as fc_policy, Unusable};
 use banger_image::files as img_files;
 use banger_model::{Layout, VmmChoice};
@@ -73,12 +78,15 @@ pub struct HostBackends {
     scratch: PathBuf,
     /// QEMU with the probed accelerator and measured TSC rate, decided once.
     qemu: OnceCell<(Qemu, AccelChoice)>,
+    /// The root helper, which launches Firecracker guests through the jailer.
+    helper: Option<HelperClient>,
 }
 
 impl HostBackends {
     /// Backends as `config` names them; the probe's scratch files and verdict cache
-    /// go into `layout`'s runtime directory.
-    pub fn new(layout: &Layout, config: &Config) -> Self {
+    /// go into `layout`'s runtime directory. With `helper`, Firecracker guests are
+    /// jailed by it.
+    pub fn new(layout: &Layout, config: &Config, helper: Option<HelperClient>) -> Self {
         Self {
             qemu_binary: config.qemu.clone(),
             firecracker_binary: config.firecracker.clone(),
@@ -86,6 +94,7 @@ impl HostBackends {
             accel_cache: layout.accel_cache(),
             scratch: layout.runtime.clone(),
             qemu: OnceCell::new(),
+            helper,
         }
     }
 
@@ -93,6 +102,17 @@ impl HostBackends {
         Firecracker {
             binary: self.firecracker_binary.clone(),
             ..Firecracker::default()
+        }
+    }
+
+    /// The Firecracker backend new guests get: jailed by the helper when there is one.
+    fn firecracker_vmm(&self) -> Box<dyn Vmm> {
+        match &self.helper {
+            Some(h) => Box::new(JailedFirecracker {
+                helper: h.clone(),
+                firecracker: self.firecracker(),
+            }),
+            None => Box::new(self.firecracker()),
         }
     }
 
@@ -201,7 +221,7 @@ impl Backends for HostBackends {
         })
         .await?;
         Ok(Selected {
-            vmm: Box::new(self.firecracker()),
+            vmm: self.firecracker_vmm(),
             kernel,
         })
     }
@@ -216,7 +236,12 @@ impl Backends for HostBackends {
 
     fn for_handles(&self, h: &Handles) -> Box<dyn Vmm> {
         if h.backend == self.firecracker().name() {
-            Box::new(self.firecracker())
+            // Only jailed guests carry a tag (their `--id`); the others were started
+            // unjailed by a root daemon.
+            match (&self.helper, h.tag.is_some()) {
+                (Some(_), true) => self.firecracker_vmm(),
+                _ => Box::new(self.firecracker()),
+            }
         } else {
             Box::new(Qemu {
                 binary: self.qemu_binary.clone(),
@@ -233,6 +258,8 @@ impl Backends for HostBackends {
                 accel: Accel::Tcg,
                 tsc_khz: 0,
             }),
+            // A jailed guest always has handles (written right after its launch), and
+            // a stale jail is replaced by the VM's next launch.
             Box::new(self.firecracker()),
         ]
     }

@@ -29,6 +29,9 @@ pub async fn create(
     let memory_mib = p.memory_mib.unwrap_or(app.config.default_memory_mib);
     let disk_mib = p.disk_mib.unwrap_or(app.config.default_disk_mib);
     check_sizes(cpus, memory_mib, disk_mib)?;
+    if !p.no_start {
+        start::require_privilege(app)?;
+    }
     let name = match p.name {
         Some(n) => n,
         None => generated_name()?,

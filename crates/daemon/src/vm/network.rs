@@ -30,7 +30,9 @@ pub(crate) async fn network(app: &App, rec: &VmRecord, steps: &mut Steps<'_>) ->
     ensure_nat(app, &bridge, steps.progress()).await;
     ensure_isolation(app).await?;
     app.dns.refresh_upstreams();
-    app.dns.ensure_guests(subnet.gateway());
+    app.dns
+        .ensure_guests(app.privileged.as_ref(), subnet.gateway())
+        .await;
     let tap = banger_host::tap_name(&rec.id);
     app.privileged
         .run(PrivOp::CreateTap {

@@ -4,12 +4,17 @@
 //! QEMU daemonizes and Firecracker runs in its own session, so guests outlive the
 //! daemon. On start, [`reconcile`] re-adopts every VM whose VMM still runs (from its
 //! `handles.json`) and cleans up the others; then [`monitor`] notices VMMs that exit
-//! behind the daemon's back (guest `poweroff`, OOM kill, `kill -9`).
+//! behind the daemon's back (guest `poweroff`, OOM kill, `kill -9`). Taps left by
+//! VMs that are gone (a daemon killed between creating a tap and recording the VM,
+//! a VM deleted while its teardown failed) are removed on start too
+//! ([`reclaim_taps`]).
 
 use super::stop::teardown_runtime;
 use crate::app::App;
 use crate::handles;
+use banger_helper::{HelperError, PrivOp};
 use banger_model::{VmRecord, VmState};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// How often the monitor checks that running VMs' VMMs are alive.
@@ -63,6 +68,53 @@ pub async fn reconcile(app: &App) {
             super::forward::sync(app, &rec);
             super::network::reisolate(app, &rec).await;
             app.dns.names.set(rec.name.as_str(), rec.ip);
+        }
+    }
+    reclaim_taps(app).await;
+}
+
+/// Remove every tap of this daemon's that no running VM uses. With the helper, the
+/// candidates are the taps it recorded for this user; in-process (no record), the
+/// existing taps of this daemon's VMs that are not running. Runs before the daemon
+/// serves, so no start is under way.
+pub(crate) async fn reclaim_taps(app: &App) {
+    let Ok(vms) = app.db(|s| s.list_vms()) else {
+        return;
+    };
+    let tap = |r: &VmRecord| banger_host::tap_name(&r.id);
+    let in_use: BTreeSet<String> = vms
+        .iter()
+        .filter(|r| r.state == VmState::Running)
+        .map(tap)
+        .collect();
+    let (candidates, recorded) = match app.privileged.list_tap_names().await {
+        Ok(names) => (names, true),
+        Err(HelperError::NeedsHelper(_)) => {
+            let mut existing = vec![];
+            for r in vms.iter().filter(|r| r.state != VmState::Running) {
+                let name = tap(r);
+                if banger_host::link_exists(&name).await.unwrap_or(false) {
+                    existing.push(name);
+                }
+            }
+            (existing, false)
+        }
+        Err(e) => {
+            tracing::debug!("not reclaiming taps: {e}");
+            return;
+        }
+    };
+    for name in candidates.into_iter().filter(|t| !in_use.contains(t)) {
+        match app
+            .privileged
+            .run(PrivOp::DeleteTap { name: name.clone() })
+            .await
+        {
+            Ok(()) if recorded => {
+                tracing::info!(tap = %name, "removed the tap of a VM that no longer runs")
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(tap = %name, "removing a leftover tap: {e}"),
         }
     }
 }

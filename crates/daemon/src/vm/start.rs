@@ -49,6 +49,7 @@ pub(crate) async fn start_locked(
     if rec.state == VmState::Running {
         return Ok(super::query::info_for(app, &rec));
     }
+    require_privilege(app)?;
     let image = app.db(|s| s.get_image(&rec.image_id)).map_err(|_| {
         DaemonError::NotFound(format!(
             "the image of VM {name} is gone; it cannot boot again (delete it with banger vm delete {name})"
@@ -145,6 +146,8 @@ async fn run_steps(
                 work.clone(),
                 &tap,
                 &rt_dir,
+                // A restore's command line is the snapshot's; DNS comes with its identity.
+                &[],
             );
             let r = warm::restore::boot(
                 app,
@@ -183,6 +186,10 @@ async fn run_steps(
     steps.begin("boot")?;
     std::fs::create_dir_all(&rt_dir).map_err(DaemonError::io("creating", &rt_dir))?;
     steps.created(Undo::RemoveDir(rt_dir.clone()));
+    let dns = app
+        .dns
+        .servers_for_guests(app.privileged.as_ref(), app.config.subnet.gateway())
+        .await;
     let spec = machine_spec(
         app,
         rec,
@@ -192,9 +199,20 @@ async fn run_steps(
         work,
         &tap,
         &rt_dir,
+        &dns,
     );
     let vmm = selected.vmm.as_ref();
-    let h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps, "starting the VM").await?;
+    let h = launch(
+        app,
+        vmm,
+        &spec,
+        &vm_dir,
+        &rt_dir,
+        &tap,
+        steps,
+        "starting the VM",
+    )
+    .await?;
 
     let deadline = Instant::now() + app.config.boot_timeout;
     let timeout = app.config.boot_timeout;
@@ -223,7 +241,17 @@ async fn run_steps(
                     tracing::warn!(vm = %rec.name, "stopping the stalled VMM: {e}");
                 }
                 vmm.cleanup(&rt_dir);
-                h = launch(vmm, &spec, &vm_dir, &rt_dir, &tap, steps, "starting the VM").await?;
+                h = launch(
+                    app,
+                    vmm,
+                    &spec,
+                    &vm_dir,
+                    &rt_dir,
+                    &tap,
+                    steps,
+                    "starting the VM",
+                )
+                .await?;
                 relaunched = true;
                 // The second boot has what is left of the deadline; a stall is still
                 // reported as one rather than as a plain timeout.
@@ -244,8 +272,11 @@ async fn run_steps(
 }
 
 /// Launch the VMM for `spec` and record it (undo: kill it; `handles.json`). `what`
-/// names the launch in its error (a cold boot, a restore).
+/// names the launch in its error (a cold boot, a restore). A VMM that cannot open its
+/// tap by name (QEMU as an unprivileged owner, where `/dev/net/tun` is root's) gets it
+/// already open from the privileged side, as libvirt does.
 pub(crate) async fn launch(
+    app: &App,
     vmm: &dyn Vmm,
     spec: &MachineSpec,
     vm_dir: &Path,
@@ -254,7 +285,18 @@ pub(crate) async fn launch(
     steps: &mut Steps<'_>,
     what: &'static str,
 ) -> Result<Handles> {
-    let h = vmm.launch(spec).await.map_err(DaemonError::vmm(what))?;
+    let plugged = spec.net.as_ref().is_some_and(|n| !n.unplugged);
+    let launched = if plugged && vmm.takes_tap_fd() {
+        let fd = app
+            .privileged
+            .open_tap(tap)
+            .await
+            .map_err(DaemonError::host(format!("opening tap {tap} for the VMM")))?;
+        vmm.launch_with_tap(spec, fd).await
+    } else {
+        vmm.launch(spec).await
+    };
+    let h = launched.map_err(DaemonError::vmm(what))?;
     steps.created(Undo::KillVmm {
         handles: h.clone(),
         vm_dir: vm_dir.to_path_buf(),
@@ -329,6 +371,7 @@ pub(crate) fn machine_spec(
     work: PathBuf,
     tap: &str,
     rt_dir: &Path,
+    dns: &[std::net::IpAddr],
 ) -> MachineSpec {
     let subnet = app.config.subnet;
     let net = GuestNet {
@@ -347,7 +390,7 @@ pub(crate) fn machine_spec(
         key::HOSTNAME,
         rec.name,
     );
-    let dns = app.dns.servers_for_guests(net.gateway);
+    let dns = dns.to_vec();
     if !dns.is_empty() {
         let list: Vec<String> = dns.iter().map(ToString::to_string).collect();
         cmdline.push_str(&format!(" {}={}", key::DNS, list.join(",")));
@@ -469,6 +512,14 @@ pub(crate) fn console_tail(log: &Path) -> String {
 /// The console is written by the guest: never read it whole.
 pub(crate) fn tail_text(log: &Path, max: u64) -> String {
     String::from_utf8_lossy(&banger_vmm::console::tail(log, max)).into_owned()
+}
+
+/// Refuse to start anything when privileged operations cannot be done at all (an
+/// unprivileged daemon without a helper), before anything is created.
+pub(crate) fn require_privilege(app: &App) -> Result<()> {
+    app.privileged
+        .available()
+        .map_err(|e| DaemonError::BadRequest(e.to_string()))
 }
 
 #[cfg(test)]

@@ -134,6 +134,8 @@ async fn run(
         work,
         "",
         rt_dir,
+        // The template reaches no network; each restore gets its DNS with its identity.
+        &[],
     );
     if let Some(n) = spec.net.as_mut() {
         n.unplugged = true;

@@ -260,6 +260,7 @@ pub(crate) async fn boot(
     spec.restore = Some(p.found.dir.join(files::STATE));
     let t = std::time::Instant::now();
     let h = crate::vm::start::launch(
+        app,
         vmm,
         &spec,
         vm_dir,
@@ -308,7 +309,11 @@ pub(crate) async fn boot(
     })?;
 
     steps.begin("identity")?;
-    let id = identity(app, rec, p);
+    let dns = app
+        .dns
+        .servers_for_guests(app.privileged.as_ref(), app.config.subnet.gateway())
+        .await;
+    let id = identity(app, rec, p, &dns);
     app.guest.identity(target, &id).await.map_err(|e| {
         DaemonError::guest("the restored guest could not take its identity", console())(e)
     })?;
@@ -316,19 +321,19 @@ pub(crate) async fn boot(
 }
 
 /// The new identity of `rec`'s guest.
-fn identity(app: &App, rec: &VmRecord, p: &Prepared) -> banger_channel::Identity {
+fn identity(
+    app: &App,
+    rec: &VmRecord,
+    p: &Prepared,
+    dns: &[std::net::IpAddr],
+) -> banger_channel::Identity {
     let subnet = app.config.subnet;
     let net = GuestNet {
         ip: rec.ip,
         prefix: subnet.prefix,
         gateway: subnet.gateway(),
     };
-    let dns = app
-        .dns
-        .servers_for_guests(net.gateway)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let dns = dns.iter().map(ToString::to_string).collect();
     let hex = super::make::random_hex;
     // A version 4 UUID: random but for the version nibble and the variant bits.
     let b = hex(16);

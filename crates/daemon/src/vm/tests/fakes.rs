@@ -41,6 +41,10 @@ pub enum Fail {
     Stall,
     /// The guest ignores the request to power off.
     Shutdown,
+    /// The daemon has no way to privileged operations (not root, no helper).
+    NoPrivilege,
+    /// The VMM wants its tap as a descriptor (QEMU as the owner).
+    TapFd,
 }
 
 #[derive(Default)]
@@ -99,6 +103,10 @@ impl World {
     /// The VMM `pid` dies behind the daemon's back.
     pub fn crash(&self, pid: u32) {
         self.lock().alive.remove(&pid);
+    }
+    /// A tap exists that no VM record names (a daemon died before recording it).
+    pub fn stray_tap(&self, name: &str) {
+        self.lock().taps.insert(name.to_string());
     }
 }
 
@@ -159,6 +167,20 @@ impl Privileged for FakePrivileged {
             .map(Into::into)
             .map_err(|_| helper_error("open-tap"))
     }
+
+    async fn list_tap_names(&self) -> Result<Vec<String>, HelperError> {
+        Ok(self.0.taps().into_iter().collect())
+    }
+
+    fn available(&self) -> Result<(), HelperError> {
+        if self.0.fails(Fail::NoPrivilege) {
+            return Err(HelperError::NoPrivilege {
+                uid: 1000,
+                system_socket: "/run/banger-helper/helper.sock".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A VMM whose "process" is a pid in the world's live set; it leaves a socket and
@@ -213,6 +235,21 @@ impl Vmm for FakeVmm {
             start_time: None,
             tag: None,
         })
+    }
+
+    fn takes_tap_fd(&self) -> bool {
+        self.0.fails(Fail::TapFd)
+    }
+
+    async fn launch_with_tap(
+        &self,
+        spec: &MachineSpec,
+        tap: std::os::fd::OwnedFd,
+    ) -> Result<Handles, VmmError> {
+        use std::os::fd::AsRawFd;
+        self.0
+            .record(format!("launch-with-fd {}", tap.as_raw_fd() >= 0));
+        self.launch(spec).await
     }
 
     async fn kill(&self, h: &Handles) -> Result<(), VmmError> {

@@ -349,6 +349,99 @@ async fn reconcile_readopts_live_vms_and_settles_the_rest() {
 }
 
 #[tokio::test]
+async fn reconcile_removes_taps_no_running_vm_uses() {
+    let (_d, app, world) = app_with(|_| {});
+    let live = create_vm(&app, "live").await.unwrap();
+    create_vm(&app, "gone").await.unwrap();
+    // A tap whose VM record never made it (a daemon killed mid-create), and one of a
+    // VM deleted from the records behind the daemon's back.
+    world.stray_tap("bgrdeadbeef");
+    let gone = app.db(|s| s.get_vm_by_name("gone")).unwrap();
+    app.db(|s| s.delete_vm(&gone.id)).unwrap();
+    world.clear_log();
+    reconcile::reconcile(&app).await;
+    assert_eq!(
+        world.taps().into_iter().collect::<Vec<_>>(),
+        [banger_host::tap_name(&live.id)],
+        "only the running VM keeps its tap"
+    );
+    let log = world.log();
+    assert!(
+        log.contains(&"delete-tap bgrdeadbeef".to_string()),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&format!("delete-tap {}", banger_host::tap_name(&gone.id))),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_privilege_create_and_start_are_refused_before_anything_exists() {
+    let (_d, app, world) = app_with(|_| {});
+    create::create(
+        &app,
+        "op-x",
+        VmCreateParams {
+            no_start: true,
+            ..params("later")
+        },
+        &sink(),
+    )
+    .await
+    .unwrap();
+    world.fail(Fail::NoPrivilege);
+    world.clear_log();
+    let e = create_vm(&app, "dev").await.unwrap_err();
+    assert!(e.to_string().contains("sudo banger system install"), "{e}");
+    assert!(
+        app.db(|s| s.get_vm_by_name("dev")).is_err(),
+        "nothing reserved"
+    );
+    let e = start::start_vm(&app, "op-s", "later", &sink())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("sudo banger system install"), "{e}");
+    assert_eq!(
+        query::show(&app, "later").unwrap().state,
+        VmState::Stopped,
+        "a refused start leaves the VM as it was"
+    );
+    assert!(
+        world.log().is_empty(),
+        "nothing was done: {:?}",
+        world.log()
+    );
+    // Reserving without starting needs no privilege.
+    create::create(
+        &app,
+        "op-y",
+        VmCreateParams {
+            no_start: true,
+            ..params("reserved")
+        },
+        &sink(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_vmm_that_cannot_open_taps_gets_one_from_the_privileged_side() {
+    let (_d, app, world) = app_with(|_| {});
+    world.fail(Fail::TapFd);
+    let info = create_vm(&app, "dev").await.unwrap();
+    let tap = banger_host::tap_name(&info.id);
+    let log = world.log();
+    let open = log.iter().position(|l| *l == format!("open-tap {tap}"));
+    let launch = log.iter().position(|l| l == "launch-with-fd true");
+    assert!(
+        matches!((open, launch), (Some(o), Some(l)) if o < l),
+        "the tap is opened, then handed to the VMM: {log:?}"
+    );
+}
+
+#[tokio::test]
 async fn ports_and_ssh_info_need_a_running_vm() {
     let (_d, app, _world) = app_with(|_| {});
     create_vm(&app, "dev").await.unwrap();
