@@ -20,6 +20,8 @@ mod cli_section;
 mod faults_section;
 #[path = "e2e_sections/net.rs"]
 mod net_section;
+#[path = "e2e_sections/privsep.rs"]
+mod privsep_section;
 mod support;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
@@ -222,6 +224,7 @@ fn end_to_end() {
         ("nosystemd", agent_section::debian_without_systemd),
         ("boot_bench", agent_section::boot_bench),
         ("net", net_section::net),
+        ("privsep", privsep_section::privsep),
         ("agent_cli", agent_cli_section::agent_cli),
         // Ends by deleting the default image (image delete removes its snapshots).
         ("warm", warm_section::warm),

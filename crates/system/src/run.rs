@@ -4,7 +4,7 @@
 //! answers, the owner daemon (`bangerd`, as USER: supplementary groups as `initgroups`
 //! gives them, then gid, then uid, umask 077), each in its own process group so a
 //! Ctrl-C at the terminal reaches only this supervisor. SIGINT or SIGTERM stops the
-//! daemon, then the helper; guests keep running (QEMU daemonizes into its own session,
+//! daemon, then the helper; guests keep running (QEMU runs in a session of its own,
 //! jailed Firecracker runs in one the helper gave it). If either service exits on its
 //! own, the other is stopped and `system run` fails, so the supervisor restarts both.
 //!

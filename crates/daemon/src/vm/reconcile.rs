@@ -1,7 +1,7 @@
 //! Keeping records true to reality: re-adoption on daemon start and a liveness
 //! monitor while the daemon runs.
 //!
-//! QEMU daemonizes and Firecracker runs in its own session, so guests outlive the
+//! QEMU and Firecracker each run in a session of their own, so guests outlive the
 //! daemon. On start, [`reconcile`] re-adopts every VM whose VMM still runs (from its
 //! `handles.json`) and cleans up the others; then [`monitor`] notices VMMs that exit
 //! behind the daemon's back (guest `poweroff`, OOM kill, `kill -9`). Taps left by

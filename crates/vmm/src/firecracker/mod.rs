@@ -8,7 +8,7 @@
 //! builds the whole sequence as data, so tests check every body against Firecracker's
 //! OpenAPI spec (`tests/fixtures/firecracker-v1.14.1.yaml`) without a Firecracker.
 //!
-//! Unlike QEMU, Firecracker does not daemonize: we spawn it in its own process group
+//! Like QEMU, Firecracker is not daemonized: we spawn it in its own process group
 //! (so a Ctrl-C at the daemon's terminal does not reach it) with its stdout, which
 //! carries the guest's serial console, going to the console log. When the daemon
 //! exits, the process is re-parented and a restarted daemon re-adopts it from its
