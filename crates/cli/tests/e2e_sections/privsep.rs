@@ -12,7 +12,10 @@
 //!   (bound by the helper, served by the owner's daemon);
 //! - the tap is the owner's, QEMU runs as the owner under `-sandbox on`, bangerd runs
 //!   as the owner: among banger's processes only the helper (and `system run`, its
-//!   supervisor) are root.
+//!   supervisor) are root;
+//! - `kill -9` of the daemon, then of the helper, with the VM running: `system run`
+//!   ends (a supervisor restarts it), the restarted services re-adopt the VM, its tap
+//!   is still there and it still answers.
 
 use super::{log, run_ok, stderr, stdout, Env};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -77,6 +80,8 @@ impl Sys {
                 self.path("var/cache").display()
             ))
             .arg(format!("XDG_RUNTIME_DIR={}", self.path("run").display()))
+            // Never a daemon of the CLI's own (it would have no helper).
+            .arg("BANGER_DAEMON=/bin/false")
             .arg(super::banger_bin())
             .args(args)
             .env_remove("BANGER_HOME")
@@ -230,6 +235,12 @@ fn start(env: &Env) -> Sys {
         netns: env.netns.clone(),
         run: None,
     };
+    spawn_run(&mut sys);
+    sys
+}
+
+/// (Re)start `banger system run` for `sys` and wait until its daemon answers.
+fn spawn_run(sys: &mut Sys) {
     let agent = std::env::var("BANGER_AGENT").unwrap_or_else(|_| {
         super::banger_bin()
             .parent()
@@ -239,7 +250,7 @@ fn start(env: &Env) -> Sys {
             .to_string()
     });
     let child = Command::new("ip")
-        .args(["netns", "exec", &env.netns])
+        .args(["netns", "exec", &sys.netns])
         .arg(super::banger_bin())
         .args(["system", "run", "--owner", &sys.user])
         .env("BANGER_SYSTEM_ROOT", sys.root.path())
@@ -250,18 +261,66 @@ fn start(env: &Env) -> Sys {
     sys.run = Some(child);
     let sock = sys.path("run/banger/bangerd.sock");
     let t = Instant::now();
-    while !sock.exists() {
+    loop {
         assert!(
             t.elapsed() < Duration::from_secs(120),
-            "the owner daemon never bound {}",
+            "the owner daemon never answered on {}",
             sock.display()
         );
         if let Some(Ok(Some(s))) = sys.run.as_mut().map(|c| c.try_wait()) {
             panic!("banger system run exited at start: {s}");
         }
-        std::thread::sleep(Duration::from_millis(200));
+        if sock.exists() && sys.banger(&["vm", "list", "--json"]).status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
-    sys
+}
+
+/// `kill -9` the child of `system run` whose command line contains `what`, wait for
+/// `system run` to end (it stops the other service and fails), start it again, and
+/// check the kept VM `dev` was re-adopted with its tap.
+fn kill_and_readopt(sys: &mut Sys, what: &str, tap: &str) {
+    let run_pid = sys.run.as_ref().unwrap().id();
+    let victim = processes()
+        .into_iter()
+        .find(|(_, ppid, cmd)| *ppid == run_pid && cmd.contains(what))
+        .map(|(pid, _, _)| pid)
+        .unwrap_or_else(|| panic!("no {what} under system run"));
+    // SAFETY: a plain kill of a pid we just found.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let mut child = sys.run.take().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "system run did not end after {what} was killed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        !status.success(),
+        "system run fails when {what} dies: {status}"
+    );
+    let link = Command::new("ip")
+        .args(["-n", &sys.netns, "link", "show", tap])
+        .output()
+        .unwrap();
+    assert!(link.status.success(), "the tap survived {what}'s death");
+    spawn_run(sys);
+    let show: serde_json::Value =
+        serde_json::from_str(&sys.ok(&["vm", "show", "dev", "--json"])).unwrap();
+    assert_eq!(
+        show["state"], "running",
+        "re-adopted after {what} died: {show}"
+    );
+    assert_eq!(
+        sys.ok(&["vm", "exec", "dev", "--", "echo", "still-here"]),
+        "still-here\n"
+    );
 }
 
 /// The owner imports the root env's default image, with hostile /root entries added
@@ -349,7 +408,7 @@ fn import_hostile_default_image(env: &Env, sys: &Sys) {
 
 /// The issue-11 section (see the module docs).
 pub fn privsep(env: &Env) {
-    let sys = start(env);
+    let mut sys = start(env);
     import_hostile_default_image(env, &sys);
 
     // A VM boots for the owner and runs a command with its status.
@@ -438,6 +497,9 @@ pub fn privsep(env: &Env) {
         let open = open_dirs(&sys.path(d));
         assert!(open.is_empty(), "directories others can enter: {open:?}");
     }
+
+    kill_and_readopt(&mut sys, "bangerd", &tap);
+    kill_and_readopt(&mut sys, "banger-helper", &tap);
 
     sys.ok(&["vm", "delete", "-f", "dev"]);
     assert_eq!(sys.ok(&["vm", "list", "--json"]).trim(), "[]");
