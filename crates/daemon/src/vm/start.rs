@@ -202,17 +202,7 @@ async fn run_steps(
         &dns,
     );
     let vmm = selected.vmm.as_ref();
-    let h = launch(
-        app,
-        vmm,
-        &spec,
-        &vm_dir,
-        &rt_dir,
-        &tap,
-        steps,
-        "starting the VM",
-    )
-    .await?;
+    let h = launch(app, vmm, &spec, &vm_dir, &tap, steps, "starting the VM").await?;
 
     let deadline = Instant::now() + app.config.boot_timeout;
     let timeout = app.config.boot_timeout;
@@ -241,17 +231,7 @@ async fn run_steps(
                     tracing::warn!(vm = %rec.name, "stopping the stalled VMM: {e}");
                 }
                 vmm.cleanup(&rt_dir);
-                h = launch(
-                    app,
-                    vmm,
-                    &spec,
-                    &vm_dir,
-                    &rt_dir,
-                    &tap,
-                    steps,
-                    "starting the VM",
-                )
-                .await?;
+                h = launch(app, vmm, &spec, &vm_dir, &tap, steps, "starting the VM").await?;
                 relaunched = true;
                 // The second boot has what is left of the deadline; a stall is still
                 // reported as one rather than as a plain timeout.
@@ -280,7 +260,6 @@ pub(crate) async fn launch(
     vmm: &dyn Vmm,
     spec: &MachineSpec,
     vm_dir: &Path,
-    rt_dir: &Path,
     tap: &str,
     steps: &mut Steps<'_>,
     what: &'static str,
@@ -300,7 +279,7 @@ pub(crate) async fn launch(
     steps.created(Undo::KillVmm {
         handles: h.clone(),
         vm_dir: vm_dir.to_path_buf(),
-        runtime_dir: rt_dir.to_path_buf(),
+        runtime_dir: spec.runtime_dir.clone(),
     });
     steps.point("launched")?;
     handles::write(

@@ -264,7 +264,6 @@ pub(crate) async fn boot(
         vmm,
         &spec,
         vm_dir,
-        &rt_dir,
         tap,
         steps,
         "restoring the VM from its warm snapshot",
