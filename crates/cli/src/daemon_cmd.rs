@@ -84,10 +84,12 @@ pub async fn run(layout: &Layout, cmd: DaemonCmd) -> anyhow::Result<ExitCode> {
         DaemonCmd::Status => {
             let s = status_now(layout).await;
             output::render(&s, print_status)?;
+            // 1, as `--help`, README and docs/json.md say: "not running" is this
+            // command's answer, not a failure to reach the daemon.
             Ok(if s.running {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(Class::DaemonUnavailable.exit_code())
+                ExitCode::FAILURE
             })
         }
         DaemonCmd::Start => {

@@ -203,6 +203,13 @@ pub enum KernelCmd {
     Catalog,
 }
 
+/// What `kernel rm --json` prints (the `removed` shape; `network down` prints it too).
+#[derive(Debug, serde::Serialize)]
+pub struct Removed {
+    /// Names removed (failures are reported on stderr, one JSON error each).
+    pub removed: Vec<String>,
+}
+
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
@@ -464,7 +471,7 @@ pub async fn kernel(c: &mut Client, cmd: KernelCmd) -> anyhow::Result<ExitCode> 
                 }
             }
             if output::json() {
-                output::print_json(&serde_json::json!({ "removed": removed }))?;
+                output::print_json(&Removed { removed })?;
             }
             Ok(out.code())
         }

@@ -221,6 +221,15 @@ fn usage_error(e: clap::Error, args: &[std::ffi::OsString], is_run: bool) -> Exi
     }
 }
 
+/// What `completion SHELL --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct Completion {
+    /// The shell it is for.
+    shell: String,
+    /// The registration script.
+    script: String,
+}
+
 /// `banger completion SHELL`: the registration script is what `COMPLETE=<shell>
 /// banger` prints, for the `banger` on PATH.
 fn completion(shell: &str) -> ExitCode {
@@ -241,7 +250,10 @@ fn completion(shell: &str) -> ExitCode {
     }
     let script = String::from_utf8_lossy(&buf).into_owned();
     if output::json() {
-        let _ = output::print_json(&serde_json::json!({ "shell": shell, "script": script }));
+        let _ = output::print_json(&Completion {
+            shell: shell.to_string(),
+            script,
+        });
     } else {
         print!("{script}");
     }

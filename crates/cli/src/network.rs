@@ -285,3 +285,23 @@ fn print_host_key(k: &VmHostKeyInfo) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_config_reports_match_the_shape() {
+        for (followed, text) in [(None, None), (Some("/real/config"), Some("Host *.vm\n"))] {
+            let r = SshConfigReport {
+                config: "/root/.ssh/config".into(),
+                followed_symlink: followed.map(PathBuf::from),
+                include: "/h/ssh_config".into(),
+                installed: true,
+                changed: false,
+                text: text.map(Into::into),
+            };
+            crate::schema::assert_shape("ssh_config", &serde_json::to_value(&r).unwrap());
+        }
+    }
+}

@@ -85,3 +85,118 @@ fn errors_match_the_error_shape() {
         assert_shape("error", &v);
     }
 }
+
+#[test]
+fn daemon_replies_match_their_shapes() {
+    use banger_rpc::{
+        CachePruneResult, CatalogItem, NetworkDownResult, NetworkInfo, VmHostKeyInfo, WarmInfo,
+        WarmRmResult,
+    };
+    let net = NetworkInfo {
+        bridge: "bgr0".into(),
+        subnet: "172.30.0.0/24".into(),
+        gateway: "172.30.0.1".into(),
+        bridge_up: true,
+        dns_host: "127.0.0.1:42069".into(),
+        dns_guests: "off".into(),
+        upstreams: vec!["10.0.0.1:53".into()],
+        names: vec!["dev.vm".into()],
+        isolation: true,
+        guest_host_ports: vec![8080],
+        nat: false,
+        ssh_config: "/h/ssh_config".into(),
+        known_hosts: "/h/known_hosts".into(),
+    };
+    assert_shape("network", &to(&net));
+    let down = NetworkDownResult {
+        removed: vec!["bridge bgr0".into()],
+    };
+    assert_shape("removed", &to(&down));
+    for (pinned, guest, err) in [
+        (Some("ssh-ed25519 AAAA"), Some("ssh-ed25519 BBBB"), None),
+        (None, None, Some("the VM is stopped")),
+    ] {
+        let k = VmHostKeyInfo {
+            name: "dev".into(),
+            alias: "dev.vm".into(),
+            pinned: pinned.map(Into::into),
+            guest: guest.map(Into::into),
+            guest_error: err.map(Into::into),
+            accepted: false,
+            known_hosts_path: "/h/known_hosts".into(),
+        };
+        assert_shape("host_key", &to(&k));
+    }
+    let items = vec![CatalogItem {
+        name: "debian-bookworm".into(),
+        description: "Debian 12".into(),
+        detail: "debian-6.1-cloud".into(),
+        size_bytes: 1,
+    }];
+    assert_shape("catalog", &to(&items));
+    let prune = CachePruneResult {
+        blobs: 1,
+        bytes: 2,
+        kept: 3,
+        dry_run: true,
+    };
+    assert_shape("cache_prune", &to(&prune));
+    let w = WarmInfo {
+        image: "debian-bookworm".into(),
+        shape: "2c-1024m-4096d-agent".into(),
+        cpus: 2,
+        memory_mib: 1024,
+        disk_mib: 4096,
+        init: "agent".into(),
+        vmm: "qemu".into(),
+        created_at: 1,
+        bytes: 5,
+        warm_ms: 6,
+        status: "ready".into(),
+    };
+    assert_shape("warm", &to(&w));
+    assert_shape("warm_list", &to(&vec![w.clone(), WarmInfo::default()]));
+    assert_shape("warm_removed", &to(&WarmRmResult { removed: 2 }));
+}
+
+#[test]
+fn doctor_checks_match_the_doctor_shape() {
+    use crate::doctor::{Check, Status};
+    let checks: Vec<Check> = [Status::Ok, Status::Info, Status::Warn, Status::Fail]
+        .into_iter()
+        .enumerate()
+        .map(|(i, status)| Check {
+            name: "git".into(),
+            status,
+            detail: "found".into(),
+            fix: (i % 2 == 0).then(|| "apt-get install git".into()),
+        })
+        .collect();
+    assert_shape("doctor", &serde_json::to_value(&checks).unwrap());
+    // What runs here, too.
+    let layout = banger_model::Layout::from_env();
+    assert_shape(
+        "doctor",
+        &serde_json::to_value(crate::doctor::checks(&layout)).unwrap(),
+    );
+}
+
+#[test]
+fn cli_reports_match_their_shapes() {
+    let r = crate::images::Removed {
+        removed: vec!["k1".into()],
+    };
+    assert_shape("removed", &serde_json::to_value(&r).unwrap());
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let c = crate::Completion {
+            shell: shell.into(),
+            script: "complete …".into(),
+        };
+        assert_shape("completion", &serde_json::to_value(&c).unwrap());
+    }
+}
+
+/// `v` as a JSON value.
+fn to<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
+}

@@ -10,6 +10,10 @@ use banger_system::checks::{self, Status};
 use banger_system::run::{RunEnd, RunOptions};
 use banger_system::{install, InstallRecord, Owner, Sources, SystemError, SystemLayout};
 use clap::Subcommand;
+use serde::Serialize;
+use std::path::PathBuf;
+
+use crate::output;
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCmd {
@@ -54,9 +58,18 @@ pub enum SystemCmd {
     },
 }
 
+/// What asking the running daemon to take banger's host networking down did.
+#[derive(Debug, Default, Serialize)]
+struct NetworkDownReport {
+    /// What `network down` removed.
+    removed: Vec<String>,
+    /// Why nothing was removed, when nothing was.
+    note: Option<String>,
+}
+
 /// Before the services go: ask the running daemon to remove banger's bridge, nftables
 /// tables and resolver settings (`banger network down`). Best effort, said aloud.
-async fn network_down_first() {
+async fn network_down_first() -> NetworkDownReport {
     let layout = banger_model::Layout::from_env();
     let down = async {
         let mut c = crate::daemon::connect(&layout).await?;
@@ -66,13 +79,75 @@ async fn network_down_first() {
         )
     };
     if crate::daemon::ping_running(&layout).await.is_none() {
-        println!("bangerd is not running here: banger's bridge and nftables tables, if any, stay (`banger network down` removes them while it runs)");
-        return;
+        return NetworkDownReport {
+            removed: vec![],
+            note: Some("bangerd is not running here: banger's bridge and nftables tables, if any, stay (`banger network down` removes them while it runs)".into()),
+        };
     }
     match down.await {
-        Ok(r) => r.removed.iter().for_each(|l| println!("removed {l}")),
-        Err(e) => println!("banger's host networking stays: {e:#}"),
+        Ok(r) => NetworkDownReport {
+            removed: r.removed,
+            note: None,
+        },
+        Err(e) => NetworkDownReport {
+            removed: vec![],
+            note: Some(format!("banger's host networking stays: {e:#}")),
+        },
     }
+}
+
+/// What `system install --json` prints.
+#[derive(Debug, Serialize)]
+struct InstallReport {
+    /// Files written.
+    files: Vec<PathBuf>,
+    /// Whether systemd units were written and started.
+    units: bool,
+    /// The user who owns the VMs.
+    owner: String,
+    /// The daemon's socket.
+    socket: PathBuf,
+}
+
+/// What `system restart --json` prints: the daemon answering after the restart.
+#[derive(Debug, Serialize)]
+struct RestartReport {
+    /// bangerd's version.
+    version: String,
+    /// bangerd's pid.
+    pid: u32,
+}
+
+/// What `system uninstall --json` prints.
+#[derive(Debug, Serialize)]
+struct UninstallReport {
+    /// banger's host networking, taken down first.
+    network: NetworkDownReport,
+    /// Files and directories removed.
+    removed: Vec<PathBuf>,
+    /// Directories kept (images, VM disks) without `--purge`.
+    kept: Vec<PathBuf>,
+}
+
+/// One row of `system status --json` (the `check` shape, as `banger doctor`'s).
+#[derive(Debug, Serialize)]
+struct StatusCheck {
+    name: String,
+    /// `ok`, `warn` or `fail`.
+    status: &'static str,
+    detail: String,
+    fix: Option<String>,
+}
+
+/// What `system status --json` prints.
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    /// One row per check, as the text form shows them.
+    checks: Vec<StatusCheck>,
+    /// The owner the install record names, when there is one.
+    owner: Option<String>,
+    /// When the installed build was made, per the install record.
+    built_at: Option<String>,
 }
 
 fn root_or(what: &'static str) -> Result<(), SystemError> {
@@ -100,48 +175,75 @@ pub async fn run(cmd: SystemCmd) -> anyhow::Result<ExitCode> {
             let art =
                 crate::generate::artifacts().context("generating man pages and completions")?;
             let out = install::install(&l, &owner, &src, &art, version).await?;
-            for f in &out.files {
-                println!("installed {}", f.display());
-            }
-            if out.units {
-                println!(
-                    "bangerd-root.service and bangerd.service are running; bangerd answers on {} for {}",
-                    l.daemon_socket().display(),
-                    owner.name
-                );
-            } else {
-                println!(
-                    "systemd is not PID 1 here (a container, WSL or another init system), so no units were installed.\n\
-                     Run both services under your supervisor, as root:\n    banger system run --owner {}",
-                    owner.name
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let r = InstallReport {
+                files: out.files,
+                units: out.units,
+                owner: owner.name,
+                socket: l.daemon_socket(),
+            };
+            output::render(&r, |r| {
+                for f in &r.files {
+                    println!("installed {}", f.display());
+                }
+                if r.units {
+                    println!(
+                        "bangerd-root.service and bangerd.service are running; bangerd answers on {} for {}",
+                        r.socket.display(),
+                        r.owner
+                    );
+                } else {
+                    println!(
+                        "systemd is not PID 1 here (a container, WSL or another init system), so no units were installed.\n\
+                         Run both services under your supervisor, as root:\n    banger system run --owner {}",
+                        r.owner
+                    );
+                }
+            })
         }
         SystemCmd::Status => status(&l, version).await,
         SystemCmd::Restart => {
             root_or("banger system restart")?;
             let ping = install::restart(&l).await?;
-            println!(
-                "restarted; bangerd {} answers (pid {})",
-                ping.version, ping.pid
-            );
-            Ok(ExitCode::SUCCESS)
+            let r = RestartReport {
+                version: ping.version,
+                pid: ping.pid,
+            };
+            output::render(&r, |r| {
+                println!("restarted; bangerd {} answers (pid {})", r.version, r.pid)
+            })
         }
         SystemCmd::Uninstall { purge } => {
             root_or("banger system uninstall")?;
-            network_down_first().await;
-            for p in install::uninstall(&l, purge)? {
-                println!("removed {}", p.display());
-            }
-            if !purge {
-                println!(
-                    "kept {} and {} (images, VM disks); `banger system uninstall --purge` deletes them",
-                    l.state_dir().display(),
-                    l.cache_dir().display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let network = network_down_first().await;
+            let removed = install::uninstall(&l, purge)?;
+            let kept = if purge {
+                vec![]
+            } else {
+                vec![l.state_dir(), l.cache_dir()]
+            };
+            let r = UninstallReport {
+                network,
+                removed,
+                kept,
+            };
+            output::render(&r, |r| {
+                for line in &r.network.removed {
+                    println!("removed {line}");
+                }
+                if let Some(note) = &r.network.note {
+                    println!("{note}");
+                }
+                for p in &r.removed {
+                    println!("removed {}", p.display());
+                }
+                if let [state, cache] = &r.kept[..] {
+                    println!(
+                        "kept {} and {} (images, VM disks); `banger system uninstall --purge` deletes them",
+                        state.display(),
+                        cache.display()
+                    );
+                }
+            })
         }
         SystemCmd::Run { owner } => {
             root_or("banger system run")?;
@@ -187,27 +289,91 @@ async fn status(l: &SystemLayout, version: &str) -> anyhow::Result<ExitCode> {
             },
         },
     );
-    let mut failed = false;
-    for r in &rows {
-        let mark = match r.status {
-            Status::Pass => "ok  ",
-            Status::Warn => "warn",
-            Status::Fail => {
-                failed = true;
-                "FAIL"
+    let failed = rows.iter().any(|r| r.status == Status::Fail);
+    let record = InstallRecord::read(&l.install_record()).ok().flatten();
+    let report = StatusReport {
+        checks: rows
+            .into_iter()
+            .map(|r| StatusCheck {
+                name: r.name,
+                status: match r.status {
+                    Status::Pass => "ok",
+                    Status::Warn => "warn",
+                    Status::Fail => "fail",
+                },
+                detail: r.detail,
+                fix: r.fix,
+            })
+            .collect(),
+        owner: record.as_ref().map(|r| r.owner.clone()),
+        built_at: record.map(|r| r.built_at),
+    };
+    output::render(&report, |r| {
+        for c in &r.checks {
+            let mark = match c.status {
+                "ok" => "ok  ",
+                "warn" => "warn",
+                _ => "FAIL",
+            };
+            println!("{mark} {:<22} {}", c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                println!("     {:<22} fix: {fix}", "");
             }
-        };
-        println!("{mark} {:<22} {}", r.name, r.detail);
-        if let Some(fix) = &r.fix {
-            println!("     {:<22} fix: {fix}", "");
         }
-    }
-    if let Ok(Some(rec)) = InstallRecord::read(&l.install_record()) {
-        println!("owner {}, built {}", rec.owner, rec.built_at);
-    }
+        if let (Some(owner), Some(built)) = (&r.owner, &r.built_at) {
+            println!("owner {owner}, built {built}");
+        }
+    })?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::assert_shape;
+
+    #[test]
+    fn system_reports_match_their_shapes() {
+        let install = InstallReport {
+            files: vec!["/usr/local/bin/banger".into()],
+            units: false,
+            owner: "alice".into(),
+            socket: "/run/banger/bangerd.sock".into(),
+        };
+        assert_shape("system_install", &serde_json::to_value(&install).unwrap());
+        let restart = RestartReport {
+            version: "0.1.0".into(),
+            pid: 42,
+        };
+        assert_shape("system_restart", &serde_json::to_value(&restart).unwrap());
+        for note in [None, Some("bangerd is not running here".to_string())] {
+            let u = UninstallReport {
+                network: NetworkDownReport {
+                    removed: vec!["bridge bgr0".into()],
+                    note,
+                },
+                removed: vec!["/usr/local/bin/banger".into()],
+                kept: vec!["/var/lib/banger".into()],
+            };
+            assert_shape("system_uninstall", &serde_json::to_value(&u).unwrap());
+        }
+        let status = StatusReport {
+            checks: ["ok", "warn", "fail"]
+                .into_iter()
+                .map(|s| StatusCheck {
+                    name: "helper".into(),
+                    status: s,
+                    detail: "answers".into(),
+                    fix: (s == "fail").then(|| "sudo banger system restart".into()),
+                })
+                .collect(),
+            owner: None,
+            built_at: Some("2026-01-01T00:00:00Z".into()),
+        };
+        assert_shape("system_status", &serde_json::to_value(&status).unwrap());
+    }
 }

@@ -18,6 +18,7 @@ use banger_buildinfo::BuildInfo;
 use banger_model::Layout;
 use banger_rpc::{Client, NoParams, OperationInfo, OperationsList, Ping, PingResult};
 use banger_update::{HookError, Hooks, Install, Options, Outcome, Trust};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -75,12 +76,16 @@ pub async fn run(layout: &Layout, a: UpdateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ""
     };
-    anstream::eprintln!(
-        "banger {} (commit {}) in {}{test}",
-        current.version,
-        current.commit,
-        install.bin_dir().display()
-    );
+    // Progress-like context on stderr: silent in JSON mode unless --progress asks.
+    let chatty = crate::output::progress() != crate::output::ProgressMode::None;
+    if chatty {
+        anstream::eprintln!(
+            "banger {} (commit {}) in {}{test}",
+            current.version,
+            current.commit,
+            install.bin_dir().display()
+        );
+    }
     let opts = Options {
         to: a.to,
         check_only: a.check,
@@ -95,8 +100,7 @@ pub async fn run(layout: &Layout, a: UpdateArgs) -> anyhow::Result<ExitCode> {
         doctor_before: None,
     };
     let outcome = banger_update::run(&trust, &install, &current, &opts, &mut hooks).await?;
-    report(&current, outcome);
-    Ok(ExitCode::SUCCESS)
+    crate::output::render(&UpdateReport::new(&current, outcome), report)
 }
 
 /// A system install when its record exists; then this must be the installed banger.
@@ -126,57 +130,129 @@ fn detect() -> anyhow::Result<Install> {
     Ok(Install::Dir(dir.to_path_buf()))
 }
 
-fn report(current: &BuildInfo, o: Outcome) {
-    match o {
-        Outcome::Check {
-            available: Some(r), ..
-        } => println!(
+/// A release as `update --json` names it.
+#[derive(Debug, Serialize)]
+struct ReleaseId {
+    version: String,
+    commit: String,
+}
+
+/// What `banger update --json` prints (docs/schemas.json `update`): one object
+/// whatever the outcome, so a script reads `outcome` and then the fields it names.
+#[derive(Debug, Serialize)]
+struct UpdateReport {
+    /// `available` (`--check` found a newer release), `up_to_date`,
+    /// `already_installed` (`--to` names what runs), `dry_run` or `updated`.
+    outcome: &'static str,
+    /// The banger that ran this command.
+    current: ReleaseId,
+    /// The newest release published for this machine, when the outcome says.
+    latest: Option<String>,
+    /// The release that is available, would be installed (`dry_run`) or was.
+    to: Option<ReleaseId>,
+    /// `dry_run`: where each file would go.
+    files: Vec<PathBuf>,
+    /// `dry_run`: operations in flight a real update would wait for.
+    in_flight: Vec<String>,
+    /// `updated`: the previous files, kept beside the new ones.
+    backups: Vec<PathBuf>,
+}
+
+impl UpdateReport {
+    fn new(current: &BuildInfo, o: Outcome) -> Self {
+        let mut r = UpdateReport {
+            outcome: "up_to_date",
+            current: ReleaseId {
+                version: current.version.clone(),
+                commit: current.commit.clone(),
+            },
+            latest: None,
+            to: None,
+            files: vec![],
+            in_flight: vec![],
+            backups: vec![],
+        };
+        let id = |b: &BuildInfo| ReleaseId {
+            version: b.version.clone(),
+            commit: b.commit.clone(),
+        };
+        match o {
+            Outcome::Check { latest, available } => {
+                r.latest = latest.map(|l| l.to_string());
+                if let Some(a) = available {
+                    r.outcome = "available";
+                    r.to = Some(ReleaseId {
+                        version: a.version.to_string(),
+                        commit: a.commit,
+                    });
+                }
+            }
+            Outcome::UpToDate { latest } => r.latest = latest.map(|l| l.to_string()),
+            Outcome::AlreadyInstalled => r.outcome = "already_installed",
+            Outcome::DryRun {
+                to,
+                plan,
+                in_flight,
+            } => {
+                r.outcome = "dry_run";
+                r.to = Some(id(&to));
+                r.files = plan.into_iter().map(|p| p.dest).collect();
+                r.in_flight = in_flight;
+            }
+            Outcome::Updated { to, backups } => {
+                r.outcome = "updated";
+                r.to = Some(id(&to));
+                r.backups = backups;
+            }
+        }
+        r
+    }
+}
+
+fn report(r: &UpdateReport) {
+    let cur = &r.current;
+    match (r.outcome, &r.to) {
+        ("available", Some(to)) => println!(
             "update available: {} -> {} (commit {}); run: banger update",
-            current.version, r.version, r.commit
+            cur.version, to.version, to.commit
         ),
-        Outcome::Check { latest, .. } | Outcome::UpToDate { latest } => match latest {
-            Some(l) => println!(
-                "banger {} is up to date (newest release: {l})",
-                current.version
-            ),
-            None => println!(
-                "banger {} is up to date (no release is published for {})",
-                current.version, current.target
-            ),
-        },
-        Outcome::AlreadyInstalled => println!("banger {} is already installed", current.version),
-        Outcome::DryRun {
-            to,
-            plan,
-            in_flight,
-        } => {
+        ("already_installed", _) => println!("banger {} is already installed", cur.version),
+        ("dry_run", Some(to)) => {
             println!(
                 "dry run: {} (commit {}) -> {} (commit {}) is verified and would install:",
-                current.version, current.commit, to.version, to.commit
+                cur.version, cur.commit, to.version, to.commit
             );
-            for p in plan {
-                println!("  {}", p.dest.display());
+            for f in &r.files {
+                println!("  {}", f.display());
             }
-            if !in_flight.is_empty() {
+            if !r.in_flight.is_empty() {
                 println!(
                     "operations in flight (a real update waits for them or needs --force): {}",
-                    in_flight.join("; ")
+                    r.in_flight.join("; ")
                 );
             }
             println!("nothing was changed");
         }
-        Outcome::Updated { to, backups } => {
+        ("updated", Some(to)) => {
             println!(
                 "updated: {} (commit {}) -> {} (commit {})",
-                current.version, current.commit, to.version, to.commit
+                cur.version, cur.commit, to.version, to.commit
             );
-            if let Some(b) = backups.first().and_then(|b| b.parent()) {
+            if let Some(b) = r.backups.first().and_then(|b| b.parent()) {
                 println!(
                     "the previous files are kept beside the new ones as .<name>.previous (in {})",
                     b.display()
                 );
             }
         }
+        _ => match &r.latest {
+            Some(l) => println!("banger {} is up to date (newest release: {l})", cur.version),
+            None => println!(
+                "banger {} is up to date (no release is published for {})",
+                cur.version,
+                BuildInfo::current().target
+            ),
+        },
     }
 }
 
@@ -400,6 +476,9 @@ impl Hooks for Runner {
     }
 
     fn step(&mut self, line: &str) {
+        if crate::output::progress() == crate::output::ProgressMode::None {
+            return;
+        }
         let dim = anstyle::Style::new().dimmed();
         anstream::eprintln!("{dim}  {line}{dim:#}");
     }
@@ -438,4 +517,74 @@ fn last_lines(b: &[u8]) -> String {
         .filter(|c| !c.is_control())
         .take(600)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_reports_match_the_shape() {
+        let cur = BuildInfo::current();
+        let next = BuildInfo {
+            version: "9.9.9".into(),
+            ..cur.clone()
+        };
+        let v = |s: &str| banger_update::semver::Version::parse(s).unwrap();
+        let art = || banger_update::manifest::Artifact {
+            url: "http://127.0.0.1/x".parse().unwrap(),
+            size: 1,
+        };
+        let outcomes = [
+            Outcome::Check {
+                latest: None,
+                available: None,
+            },
+            Outcome::Check {
+                latest: Some(v("9.9.9")),
+                available: Some(Box::new(banger_update::manifest::Release {
+                    version: v("9.9.9"),
+                    commit: "abc1234".into(),
+                    built_at: "2026-01-01T00:00:00Z".into(),
+                    target: cur.target.clone(),
+                    tarball: art(),
+                    sums: art(),
+                    signature: art(),
+                })),
+            },
+            Outcome::UpToDate {
+                latest: Some(v("0.0.1")),
+            },
+            Outcome::AlreadyInstalled,
+            Outcome::DryRun {
+                to: next.clone(),
+                plan: vec![banger_update::swap::Placement {
+                    staged: "/s/banger".into(),
+                    dest: "/usr/local/bin/banger".into(),
+                }],
+                in_flight: vec!["vm.create dev".into()],
+            },
+            Outcome::Updated {
+                to: next,
+                backups: vec!["/usr/local/bin/.banger.previous".into()],
+            },
+        ];
+        let mut seen = vec![];
+        for o in outcomes {
+            let r = UpdateReport::new(&cur, o);
+            seen.push(r.outcome);
+            crate::schema::assert_shape("update", &serde_json::to_value(&r).unwrap());
+        }
+        assert_eq!(
+            seen,
+            [
+                "up_to_date",
+                "available",
+                "up_to_date",
+                "already_installed",
+                "dry_run",
+                "updated"
+            ]
+        );
+    }
 }

@@ -12,6 +12,9 @@
 //! there, to prove that a daemon dying at any step leaves nothing a restart and a
 //! `vm delete` do not clean up. Besides the step names there is one more point,
 //! `launched`: after the VMM started and before `handles.json` records it.
+//!
+//! `<point>@<vm>` arms a point for one VM only (`boot@run-pa-2`), so a test can fail
+//! one of several concurrent starts (one attempt of `vm run --parallel`).
 
 use crate::error::{DaemonError, Result};
 
@@ -43,10 +46,17 @@ impl Failpoints {
     /// Fail with [`DaemonError::Injected`] if `point` is armed; never return if it is
     /// paused.
     pub fn check(&self, point: &str) -> Result<()> {
-        if self.paused.iter().any(|p| p == point) {
+        self.check_vm(point, None)
+    }
+
+    /// [`Failpoints::check`] for a step of VM `vm`: also `<point>@<vm>` matches.
+    pub fn check_vm(&self, point: &str, vm: Option<&str>) -> Result<()> {
+        let scoped = vm.map(|v| format!("{point}@{v}"));
+        let hits = |p: &String| p == point || Some(p) == scoped.as_ref();
+        if self.paused.iter().any(hits) {
             pause_forever(point);
         }
-        if self.armed.iter().any(|p| p == point) {
+        if self.armed.iter().any(hits) {
             tracing::warn!(point, "failpoint fired");
             return Err(DaemonError::Injected(point.to_string()));
         }
@@ -80,6 +90,18 @@ mod tests {
         assert!(f.check("boot").is_err());
         assert!(Failpoints::parse(None).check("boot").is_ok());
         assert!(Failpoints::parse(Some("")).check("").is_ok());
+    }
+
+    #[test]
+    fn a_point_can_be_armed_for_one_vm() {
+        let f = Failpoints::parse(Some("boot@run-pa-2"));
+        assert!(f.check_vm("boot", Some("run-pa-1")).is_ok());
+        assert!(f.check("boot").is_ok());
+        assert!(matches!(
+            f.check_vm("boot", Some("run-pa-2")),
+            Err(DaemonError::Injected(p)) if p == "boot"
+        ));
+        assert!(f.check_vm("network", Some("run-pa-2")).is_ok());
     }
 
     #[test]

@@ -58,11 +58,16 @@ fn last_lines(text: &str, n: usize) -> &str {
     }
 }
 
+/// One console line as `vm logs --json` prints it (the `log_line` shape).
+fn line_doc(l: &str) -> serde_json::Value {
+    serde_json::json!({ "line": strip_escapes(l) })
+}
+
 fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if output::json() {
         for l in text.lines() {
-            writeln!(out, "{}", serde_json::json!({ "line": strip_escapes(l) }))?;
+            writeln!(out, "{}", line_doc(l))?;
         }
     } else if std::io::stdout().is_terminal() {
         out.write_all(text.as_bytes())?;
@@ -150,6 +155,13 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_lines_match_the_log_line_shape() {
+        let v = line_doc("\x1b[1mbooting\x1b[0m");
+        crate::schema::assert_shape("log_line", &v);
+        assert_eq!(v["line"], "booting");
+    }
 
     #[test]
     fn escapes_are_removed() {

@@ -64,6 +64,25 @@ pub fn parse_side(s: &str) -> Side {
     Side::Host(PathBuf::from(s))
 }
 
+/// What `vm cp --json` prints (the `copied` shape).
+#[derive(Debug, serde::Serialize)]
+struct Copied<'a> {
+    /// SRC as given.
+    from: &'a str,
+    /// DEST as given.
+    to: &'a str,
+    /// Bytes copied.
+    bytes: u64,
+}
+
+/// In JSON mode, the `copied` document.
+fn copied(from: &str, to: &str, bytes: u64) -> anyhow::Result<()> {
+    if output::json() {
+        output::print_json(&Copied { from, to, bytes })?;
+    }
+    Ok(())
+}
+
 /// `banger vm cp SRC DEST`.
 ///
 /// The client is unused: each direction opens its own exec connection.
@@ -72,10 +91,12 @@ pub async fn cp(_c: &mut Client, src: String, dest: String) -> anyhow::Result<Ex
         (Side::Host(from), Side::Guest { vm, path }) => {
             let n = to_guest(&vm, from.clone(), path.clone()).await?;
             output::hint(format!("copied {} to {vm}:{path} ({n} bytes)", from.display()));
+            copied(&src, &dest, n)?;
         }
         (Side::Guest { vm, path }, Side::Host(to)) => {
             let n = from_guest(&vm, path.clone(), to.clone()).await?;
             output::hint(format!("copied {vm}:{path} to {} ({n} bytes)", to.display()));
+            copied(&src, &dest, n)?;
         }
         (Side::Host(_), Side::Host(_)) => {
             return Err(fail(
@@ -372,6 +393,16 @@ fn merge(src: &Path, dst: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn copies_match_the_copied_shape() {
+        let c = Copied {
+            from: "./a",
+            to: "dev:/root/a",
+            bytes: 3,
+        };
+        crate::schema::assert_shape("copied", &serde_json::to_value(&c).unwrap());
+    }
 
     #[test]
     fn sides_parse_like_docker_cp() {

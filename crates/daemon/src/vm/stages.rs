@@ -159,7 +159,7 @@ impl<'a> Steps<'a> {
     /// End the running step; its failpoint may fire.
     pub fn end(&mut self) -> Result<()> {
         match self.stages.end() {
-            Some(done) => self.failpoints.check(&done),
+            Some(done) => self.failpoints.check_vm(&done, Some(&self.stages.vm)),
             None => Ok(()),
         }
     }
@@ -168,7 +168,7 @@ impl<'a> Steps<'a> {
     /// between a step's own actions (`launched`: the VMM runs, its handles are not
     /// recorded yet).
     pub fn point(&self, point: &str) -> Result<()> {
-        self.failpoints.check(point)
+        self.failpoints.check_vm(point, Some(&self.stages.vm))
     }
 
     /// Record how to remove something the running step just created.
