@@ -180,11 +180,44 @@ fn main() -> ExitCode {
     rt.block_on(async {
         let layout = Layout::from_env();
         ui::notices::init(cli.verbose, &layout.runtime);
-        match dispatch(cli.cmd, &layout).await {
+        let r = if owns_ctrl_c(&cli.cmd) {
+            dispatch(cli.cmd, &layout).await
+        } else {
+            tokio::select! {
+                r = dispatch(cli.cmd, &layout) => r,
+                _ = tokio::signal::ctrl_c() => Err(errors::fail(
+                    errors::Class::Interrupted,
+                    "interrupted; a daemon operation already under way carries on \
+                     (`banger operations` shows it)",
+                )),
+            }
+        };
+        match r {
             Ok(code) => code,
             Err(e) => errors::report(&e, is_run),
         }
     })
+}
+
+/// Whether the command decides itself what Ctrl-C means: forwarding it to the guest
+/// (`vm run`, `vm exec`, `vm ssh`), or ending a stream it was asked to follow. Every
+/// other command is abandoned on Ctrl-C with the `interrupted` error (exit 130), so
+/// a script gets the JSON error rather than a process killed by a signal. `update`
+/// keeps the plain default (the signal ends it where it is): abandoning its swap
+/// half-way from inside would be no safer, and its rollback is built around that.
+fn owns_ctrl_c(cmd: &Cmd) -> bool {
+    match cmd {
+        Cmd::Events | Cmd::Update(_) | Cmd::System(system::SystemCmd::Run { .. }) => true,
+        Cmd::Vm(v) => matches!(
+            v,
+            VmCmd::Run(_)
+                | VmCmd::Exec { .. }
+                | VmCmd::Ssh { .. }
+                | VmCmd::Logs { follow: true, .. }
+        ),
+        Cmd::Daemon(daemon_cmd::DaemonCmd::Logs { follow, .. }) => *follow,
+        _ => false,
+    }
 }
 
 /// A refused command line: clap's own rendering for people (help and version are not

@@ -12,6 +12,8 @@ use std::process::{Command, Output};
 
 #[path = "e2e_sections/agent_cli.rs"]
 mod agent_cli_section;
+#[path = "e2e_sections/agent_json.rs"]
+mod agent_json_section;
 #[path = "e2e_sections/agent.rs"]
 mod agent_section;
 #[path = "e2e_sections/cli.rs"]
@@ -226,6 +228,7 @@ fn end_to_end() {
         ("net", net_section::net),
         ("privsep", privsep_section::privsep),
         ("agent_cli", agent_cli_section::agent_cli),
+        ("agent_json", agent_json_section::agent_json),
         // Ends by deleting the default image (image delete removes its snapshots).
         ("warm", warm_section::warm),
         // Last: it leaves a database no banger of this version opens.

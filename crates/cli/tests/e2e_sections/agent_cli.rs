@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const SCHEMAS: &str = include_str!("../../../../docs/schemas.json");
 
 /// Panic unless `v` matches `shape` of docs/schemas.json.
-fn assert_shape(shape: &str, v: &Value) {
+pub(crate) fn assert_shape(shape: &str, v: &Value) {
     let mut doc: Value = serde_json::from_str(SCHEMAS).unwrap();
     doc["$ref"] = Value::String(format!("#/$defs/{shape}"));
     let val = jsonschema::validator_for(&doc).unwrap();
@@ -24,7 +24,7 @@ fn assert_shape(shape: &str, v: &Value) {
 }
 
 /// The JSON document on stdout, checked against `shape`.
-fn json_out(o: &Output, shape: &str) -> Value {
+pub(crate) fn json_out(o: &Output, shape: &str) -> Value {
     assert!(o.status.success(), "{}", stderr(o));
     let v: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", stdout(o)));
@@ -33,7 +33,7 @@ fn json_out(o: &Output, shape: &str) -> Value {
 }
 
 /// The JSON error on stderr, its class and the exit status.
-fn json_err(o: &Output, code: &str, status: i32) {
+pub(crate) fn json_err(o: &Output, code: &str, status: i32) -> Value {
     let line = stderr(o);
     let last = line.lines().last().unwrap_or_default();
     let v: Value = serde_json::from_str(last)
@@ -41,6 +41,7 @@ fn json_err(o: &Output, code: &str, status: i32) {
     assert_shape("error", &v);
     assert_eq!(v["error"]["code"], code, "{line}");
     assert_eq!(o.status.code(), Some(status), "{line}");
+    v
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -355,11 +356,12 @@ fn parallel_attempts(env: &Env) {
 
     // Attempt i writes i and exits i % 2 (the VM name ends in -i).
     let cmd = "n=$(hostname); n=${n##*-}; echo $n > out.txt; exit $((n % 2))";
-    // Attempt 2 cannot be created (its name is taken): it fails alone.
-    assert!(env
-        .banger(&["vm", "create", "run-pa-2", "--no-start"])
-        .status
-        .success());
+    // Attempt 2's boot fails (a failpoint armed for its VM only, read by the daemon
+    // at start): it fails alone, and its VM is deleted like the others.
+    assert!(env.banger(&["daemon", "stop"]).status.success());
+    let mut c = env.cmd(true, &["daemon", "start"]);
+    c.env("BANGER_FAIL_AT", "boot@run-pa-2");
+    assert!(c.status().unwrap().success());
     let t = Instant::now();
     let o = env.banger(&[
         "vm",
@@ -384,7 +386,14 @@ fn parallel_attempts(env: &Env) {
     assert_eq!(a[0]["exit_code"], 1);
     assert_eq!(a[2]["exit_code"], 1);
     assert_eq!(a[1]["exit_code"], Value::Null);
-    assert_eq!(a[1]["error"]["code"], "already_exists", "{r}");
+    assert_eq!(a[1]["error"]["code"], "failed", "{r}");
+    assert!(
+        a[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure at stage boot"),
+        "{r}"
+    );
     assert_eq!(a[1]["branch"], Value::Null);
     for i in [1, 3] {
         let b = format!("banger/pa/{i}");
@@ -406,11 +415,9 @@ fn parallel_attempts(env: &Env) {
     let diff = git(&repo, &["diff", "--stat", "banger/pa/1", "banger/pa/3"]);
     assert!(diff.contains("out.txt | 2 +-"), "{diff}");
     assert_eq!(before, checkout_fingerprint(&repo), "the checkout changed");
-    // The taken name's VM is not the run's: it is still there; nothing else is left.
-    let list = env.banger(&["vm", "list", "-q"]);
-    assert_eq!(stdout(&list), "run-pa-2\n");
-    assert!(env.banger(&["vm", "delete", "run-pa-2"]).status.success());
+    // The failed attempt's VM is gone too; then a daemon without the failpoint.
     env.assert_nothing_left();
+    assert!(env.banger(&["daemon", "stop"]).status.success());
 
     // --each with a table; the same run id is refused (its branches exist).
     let o = env.banger(&[
