@@ -2,7 +2,8 @@
 //! `docs/schemas.json` (one `$defs` entry per shape; docs/json.md names them). These
 //! tests pin the documents against what the code serialises: a field added, renamed
 //! or retyped without updating the schema fails here (the schemas forbid unknown
-//! fields). The e2e section `agent_cli` validates real command output against them.
+//! fields). The e2e sections `agent_cli`, `agent_json` and `update` validate real
+//! command output against them.
 
 #![cfg(test)]
 

@@ -16,6 +16,7 @@
 //! network namespace, and leaves no daemon or VM of its own behind (the e2e's own
 //! banger starts its daemon again on its next call).
 
+use super::agent_cli_section::assert_shape;
 use super::support::*;
 use super::Env;
 use std::path::{Path, PathBuf};
@@ -130,8 +131,18 @@ pub fn vm_survives_update(env: &Env) {
     // The good release: the VM keeps running across the swap and daemon restart.
     reset(&www);
     publish(&www, &trust.key, &new_bins(), &agent, Broken::No);
-    let o = run_in(env, &banger, &["update"]);
+    // --check --json: the release is available (docs/schemas.json `update`).
+    let o = run_in(env, &banger, &["update", "--check", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_shape("update", &v);
+    assert_eq!(v["outcome"], "available", "{v}");
+    assert_eq!(v["to"]["commit"], new.commit.as_str(), "{v}");
+    let o = run_in(env, &banger, &["update", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_shape("update", &v);
+    assert_eq!(v["outcome"], "updated", "{v}");
     assert_eq!(identity(&banger).commit, new.commit);
     assert_eq!(
         boot_id(env, &banger, "upd"),
