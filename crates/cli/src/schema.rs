@@ -201,3 +201,81 @@ fn cli_reports_match_their_shapes() {
 fn to<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap()
 }
+
+/// The shapes from before the schemas' second half, pinned here too: every `$defs`
+/// entry is now checked against the type that prints it.
+#[test]
+fn store_and_daemon_replies_match_their_shapes() {
+    use banger_model::{ImageRecord, KernelRecord, PortForward, VmState};
+    use banger_rpc::{OperationInfo, PruneResult, VmPortsResult, VmStatsResult};
+    let img = ImageRecord {
+        id: "i1".into(),
+        name: "debian-bookworm".into(),
+        source: "debian:bookworm".into(),
+        kernel_release: "6.1.0-40-cloud-amd64".into(),
+        size_bytes: 1,
+        created_at: 2,
+        kernel: None,
+        run_config: Default::default(),
+    };
+    assert_shape("image", &to(&img));
+    assert_shape("image_list", &to(&vec![img]));
+    let k = KernelRecord {
+        id: "k1".into(),
+        name: "debian-6.1-cloud".into(),
+        release: "6.1.0-40-cloud-amd64".into(),
+        source: "catalog".into(),
+        size_bytes: 3,
+        created_at: 4,
+    };
+    assert_shape("kernel", &to(&k));
+    assert_shape("kernel_list", &to(&vec![k]));
+    let ports = VmPortsResult {
+        name: "dev".into(),
+        ip: "172.30.0.2".parse().unwrap(),
+        ports: vec![22, 8000],
+        forwards: vec![PortForward {
+            host_ip: "127.0.0.1".parse().unwrap(),
+            host_port: 8080,
+            guest_port: 8000,
+        }],
+    };
+    assert_shape("ports", &to(&ports));
+    for (pct, rss) in [(Some(1.5), Some(7)), (None, None)] {
+        let st = VmStatsResult {
+            name: "dev".into(),
+            state: VmState::Running,
+            cpu_percent: pct,
+            cpu_seconds: pct,
+            rss_bytes: rss,
+            memory_mib: 1024,
+            overlay_bytes: 5,
+            work_bytes: 6,
+            disk_mib: 8192,
+        };
+        assert_shape("stats", &to(&st));
+    }
+    let pruned = PruneResult {
+        deleted: vec!["old".into()],
+    };
+    assert_shape("deleted", &to(&pruned));
+    let op = OperationInfo {
+        op_id: "op-1".into(),
+        method: "vm.create".into(),
+        target: "dev".into(),
+        stage: "boot".into(),
+        elapsed_ms: 9,
+    };
+    assert_shape("operations", &to(&vec![op]));
+    assert_shape("version", &to(&banger_buildinfo::BuildInfo::current()));
+    for (pid, version) in [(Some(1), Some("0.1.0")), (None, None)] {
+        let s = crate::daemon_cmd::DaemonStatus {
+            running: pid.is_some(),
+            pid,
+            version: version.map(Into::into),
+            socket: "/run/banger/bangerd.sock".into(),
+            log: "the daemon log".into(),
+        };
+        assert_shape("daemon_status", &to(&s));
+    }
+}
