@@ -203,8 +203,8 @@ fn main() -> ExitCode {
 /// (`vm run`, `vm exec`, `vm ssh`), or ending a stream it was asked to follow. Every
 /// other command is abandoned on Ctrl-C with the `interrupted` error (exit 130), so
 /// a script gets the JSON error rather than a process killed by a signal. `update`
-/// keeps the plain default (the signal ends it where it is): abandoning its swap
-/// half-way from inside would be no safer, and its rollback is built around that.
+/// keeps the default disposition (the signal ends the process), as before: dropping
+/// its swap at an arbitrary await from inside would be no safer than that.
 fn owns_ctrl_c(cmd: &Cmd) -> bool {
     match cmd {
         Cmd::Events | Cmd::Update(_) | Cmd::System(system::SystemCmd::Run { .. }) => true,
