@@ -1567,4 +1567,48 @@ fn refuses_a_socket_owned_by_another_user() {
         !Path::new(&home.path().join("state/banger.db")).exists(),
         "a daemon was started"
     );
+    // The same as a JSON error (docs/json.md: `unauthorized`, 7).
+    let out = Command::new(banger_bin())
+        .args(["vm", "list", "--json"])
+        .env("BANGER_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized", "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+/// Something that is not bangerd answers on the socket: `daemon_unavailable` (exit 6),
+/// and no daemon of banger's is started in its place. Needs no guest and no root.
+#[test]
+fn a_socket_that_is_not_bangerd_is_daemon_unavailable() {
+    let home = tempfile::tempdir().unwrap();
+    let run = home.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(run.join("bangerd.sock")).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.write_all(b"HTTP/1.0 400 not bangerd\r\n\r\n");
+        }
+    });
+    let out = Command::new(banger_bin())
+        .args(["vm", "list", "--json"])
+        .env("BANGER_HOME", home.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(err.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("not a JSON error ({e}): {err}"));
+    assert_eq!(v["error"]["code"], "daemon_unavailable", "{err}");
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        !home.path().join("state/banger.db").exists(),
+        "a daemon was started"
+    );
 }
