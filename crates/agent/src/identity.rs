@@ -5,8 +5,7 @@
 //! of the save. The host sends [`Identity`] right after the restore, before any user
 //! command, and this applies it in an order where each step can rely on the ones
 //! before: the clock (so every file written after has a true time), the random pool
-//! (so every key made after is unpredictable), the hostname; then files (hostname,
-//! machine-id, boot id), network and keys, three independent lanes run in parallel.
+//! (so every key made after is unpredictable), then names, network and keys.
 //!
 //! What cannot be changed from inside is documented in docs/warm.md: the kernel's own
 //! boot id (what userspace reads is replaced by a bind mount), and the kernel command
@@ -27,91 +26,58 @@ const MAX_ENTROPY: usize = 512;
 
 /// Apply `id`; the first failure names what failed.
 pub fn apply(id: &Identity) -> Result<Done, ErrorReply> {
+    let fail = |what: &str, e: io::Error| {
+        ErrorReply::new(
+            ErrorKind::Failed,
+            format!("the restored guest could not take its new identity: {what}: {e}"),
+        )
+    };
     let v = Checked::from(id).map_err(|m| ErrorReply::new(ErrorKind::Invalid, m))?;
     let t0 = std::time::Instant::now();
-    let took = |what: &'static str| (what, t0.elapsed().as_micros());
-    // First, in order: the clock and the random pool, which everything after relies
-    // on (true file times; nothing random drawn from the template's pool).
-    set_clock(id.time_ns).map_err(fail("setting the clock"))?;
-    reseed(&v.entropy).map_err(fail("reseeding the random pool"))?;
-    sys::set_hostname(&id.hostname).map_err(fail("setting the hostname"))?;
-    let first = took("clock, entropy, hostname");
-    // Then three lanes that touch nothing of each other's, in parallel: right after a
-    // restore under TCG every kernel path runs untranslated the first time (a first
-    // file write costs ~0.2 s here, a second one a few ms), and the guest has a vCPU
-    // per lane to spare. Each lane's steps stay in order.
-    let files = || -> Result<(&'static str, u128), ErrorReply> {
-        write_file(
-            Path::new("/etc/hostname"),
-            &format!("{}\n", id.hostname),
-            0o644,
-        )
-        .map_err(fail("writing /etc/hostname"))?;
-        write_file(
-            Path::new("/etc/machine-id"),
-            &format!("{}\n", id.machine_id),
-            0o444,
-        )
-        .map_err(fail("writing /etc/machine-id"))?;
-        replace_boot_id(&id.boot_id).map_err(fail("replacing the boot id"))?;
-        Ok(took("files"))
-    };
-    let net = || -> Result<(&'static str, u128), ErrorReply> {
-        netconf::reconfigure("eth0", v.mac, v.ip, v.prefix, v.gateway)
-            .map_err(fail("reconfiguring eth0"))?;
-        if !id.dns.is_empty() {
-            let servers: Vec<std::net::IpAddr> =
-                id.dns.iter().filter_map(|s| s.parse().ok()).collect();
-            crate::init::write_resolv_conf(Path::new("/etc"), &servers)
-                .map_err(fail("writing /etc/resolv.conf"))?;
-        }
-        Ok(took("net"))
-    };
-    let keys = || -> Result<(&'static str, u128), ErrorReply> {
-        if let Some(key) = &id.host_key {
-            crate::sshd::replace_host_key(key, id.host_key_public.as_deref())
-                .map_err(fail("replacing the ssh host key"))?;
-        }
-        Ok(took("keys"))
-    };
-    let lanes = std::thread::scope(|s| {
-        let files = s.spawn(files);
-        let keys = s.spawn(keys);
-        // This thread takes the third lane rather than waiting idle.
-        let net = net();
-        [files.join(), keys.join()]
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|_| Err(lane_panicked())))
-            .chain([net])
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    let steps: Vec<String> = std::iter::once(first)
-        .chain(lanes)
-        .map(|(w, us)| format!("{w} {us} us"))
-        .collect();
+    let mut marks: Vec<(&str, u128)> = vec![];
+    let mut mark = |what: &'static str| marks.push((what, t0.elapsed().as_micros()));
+    set_clock(id.time_ns).map_err(|e| fail("setting the clock", e))?;
+    mark("clock");
+    reseed(&v.entropy).map_err(|e| fail("reseeding the random pool", e))?;
+    mark("entropy");
+    sys::set_hostname(&id.hostname).map_err(|e| fail("setting the hostname", e))?;
+    mark("sethostname");
+    write_file(
+        Path::new("/etc/hostname"),
+        &format!("{}\n", id.hostname),
+        0o644,
+    )
+    .map_err(|e| fail("writing /etc/hostname", e))?;
+    mark("hostname");
+    write_file(
+        Path::new("/etc/machine-id"),
+        &format!("{}\n", id.machine_id),
+        0o444,
+    )
+    .map_err(|e| fail("writing /etc/machine-id", e))?;
+    mark("machine-id");
+    replace_boot_id(&id.boot_id).map_err(|e| fail("replacing the boot id", e))?;
+    mark("boot-id");
+    netconf::reconfigure("eth0", v.mac, v.ip, v.prefix, v.gateway)
+        .map_err(|e| fail("reconfiguring eth0", e))?;
+    mark("net");
+    if !id.dns.is_empty() {
+        let servers: Vec<std::net::IpAddr> = id.dns.iter().filter_map(|s| s.parse().ok()).collect();
+        crate::init::write_resolv_conf(Path::new("/etc"), &servers)
+            .map_err(|e| fail("writing /etc/resolv.conf", e))?;
+    }
+    if let Some(key) = &id.host_key {
+        crate::sshd::replace_host_key(key, id.host_key_public.as_deref())
+            .map_err(|e| fail("replacing the ssh host key", e))?;
+    }
+    mark("keys");
+    let steps: Vec<String> = marks.iter().map(|(w, us)| format!("{w} {us} us")).collect();
     crate::init::log(&format!(
         "took the identity of {} ({})",
         id.hostname,
         steps.join(", ")
     ));
     Ok(Done::default())
-}
-
-/// The error reply for a failed step `what`.
-fn fail(what: &'static str) -> impl Fn(io::Error) -> ErrorReply {
-    move |e| {
-        ErrorReply::new(
-            ErrorKind::Failed,
-            format!("the restored guest could not take its new identity: {what}: {e}"),
-        )
-    }
-}
-
-fn lane_panicked() -> ErrorReply {
-    ErrorReply::new(
-        ErrorKind::Failed,
-        "the restored guest could not take its new identity: a step panicked (see the console)",
-    )
 }
 
 /// The parts of an [`Identity`] that need parsing, parsed and bounded.
