@@ -25,9 +25,9 @@
 
 use crate::layout::SystemLayout;
 
-/// Capabilities of the helper without Firecracker: links, taps and nftables, and
-/// giving its socket to the owner.
-pub const HELPER_CAPS: &[&str] = &["CAP_NET_ADMIN", "CAP_CHOWN"];
+/// Capabilities of the helper without Firecracker: links, taps and nftables, giving
+/// its socket to the owner, and binding the guests' DNS port 53 (`bind_dns`).
+pub const HELPER_CAPS: &[&str] = &["CAP_NET_ADMIN", "CAP_CHOWN", "CAP_NET_BIND_SERVICE"];
 /// What the jailer needs on top (mount namespace and pivot_root, chroot, device nodes,
 /// uid/gid change, chown) and the helper for the guest's files (hard links of files
 /// it does not own, reading the owner's state directory, stopping a jailer that hangs).
@@ -42,6 +42,23 @@ pub const JAILER_CAPS: &[&str] = &[
     "CAP_DAC_READ_SEARCH",
     "CAP_KILL",
 ];
+/// The helper's sandbox without a jailer (the jailer needs namespaces, mounts,
+/// device nodes and `/dev/kvm`, so it gets none of this): it only opens
+/// `/dev/net/tun` (`open_tap`), makes no setuid files and no namespaces, and needs
+/// no other user's processes in `/proc`. The system calls are systemd's
+/// `@system-service` set (netlink, ioctl, chown and bind are in it). Checked under a
+/// real systemd by the e2e section `system_install`, whose probe calls every kind of
+/// operation the helper serves there.
+pub const HELPER_SANDBOX: &str = "ProtectControlGroups=yes\n\
+     MemoryDenyWriteExecute=yes\n\
+     RestrictNamespaces=yes\n\
+     RestrictSUIDSGID=yes\n\
+     DevicePolicy=closed\n\
+     DeviceAllow=/dev/net/tun rw\n\
+     ProtectProc=invisible\n\
+     SystemCallFilter=@system-service\n\
+     SystemCallErrorNumber=EPERM\n";
+
 /// The daemon's bounding set (see the module docs).
 pub const DAEMON_CAPS: &[&str] = &["CAP_SETUID", "CAP_SETGID"];
 
@@ -116,7 +133,7 @@ pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
                 .unwrap_or_default()
         ));
     } else {
-        out.push_str("ProtectControlGroups=yes\nMemoryDenyWriteExecute=yes\n");
+        out.push_str(HELPER_SANDBOX);
     }
     out.push_str(&format!(
         "CapabilityBoundingSet={}\n\
@@ -219,7 +236,14 @@ mod tests {
             assert!(h.contains("RuntimeDirectory=banger-helper\nRuntimeDirectoryMode=0755"));
             assert!(!h.contains("User="), "the helper runs as root");
             assert_eq!(h.contains("CAP_SYS_ADMIN"), jailer);
+            // bind_dns hands the owner a socket on port 53: the helper binds it.
+            assert!(
+                h.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_CHOWN CAP_NET_BIND_SERVICE")
+            );
             assert_eq!(h.contains("ReadWritePaths=/var/lib\n"), jailer);
+            // The tight sandbox only without the jailer, which needs what it forbids.
+            assert_eq!(h.contains(HELPER_SANDBOX), !jailer);
+            assert_eq!(h.contains("SystemCallFilter="), !jailer);
         }
         let d = daemon_unit(&l, "alice");
         assert!(missing_hardening(&d, false).is_empty(), "{d}");
