@@ -149,7 +149,7 @@ pub fn units_active() -> Vec<Check> {
         .into_iter()
         .map(|u| {
             let state = crate::systemd::is_active(u);
-            let ok = state == "active";
+            let ok = crate::systemd::is_active_state(&state);
             row(
                 u,
                 if ok { Status::Pass } else { Status::Fail },
