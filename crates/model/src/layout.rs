@@ -177,7 +177,8 @@ pub const SYSTEM_RUNTIME: &str = "/run/banger";
 
 /// [`Layout::for_client`]'s rule: no layout chosen by the environment, and the system
 /// socket exists, is a socket, and is the caller's (or the caller is root, whom the
-/// daemon also serves).
+/// daemon also serves; the CLI then talks to it only when it is the system install's
+/// recorded owner's).
 fn use_system_layout(chosen: bool, socket: Option<(bool, u32)>, me: u32) -> bool {
     match socket {
         Some((true, owner)) => !chosen && (owner == me || me == 0),

@@ -268,6 +268,31 @@ pub fn system_install(env: &Env) {
         0,
         "the helper runs as root"
     );
+    // The daemon may gain privileges (mmdebstrap's setuid newuidmap for image builds;
+    // its bounding set is the limit), the helper may not.
+    let nnp = |unit: &str| -> String {
+        let pid = guest_ok(env, &format!("systemctl show -P MainPID {unit}"));
+        guest_ok(env, &format!("grep NoNewPrivs /proc/{}/status", pid.trim()))
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    eprintln!(
+        "system_install: NoNewPrivs bangerd {} banger-helper {}",
+        nnp("bangerd.service"),
+        nnp("bangerd-root.service")
+    );
+    assert_eq!(
+        nnp("bangerd-root.service"),
+        "1",
+        "the helper lacks no_new_privs"
+    );
+    assert_eq!(
+        nnp("bangerd.service"),
+        "0",
+        "bangerd.service has no_new_privs"
+    );
 
     // The helper's operations work inside its unit's sandbox and bounding set.
     let probe = HELPER_PROBE.replace("GATEWAY", GATEWAY);
