@@ -17,7 +17,9 @@
 //!   unshare mode, which maps the user's subordinate ids through Debian's setuid (or
 //!   file-capability) `newuidmap`/`newgidmap`; no-new-privileges would make them
 //!   fail. The capability bounding set limits what any child can gain to exactly
-//!   CAP_SETUID and CAP_SETGID (what those two tools use).
+//!   CAP_SETUID and CAP_SETGID (what those two tools use). For the same reason it has
+//!   none of the seccomp-based directives ([`IMPLY_NO_NEW_PRIVILEGES`]): systemd turns
+//!   no-new-privileges on for a `User=` service that has any of them.
 //! - with Firecracker's jailer configured, the helper may write below `/var/lib` as a
 //!   whole: it hard-links each guest's disks from the owner's state directory into the
 //!   jail, and a hard link cannot cross the separate mounts `ReadWritePaths=` would make
@@ -69,24 +71,57 @@ pub const COMMON_HARDENING: &[&str] = &[
     "KillMode=process",
     "RuntimeDirectoryPreserve=yes",
     "UMask=0077",
+];
+/// Directives `banger doctor` expects in the helper's unit only. Most are seccomp
+/// filters or imply one, which systemd pairs with no-new-privileges in a service
+/// without CAP_SYS_ADMIN: fine for the helper, not for the daemon (see
+/// [`IMPLY_NO_NEW_PRIVILEGES`]).
+pub const HELPER_HARDENING: &[&str] = &[
+    "NoNewPrivileges=yes",
+    "ProtectHome=yes",
     "LockPersonality=yes",
     "RestrictRealtime=yes",
     "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
     "ProtectClock=yes",
     "ProtectHostname=yes",
     "SystemCallArchitectures=native",
 ];
-/// Directives `banger doctor` expects in the helper's unit only.
-pub const HELPER_HARDENING: &[&str] = &["NoNewPrivileges=yes", "ProtectHome=yes"];
 /// Directives `banger doctor` expects in the daemon's unit only.
-pub const DAEMON_HARDENING: &[&str] = &["ProtectHome=read-only", "ProtectKernelTunables=yes"];
+pub const DAEMON_HARDENING: &[&str] = &[
+    "ProtectHome=read-only",
+    "NoNewPrivileges=no",
+    "ProtectControlGroups=yes",
+];
+
+/// Directives after which systemd sets no-new-privileges on a service that runs
+/// without CAP_SYS_ADMIN (any `User=` service), whatever `NoNewPrivileges=` says
+/// (systemd.exec(5); checked under systemd 252: `NoNewPrivs: 1` in bangerd's status
+/// with `NoNewPrivileges=no` and these set). The daemon needs privileges to be gainable
+/// for mmdebstrap's setuid `newuidmap`/`newgidmap`, so its unit has none of them.
+pub const IMPLY_NO_NEW_PRIVILEGES: &[&str] = &[
+    "LockPersonality=",
+    "MemoryDenyWriteExecute=",
+    "PrivateDevices=",
+    "ProtectClock=",
+    "ProtectHostname=",
+    "ProtectKernelTunables=",
+    "ProtectKernelModules=",
+    "ProtectKernelLogs=",
+    "RestrictNamespaces=",
+    "RestrictRealtime=",
+    "RestrictSUIDSGID=",
+    "RestrictFileSystems=",
+    "SystemCallArchitectures=",
+    "SystemCallFilter=",
+    "RestrictAddressFamilies=",
+];
 
 fn common(out: &mut String) {
     for d in COMMON_HARDENING {
         out.push_str(d);
         out.push('\n');
     }
-    out.push_str("ProtectKernelLogs=yes\n");
 }
 
 /// `bangerd-root.service`. `jailer` says whether Firecracker's jailer is configured
@@ -110,8 +145,6 @@ pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
          TimeoutStopSec=30\n\
          RuntimeDirectory=banger-helper\n\
          RuntimeDirectoryMode=0755\n\
-         NoNewPrivileges=yes\n\
-         ProtectHome=yes\n\
          ProtectKernelTunables=no\n",
         if jailer { ", jailed Firecracker" } else { "" },
         crate::layout::DAEMON_UNIT,
@@ -119,6 +152,10 @@ pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
         l.helper_config().display(),
     ));
     common(&mut out);
+    for d in HELPER_HARDENING {
+        out.push_str(d);
+        out.push('\n');
+    }
     if jailer {
         caps.extend_from_slice(JAILER_CAPS);
         out.push_str(&format!(
@@ -177,17 +214,16 @@ pub fn daemon_unit(l: &SystemLayout, owner: &str) -> String {
          CacheDirectoryMode=0700\n\
          RuntimeDirectory=banger\n\
          RuntimeDirectoryMode=0700\n\
-         # mmdebstrap's unshare mode runs the setuid newuidmap/newgidmap (see banger-system's units.rs).\n\
+         # mmdebstrap's unshare mode runs the setuid newuidmap/newgidmap; seccomp-based\n\
+         # directives would turn no-new-privileges on regardless (see banger-system's units.rs).\n\
          NoNewPrivileges=no\n\
          ProtectHome=read-only\n\
-         ProtectKernelTunables=yes\n\
          ProtectControlGroups=yes\n",
     );
     common(&mut out);
     out.push_str(&format!(
         "CapabilityBoundingSet={}\n\
          AmbientCapabilities=\n\
-         RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6 AF_VSOCK\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
@@ -247,6 +283,13 @@ mod tests {
         }
         let d = daemon_unit(&l, "alice");
         assert!(missing_hardening(&d, false).is_empty(), "{d}");
+        // Nothing that would make systemd set no-new-privileges on the daemon.
+        for imply in IMPLY_NO_NEW_PRIVILEGES {
+            assert!(
+                !d.lines().any(|l| l.starts_with(imply)),
+                "{imply} in the daemon's unit"
+            );
+        }
         assert!(d.contains("User=alice\n"));
         assert!(d.contains("Environment=BANGER_HELPER_SOCKET=/run/banger-helper/helper.sock\n"));
         assert!(d.contains("Environment=XDG_STATE_HOME=/var/lib\n"));
