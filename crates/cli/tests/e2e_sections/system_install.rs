@@ -6,6 +6,11 @@
 //! agent in (`vm cp`), creates an owner there and, as the guest's root, runs
 //! `banger system install --owner USER`. Then:
 //! - both units are active, `bangerd` runs as the owner and `banger-helper` as root;
+//!   the helper has no_new_privs, the daemon not (mmdebstrap's setuid `newuidmap`);
+//! - as the owner, the helper serves `ping`, `ensure_bridge`, `create_tap`, `open_tap`
+//!   (a descriptor), `bind_dns` (a descriptor for port 53), `delete_tap` and
+//!   `delete_bridge` inside its unit's sandbox, and bangerd listens on the gateway's
+//!   port 53 with the socket the helper bound for it;
 //! - `banger system status` passes; the owner's CLI finds the system daemon by itself
 //!   (`daemon status`, `vm list`);
 //! - `banger doctor --json`, as the owner, passes its system rows: install record,
