@@ -19,7 +19,7 @@ fn query<M: Method<Params = NoParams>>() -> Option<M::Result> {
         .build()
         .ok()?;
     rt.block_on(async {
-        let layout = Layout::from_env();
+        let layout = Layout::for_client();
         tokio::time::timeout(Duration::from_secs(2), async {
             let mut c = Client::connect(layout.socket()).await.ok()?;
             c.call::<M>(&NoParams {}, |_| {}).await.ok()

@@ -27,7 +27,7 @@ fn check_owner(layout: &Layout) -> anyhow::Result<()> {
     if let Ok(md) = std::fs::symlink_metadata(&sock) {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
-        if md.uid() != me {
+        if md.uid() != me && !(me == 0 && system_owners_socket(layout, md.uid())) {
             return Err(fail(
                 Class::Unauthorized,
                 format!(
@@ -40,6 +40,21 @@ fn check_owner(layout: &Layout) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether root may talk to a socket owned by `uid`: only the system install's own
+/// daemon (`bangerd.service`, the layout `Layout::for_client` found) run for the owner
+/// that root recorded in `/etc/banger/install.toml`. Any other user's socket could be
+/// a daemon of theirs, which would get root's requests (and repositories).
+fn system_owners_socket(layout: &Layout, uid: u32) -> bool {
+    if *layout != Layout::system() {
+        return false;
+    }
+    let l = banger_system::SystemLayout::default();
+    match banger_system::InstallRecord::read(&l.install_record()) {
+        Ok(Some(r)) => banger_system::Owner::lookup(&r.owner).is_ok_and(|o| o.uid == uid),
+        _ => false,
+    }
 }
 
 /// Connect to bangerd, starting it if needed.

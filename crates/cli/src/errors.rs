@@ -147,11 +147,11 @@ pub fn classify(e: &anyhow::Error) -> Class {
 /// Where the daemon's log is, as a phrase for "grep X for op-…".
 pub fn daemon_log_phrase() -> String {
     if std::path::Path::new("/etc/banger/install.toml").exists()
-        && Layout::from_env().socket() == std::path::Path::new("/run/banger/bangerd.sock")
+        && Layout::for_client().socket() == std::path::Path::new("/run/banger/bangerd.sock")
     {
         return "the journal (journalctl -u bangerd)".to_string();
     }
-    format!("{}", Layout::from_env().daemon_log().display())
+    format!("{}", Layout::for_client().daemon_log().display())
 }
 
 /// The JSON body for `e`.

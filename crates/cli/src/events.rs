@@ -17,7 +17,7 @@ pub struct Watch {
 impl Watch {
     /// Subscribe (on a connection of its own). Every change after this returns is seen.
     pub async fn open() -> anyhow::Result<Self> {
-        let client = daemon::connect(&Layout::from_env()).await?;
+        let client = daemon::connect(&Layout::for_client()).await?;
         let (_, io) = client
             .call_upgrade::<EventsWatch>(&NoParams {}, |_| {})
             .await

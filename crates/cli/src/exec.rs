@@ -100,7 +100,7 @@ pub async fn run_to(
     out: Sink<'_>,
     err: Sink<'_>,
 ) -> anyhow::Result<i32> {
-    let layout = Layout::from_env();
+    let layout = Layout::for_client();
     let client = daemon::connect(&layout).await?;
     let pty = req.pty.then(terminal_size);
     let params = VmExecParams {

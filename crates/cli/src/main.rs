@@ -178,7 +178,7 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async {
-        let layout = Layout::from_env();
+        let layout = Layout::for_client();
         ui::notices::init(cli.verbose, &layout.runtime);
         let r = if owns_ctrl_c(&cli.cmd) {
             dispatch(cli.cmd, &layout).await
@@ -295,7 +295,7 @@ fn completion(shell: &str) -> ExitCode {
 
 async fn dispatch(cmd: Cmd, layout: &Layout) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Doctor => return doctor::run(layout, output::json()),
+        Cmd::Doctor => return doctor::run(layout, output::json()).await,
         Cmd::Daemon(d) => return daemon_cmd::run(layout, d).await,
         Cmd::Version(a) => return version::run(a),
         Cmd::Update(a) => return update::run(layout, a).await,

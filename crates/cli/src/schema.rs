@@ -178,7 +178,14 @@ fn doctor_checks_match_the_doctor_shape() {
     let layout = banger_model::Layout::from_env();
     assert_shape(
         "doctor",
-        &serde_json::to_value(crate::doctor::checks(&layout)).unwrap(),
+        &serde_json::to_value(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(crate::doctor::checks(&layout)),
+        )
+        .unwrap(),
     );
 }
 

@@ -70,7 +70,7 @@ struct NetworkDownReport {
 /// Before the services go: ask the running daemon to remove banger's bridge, nftables
 /// tables and resolver settings (`banger network down`). Best effort, said aloud.
 async fn network_down_first() -> NetworkDownReport {
-    let layout = banger_model::Layout::from_env();
+    let layout = banger_model::Layout::for_client();
     let down = async {
         let mut c = crate::daemon::connect(&layout).await?;
         Ok::<_, anyhow::Error>(

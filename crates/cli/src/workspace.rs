@@ -62,7 +62,7 @@ pub async fn prepare(
     };
     // A fresh connection: shipping a big repository can outlast the daemon's idle
     // timeout on `c`, which the caller keeps using afterwards.
-    *c = crate::daemon::connect(&banger_model::Layout::from_env()).await?;
+    *c = crate::daemon::connect(&banger_model::Layout::for_client()).await?;
     c.call::<VmWorkspaceRecord>(
         &WorkspaceParams {
             name: vm.to_string(),

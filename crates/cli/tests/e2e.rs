@@ -25,6 +25,8 @@ mod net_section;
 #[path = "e2e_sections/privsep.rs"]
 mod privsep_section;
 mod support;
+#[path = "e2e_sections/system_install.rs"]
+mod system_install_section;
 #[path = "e2e_sections/update.rs"]
 mod update_section;
 #[path = "e2e_sections/warm.rs"]
@@ -229,6 +231,7 @@ fn end_to_end() {
         ("privsep", privsep_section::privsep),
         ("agent_cli", agent_cli_section::agent_cli),
         ("agent_json", agent_json_section::agent_json),
+        ("system_install", system_install_section::system_install),
         // Ends by deleting the default image (image delete removes its snapshots).
         ("warm", warm_section::warm),
         // Last: it leaves a database no banger of this version opens.

@@ -41,6 +41,12 @@ pub fn checked_tool(what: &'static str, path: &Path) -> Result<PathBuf, HelperEr
     Ok(real)
 }
 
+/// Whether `path` names nothing at all (not even a dangling link): the tool is not
+/// installed. Anything else, even a file [`checked_tool`] refuses, is not absent.
+pub fn absent(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
 fn root_only(path: &Path, md: &std::fs::Metadata) -> Result<(), String> {
     if md.uid() != 0 {
         return Err(format!(
@@ -67,6 +73,8 @@ mod tests {
     fn refuses_relative_missing_and_writable_tools() {
         let e = checked_tool("nft", Path::new("nft")).unwrap_err();
         assert!(e.to_string().contains("never searches PATH"), "{e}");
+        assert!(absent(Path::new("/nonexistent/nft")));
+        assert!(!absent(Path::new("/bin/sh")));
         let e = checked_tool("nft", Path::new("/nonexistent/nft")).unwrap_err();
         assert!(e.to_string().contains("cannot resolve"), "{e}");
         let d = tempfile::tempdir().unwrap();

@@ -71,6 +71,39 @@ impl Layout {
         }
     }
 
+    /// The system install's layout (`banger system install`: `bangerd.service` runs with
+    /// `XDG_*` pointing here).
+    pub fn system() -> Self {
+        Self {
+            state: PathBuf::from(SYSTEM_STATE),
+            cache: PathBuf::from(SYSTEM_CACHE),
+            runtime: PathBuf::from(SYSTEM_RUNTIME),
+        }
+    }
+
+    /// The layout a client (the CLI) uses: the system daemon's when a system install's
+    /// daemon answers for this user, else [`Layout::from_env`]. So the owner of a
+    /// system install (and root) reach `bangerd.service` without setting anything,
+    /// instead of starting a daemon of their own that has no helper. `BANGER_HOME` or
+    /// `XDG_STATE_HOME` mean the user chose a layout: they win.
+    pub fn for_client() -> Self {
+        let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        let socket = Path::new(SYSTEM_RUNTIME).join("bangerd.sock");
+        let found = std::fs::symlink_metadata(&socket).ok().map(|md| {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            (md.file_type().is_socket(), md.uid())
+        });
+        if use_system_layout(
+            set("BANGER_HOME") || set("XDG_STATE_HOME"),
+            found,
+            nix_like_getuid(),
+        ) {
+            Self::system()
+        } else {
+            Self::from_env()
+        }
+    }
+
     /// The SQLite database.
     pub fn db(&self) -> PathBuf {
         self.state.join("banger.db")
@@ -135,6 +168,24 @@ impl Layout {
     }
 }
 
+/// State directory of a system install.
+pub const SYSTEM_STATE: &str = "/var/lib/banger";
+/// Cache directory of a system install.
+pub const SYSTEM_CACHE: &str = "/var/cache/banger";
+/// Runtime directory of a system install (the daemon's socket is in it).
+pub const SYSTEM_RUNTIME: &str = "/run/banger";
+
+/// [`Layout::for_client`]'s rule: no layout chosen by the environment, and the system
+/// socket exists, is a socket, and is the caller's (or the caller is root, whom the
+/// daemon also serves; the CLI then talks to it only when it is the system install's
+/// recorded owner's).
+fn use_system_layout(chosen: bool, socket: Option<(bool, u32)>, me: u32) -> bool {
+    match socket {
+        Some((true, owner)) => !chosen && (owner == me || me == 0),
+        _ => false,
+    }
+}
+
 fn nix_like_getuid() -> u32 {
     // Reading /proc/self/status avoids a libc dependency in the model crate.
     std::fs::read_to_string("/proc/self/status")
@@ -158,5 +209,23 @@ mod tests {
         for p in [l.db(), l.socket(), l.vm_dir("ab"), l.image_dir("cd")] {
             assert!(p.starts_with("/tmp/x"), "{}", p.display());
         }
+    }
+
+    #[test]
+    fn clients_use_the_system_daemon_when_it_is_theirs() {
+        assert_eq!(
+            Layout::system().socket(),
+            Path::new("/run/banger/bangerd.sock")
+        );
+        // The owner's socket, nothing chosen: the system layout.
+        assert!(use_system_layout(false, Some((true, 1000)), 1000));
+        // Root is served by every daemon.
+        assert!(use_system_layout(false, Some((true, 1000)), 0));
+        // BANGER_HOME or XDG_STATE_HOME set: the user's choice wins.
+        assert!(!use_system_layout(true, Some((true, 1000)), 1000));
+        // Someone else's daemon, no socket, or not a socket: the user's own layout.
+        assert!(!use_system_layout(false, Some((true, 1000)), 1001));
+        assert!(!use_system_layout(false, None, 1000));
+        assert!(!use_system_layout(false, Some((false, 1000)), 1000));
     }
 }

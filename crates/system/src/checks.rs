@@ -106,15 +106,17 @@ pub async fn helper_reachable(socket: &Path, cli_version: &str) -> Check {
 }
 
 /// Both units exist and carry banger's hardening (and the daemon's runs as `owner`).
+/// The rows are named `<unit> file` (the unit's state is [`units_active`]'s row).
 pub fn units_hardened(l: &SystemLayout, owner: &str) -> Vec<Check> {
     [(HELPER_UNIT, true), (DAEMON_UNIT, false)]
         .into_iter()
+        .map(|(unit, helper)| (format!("{unit} file"), unit, helper))
         .map(
-            |(name, helper)| match std::fs::read_to_string(l.unit(name)) {
+            |(name, unit, helper)| match std::fs::read_to_string(l.unit(unit)) {
                 Err(e) => row(
-                    name,
+                    &name,
                     Status::Fail,
-                    format!("{}: {e}", l.unit(name).display()),
+                    format!("{}: {e}", l.unit(unit).display()),
                     Some("sudo banger system install"),
                 ),
                 Ok(text) => {
@@ -126,10 +128,10 @@ pub fn units_hardened(l: &SystemLayout, owner: &str) -> Vec<Check> {
                         missing.push(format!("User={owner}"));
                     }
                     if missing.is_empty() {
-                        row(name, Status::Pass, "present and hardened".into(), None)
+                        row(&name, Status::Pass, "present and hardened".into(), None)
                     } else {
                         row(
-                            name,
+                            &name,
                             Status::Fail,
                             format!("missing {}", missing.join(", ")),
                             Some("sudo banger system install (rewrites the units)"),
@@ -147,7 +149,7 @@ pub fn units_active() -> Vec<Check> {
         .into_iter()
         .map(|u| {
             let state = crate::systemd::is_active(u);
-            let ok = state == "active";
+            let ok = crate::systemd::is_active_state(&state);
             row(
                 u,
                 if ok { Status::Pass } else { Status::Fail },
@@ -365,6 +367,7 @@ mod tests {
             .iter()
             .all(|c| c.status == Status::Pass));
         let rows = units_hardened(&l, "bob");
+        assert_eq!(rows[1].name, "bangerd.service file");
         assert_eq!(rows[1].status, Status::Fail);
         assert!(rows[1].detail.contains("User=bob"), "{rows:?}");
         assert_eq!(install_record(&l, "0.1.0").status, Status::Warn);

@@ -17,7 +17,9 @@
 //!   unshare mode, which maps the user's subordinate ids through Debian's setuid (or
 //!   file-capability) `newuidmap`/`newgidmap`; no-new-privileges would make them
 //!   fail. The capability bounding set limits what any child can gain to exactly
-//!   CAP_SETUID and CAP_SETGID (what those two tools use).
+//!   CAP_SETUID and CAP_SETGID (what those two tools use). For the same reason it has
+//!   none of the seccomp-based directives ([`IMPLY_NO_NEW_PRIVILEGES`]): systemd turns
+//!   no-new-privileges on for a `User=` service that has any of them.
 //! - with Firecracker's jailer configured, the helper may write below `/var/lib` as a
 //!   whole: it hard-links each guest's disks from the owner's state directory into the
 //!   jail, and a hard link cannot cross the separate mounts `ReadWritePaths=` would make
@@ -25,9 +27,9 @@
 
 use crate::layout::SystemLayout;
 
-/// Capabilities of the helper without Firecracker: links, taps and nftables, and
-/// giving its socket to the owner.
-pub const HELPER_CAPS: &[&str] = &["CAP_NET_ADMIN", "CAP_CHOWN"];
+/// Capabilities of the helper without Firecracker: links, taps and nftables, giving
+/// its socket to the owner, and binding the guests' DNS port 53 (`bind_dns`).
+pub const HELPER_CAPS: &[&str] = &["CAP_NET_ADMIN", "CAP_CHOWN", "CAP_NET_BIND_SERVICE"];
 /// What the jailer needs on top (mount namespace and pivot_root, chroot, device nodes,
 /// uid/gid change, chown) and the helper for the guest's files (hard links of files
 /// it does not own, reading the owner's state directory, stopping a jailer that hangs).
@@ -42,6 +44,23 @@ pub const JAILER_CAPS: &[&str] = &[
     "CAP_DAC_READ_SEARCH",
     "CAP_KILL",
 ];
+/// The helper's sandbox without a jailer (the jailer needs namespaces, mounts,
+/// device nodes and `/dev/kvm`, so it gets none of this): it only opens
+/// `/dev/net/tun` (`open_tap`), makes no setuid files and no namespaces, and needs
+/// no other user's processes in `/proc`. The system calls are systemd's
+/// `@system-service` set (netlink, ioctl, chown and bind are in it). Checked under a
+/// real systemd by the e2e section `system_install`, whose probe calls every kind of
+/// operation the helper serves there.
+pub const HELPER_SANDBOX: &str = "ProtectControlGroups=yes\n\
+     MemoryDenyWriteExecute=yes\n\
+     RestrictNamespaces=yes\n\
+     RestrictSUIDSGID=yes\n\
+     DevicePolicy=closed\n\
+     DeviceAllow=/dev/net/tun rw\n\
+     ProtectProc=invisible\n\
+     SystemCallFilter=@system-service\n\
+     SystemCallErrorNumber=EPERM\n";
+
 /// The daemon's bounding set (see the module docs).
 pub const DAEMON_CAPS: &[&str] = &["CAP_SETUID", "CAP_SETGID"];
 
@@ -52,24 +71,57 @@ pub const COMMON_HARDENING: &[&str] = &[
     "KillMode=process",
     "RuntimeDirectoryPreserve=yes",
     "UMask=0077",
+];
+/// Directives `banger doctor` expects in the helper's unit only. Most are seccomp
+/// filters or imply one, which systemd pairs with no-new-privileges in a service
+/// without CAP_SYS_ADMIN: fine for the helper, not for the daemon (see
+/// [`IMPLY_NO_NEW_PRIVILEGES`]).
+pub const HELPER_HARDENING: &[&str] = &[
+    "NoNewPrivileges=yes",
+    "ProtectHome=yes",
     "LockPersonality=yes",
     "RestrictRealtime=yes",
     "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
     "ProtectClock=yes",
     "ProtectHostname=yes",
     "SystemCallArchitectures=native",
 ];
-/// Directives `banger doctor` expects in the helper's unit only.
-pub const HELPER_HARDENING: &[&str] = &["NoNewPrivileges=yes", "ProtectHome=yes"];
 /// Directives `banger doctor` expects in the daemon's unit only.
-pub const DAEMON_HARDENING: &[&str] = &["ProtectHome=read-only", "ProtectKernelTunables=yes"];
+pub const DAEMON_HARDENING: &[&str] = &[
+    "ProtectHome=read-only",
+    "NoNewPrivileges=no",
+    "ProtectControlGroups=yes",
+];
+
+/// Directives after which systemd sets no-new-privileges on a service that runs
+/// without CAP_SYS_ADMIN (any `User=` service), whatever `NoNewPrivileges=` says
+/// (systemd.exec(5); checked under systemd 252: `NoNewPrivs: 1` in bangerd's status
+/// with `NoNewPrivileges=no` and these set). The daemon needs privileges to be gainable
+/// for mmdebstrap's setuid `newuidmap`/`newgidmap`, so its unit has none of them.
+pub const IMPLY_NO_NEW_PRIVILEGES: &[&str] = &[
+    "LockPersonality=",
+    "MemoryDenyWriteExecute=",
+    "PrivateDevices=",
+    "ProtectClock=",
+    "ProtectHostname=",
+    "ProtectKernelTunables=",
+    "ProtectKernelModules=",
+    "ProtectKernelLogs=",
+    "RestrictNamespaces=",
+    "RestrictRealtime=",
+    "RestrictSUIDSGID=",
+    "RestrictFileSystems=",
+    "SystemCallArchitectures=",
+    "SystemCallFilter=",
+    "RestrictAddressFamilies=",
+];
 
 fn common(out: &mut String) {
     for d in COMMON_HARDENING {
         out.push_str(d);
         out.push('\n');
     }
-    out.push_str("ProtectKernelLogs=yes\n");
 }
 
 /// `bangerd-root.service`. `jailer` says whether Firecracker's jailer is configured
@@ -93,8 +145,6 @@ pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
          TimeoutStopSec=30\n\
          RuntimeDirectory=banger-helper\n\
          RuntimeDirectoryMode=0755\n\
-         NoNewPrivileges=yes\n\
-         ProtectHome=yes\n\
          ProtectKernelTunables=no\n",
         if jailer { ", jailed Firecracker" } else { "" },
         crate::layout::DAEMON_UNIT,
@@ -102,6 +152,10 @@ pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
         l.helper_config().display(),
     ));
     common(&mut out);
+    for d in HELPER_HARDENING {
+        out.push_str(d);
+        out.push('\n');
+    }
     if jailer {
         caps.extend_from_slice(JAILER_CAPS);
         out.push_str(&format!(
@@ -116,7 +170,7 @@ pub fn helper_unit(l: &SystemLayout, jailer: bool) -> String {
                 .unwrap_or_default()
         ));
     } else {
-        out.push_str("ProtectControlGroups=yes\nMemoryDenyWriteExecute=yes\n");
+        out.push_str(HELPER_SANDBOX);
     }
     out.push_str(&format!(
         "CapabilityBoundingSet={}\n\
@@ -160,17 +214,16 @@ pub fn daemon_unit(l: &SystemLayout, owner: &str) -> String {
          CacheDirectoryMode=0700\n\
          RuntimeDirectory=banger\n\
          RuntimeDirectoryMode=0700\n\
-         # mmdebstrap's unshare mode runs the setuid newuidmap/newgidmap (see banger-system's units.rs).\n\
+         # mmdebstrap's unshare mode runs the setuid newuidmap/newgidmap; seccomp-based\n\
+         # directives would turn no-new-privileges on regardless (see banger-system's units.rs).\n\
          NoNewPrivileges=no\n\
          ProtectHome=read-only\n\
-         ProtectKernelTunables=yes\n\
          ProtectControlGroups=yes\n",
     );
     common(&mut out);
     out.push_str(&format!(
         "CapabilityBoundingSet={}\n\
          AmbientCapabilities=\n\
-         RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6 AF_VSOCK\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
@@ -219,10 +272,24 @@ mod tests {
             assert!(h.contains("RuntimeDirectory=banger-helper\nRuntimeDirectoryMode=0755"));
             assert!(!h.contains("User="), "the helper runs as root");
             assert_eq!(h.contains("CAP_SYS_ADMIN"), jailer);
+            // bind_dns hands the owner a socket on port 53: the helper binds it.
+            assert!(
+                h.contains("CapabilityBoundingSet=CAP_NET_ADMIN CAP_CHOWN CAP_NET_BIND_SERVICE")
+            );
             assert_eq!(h.contains("ReadWritePaths=/var/lib\n"), jailer);
+            // The tight sandbox only without the jailer, which needs what it forbids.
+            assert_eq!(h.contains(HELPER_SANDBOX), !jailer);
+            assert_eq!(h.contains("SystemCallFilter="), !jailer);
         }
         let d = daemon_unit(&l, "alice");
         assert!(missing_hardening(&d, false).is_empty(), "{d}");
+        // Nothing that would make systemd set no-new-privileges on the daemon.
+        for imply in IMPLY_NO_NEW_PRIVILEGES {
+            assert!(
+                !d.lines().any(|l| l.starts_with(imply)),
+                "{imply} in the daemon's unit"
+            );
+        }
         assert!(d.contains("User=alice\n"));
         assert!(d.contains("Environment=BANGER_HELPER_SOCKET=/run/banger-helper/helper.sock\n"));
         assert!(d.contains("Environment=XDG_STATE_HOME=/var/lib\n"));

@@ -90,6 +90,14 @@ pub fn tun_check(root: bool) -> Check {
 pub fn root_check(root: bool) -> Check {
     if root {
         Check::new("root", Status::Ok, "running as root")
+    } else if std::path::Path::new(banger_helper::config::DEFAULT_SOCKET).exists()
+        || std::env::var_os(banger_helper::HELPER_SOCKET_ENV).is_some()
+    {
+        Check::new(
+            "root",
+            Status::Ok,
+            "not root: privileged operations go through banger-helper (see its rows below)",
+        )
     } else {
         Check::new(
             "root",

@@ -15,6 +15,7 @@ mod dns;
 mod firecracker;
 mod hints;
 mod host;
+mod system;
 
 use anstyle::{AnsiColor, Style};
 use banger_model::Layout;
@@ -65,7 +66,7 @@ impl Check {
 }
 
 /// Every check, in display order.
-pub fn checks(layout: &Layout) -> Vec<Check> {
+pub async fn checks(layout: &Layout) -> Vec<Check> {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let distro = hints::host_distro();
@@ -80,6 +81,7 @@ pub fn checks(layout: &Layout) -> Vec<Check> {
     out.push(fc);
     out.push(firecracker::auto_backend_check(&probe, accel_kind));
     out.push(dns::check());
+    out.extend(system::checks(env!("CARGO_PKG_VERSION")).await);
     out
 }
 
@@ -124,8 +126,8 @@ fn render(w: &mut dyn Write, checks: &[Check]) -> std::io::Result<()> {
 }
 
 /// `banger doctor [--json]`: exit status 1 if any check failed.
-pub fn run(layout: &Layout, json: bool) -> anyhow::Result<ExitCode> {
-    let checks = checks(layout);
+pub async fn run(layout: &Layout, json: bool) -> anyhow::Result<ExitCode> {
+    let checks = checks(layout).await;
     let mut out = anstream::stdout().lock();
     let written = if json {
         serde_json::to_string_pretty(&checks)

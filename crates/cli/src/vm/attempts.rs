@@ -301,7 +301,7 @@ impl One<'_> {
         err: &mut Capture,
         a: &mut Attempt,
     ) -> anyhow::Result<()> {
-        let mut c = daemon::connect(&Layout::from_env()).await?;
+        let mut c = daemon::connect(&Layout::for_client()).await?;
         let p = create_params(Some(VmName::parse(name)?), self.sizes.clone());
         create(&mut c, &p, false, Some(op), true).await?;
         let w = workspace::prepare(&mut c, name, Via::Agent, &self.repo.root, None).await?;
@@ -334,7 +334,7 @@ impl One<'_> {
 /// Delete the attempt's VM (only the one its own create call made).
 async fn delete(name: &str, op: String) {
     let r = async {
-        let mut c = daemon::connect(&Layout::from_env()).await?;
+        let mut c = daemon::connect(&Layout::for_client()).await?;
         c.call::<VmDelete>(
             &VmDeleteParams {
                 name: name.to_string(),

@@ -262,7 +262,7 @@ pub async fn run(c: &mut Client, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if !keep {
         // A fresh connection: the create call may have been abandoned mid-flight.
-        let mut c2 = daemon::connect(&Layout::from_env()).await?;
+        let mut c2 = daemon::connect(&Layout::for_client()).await?;
         let del = c2
             .call::<VmDelete>(
                 &VmDeleteParams {

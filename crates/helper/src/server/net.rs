@@ -114,6 +114,10 @@ impl Server {
                 banger_host::enable_nat_with(&nft, &self.config.bridge, self.subnet).await?;
                 Ok(())
             }
+            PrivOp::DisableNat { .. } if crate::tools::absent(&self.config.nft) => {
+                nft_absent(&self.config.nft, "NAT");
+                Ok(())
+            }
             PrivOp::DisableNat { .. } => {
                 let nft = checked_tool("nft", &self.config.nft)?;
                 banger_host::disable_nat_with(&nft).await?;
@@ -128,6 +132,10 @@ impl Server {
                     &host_tcp_ports,
                 )
                 .await?;
+                Ok(())
+            }
+            PrivOp::DisableIsolation { .. } if crate::tools::absent(&self.config.nft) => {
+                nft_absent(&self.config.nft, "isolation");
                 Ok(())
             }
             PrivOp::DisableIsolation { .. } => {
@@ -395,4 +403,14 @@ fn foreign(name: &str, st: &LinkState) -> HelperError {
     } else {
         HelperError::NotATap(name.to_string())
     }
+}
+
+/// Removing banger's tables without nftables installed: there is nothing to remove
+/// them with, and on a host that never had nft there are none (`system uninstall`
+/// and `network down` on a host without nftables must not fail for that).
+fn nft_absent(nft: &std::path::Path, what: &str) {
+    tracing::info!(
+        nft = %nft.display(),
+        "nft is not installed: no banger {what} tables to remove (if nftables was removed after banger used it, its tables stay until reboot)"
+    );
 }
