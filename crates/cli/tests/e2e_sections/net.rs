@@ -488,6 +488,7 @@ fn spoofing_guest_gets_nothing(
     let repo = home.join("spoof-repo");
     std::fs::create_dir_all(&repo).unwrap();
     super::git(
+        env,
         &repo,
         "git init -q && echo for-dev-only > marker && git add marker && \
          git -c user.name=t -c user.email=t@t commit -qm m",
