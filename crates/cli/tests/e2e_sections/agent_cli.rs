@@ -156,6 +156,7 @@ fn schemas_and_classes(env: &Env) {
     // A daemon that cannot start (its state directory is a file).
     let bad_home = tempfile::tempdir().unwrap();
     std::fs::write(bad_home.path().join("state"), "not a directory").unwrap();
+    env.give(bad_home.path());
     let mut c = env.cmd(true, &["vm", "list", "--json"]);
     c.env("BANGER_HOME", bad_home.path());
     let o = c.output().unwrap();

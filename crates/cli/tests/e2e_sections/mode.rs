@@ -217,7 +217,8 @@ struct Proc {
     /// The executable's file name (from `/proc/PID/exe`, else argv[0]).
     exe: String,
     cmd: String,
-    /// Whether it carries the test's BANGER_HOME (environment or command line).
+    /// Whether it runs with the test's BANGER_HOME (the CLI, the daemon it starts,
+    /// and what that starts).
     ours: bool,
 }
 
@@ -255,8 +256,7 @@ fn read_procs(home: &str) -> Vec<Proc> {
         let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let environ = std::fs::read(p.join("environ")).unwrap_or_default();
-        let ours =
-            cmd.contains(home) || environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes());
+        let ours = environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes());
         let exe = std::fs::read_link(p.join("exe"))
             .ok()
             .and_then(|l| {
@@ -314,7 +314,13 @@ fn scan(home: &str, owner_uid: u32, helper_pid: u32) -> (Vec<String>, BTreeSet<(
                 None
             };
         let root = p.uids.contains(&0);
-        if let Some(kind) = kind.filter(|_| p.ours) {
+        // A VMM is the test's when it runs with its home or on its files (another
+        // home's CLI may name the test's files, so the CLI and daemon go by the first).
+        let vmm = kind
+            .as_deref()
+            .is_some_and(|k| k != "banger" && k != "bangerd");
+        let ours = p.ours || (vmm && p.cmd.contains(&format!("{home}/")));
+        if let Some(kind) = kind.filter(|_| ours) {
             seen.insert((kind.clone(), p.pid));
             if p.uids.iter().any(|u| *u != owner_uid) {
                 bad.push(format!(
