@@ -285,8 +285,10 @@ fn read_procs(home: &str) -> Vec<Proc> {
     out
 }
 
-/// What one look at `/proc` found: violations, and the (kind, pid) pairs checked.
-fn scan(home: &str, owner_uid: u32, helper_pid: u32) -> (Vec<String>, BTreeSet<(String, u32)>) {
+/// What looking at `/proc` found: violations, and the (kind, pid) pairs checked.
+type Findings = (Vec<String>, BTreeSet<(String, u32)>);
+
+fn scan(home: &str, owner_uid: u32, helper_pid: u32) -> Findings {
     let procs = read_procs(home);
     let by_pid: HashMap<u32, &Proc> = procs.iter().map(|p| (p.pid, p)).collect();
     let is_daemon = |p: &Proc| p.ours && p.exe == "bangerd";
@@ -347,7 +349,7 @@ fn scan(home: &str, owner_uid: u32, helper_pid: u32) -> (Vec<String>, BTreeSet<(
 pub struct Watch<'a> {
     owner: &'a Owner,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(Vec<String>, BTreeSet<(String, u32)>)>>,
+    thread: Option<std::thread::JoinHandle<Findings>>,
     home: String,
     owner_uid: u32,
     helper_pid: u32,
