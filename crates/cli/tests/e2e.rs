@@ -141,6 +141,42 @@ impl Env {
         c
     }
 
+    /// `banger ARGS` as root whatever the mode, for what only root may do (`banger
+    /// system ...`), with the test's BANGER_HOME.
+    fn cmd_as_root(&self, in_netns: bool, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg("900");
+        if in_netns {
+            c.args(["ip", "netns", "exec", &self.netns]);
+        }
+        c.arg(banger_bin()).args(args);
+        c.env("BANGER_HOME", self.home.path());
+        c.env_remove("XDG_RUNTIME_DIR");
+        c
+    }
+
+    /// `banger ARGS` in the namespace with nothing in between that would stand between
+    /// it and a signal the test sends (`ip netns exec` and `setpriv` exec it): as the
+    /// owner in privsep mode (`runuser` would turn SIGINT into SIGTERM).
+    fn cmd_direct(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns]);
+        if let Some(o) = &self.owner {
+            c.args(["setpriv", "--reuid", &o.uid.to_string(), "--regid"])
+                .arg(o.gid.to_string())
+                .arg("--init-groups");
+            c.env("HOME", o.home());
+            c.env("USER", &o.user);
+            c.env("LOGNAME", &o.user);
+            c.env("BANGER_HELPER_SOCKET", o.socket());
+            c.current_dir(self.home.path());
+        }
+        c.arg(banger_bin()).args(args);
+        c.env("BANGER_HOME", self.home.path());
+        c.env_remove("XDG_RUNTIME_DIR");
+        c
+    }
+
     /// What a shell line puts before a banger program to run it as `program` does
     /// (inside `ip netns exec`): `runuser -u OWNER -- env BANGER_HELPER_SOCKET=...`
     /// in privsep mode, nothing as root.

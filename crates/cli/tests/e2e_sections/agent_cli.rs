@@ -44,10 +44,11 @@ pub(crate) fn json_err(o: &Output, code: &str, status: i32) -> Value {
     v
 }
 
-/// git as banger's user runs it (privsep mode: the owner, given `dir` first: git
-/// refuses other users' repositories, and banger writes branches into it).
+/// git as banger's user runs it (privsep mode: the owner, whose repository the test
+/// makes it: git refuses other users' repositories, and banger writes branches into
+/// it). Not given here on every call: a chown changes the files' ctime, so the next
+/// `git status` would rewrite the index the checkout's fingerprint holds.
 fn git(env: &Env, dir: &Path, args: &[&str]) -> String {
-    env.give(dir);
     let out = env
         .program(false, "300", "git")
         .arg("-C")

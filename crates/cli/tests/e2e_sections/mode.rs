@@ -101,6 +101,11 @@ impl Owner {
         self.dir.path().join(rel)
     }
 
+    /// The owner's home directory.
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
     /// The helper's socket (`BANGER_HELPER_SOCKET` for the owner's daemon).
     pub fn socket(&self) -> PathBuf {
         self.path("run/helper.sock")
