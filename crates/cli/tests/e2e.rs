@@ -4,6 +4,20 @@
 //! default image (on the host network, which reaches Debian's archive) and then boots
 //! guests through a daemon that runs inside a network namespace this test creates, so
 //! the bridge, taps and guest traffic never touch the host's network.
+//!
+//! **Modes** (issue 11; `e2e_sections/mode.rs`). By default (`privsep`) the suite runs
+//! as banger is deployed: the test creates an unprivileged owner, makes its
+//! `BANGER_HOME` the owner's, starts `banger-helper` as root (a config for the test's
+//! bridge and subnet, inside the test's namespace), and every `banger` command runs as
+//! the owner (`runuser -u OWNER --`, with `BANGER_HELPER_SOCKET`), so the daemon it
+//! starts, and every VMM, runs as the owner. Root-side plumbing (namespaces, servers,
+//! debugfs inspection of state files, kills, pgrep) stays root. While each section
+//! runs, and after it, the test checks the uids of every `bangerd`, VMM and `banger`
+//! of the test: the owner's, with only the helper root. `BANGER_E2E_MODE=root` runs
+//! every section the old way (the CLI and daemon as root, privileged operations
+//! in-process); the `root_smoke` section always runs that way, with its own namespace
+//! and home, so `make test` keeps testing it. The `privsep` section tests
+//! `banger system run` itself, in a namespace of its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
@@ -20,6 +34,8 @@ mod agent_section;
 mod cli_section;
 #[path = "e2e_sections/faults.rs"]
 mod faults_section;
+#[path = "e2e_sections/mode.rs"]
+mod mode;
 #[path = "e2e_sections/net.rs"]
 mod net_section;
 #[path = "e2e_sections/privsep.rs"]
@@ -35,15 +51,18 @@ mod warm_section;
 struct Env {
     home: tempfile::TempDir,
     netns: String,
+    /// The unprivileged owner and its root helper (privsep mode); `None` as root.
+    owner: Option<mode::Owner>,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
         // Best effort: stop the daemon (it keeps VMs running), kill any guest this
-        // test left, remove the namespace.
+        // test left, remove the namespace (the owner and its helper go with `owner`).
         let _ = self.banger_host(&["daemon", "stop"]);
         let home = self.home.path().display().to_string();
         let _ = Command::new("pkill").args(["-9", "-f", &home]).status();
+        self.owner.take();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
@@ -56,7 +75,7 @@ fn skip_reason() -> Option<&'static str> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespace, bridge, taps)");
+        return Some("needs root (network namespace, bridge, taps, the owner user and its helper)");
     }
     None
 }
@@ -66,7 +85,14 @@ fn banger_bin() -> PathBuf {
 }
 
 impl Env {
+    /// The suite's environment in the mode `BANGER_E2E_MODE` picks.
     fn new() -> Env {
+        Env::new_in(mode::Mode::from_env(), "")
+    }
+
+    /// A namespace (`banger-e2e-<pid><tag>`) and a BANGER_HOME; in privsep mode also
+    /// the owner, who gets the home, and its helper in the namespace.
+    fn new_in(mode: mode::Mode, tag: &str) -> Env {
         let bangerd = banger_bin().with_file_name("bangerd");
         assert!(
             bangerd.exists(),
@@ -77,13 +103,49 @@ impl Env {
             .prefix("banger-e2e-")
             .tempdir_in("/var/tmp")
             .unwrap();
-        let netns = format!("banger-e2e-{}", std::process::id());
+        let netns = format!("banger-e2e-{}{tag}", std::process::id());
         run_ok(Command::new("ip").args(["netns", "add", &netns]));
         run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
-        Env { home, netns }
+        let owner = match mode {
+            mode::Mode::Privsep => Some(mode::Owner::create(&netns, home.path())),
+            mode::Mode::Root => {
+                eprintln!("e2e mode root: the CLI and the daemon run as root, privileged operations in-process");
+                None
+            }
+        };
+        Env { home, netns, owner }
+    }
+
+    /// `timeout SECS [ip netns exec NS] [runuser -u OWNER --] PROG` with the test's
+    /// BANGER_HOME (and the helper's socket in privsep mode): how every banger program
+    /// of the test runs.
+    fn program(&self, in_netns: bool, timeout: &str, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg(timeout);
+        if in_netns {
+            c.args(["ip", "netns", "exec", &self.netns]);
+        }
+        if let Some(o) = &self.owner {
+            c.args(["runuser", "-u", &o.user, "--"]);
+            c.env("BANGER_HELPER_SOCKET", o.socket());
+            // Somewhere the owner may be (cargo runs tests in the crate's directory).
+            c.current_dir(self.home.path());
+        }
+        c.arg(prog);
+        c.env("BANGER_HOME", self.home.path());
+        c.env_remove("XDG_RUNTIME_DIR");
+        c
     }
 
     fn cmd(&self, in_netns: bool, args: &[&str]) -> Command {
+        let mut c = self.program(in_netns, "900", banger_bin());
+        c.args(args);
+        c
+    }
+
+    /// `banger ARGS` as root whatever the mode, for what only root may do (`banger
+    /// system ...`), with the test's BANGER_HOME.
+    fn cmd_as_root(&self, in_netns: bool, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
         c.arg("900");
         if in_netns {
@@ -93,6 +155,55 @@ impl Env {
         c.env("BANGER_HOME", self.home.path());
         c.env_remove("XDG_RUNTIME_DIR");
         c
+    }
+
+    /// `banger ARGS` in the namespace with nothing in between that would stand between
+    /// it and a signal the test sends (`ip netns exec` and `setpriv` exec it): as the
+    /// owner in privsep mode (`runuser` would turn SIGINT into SIGTERM).
+    fn cmd_direct(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns]);
+        if let Some(o) = &self.owner {
+            c.args(["setpriv", "--reuid", &o.uid.to_string(), "--regid"])
+                .arg(o.gid.to_string())
+                .arg("--init-groups");
+            c.env("HOME", o.home());
+            c.env("USER", &o.user);
+            c.env("LOGNAME", &o.user);
+            c.env("BANGER_HELPER_SOCKET", o.socket());
+            c.current_dir(self.home.path());
+        }
+        c.arg(banger_bin()).args(args);
+        c.env("BANGER_HOME", self.home.path());
+        c.env_remove("XDG_RUNTIME_DIR");
+        c
+    }
+
+    /// What a shell line puts before a banger program to run it as `program` does
+    /// (inside `ip netns exec`): `runuser -u OWNER -- env BANGER_HELPER_SOCKET=...`
+    /// in privsep mode, nothing as root.
+    fn shell_prefix(&self) -> String {
+        match &self.owner {
+            Some(o) => format!(
+                "runuser -u {} -- env BANGER_HELPER_SOCKET={} ",
+                o.user,
+                o.socket().display()
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// Give `path` (recursively) to the owner: files the test makes for banger to read
+    /// or write as its user would (git repositories, trees to register). No-op as root.
+    fn give(&self, path: &Path) {
+        if let Some(o) = &self.owner {
+            run_ok(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{}:{}", o.uid, o.gid))
+                    .arg(path),
+            );
+        }
     }
 
     /// Run banger inside the test's network namespace.
@@ -209,9 +320,20 @@ fn end_to_end() {
         return;
     }
     let env = Env::new();
+    let watch = mode::Watch::start(&env);
+    let t = std::time::Instant::now();
     image_build_failures_and_default_image(&env);
+    if let Some(w) = watch {
+        w.finish("image_build");
+    }
+    eprintln!(
+        "=== e2e image build: passed in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     let sections: &[Section] = &[
         ("run_keep_ssh_delete", run_keep_ssh_delete),
+        // Root in-process mode, in its own namespace and home (privsep mode only).
+        ("root_smoke", mode::root_smoke),
         ("lifecycle", lifecycle_survives_stop_and_restarts),
         ("failures", failures_at_each_start_step_leave_nothing),
         ("concurrency", concurrent_creates_and_prune),
@@ -250,7 +372,11 @@ fn end_to_end() {
         } else if only.is_empty() || only.contains(name) {
             eprintln!("=== e2e section {name}");
             let t = std::time::Instant::now();
+            let watch = mode::Watch::start(&env);
             section(&env);
+            if let Some(w) = watch {
+                w.finish(name);
+            }
             eprintln!(
                 "=== e2e section {name}: passed in {:.0} s",
                 t.elapsed().as_secs_f64()
@@ -825,8 +951,13 @@ fn outbound_nat_reaches_an_upstream(env: &Env) {
     env.assert_nothing_left();
 }
 
-fn git(dir: &Path, script: &str) {
-    run_ok(Command::new("sh").arg("-c").arg(script).current_dir(dir));
+/// A shell script in `dir` as banger's user would run it: the owner in privsep mode,
+/// who is first given `dir` (git refuses repositories of other users, and banger runs
+/// git as its user).
+fn git(env: &Env, dir: &Path, script: &str) {
+    env.give(dir);
+    let mut c = env.program(false, "300", "sh");
+    run_ok(c.arg("-c").arg(script).current_dir(dir));
 }
 
 /// Every file under `root` except `.git`: bytes (or link target) and the exec bit.
@@ -871,7 +1002,7 @@ fn workspaces_round_trip(env: &Env) {
     let src = env.home.path().join("src");
     let repo = src.join("proj");
     std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, "git init -q -b main . && git config user.email dev@example.com && git config user.name Dev");
+    git(env, &repo, "git init -q -b main . && git config user.email dev@example.com && git config user.name Dev");
     std::fs::write(repo.join("README"), "hello\n").unwrap();
     std::fs::write(
         repo.join("bin.dat"),
@@ -882,9 +1013,10 @@ fn workspaces_round_trip(env: &Env) {
     .unwrap();
     std::fs::write(repo.join("old.txt"), "to be renamed\n".repeat(20)).unwrap();
     std::fs::write(repo.join(".gitignore"), "*.log\n").unwrap();
-    git(&repo, "git add -A && git commit -q -m base");
+    git(env, &repo, "git add -A && git commit -q -m base");
     // Uncommitted host state ships as it is: a staged rename, an untracked file; not ignored files.
     git(
+        env,
         &repo,
         "git mv old.txt renamed.txt && echo new > new.txt && echo noise > build.log",
     );
@@ -961,7 +1093,7 @@ fn workspaces_round_trip(env: &Env) {
             .arg(&guest_copy),
     );
     let head = v["workspace"]["head"].as_str().unwrap().to_string();
-    git(&src, &format!("git clone -q proj check && cd check && git checkout -q {head} && git apply --binary {}", patch.display()));
+    git(env, &src, &format!("git clone -q proj check && cd check && git checkout -q {head} && git apply --binary {}", patch.display()));
     let check = src.join("check");
     assert_eq!(
         tree(&check),
@@ -983,7 +1115,7 @@ fn workspaces_round_trip(env: &Env) {
         assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
     }
     // The host repo moves: a warning; --auto-prepare re-ships; then no warning.
-    git(&repo, "git add -A && git commit -q -m 'host moves on' && echo later > later.txt && git add later.txt && git commit -q -m later");
+    git(env, &repo, "git add -A && git commit -q -m 'host moves on' && echo later > later.txt && git add later.txt && git commit -q -m later");
     let warned = env.banger(&["vm", "exec", "wsvm", "--", "true"]);
     assert!(warned.status.success());
     assert!(
@@ -1522,17 +1654,18 @@ fn newer_schema_is_refused(env: &Env) {
     // A database written by a newer banger is refused, not modified.
     assert!(env.banger(&["daemon", "stop"]).status.success());
     let bangerd = banger_bin().with_file_name("bangerd");
-    let check = Command::new(&bangerd)
+    // As the owner (privsep mode): files root made here would lock the owner out.
+    let check = env
+        .program(false, "120", &bangerd)
         .arg("--check-migrations")
-        .env("BANGER_HOME", env.home.path())
         .status()
         .unwrap();
     assert!(check.success());
     let db = env.state().join("banger.db");
-    run_ok(Command::new("python3").args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version=999'); c.commit()"]).arg(&db));
-    let check = Command::new(&bangerd)
+    run_ok(env.program(false, "120", "python3").args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version=999'); c.commit()"]).arg(&db));
+    let check = env
+        .program(false, "120", &bangerd)
         .arg("--check-migrations")
-        .env("BANGER_HOME", env.home.path())
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(1));

@@ -119,9 +119,10 @@ fn interactive_pty(env: &Env, vm: &str) {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexport BANGER_HOME={home}\nunset XDG_RUNTIME_DIR\nip netns exec {ns} {banger} vm ssh {vm}\necho \"exit=$?\" > {status}\nsleep 30\n",
+            "#!/bin/sh\nexport BANGER_HOME={home}\nunset XDG_RUNTIME_DIR\nip netns exec {ns} {owner}{banger} vm ssh {vm}\necho \"exit=$?\" > {status}\nsleep 30\n",
             home = env.home.path().display(),
             ns = env.netns,
+            owner = env.shell_prefix(),
             banger = banger.display(),
             status = status_file.display(),
         ),
@@ -460,8 +461,11 @@ fn workspace_bench(env: &Env) -> Vec<String> {
             std::fs::write(dir.join(format!("f{f:03}.bin")), data).unwrap();
         }
     }
+    // The user's repository (privsep mode: the owner's; git refuses other users').
+    env.give(&repo);
     let git = |args: &[&str]| {
-        let o = Command::new("git")
+        let o = env
+            .program(false, "600", "git")
             .arg("-C")
             .arg(&repo)
             // No background gc: it would repack .git while the ship walks it.

@@ -9,7 +9,7 @@ use super::{stderr, stdout, Env};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SCHEMAS: &str = include_str!("../../../../docs/schemas.json");
@@ -44,8 +44,13 @@ pub(crate) fn json_err(o: &Output, code: &str, status: i32) -> Value {
     v
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+/// git as banger's user runs it (privsep mode: the owner, whose repository the test
+/// makes it: git refuses other users' repositories, and banger writes branches into
+/// it). Not given here on every call: a chown changes the files' ctime, so the next
+/// `git status` would rewrite the index the checkout's fingerprint holds.
+fn git(env: &Env, dir: &Path, args: &[&str]) -> String {
+    let out = env
+        .program(false, "300", "git")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -61,7 +66,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// Everything about a checkout a run must not change: HEAD, the index file's bytes,
 /// the work tree's status and files.
-fn checkout_fingerprint(repo: &Path) -> String {
+fn checkout_fingerprint(env: &Env, repo: &Path) -> String {
     let index = std::fs::read(repo.join(".git/index")).unwrap();
     let head = std::fs::read_to_string(repo.join(".git/HEAD")).unwrap();
     let mut files = String::new();
@@ -73,9 +78,9 @@ fn checkout_fingerprint(repo: &Path) -> String {
     }
     format!(
         "{head}|{}|{:?}|{}|{files}",
-        git(repo, &["rev-parse", "HEAD"]),
+        git(env, repo, &["rev-parse", "HEAD"]),
         index,
-        git(repo, &["status", "--porcelain"])
+        git(env, repo, &["status", "--porcelain"])
     )
 }
 
@@ -152,6 +157,7 @@ fn schemas_and_classes(env: &Env) {
     // A daemon that cannot start (its state directory is a file).
     let bad_home = tempfile::tempdir().unwrap();
     std::fs::write(bad_home.path().join("state"), "not a directory").unwrap();
+    env.give(bad_home.path());
     let mut c = env.cmd(true, &["vm", "list", "--json"]);
     c.env("BANGER_HOME", bad_home.path());
     let o = c.output().unwrap();
@@ -343,15 +349,16 @@ fn parallel_attempts(env: &Env) {
         .unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
+    env.give(dir.path());
+    git(env, &repo, &["init", "-q", "-b", "main"]);
     std::fs::write(repo.join("README"), "base\n").unwrap();
-    git(&repo, &["add", "README"]);
-    git(&repo, &["commit", "-qm", "base"]);
+    git(env, &repo, &["add", "README"]);
+    git(env, &repo, &["commit", "-qm", "base"]);
     // Local state a run must not touch: a staged file and an unstaged change.
     std::fs::write(repo.join("staged.txt"), "staged\n").unwrap();
-    git(&repo, &["add", "staged.txt"]);
+    git(env, &repo, &["add", "staged.txt"]);
     std::fs::write(repo.join("README"), "base\nlocal edit\n").unwrap();
-    let before = checkout_fingerprint(&repo);
+    let before = checkout_fingerprint(env, &repo);
     let repo_s = repo.to_str().unwrap();
 
     // Attempt i writes i and exits i % 2 (the VM name ends in -i).
@@ -399,22 +406,30 @@ fn parallel_attempts(env: &Env) {
         let b = format!("banger/pa/{i}");
         assert_eq!(a[i - 1]["branch"], b.as_str());
         assert_eq!(
-            git(&repo, &["show", &format!("{b}:out.txt")]),
+            git(env, &repo, &["show", &format!("{b}:out.txt")]),
             format!("{i}\n")
         );
         // The guest's tree: the shipped files as they were (uncommitted changes too).
         assert_eq!(
-            git(&repo, &["show", &format!("{b}:README")]),
+            git(env, &repo, &["show", &format!("{b}:README")]),
             "base\nlocal edit\n"
         );
         assert_eq!(
-            git(&repo, &["rev-parse", &format!("{b}^")]).trim(),
+            git(env, &repo, &["rev-parse", &format!("{b}^")]).trim(),
             r["base"].as_str().unwrap()
         );
     }
-    let diff = git(&repo, &["diff", "--stat", "banger/pa/1", "banger/pa/3"]);
+    let diff = git(
+        env,
+        &repo,
+        &["diff", "--stat", "banger/pa/1", "banger/pa/3"],
+    );
     assert!(diff.contains("out.txt | 2 +-"), "{diff}");
-    assert_eq!(before, checkout_fingerprint(&repo), "the checkout changed");
+    assert_eq!(
+        before,
+        checkout_fingerprint(env, &repo),
+        "the checkout changed"
+    );
     // The failed attempt's VM is gone too; then a daemon without the failpoint.
     env.assert_nothing_left();
     assert!(env.banger(&["daemon", "stop"]).status.success());
@@ -440,7 +455,11 @@ fn parallel_attempts(env: &Env) {
         table.lines().nth(2).unwrap().split_whitespace().nth(1) == Some("4"),
         "{table}"
     );
-    assert_eq!(before, checkout_fingerprint(&repo), "the checkout changed");
+    assert_eq!(
+        before,
+        checkout_fingerprint(env, &repo),
+        "the checkout changed"
+    );
     let again = env.banger(&[
         "vm",
         "run",
@@ -475,5 +494,9 @@ fn parallel_attempts(env: &Env) {
         seq.as_secs_f64(),
         parallel_wall.as_secs_f64()
     );
-    assert_eq!(before, checkout_fingerprint(&repo), "the checkout changed");
+    assert_eq!(
+        before,
+        checkout_fingerprint(env, &repo),
+        "the checkout changed"
+    );
 }

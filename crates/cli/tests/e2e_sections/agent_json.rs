@@ -10,7 +10,7 @@
 use super::agent_cli_section::{assert_shape, json_err, json_out};
 use super::{stderr, stdout, Env};
 use serde_json::Value;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn agent_json(env: &Env) {
@@ -55,6 +55,7 @@ fn host_and_store_commands(env: &Env) {
     );
     // ssh-config against a scratch file, never the user's.
     let dir = tempfile::tempdir().unwrap();
+    env.give(dir.path());
     let cfg = dir.path().join("config");
     let cfg_s = cfg.to_str().unwrap();
     let shown = json_out(
@@ -129,6 +130,7 @@ fn vm_commands(env: &Env) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("in.txt");
     std::fs::write(&src, "hello json\n").unwrap();
+    env.give(dir.path());
     let c = json_out(
         &env.banger(&[
             "vm",
@@ -202,8 +204,10 @@ fn system_commands(env: &Env) {
         .tempdir_in("/var/tmp")
         .unwrap();
     let home = tempfile::tempdir().unwrap();
+    // `banger system` is root's whatever the e2e's mode: it installs the services.
+    eprintln!("system commands: run as root (banger system installs root's services)");
     let sys = |args: &[&str]| -> Output {
-        let mut c = env.cmd(true, args);
+        let mut c = env.cmd_as_root(true, args);
         c.env("BANGER_SYSTEM_ROOT", root.path())
             .env("BANGER_HOME", home.path());
         let o = c.output().unwrap();
@@ -262,15 +266,10 @@ fn failed_class(env: &Env) {
     assert!(env.banger(&["daemon", "stop"]).status.success());
 }
 
-/// A banger started in the e2e's namespace without `timeout` in between, so the signal
-/// reaches banger itself (`ip netns exec` execs it).
+/// A banger started in the e2e's namespace without `timeout` (or `runuser`) in
+/// between, so the signal reaches banger itself (`ip netns exec` and `setpriv` exec it).
 fn spawn(env: &Env, args: &[&str]) -> std::process::Child {
-    Command::new("ip")
-        .args(["netns", "exec", &env.netns])
-        .arg(env!("CARGO_BIN_EXE_banger"))
-        .args(args)
-        .env("BANGER_HOME", env.home.path())
-        .env_remove("XDG_RUNTIME_DIR")
+    env.cmd_direct(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

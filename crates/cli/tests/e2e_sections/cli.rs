@@ -59,10 +59,14 @@ impl Env {
     /// typed, which `ssh -t` (like any terminal program) forwards and the guest's tty
     /// echoes as `^@` (docs/cli.md).
     fn under_pty(&self, args: &[&str]) -> Vec<u8> {
-        let line = std::iter::once(super::banger_bin().display().to_string())
-            .chain(args.iter().map(|a| a.to_string()))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let line = std::iter::once(format!(
+            "{}{}",
+            self.shell_prefix(),
+            super::banger_bin().display()
+        ))
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
         let mut child = Command::new("timeout")
             .arg("300")
             .args([
@@ -223,6 +227,8 @@ pub fn cli_as_users_expect_it(env: &Env) {
     std::fs::set_permissions(src.join("run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::set_permissions(src.join("sub/secret"), PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::set_permissions(src.join("sub"), PermissionsExt::from_mode(0o710)).unwrap();
+    // The user's own files (privsep mode: the owner's; sub/secret is 0600).
+    env.give(&env.home.path().join("cp-src"));
     let cp_in = env.banger(&["vm", "cp", src.to_str().unwrap(), "web:/root/"]);
     assert!(cp_in.status.success(), "{}", stderr(&cp_in));
     let seen = env.ssh(

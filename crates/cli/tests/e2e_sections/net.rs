@@ -109,6 +109,24 @@ impl Env {
     }
 
     /// A command run in the guest through banger's agent; its stdout.
+    /// A user's tool (ssh, scp, rsync) in the namespace, as banger's user: the owner
+    /// in privsep mode, whose ssh config and banger key these are.
+    fn as_user(&self, args: &[&str]) -> Output {
+        let out = self
+            .program(true, "120", args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ {} -> {}\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     fn guest(&self, name: &str, script: &str) -> String {
         let out = self.banger(&["vm", "ssh", name, "--", script]);
         assert!(out.status.success(), "{name}: {script}: {}", stderr(&out));
@@ -321,6 +339,7 @@ fn ssh_config_and_tools(env: &Env, home: &Path) {
     std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
     let original: &[u8] = b"# my settings\r\nHost work\n\tUser me\n\nServerAliveInterval 30";
     std::fs::write(&cfg, original).unwrap();
+    env.give(cfg.parent().unwrap());
     let cfg_s = cfg.to_str().unwrap();
     let out = env.banger(&["ssh-config", "install", "--config", cfg_s]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -335,22 +354,24 @@ fn ssh_config_and_tools(env: &Env, home: &Path) {
     let ssh = |args: &[&str]| -> Output {
         let mut full = vec!["ssh", "-F", cfg_s, "-o", "BatchMode=yes"];
         full.extend_from_slice(args);
-        env.in_ns(&full)
+        env.as_user(&full)
     };
     let host = ssh(&["dev.vm", "hostname"]);
     assert_eq!(stdout(&host), "dev\n", "{}", stderr(&host));
 
     let file = home.join("scp-me.txt");
     std::fs::write(&file, "copied by scp\n").unwrap();
-    let scp = env.in_ns(&["scp", "-F", cfg_s, file.to_str().unwrap(), "dev.vm:/root/"]);
+    env.give(&file);
+    let scp = env.as_user(&["scp", "-F", cfg_s, file.to_str().unwrap(), "dev.vm:/root/"]);
     assert!(scp.status.success(), "{}", stderr(&scp));
     assert_eq!(env.guest("dev", "cat /root/scp-me.txt"), "copied by scp\n");
 
     let tree = home.join("rsync-me");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
     std::fs::write(tree.join("sub/a.txt"), "synced\n").unwrap();
+    env.give(&tree);
     let rsh = format!("ssh -F {cfg_s}");
-    let rsync = env.in_ns(&[
+    let rsync = env.as_user(&[
         "rsync",
         "-a",
         "-e",
@@ -376,7 +397,7 @@ fn ssh_config_and_tools(env: &Env, home: &Path) {
 fn replaced_host_key_is_refused(env: &Env, home: &Path) {
     let cfg = home.join("user-ssh/config");
     let cfg_s = cfg.to_str().unwrap();
-    let ssh_true = || env.in_ns(&["ssh", "-F", cfg_s, "-o", "BatchMode=yes", "dev.vm", "true"]);
+    let ssh_true = || env.as_user(&["ssh", "-F", cfg_s, "-o", "BatchMode=yes", "dev.vm", "true"]);
     assert!(ssh_true().status.success());
     env.guest(
         "dev",
@@ -488,6 +509,7 @@ fn spoofing_guest_gets_nothing(
     let repo = home.join("spoof-repo");
     std::fs::create_dir_all(&repo).unwrap();
     super::git(
+        env,
         &repo,
         "git init -q && echo for-dev-only > marker && git add marker && \
          git -c user.name=t -c user.email=t@t commit -qm m",

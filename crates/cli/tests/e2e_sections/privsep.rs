@@ -1,5 +1,5 @@
 //! End-to-end section for issue 11 (`privsep`): `banger system run --owner USER` in
-//! the test's network namespace, the daemon as an unprivileged user the test
+//! a network namespace of its own (beside the suite's), the daemon as an unprivileged user the test
 //! creates, the root helper as the only root service.
 //!
 //! - the owner imports the default image (kernel import, then `image register` of its
@@ -60,6 +60,9 @@ impl Drop for Sys {
         let root = self.root.path().display().to_string();
         let _ = Command::new("pkill").args(["-9", "-f", &root]).status();
         let _ = Command::new("userdel").args(["-r", &self.user]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }
 
@@ -228,11 +231,15 @@ fn start(env: &Env) -> Sys {
     .trim()
     .parse()
     .unwrap();
+    // A namespace of its own: the suite's helper (privsep mode) has the suite's.
+    let netns = format!("{}-sys", env.netns);
+    run_ok(Command::new("ip").args(["netns", "add", &netns]));
+    run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
     let mut sys = Sys {
         user,
         uid,
         root,
-        netns: env.netns.clone(),
+        netns,
         run: None,
     };
     spawn_run(&mut sys);
@@ -408,10 +415,8 @@ fn import_hostile_default_image(env: &Env, sys: &Sys) {
 
 /// The issue-11 section (see the module docs).
 pub fn privsep(env: &Env) {
-    // The earlier sections' root daemon shares this namespace and holds the gateway's
-    // port 53: it stops (its VMs, if any, keep running) so that the system services
-    // own the namespace's banger networking, as on a host with one install.
-    assert!(env.banger(&["daemon", "stop"]).status.success());
+    // The system services get a namespace of their own (`start`): the suite's daemon
+    // and helper keep theirs, with its gateway's port 53.
     let mut sys = start(env);
     import_hostile_default_image(env, &sys);
 
@@ -435,7 +440,7 @@ pub fn privsep(env: &Env) {
     assert!(names.starts_with(&ip), "dev.vm resolves to {ip}: {names}");
     let host_ping = Command::new("ip")
         .args([
-            "netns", "exec", &env.netns, "ping", "-c", "1", "-W", "5", &ip,
+            "netns", "exec", &sys.netns, "ping", "-c", "1", "-W", "5", &ip,
         ])
         .status()
         .unwrap();
@@ -443,7 +448,7 @@ pub fn privsep(env: &Env) {
 
     // Who runs what.
     let links = Command::new("ip")
-        .args(["-n", &env.netns, "-br", "link"])
+        .args(["-n", &sys.netns, "-br", "link"])
         .output()
         .unwrap();
     let tap = stdout(&links)
@@ -453,7 +458,7 @@ pub fn privsep(env: &Env) {
         .to_string();
     let link = stdout(
         &Command::new("ip")
-            .args(["-n", &env.netns, "-d", "link", "show", &tap])
+            .args(["-n", &sys.netns, "-d", "link", "show", &tap])
             .output()
             .unwrap(),
     );
@@ -507,12 +512,12 @@ pub fn privsep(env: &Env) {
 
     sys.ok(&["vm", "delete", "-f", "dev"]);
     assert_eq!(sys.ok(&["vm", "list", "--json"]).trim(), "[]");
-    drop(sys);
     let links = stdout(
         &Command::new("ip")
-            .args(["-n", &env.netns, "-br", "link"])
+            .args(["-n", &sys.netns, "-br", "link"])
             .output()
             .unwrap(),
     );
     assert!(!links.contains("bgr"), "a tap is left: {links}");
+    drop(sys);
 }

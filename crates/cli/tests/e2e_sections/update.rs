@@ -20,17 +20,14 @@ use super::agent_cli_section::assert_shape;
 use super::support::*;
 use super::Env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// Run `bin` in the e2e's namespace with its BANGER_HOME.
+/// Run `bin` in the e2e's namespace with its BANGER_HOME (as the e2e's owner in
+/// privsep mode).
 fn run_in(env: &Env, bin: &Path, args: &[&str]) -> Output {
-    let o = Command::new("timeout")
-        .arg("900")
-        .args(["ip", "netns", "exec", &env.netns])
-        .arg(bin)
+    let o = env
+        .program(true, "900", bin)
         .args(args)
-        .env("BANGER_HOME", env.home.path())
-        .env_remove("XDG_RUNTIME_DIR")
         .env_remove("BANGER_DAEMON")
         .output()
         .unwrap();
@@ -86,6 +83,8 @@ pub fn vm_survives_update(env: &Env) {
     reset(&www);
     let agent = agent(&work);
     let dir: PathBuf = install_dir(&work.join("install"), &old_bins, &agent);
+    // A user's own install (privsep mode): the owner's files, which it updates.
+    env.give(&work);
     let banger = dir.join("banger");
     let new = identity(&new_bins().join("banger"));
 

@@ -235,9 +235,9 @@ pub fn warm(env: &Env) {
     // A workspace ships to a restored VM; --keep keeps it.
     let repo = env.home.path().join("warm-src/proj");
     std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, "git init -q -b main . && git config user.email dev@example.com && git config user.name Dev");
+    git(env, &repo, "git init -q -b main . && git config user.email dev@example.com && git config user.name Dev");
     std::fs::write(repo.join("README"), "warm hello\n").unwrap();
-    git(&repo, "git add -A && git commit -q -m base");
+    git(env, &repo, "git add -A && git commit -q -m base");
     let ws = env.banger(&[
         "vm",
         "run",
