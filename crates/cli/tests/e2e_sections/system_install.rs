@@ -163,6 +163,8 @@ fn stage_binaries(env: &Env) -> PathBuf {
             );
         }
     }
+    // The owner's CLI copies them in (privsep mode).
+    env.give(&dir);
     dir
 }
 
