@@ -78,24 +78,30 @@ async fn execute_inner(
             };
             let v: Value =
                 serde_json::from_str(&line).map_err(|_| QmpError::Protocol(line.clone()))?;
-            if v.get("event").is_some() {
-                continue;
-            }
-            if let Some(e) = v.get("error") {
-                return Err(QmpError::Command {
-                    command: cmd.to_string(),
-                    desc: e["desc"].as_str().unwrap_or("unknown").to_string(),
-                });
-            }
-            if let Some(ret) = v.get("return") {
+            if let Some(ret) = answer(cmd, &v)? {
                 if cmd == command {
-                    return Ok(ret.clone());
+                    return Ok(ret);
                 }
                 break;
             }
         }
     }
     Ok(Value::Null)
+}
+
+/// What one message from QEMU says about `cmd`: its `return` value, its error, or
+/// nothing yet (an event, which QEMU may send at any time).
+fn answer(cmd: &str, v: &Value) -> Result<Option<Value>, QmpError> {
+    if let Some(e) = v.get("error") {
+        return Err(QmpError::Command {
+            command: cmd.to_string(),
+            desc: e["desc"].as_str().unwrap_or("unknown").to_string(),
+        });
+    }
+    Ok(v.get("event")
+        .is_none()
+        .then(|| v.get("return").cloned())
+        .flatten())
 }
 
 /// Longest QMP line read from QEMU: a QEMU taken over by its guest must not make the
@@ -183,17 +189,8 @@ fn fd_session(
             let Some(v) = read_line()? else {
                 return Err(QmpError::Protocol("connection closed".into()));
             };
-            if v.get("event").is_some() {
-                continue;
-            }
-            if let Some(e) = v.get("error") {
-                return Err(QmpError::Command {
-                    command: cmd.to_string(),
-                    desc: e["desc"].as_str().unwrap_or("unknown").to_string(),
-                });
-            }
-            if let Some(ret) = v.get("return") {
-                break ret.clone();
+            if let Some(ret) = answer(cmd, &v)? {
+                break ret;
             }
         };
     }
