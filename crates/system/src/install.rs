@@ -130,12 +130,17 @@ pub fn helper_config_for(l: &SystemLayout, owner: &Owner) -> HelperConfig {
 
 /// Write the helper config (root-owned 0644 in a 0755 directory).
 pub fn write_helper_config(l: &SystemLayout, cfg: &HelperConfig) -> Result<(), SystemError> {
+    check_helper_config(l, cfg)?;
+    install_bytes(cfg.to_toml().as_bytes(), &l.helper_config(), 0o644)
+}
+
+/// Whether the helper would accept `cfg` (the owner, the subnet, the paths).
+fn check_helper_config(l: &SystemLayout, cfg: &HelperConfig) -> Result<(), SystemError> {
     let path = l.helper_config();
     cfg.check(&path).map_err(|e| SystemError::BadFile {
         path: path.clone(),
         reason: e.to_string(),
-    })?;
-    install_bytes(cfg.to_toml().as_bytes(), &path, 0o644)
+    })
 }
 
 /// Render both units for `owner` and write those that differ from what is on disk;
@@ -211,8 +216,11 @@ pub async fn install(
     art: &Artifacts,
     version: &str,
 ) -> Result<InstallOutcome, SystemError> {
-    let mut files = install_files(l, src, art)?;
+    // The helper config is checked first (an owner it refuses, such as nobody, fails
+    // here) so that a refused install has copied nothing.
     let cfg = helper_config_for(l, owner);
+    check_helper_config(l, &cfg)?;
+    let mut files = install_files(l, src, art)?;
     write_helper_config(l, &cfg)?;
     files.push(l.helper_config());
     InstallRecord::for_this_build(version, &owner.name).write(&l.install_record())?;

@@ -170,3 +170,35 @@ fn install_then_uninstall_in_a_test_root() {
         "idempotent"
     );
 }
+
+#[test]
+fn an_owner_the_helper_refuses_installs_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipping: installing needs root (root-owned files)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let l = SystemLayout::under(&root);
+    let src = sources(d.path());
+    let art = Artifacts {
+        man_pages: vec![],
+        bash: vec![],
+        zsh: vec![],
+        fish: vec![],
+    };
+    let mut nobody = owner();
+    nobody.name = "nobody".into();
+    (nobody.uid, nobody.gid) = (65534, 65534);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(install::install(&l, &nobody, &src, &art, "0.1.0"))
+        .unwrap_err();
+    assert!(err.to_string().contains("owner_uid"), "{err}");
+    assert!(!l.binary("banger").exists(), "nothing is copied");
+    assert!(!l.helper_config().exists());
+    assert!(!l.install_record().exists());
+}
