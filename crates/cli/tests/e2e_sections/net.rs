@@ -98,17 +98,10 @@ impl Env {
             .args(args)
             .output()
             .unwrap();
-        eprintln!(
-            "$ {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        log_tool(args, &out);
         out
     }
 
-    /// A command run in the guest through banger's agent; its stdout.
     /// A user's tool (ssh, scp, rsync) in the namespace, as banger's user: the owner
     /// in privsep mode, whose ssh config and banger key these are.
     fn as_user(&self, args: &[&str]) -> Output {
@@ -117,16 +110,11 @@ impl Env {
             .args(&args[1..])
             .output()
             .unwrap();
-        eprintln!(
-            "$ {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        log_tool(args, &out);
         out
     }
 
+    /// A command run in the guest through banger's agent; its stdout.
     fn guest(&self, name: &str, script: &str) -> String {
         let out = self.banger(&["vm", "ssh", name, "--", script]);
         assert!(out.status.success(), "{name}: {script}: {}", stderr(&out));
@@ -559,4 +547,15 @@ fn host_is_clean_after_network_down(env: &Env) {
              the helper's unit tests drive a fake resolvectl)"
         );
     }
+}
+
+/// Log a tool's run like [`log`] does banger's (the command is not banger here).
+fn log_tool(args: &[&str], out: &Output) {
+    eprintln!(
+        "$ {} -> {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
