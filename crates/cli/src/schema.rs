@@ -246,6 +246,8 @@ fn store_and_daemon_replies_match_their_shapes() {
             host_port: 8080,
             guest_port: 8000,
         }],
+        rootless: true,
+        ssh_port: Some(41022),
     };
     assert_shape("ports", &to(&ports));
     for (pct, rss) in [(Some(1.5), Some(7)), (None, None)] {

@@ -61,6 +61,9 @@ pub fn command(info: &SshInfo, remote: Option<&str>, tty: bool) -> Command {
     } else {
         c.arg("-T");
     }
+    if let Some(port) = info.port {
+        c.arg("-p").arg(port.to_string());
+    }
     c.arg(format!("{}@{}", info.user, info.ip));
     if let Some(line) = remote {
         c.arg("--");

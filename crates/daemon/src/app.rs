@@ -95,6 +95,9 @@ pub struct App {
     pub forwards: crate::vm::forward::Forwards,
     /// VM state changes, for `events.watch`.
     pub events: crate::events::Events,
+    /// Rootless mode's user-space network stack (docs/rootless.md); `None` with a
+    /// bridge (root or the root helper).
+    pub rootless: Option<crate::vm::userspace::UserNet>,
     /// One lock per image id for its warm snapshots: making and removing them hold it
     /// exclusively, a restore shared (from checking the files until the VMM has loaded
     /// the state), so a snapshot is never replaced under a restore.
@@ -133,6 +136,7 @@ impl App {
             state_lock: None,
             forwards: Default::default(),
             events: Default::default(),
+            rootless: None,
             warm_locks: Mutex::new(HashMap::new()),
         }
     }

@@ -91,6 +91,9 @@ pub enum DaemonError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// Rootless mode's network stack (passt) did not come up; the message has its log.
+    #[error("{0}")]
+    UserNet(String),
     /// A fault injected by a failpoint (`BANGER_FAIL_AT`, for tests).
     #[error("injected failure at stage {0} (BANGER_FAIL_AT)")]
     Injected(String),

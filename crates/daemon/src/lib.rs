@@ -118,9 +118,17 @@ pub fn open(layout: Layout) -> Result<Arc<App>, StartError> {
     perms::tighten(&layout);
     let store = Store::open(&layout.db())?;
     let public_key = banger_guest::keys::ensure(&layout.ssh_key())?;
+    let rootless = privilege.rootless().then(vm::userspace::UserNet::detect);
+    if let Some(net) = &rootless {
+        // No bridge: nothing to isolate or masquerade; each VM's stack does both.
+        config.isolation = false;
+        config.nat = false;
+        tracing::info!("rootless mode: guest networking through {}", net.describe());
+    }
     let parts = Parts::host(&layout, &config, &privilege);
     let mut app = App::new(layout, config, store, public_key, parts);
     app.state_lock = Some(lock);
+    app.rootless = rootless;
     Ok(Arc::new(app))
 }
 
@@ -136,9 +144,11 @@ pub async fn serve(app: Arc<App>, shutdown: impl Future<Output = ()>) -> Result<
     flatten::sweep(&app);
     warm::make::sweep(&app.layout.warm_dir());
     app.dns.start_host(app.config.dns);
-    app.dns
-        .ensure_guests(app.privileged.as_ref(), app.config.subnet.gateway())
-        .await;
+    if app.rootless.is_none() {
+        app.dns
+            .ensure_guests(app.privileged.as_ref(), app.config.subnet.gateway())
+            .await;
+    }
     vm::reconcile::reconcile(&app).await;
     ssh_files::refresh(&app);
     vm::host_key::pin_missing(app.clone());

@@ -6,9 +6,10 @@
 //! 2. the system helper's socket exists (a system install on this host): that helper;
 //! 3. the daemon is root (quick trials, `make test`): in-process
 //!    ([`banger_helper::InProcess`]), through the same validation;
-//! 4. otherwise nothing ([`banger_helper::Unprivileged`]): VM starts are refused
-//!    before anything is created, with an error naming `sudo banger system install`.
-//!    Everything that needs no privilege (images, kernels, listing) still works.
+//! 4. otherwise the daemon runs **rootless** (docs/rootless.md): no bridge, tap or
+//!    NAT, so every privileged operation is refused ([`banger_helper::Unprivileged`]),
+//!    and each VM's network is a user-space stack the daemon starts as its own user
+//!    instead (passt, or QEMU's user-mode networking; [`crate::vm::userspace`]).
 //!
 //! With a helper, the bridge and the guest subnet are the helper's, from its
 //! root-owned config: it refuses any other, so the daemon asks for them at start
@@ -33,8 +34,8 @@ pub enum Privilege {
     Helper(HelperClient),
     /// The daemon is root and does them itself.
     InProcess,
-    /// Neither: the daemon's uid.
-    Unprivileged(u32),
+    /// Neither: rootless mode, as the daemon's uid.
+    Rootless(u32),
 }
 
 impl Privilege {
@@ -54,11 +55,16 @@ impl Privilege {
         match self {
             Privilege::Helper(h) => Arc::new(h.clone()),
             Privilege::InProcess => Arc::new(InProcess::new()),
-            Privilege::Unprivileged(uid) => Arc::new(Unprivileged {
+            Privilege::Rootless(uid) => Arc::new(Unprivileged {
                 uid: *uid,
                 system_socket: SYSTEM_HELPER_SOCKET.into(),
             }),
         }
+    }
+
+    /// Whether this is rootless mode.
+    pub fn rootless(&self) -> bool {
+        matches!(self, Privilege::Rootless(_))
     }
 
     /// The helper, when there is one.
@@ -74,8 +80,9 @@ impl Privilege {
         match self {
             Privilege::Helper(h) => format!("through the root helper on {}", h.socket().display()),
             Privilege::InProcess => "in-process (the daemon is root)".into(),
-            Privilege::Unprivileged(uid) => format!(
-                "none: uid {uid} without a root helper; VMs cannot start (sudo banger system install)"
+            Privilege::Rootless(uid) => format!(
+                "none: rootless mode (uid {uid}, no root helper): guests use user-space \
+                 networking (sudo banger system install for the bridge)"
             ),
         }
     }
@@ -93,7 +100,7 @@ pub fn choose(env_helper: Option<HelperClient>, system_socket: &Path, uid: u32) 
     if uid == 0 {
         Privilege::InProcess
     } else {
-        Privilege::Unprivileged(uid)
+        Privilege::Rootless(uid)
     }
 }
 
@@ -138,7 +145,7 @@ mod tests {
         assert!(matches!(choose(None, &sys, 0), Privilege::InProcess));
         assert!(matches!(
             choose(None, &sys, 1000),
-            Privilege::Unprivileged(1000)
+            Privilege::Rootless(1000)
         ));
         // A system helper's socket is used by root and owner alike.
         let _l = std::os::unix::net::UnixListener::bind(&sys).unwrap();

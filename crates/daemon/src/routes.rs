@@ -91,14 +91,9 @@ pub fn router(app: Arc<App>) -> Result<Router, RouterError> {
     // VMs.
     route!(r, app, VmCreate, |a, c, p| {
         // A host port that is taken is refused before anything is made; the
-        // mappings are stored only with a VM that was created.
-        let ports = p.ports.clone();
-        vm::forward::check_new(&ports, &[])?;
-        let mut info = vm::create::create(&a, &c.op_id, p, &c.progress).await?;
-        if !ports.is_empty() {
-            vm::forward::save(&a, &info.id, &ports)?;
-            info.ports = ports;
-        }
+        // mappings are stored with the VM's record (create::create).
+        vm::forward::check_new(&p.ports, &[])?;
+        let info = vm::create::create(&a, &c.op_id, p, &c.progress).await?;
         Ok(booted(&a, info))
     });
     route!(r, app, VmStart, |a, c, p| vm::start::start_vm(

@@ -26,6 +26,9 @@ pub struct Pin {
     pub name: String,
     /// Its address.
     pub ip: Ipv4Addr,
+    /// The loopback port that reaches its sshd (rootless mode, while it runs): the
+    /// config then names 127.0.0.1 and this port.
+    pub port: Option<u16>,
     /// Its pinned host key (`TYPE BASE64`), if any.
     pub key: Option<String>,
 }
@@ -66,11 +69,17 @@ pub fn render_config(pins: &[Pin], key: &Path, known_hosts: &Path) -> Option<Str
          # includes it from ~/.ssh/config (`banger ssh-config uninstall` removes that).\n",
     );
     for p in pins {
-        out.push_str(&format!(
-            "Host {a}\n  HostName {ip}\n  HostKeyAlias {a}\n",
-            a = alias(&p.name),
-            ip = p.ip
-        ));
+        match p.port {
+            Some(port) => out.push_str(&format!(
+                "Host {a}\n  HostName 127.0.0.1\n  Port {port}\n  HostKeyAlias {a}\n",
+                a = alias(&p.name),
+            )),
+            None => out.push_str(&format!(
+                "Host {a}\n  HostName {ip}\n  HostKeyAlias {a}\n",
+                a = alias(&p.name),
+                ip = p.ip
+            )),
+        }
     }
     out.push_str(&format!(
         "Host *.vm\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
@@ -98,6 +107,11 @@ pub fn pins(app: &App) -> Vec<Pin> {
         .map(|r| Pin {
             name: r.name.to_string(),
             ip: r.ip,
+            port: app
+                .rootless
+                .as_ref()
+                .filter(|_| r.state == banger_model::VmState::Running)
+                .and_then(|_| crate::vm::userspace::ssh_port(&app.layout.vm_runtime(&r.id))),
             key: read_pin(&app.layout.vm_dir(&r.id)),
         })
         .collect()
@@ -136,11 +150,19 @@ mod tests {
             Pin {
                 name: "dev".into(),
                 ip: Ipv4Addr::new(172, 30, 0, 2),
+                port: None,
                 key: Some("ssh-ed25519 AAAAdev".into()),
             },
             Pin {
                 name: "nokey".into(),
                 ip: Ipv4Addr::new(172, 30, 0, 3),
+                port: None,
+                key: None,
+            },
+            Pin {
+                name: "rootless".into(),
+                ip: Ipv4Addr::new(172, 30, 0, 4),
+                port: Some(41022),
                 key: None,
             },
         ]
@@ -163,6 +185,7 @@ mod tests {
         .unwrap();
         assert!(c.contains("Host dev.vm\n  HostName 172.30.0.2\n  HostKeyAlias dev.vm\n"));
         assert!(c.contains("Host nokey.vm\n  HostName 172.30.0.3\n"));
+        assert!(c.contains("Host rootless.vm\n  HostName 127.0.0.1\n  Port 41022\n"));
         assert!(c.contains("IdentityFile \"/home/a b/.local/state/banger/ssh/id_ed25519\""));
         assert!(c.contains("UserKnownHostsFile \"/x/100%%/known_hosts\""));
         assert!(c.contains("StrictHostKeyChecking yes"));

@@ -121,6 +121,7 @@ fn router(finished: Arc<AtomicBool>) -> Router {
             vmm: Default::default(),
             backend: None,
             init: Default::default(),
+            ssh_port: None,
         })
     })
     .unwrap()

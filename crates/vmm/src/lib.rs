@@ -52,6 +52,50 @@ pub struct NetSpec {
     /// snapshot's template guest, whose restored copies each get their own tap.
     #[serde(default)]
     pub unplugged: bool,
+    /// What carries the guest's frames on the host: a tap on banger's bridge (the
+    /// default), or, in rootless mode, a user-space network stack.
+    #[serde(default)]
+    pub backend: NetBackend,
+}
+
+/// The host side of the guest's network interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NetBackend {
+    /// [`NetSpec::tap`], on banger's bridge (needs root or the root helper).
+    #[default]
+    Tap,
+    /// A `passt` process listening on this unix socket (QEMU's `-netdev stream`):
+    /// rootless networking with passt's NAT, DNS forwarding and port forwards.
+    Stream {
+        /// passt's socket (`passt --socket`).
+        socket: PathBuf,
+    },
+    /// QEMU's built-in user-mode network stack (libslirp): the rootless fallback
+    /// when passt is not installed.
+    User {
+        /// The guest's network, `a.b.c.d/n`.
+        net: String,
+        /// The address the stack answers as (the guest's gateway).
+        host: std::net::Ipv4Addr,
+        /// The stack's DNS forwarder (must differ from `host`).
+        dns: std::net::Ipv4Addr,
+        /// Host TCP ports forwarded into the guest.
+        forwards: Vec<HostForward>,
+    },
+}
+
+/// One host TCP port forwarded to a guest port by a user-space network stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostForward {
+    /// Host address to listen on.
+    pub host_ip: std::net::Ipv4Addr,
+    /// Host port.
+    pub host_port: u16,
+    /// The guest's address.
+    pub guest_ip: std::net::Ipv4Addr,
+    /// The guest's port.
+    pub guest_port: u16,
 }
 
 /// Everything a backend needs to start a guest.

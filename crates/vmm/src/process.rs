@@ -209,7 +209,13 @@ mod tests {
             .unwrap();
         let pid = child.id();
         let t = Instant::now();
-        while find_tagged(&tag).is_empty() && t.elapsed() < Duration::from_secs(5) {
+        // Until the exec is done: bash's own command line names the tag too, and
+        // during the exec the command line is briefly unreadable (a flake under load).
+        let execd = || {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(tag.as_bytes()))
+        };
+        while !execd() && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(

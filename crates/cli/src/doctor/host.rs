@@ -66,9 +66,12 @@ pub fn kvm_check(root: bool) -> Check {
     }
 }
 
-/// `/dev/net/tun`: every VM needs a tap.
-pub fn tun_check(root: bool) -> Check {
+/// `/dev/net/tun`: every VM needs a tap, except in rootless mode.
+pub fn tun_check(root: bool, mode: Mode) -> Check {
     const NAME: &str = "/dev/net/tun";
+    if mode == Mode::Rootless {
+        return Check::new(NAME, Status::Info, "not needed in rootless mode (no taps)");
+    }
     if !Path::new(NAME).exists() {
         let sudo = if root { "" } else { "sudo " };
         return Check::new(NAME, Status::Fail, "absent: VMs need a tap device each")
@@ -86,24 +89,60 @@ pub fn tun_check(root: bool) -> Check {
     }
 }
 
-/// Whether banger runs as root (needed today for the bridge, taps and image builds).
-pub fn root_check(root: bool) -> Check {
-    if root {
-        Check::new("root", Status::Ok, "running as root")
-    } else if std::path::Path::new(banger_helper::config::DEFAULT_SOCKET).exists()
-        || std::env::var_os(banger_helper::HELPER_SOCKET_ENV).is_some()
-    {
-        Check::new(
-            "root",
-            Status::Ok,
-            "not root: privileged operations go through banger-helper (see its rows below)",
-        )
-    } else {
-        Check::new(
-            "root",
-            Status::Warn,
-            "not root: bangerd needs root today to create the bridge and taps (CAP_NET_ADMIN) and to build images (mmdebstrap)",
-        )
-        .fix("run banger as root, e.g. sudo -E banger ... (an unprivileged mode is planned)")
+/// Which of the three modes a daemon started by this user runs in (the daemon's
+/// rule, `crates/daemon/src/privilege.rs`): root, the root helper, or rootless.
+pub fn mode(root: bool) -> Mode {
+    let helper = std::path::Path::new(banger_helper::config::DEFAULT_SOCKET).exists()
+        || std::env::var_os(banger_helper::HELPER_SOCKET_ENV).is_some();
+    match (helper, root) {
+        (true, _) => Mode::Helper,
+        (false, true) => Mode::Root,
+        (false, false) => Mode::Rootless,
     }
 }
+
+/// See [`mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The daemon is root and does privileged operations itself.
+    Root,
+    /// Privileged operations go through banger-helper.
+    Helper,
+    /// No root anywhere: user-space guest networking (docs/rootless.md).
+    Rootless,
+}
+
+/// The mode row: who does what, and in rootless mode which network stack guests get.
+pub fn mode_check(mode: Mode) -> Check {
+    match mode {
+        Mode::Root => Check::new("mode", Status::Ok, "root: the daemon creates the bridge and taps itself"),
+        Mode::Helper => Check::new(
+            "mode",
+            Status::Ok,
+            "privilege-separated: the daemon runs as you; the bridge, taps and NAT go through banger-helper (see its rows below)",
+        ),
+        Mode::Rootless => {
+            let forced_user = std::env::var(ROOTLESS_NET_ENV).is_ok_and(|v| v == "user");
+            match which("passt") {
+                Some(p) if !forced_user => Check::new(
+                    "mode",
+                    Status::Info,
+                    format!(
+                        "rootless: no root helper; guests reach out through passt ({}), published ports and ssh on loopback, no <vm>.vm names",
+                        p.display()
+                    ),
+                )
+                .fix("for a bridge, <vm>.vm names and guests reaching each other: sudo banger system install"),
+                _ => Check::new(
+                    "mode",
+                    Status::Warn,
+                    "rootless with QEMU's user-mode networking (passt not installed or BANGER_ROOTLESS_NET=user): slower, and guests can reach services on the host's loopback through their gateway",
+                )
+                .fix("sudo apt-get install passt (or for a bridge: sudo banger system install)"),
+            }
+        }
+    }
+}
+
+/// The daemon's switch between passt and QEMU's user-mode networking.
+const ROOTLESS_NET_ENV: &str = "BANGER_ROOTLESS_NET";

@@ -72,8 +72,9 @@ pub async fn checks(layout: &Layout) -> Vec<Check> {
     let distro = hints::host_distro();
     let mut out = host::tool_checks(distro, root);
     out.push(host::kvm_check(root));
-    out.push(host::tun_check(root));
-    out.push(host::root_check(root));
+    let mode = host::mode(root);
+    out.push(host::mode_check(mode));
+    out.push(host::tun_check(root, mode));
     let (accel, accel_kind) = accel::host_check(layout);
     out.push(accel);
     out.push(agent::check());

@@ -171,7 +171,12 @@ pub async fn ports(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
         guest.sort_unstable();
         guest.dedup();
         for port in guest {
-            let mut at = vec![format!("{}:{port}", p.ip)];
+            // Rootless: the guest's own address is private to its network stack.
+            let mut at = match (p.rootless, p.ssh_port) {
+                (false, _) => vec![format!("{}:{port}", p.ip)],
+                (true, Some(ssh)) if port == 22 => vec![format!("127.0.0.1:{ssh}")],
+                (true, _) => vec![],
+            };
             at.extend(
                 p.forwards
                     .iter()
@@ -179,7 +184,12 @@ pub async fn ports(c: &mut Client, name: String) -> anyhow::Result<ExitCode> {
                     .map(|f| format!("{}:{}", f.host_ip, f.host_port)),
             );
             let listening = if p.ports.contains(&port) { "yes" } else { "no" };
-            t.add_row(vec![port.to_string(), listening.into(), at.join(", ")]);
+            let at = if at.is_empty() {
+                format!("not reachable from the host: publish it (vm stop, then banger vm port-forward {} HOST_PORT:{port})", p.name)
+            } else {
+                at.join(", ")
+            };
+            t.add_row(vec![port.to_string(), listening.into(), at]);
         }
         ui::print_table(&t);
     })

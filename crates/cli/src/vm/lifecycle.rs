@@ -62,8 +62,25 @@ where
 
 /// The line after a VM came up, and the command people want next.
 pub fn print_running(info: &VmInfo) {
-    println!("{} is running at {}", info.name, info.ip);
+    match info.ssh_port {
+        // Rootless: the guest's address is private to its own network stack.
+        Some(port) => println!(
+            "{} is running (rootless: ssh at 127.0.0.1:{port}{})",
+            info.name,
+            published(info)
+        ),
+        None => println!("{} is running at {}", info.name, info.ip),
+    }
     output::hint(format!("next: banger vm ssh {}", info.name));
+}
+
+/// `, published 127.0.0.1:18080->8080` for a VM's published ports (or nothing).
+fn published(info: &VmInfo) -> String {
+    if info.ports.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = info.ports.iter().map(ToString::to_string).collect();
+    format!(", published {}", list.join(", "))
 }
 
 /// `banger vm start NAME...`.

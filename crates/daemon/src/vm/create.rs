@@ -72,6 +72,11 @@ pub async fn create(
         })
     })?;
     app.events.vm(&rec, VmState::Creating, None);
+    // Stored before the boot: in rootless mode the VM's network stack listens for
+    // them from its start.
+    if !p.ports.is_empty() {
+        super::forward::save(app, &rec.id, &p.ports)?;
+    }
     if p.no_start {
         app.db(|s| s.set_vm_state(&rec.id, VmState::Stopped, None))?;
         app.events.vm(&rec, VmState::Stopped, None);

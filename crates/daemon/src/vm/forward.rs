@@ -9,6 +9,11 @@
 //! state directory) and listened on while it runs: after `vm start`, after a daemon
 //! restart that re-adopts it; they are closed when it stops, is killed, dies or is
 //! deleted.
+//!
+//! In rootless mode the guest's address is not reachable from the host, so the VM's
+//! user-space network stack listens instead (passt `-t`, QEMU `hostfwd`), with the
+//! ports stored here when the VM starts ([`crate::vm::userspace`]); the daemon does
+//! not relay.
 
 use crate::app::App;
 use crate::error::{DaemonError, Result};
@@ -129,7 +134,7 @@ pub fn sync_info(app: &App, info: &VmInfo) {
 
 fn sync_parts(app: &App, name: &str, id: &str, ip: Ipv4Addr, state: VmState) {
     let current = app.forwards.take(name);
-    let wanted = if state == VmState::Running {
+    let wanted = if state == VmState::Running && app.rootless.is_none() {
         load(app, id)
     } else {
         vec![]
@@ -222,6 +227,14 @@ pub async fn port_forward(app: &App, p: PortForwardParams) -> Result<VmInfo> {
     } else {
         check_new(&[f], &ports)?;
         ports.push(f);
+    }
+    if app.rootless.is_some() && rec.state == VmState::Running {
+        return Err(DaemonError::BadRequest(format!(
+            "VM {n} runs rootless: its network stack listens for its published ports from \
+             its start and cannot change them while it runs; stop it (banger vm stop {n}), \
+             change the port, then start it again",
+            n = rec.name
+        )));
     }
     save(app, &rec.id, &ports)?;
     sync(app, &rec);

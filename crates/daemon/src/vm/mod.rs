@@ -41,6 +41,7 @@ pub mod stall;
 pub mod start;
 pub mod stats;
 pub mod stop;
+pub mod userspace;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -7,6 +7,7 @@
 //! `BANGER_ISOLATION=off` says the user runs guests unisolated on purpose.
 
 use super::stages::{Steps, Undo};
+use super::userspace::{Attachment, UserNet};
 use crate::app::App;
 use crate::error::{DaemonError, Result};
 use banger_helper::PrivOp;
@@ -16,7 +17,42 @@ use std::sync::atomic::Ordering;
 
 /// The `network` step: the bridge, NAT and isolation (once per daemon), the guests'
 /// DNS listener, then the VM's tap and its rules. Returns the tap's name.
-pub(crate) async fn network(app: &App, rec: &VmRecord, steps: &mut Steps<'_>) -> Result<String> {
+pub(crate) async fn network(
+    app: &App,
+    rec: &VmRecord,
+    steps: &mut Steps<'_>,
+) -> Result<Attachment> {
+    if let Some(net) = &app.rootless {
+        say_rootless_once(app, net, steps.progress());
+        let rt_dir = app.layout.vm_runtime(&rec.id);
+        return super::userspace::attach(app, net, rec, &rt_dir);
+    }
+    tap(app, rec, steps).await.map(Attachment::Tap)
+}
+
+/// Rootless mode is said once per state directory, at the first VM start (then
+/// `banger doctor` shows it): what it means and how to get the bridge instead.
+fn say_rootless_once(app: &App, net: &UserNet, progress: &ProgressSink) {
+    let marker = app.layout.state.join("rootless-noted");
+    if marker.exists() {
+        return;
+    }
+    progress.send(
+        "note",
+        Some(format!(
+            "banger runs rootless (no root helper): guests reach out through {}; commands \
+             and files go through the agent, published ports (-p) and ssh through loopback \
+             ports. For a bridge with <vm>.vm names run: sudo banger system install (see docs/rootless.md)",
+            net.describe()
+        )),
+    );
+    if let Err(e) = std::fs::write(&marker, b"") {
+        tracing::debug!("recording that rootless mode was said: {e}");
+    }
+}
+
+/// The bridge, NAT, isolation and the VM's tap; returns the tap's name.
+async fn tap(app: &App, rec: &VmRecord, steps: &mut Steps<'_>) -> Result<String> {
     let subnet = app.config.subnet;
     let bridge = app.config.bridge.clone();
     app.privileged
@@ -114,7 +150,7 @@ pub(crate) async fn ensure_isolation(app: &App) -> Result<()> {
 /// A running VM re-adopted by a new daemon: its tap's rules again (nftables may have
 /// been flushed meanwhile; the rules are idempotent).
 pub(crate) async fn reisolate(app: &App, rec: &VmRecord) {
-    if !app.config.isolation {
+    if !app.config.isolation || app.rootless.is_some() {
         return;
     }
     let tap = banger_host::tap_name(&rec.id);

@@ -25,7 +25,16 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
     }
     super::boot_record::fill(app, &mut info);
     info.ports = super::forward::load(app, &rec.id);
+    info.ssh_port = rootless_ssh_port(app, rec);
     info
+}
+
+/// A running rootless VM's loopback ssh port.
+fn rootless_ssh_port(app: &App, rec: &VmRecord) -> Option<u16> {
+    app.rootless
+        .as_ref()
+        .filter(|_| rec.state == VmState::Running)
+        .and_then(|_| super::userspace::ssh_port(&app.layout.vm_runtime(&rec.id)))
 }
 
 /// `vm.list`.
@@ -57,9 +66,17 @@ pub fn ssh_info(app: &App, name: &str) -> Result<SshInfo> {
     if rec.state != VmState::Running {
         return Err(not_running(name, rec.state));
     }
+    // Rootless: the guest's sshd is reached through a loopback port its network
+    // stack forwards.
+    let forwarded = rootless_ssh_port(app, &rec);
     Ok(SshInfo {
         name: rec.name.to_string(),
-        ip: rec.ip,
+        ip: if forwarded.is_some() {
+            std::net::Ipv4Addr::LOCALHOST
+        } else {
+            rec.ip
+        },
+        port: forwarded,
         user: "root".into(),
         key_path: app.layout.ssh_key(),
         known_hosts_path: app.layout.known_hosts(),
@@ -131,6 +148,8 @@ pub async fn ports(app: &App, name: &str) -> Result<VmPortsResult> {
         ip: rec.ip,
         ports,
         forwards: super::forward::load(app, &rec.id),
+        rootless: app.rootless.is_some(),
+        ssh_port: rootless_ssh_port(app, &rec),
     })
 }
 

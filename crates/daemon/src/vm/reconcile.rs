@@ -78,6 +78,9 @@ pub async fn reconcile(app: &App) {
 /// existing taps of this daemon's VMs that are not running. Runs before the daemon
 /// serves, so no start is under way.
 pub(crate) async fn reclaim_taps(app: &App) {
+    if app.rootless.is_some() {
+        return;
+    }
     let Ok(vms) = app.db(|s| s.list_vms()) else {
         return;
     };

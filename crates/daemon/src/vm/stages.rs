@@ -85,6 +85,8 @@ pub(crate) enum Undo {
     RemoveFile(PathBuf),
     /// The VM's tap.
     DeleteTap(String),
+    /// The VM's passt (rootless mode), by its socket.
+    StopPasst(PathBuf),
     /// The launched VMM (and its `handles.json` in `vm_dir`).
     KillVmm {
         /// The VMM's handles.
@@ -117,6 +119,7 @@ async fn undo(app: &App, u: Undo) {
                 tracing::warn!("undo: removing the tap failed: {e}");
             }
         }
+        Undo::StopPasst(socket) => super::userspace::stop_passt(&socket).await,
         Undo::KillVmm {
             handles: h,
             vm_dir,

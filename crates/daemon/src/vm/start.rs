@@ -13,6 +13,7 @@ use super::files;
 use super::guest::{GuestError, Target};
 use super::stages::{Stages, Steps, Undo};
 use super::stall::{self, StallWatch};
+use super::userspace::Attachment;
 use crate::app::App;
 use crate::error::{blocking, DaemonError, Result};
 use crate::handles::{self, VmHandles};
@@ -123,7 +124,7 @@ async fn run_steps(
     }
 
     steps.begin("network")?;
-    let tap = super::network::network(app, rec, steps).await?;
+    let net = super::network::network(app, rec, steps).await?;
 
     if !app.backends.accel_known() {
         // Once per daemon: decide KVM vs TCG by booting the kernel (cached per host boot).
@@ -144,7 +145,7 @@ async fn run_steps(
                 selected.kernel.clone(),
                 overlay.clone(),
                 work.clone(),
-                &tap,
+                &net,
                 &rt_dir,
                 // A restore's command line is the snapshot's; DNS comes with its identity.
                 &[],
@@ -155,7 +156,7 @@ async fn run_steps(
                 &prepared,
                 selected.vmm.as_ref(),
                 spec,
-                &tap,
+                &net,
                 &vm_dir,
                 steps,
             )
@@ -186,10 +187,7 @@ async fn run_steps(
     steps.begin("boot")?;
     std::fs::create_dir_all(&rt_dir).map_err(DaemonError::io("creating", &rt_dir))?;
     steps.created(Undo::RemoveDir(rt_dir.clone()));
-    let dns = app
-        .dns
-        .servers_for_guests(app.privileged.as_ref(), app.config.subnet.gateway())
-        .await;
+    let dns = guest_dns(app, rec).await;
     let spec = machine_spec(
         app,
         rec,
@@ -197,12 +195,12 @@ async fn run_steps(
         selected.kernel,
         overlay,
         work,
-        &tap,
+        &net,
         &rt_dir,
         &dns,
     );
     let vmm = selected.vmm.as_ref();
-    let h = launch(app, vmm, &spec, &vm_dir, &tap, steps, "starting the VM").await?;
+    let h = launch(app, vmm, &spec, &vm_dir, &net, steps, "starting the VM").await?;
 
     let deadline = Instant::now() + app.config.boot_timeout;
     let timeout = app.config.boot_timeout;
@@ -231,7 +229,7 @@ async fn run_steps(
                     tracing::warn!(vm = %rec.name, "stopping the stalled VMM: {e}");
                 }
                 vmm.cleanup(&rt_dir);
-                h = launch(app, vmm, &spec, &vm_dir, &tap, steps, "starting the VM").await?;
+                h = launch(app, vmm, &spec, &vm_dir, &net, steps, "starting the VM").await?;
                 relaunched = true;
                 // The second boot has what is left of the deadline; a stall is still
                 // reported as one rather than as a plain timeout.
@@ -254,26 +252,32 @@ async fn run_steps(
 /// Launch the VMM for `spec` and record it (undo: kill it; `handles.json`). `what`
 /// names the launch in its error (a cold boot, a restore). A VMM that cannot open its
 /// tap by name (QEMU as an unprivileged owner, where `/dev/net/tun` is root's) gets it
-/// already open from the privileged side, as libvirt does.
+/// already open from the privileged side, as libvirt does. In rootless mode the VM's
+/// passt starts first (each launch: it quits with the QEMU it served).
 pub(crate) async fn launch(
     app: &App,
     vmm: &dyn Vmm,
     spec: &MachineSpec,
     vm_dir: &Path,
-    tap: &str,
+    net: &Attachment,
     steps: &mut Steps<'_>,
     what: &'static str,
 ) -> Result<Handles> {
     let plugged = spec.net.as_ref().is_some_and(|n| !n.unplugged);
-    let launched = if plugged && vmm.takes_tap_fd() {
-        let fd = app
-            .privileged
-            .open_tap(tap)
-            .await
-            .map_err(DaemonError::host(format!("opening tap {tap} for the VMM")))?;
-        vmm.launch_with_tap(spec, fd).await
-    } else {
-        vmm.launch(spec).await
+    let launched = match net {
+        Attachment::Tap(tap) if plugged && vmm.takes_tap_fd() => {
+            let fd = app
+                .privileged
+                .open_tap(tap)
+                .await
+                .map_err(DaemonError::host(format!("opening tap {tap} for the VMM")))?;
+            vmm.launch_with_tap(spec, fd).await
+        }
+        Attachment::Passt(plan) if plugged => {
+            super::userspace::start_passt(plan, steps).await?;
+            vmm.launch(spec).await
+        }
+        _ => vmm.launch(spec).await,
     };
     let h = launched.map_err(DaemonError::vmm(what))?;
     steps.created(Undo::KillVmm {
@@ -286,10 +290,13 @@ pub(crate) async fn launch(
         vm_dir,
         &VmHandles {
             vmm: h.clone(),
-            tap: tap.to_string(),
+            tap: net.tap().to_string(),
         },
     )
     .map_err(DaemonError::io("recording VM handles in", vm_dir))?;
+    if let Some(port) = net.ssh_port() {
+        super::userspace::record_ssh_port(&spec.runtime_dir, port)?;
+    }
     Ok(h)
 }
 
@@ -348,7 +355,7 @@ pub(crate) fn machine_spec(
     kernel: PathBuf,
     overlay: PathBuf,
     work: PathBuf,
-    tap: &str,
+    attached: &Attachment,
     rt_dir: &Path,
     dns: &[std::net::IpAddr],
 ) -> MachineSpec {
@@ -405,9 +412,10 @@ pub(crate) fn machine_spec(
             },
         ],
         net: Some(NetSpec {
-            tap: tap.to_string(),
+            tap: attached.tap().to_string(),
             mac: net.mac(),
-            unplugged: false,
+            unplugged: matches!(attached, Attachment::None),
+            backend: attached.backend(),
         }),
         runtime_dir: rt_dir.to_path_buf(),
         restore: None,
@@ -493,9 +501,25 @@ pub(crate) fn tail_text(log: &Path, max: u64) -> String {
     String::from_utf8_lossy(&banger_vmm::console::tail(log, max)).into_owned()
 }
 
-/// Refuse to start anything when privileged operations cannot be done at all (an
-/// unprivileged daemon without a helper), before anything is created.
+/// The name servers a guest is given: banger's responder on the bridge's gateway
+/// (or the host's upstreams without it), or in rootless mode its stack's forwarder.
+pub(crate) async fn guest_dns(app: &App, rec: &VmRecord) -> Vec<std::net::IpAddr> {
+    match &app.rootless {
+        Some(net) => super::userspace::guest_dns(app, net, rec.ip),
+        None => {
+            app.dns
+                .servers_for_guests(app.privileged.as_ref(), app.config.subnet.gateway())
+                .await
+        }
+    }
+}
+
+/// Refuse to start anything when privileged operations cannot be done at all, before
+/// anything is created. Rootless mode needs none.
 pub(crate) fn require_privilege(app: &App) -> Result<()> {
+    if app.rootless.is_some() {
+        return Ok(());
+    }
     app.privileged
         .available()
         .map_err(|e| DaemonError::BadRequest(e.to_string()))

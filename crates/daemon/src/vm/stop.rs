@@ -44,6 +44,13 @@ pub(crate) async fn teardown_runtime(app: &App, rec: &VmRecord) -> Result<()> {
         b.kill_orphans(&rt).await;
         b.cleanup(&rt);
     }
+    if app.rootless.is_some() {
+        // passt quits with its QEMU; one left by a start that failed early does not.
+        super::userspace::stop_passt(&rt.join(super::userspace::PASST_SOCKET)).await;
+        super::userspace::cleanup(&rt);
+        handles::remove(&vm_dir);
+        return Ok(());
+    }
     app.privileged
         .run(PrivOp::DeleteTap {
             name: banger_host::tap_name(&rec.id),

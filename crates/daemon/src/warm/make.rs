@@ -125,21 +125,18 @@ async fn run(
     let rec = template_record(app, image, shape, template_id)?;
     progress.stage("boot");
     std::fs::create_dir_all(rt_dir).map_err(DaemonError::io("creating", rt_dir))?;
-    let mut spec = machine_spec(
+    let spec = machine_spec(
         app,
         &rec,
         &image_dir,
         selected.kernel.clone(),
         overlay,
         work,
-        "",
+        &crate::vm::userspace::Attachment::None,
         rt_dir,
         // The template reaches no network; each restore gets its DNS with its identity.
         &[],
     );
-    if let Some(n) = spec.net.as_mut() {
-        n.unplugged = true;
-    }
     let binding = binding::current(app, image, &shape, selected.vmm.name()).await?;
     let h = selected
         .vmm

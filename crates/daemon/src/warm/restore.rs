@@ -248,7 +248,7 @@ pub(crate) async fn boot(
     p: &Prepared,
     vmm: &dyn banger_vmm::Vmm,
     mut spec: banger_vmm::MachineSpec,
-    tap: &str,
+    net: &crate::vm::userspace::Attachment,
     vm_dir: &Path,
     steps: &mut Steps<'_>,
 ) -> Result<()> {
@@ -264,7 +264,7 @@ pub(crate) async fn boot(
         vmm,
         &spec,
         vm_dir,
-        tap,
+        net,
         steps,
         "restoring the VM from its warm snapshot",
     )
@@ -308,10 +308,7 @@ pub(crate) async fn boot(
     })?;
 
     steps.begin("identity")?;
-    let dns = app
-        .dns
-        .servers_for_guests(app.privileged.as_ref(), app.config.subnet.gateway())
-        .await;
+    let dns = crate::vm::start::guest_dns(app, rec).await;
     let id = identity(app, rec, p, &dns);
     app.guest.identity(target, &id).await.map_err(|e| {
         DaemonError::guest("the restored guest could not take its identity", console())(e)

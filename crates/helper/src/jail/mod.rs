@@ -168,6 +168,10 @@ fn check_spec(spec: &MachineSpec) -> Result<(), JailError> {
         if !mac_ok {
             return bad(format!("MAC address {:?}", n.mac));
         }
+        // A jailed Firecracker gets a tap; the user-space stacks are rootless mode's.
+        if n.backend != banger_vmm::NetBackend::Tap {
+            return bad("a network backend other than a tap".to_string());
+        }
     }
     Ok(())
 }
@@ -480,6 +484,7 @@ mod tests {
                 tap: "bgr1".into(),
                 mac: "06:ba:ac:1e:00:02".into(),
                 unplugged: false,
+                backend: banger_vmm::NetBackend::Tap,
             }),
             runtime_dir: "/".into(),
             restore: None,

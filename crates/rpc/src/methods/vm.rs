@@ -117,6 +117,13 @@ pub struct VmPortsResult {
     /// Host ports relayed to the guest (`-p`, `vm port-forward`).
     #[serde(default)]
     pub forwards: Vec<PortForward>,
+    /// Rootless mode: `ip` is not reachable from the host; only `forwards` (and
+    /// `ssh_port` for port 22) are.
+    #[serde(default)]
+    pub rootless: bool,
+    /// Rootless mode: the loopback port forwarded to the guest's sshd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
 }
 
 /// Params of `vm.port_forward`: publish (or, with `remove`, withdraw) a host port.
@@ -294,6 +301,10 @@ pub struct VmInfo {
     /// Who is the guest's init (`agent` or `systemd`).
     #[serde(default)]
     pub init: InitMode,
+    /// Rootless mode, while it runs: the loopback port forwarded to the guest's sshd
+    /// (its address is private to its own network stack, not reachable from the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
 }
 
 impl VmInfo {
@@ -319,6 +330,7 @@ impl VmInfo {
             vmm: rec.vmm,
             backend: None,
             init: rec.init,
+            ssh_port: None,
         }
     }
 }
@@ -328,8 +340,12 @@ impl VmInfo {
 pub struct SshInfo {
     /// VM name.
     pub name: String,
-    /// Guest address.
+    /// Guest address (loopback in rootless mode, with `port`).
     pub ip: Ipv4Addr,
+    /// The port to connect to when not 22 (rootless mode: a loopback port forwarded
+    /// to the guest's sshd).
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Login user inside the guest.
     pub user: String,
     /// banger's private key.

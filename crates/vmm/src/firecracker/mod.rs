@@ -281,6 +281,13 @@ impl Firecracker {
             )?);
         }
         if let Some(n) = &spec.net {
+            if n.backend != crate::NetBackend::Tap {
+                return Err(FirecrackerError::InvalidSpec(
+                    "Firecracker attaches guests through a tap only; rootless mode (passt or \
+                     user-mode networking) runs VMs under QEMU: use --vmm qemu"
+                        .into(),
+                ));
+            }
             reqs.push(ApiRequest::put(
                 format!("/network-interfaces/{IFACE_ID}"),
                 &NetworkInterface {

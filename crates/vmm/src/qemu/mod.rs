@@ -31,7 +31,7 @@ mod spawn;
 
 use crate::accel::Accel;
 use crate::process;
-use crate::{Handles, MachineSpec, Vmm, VmmError};
+use crate::{Handles, MachineSpec, NetBackend, Vmm, VmmError};
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -143,12 +143,37 @@ impl Qemu {
             push(&["-device", &format!("virtio-blk-device,drive=disk{i}")]);
         }
         if let Some(n) = &spec.net {
-            let netdev = match (n.unplugged, fds.tap) {
+            let netdev = match (n.unplugged, &n.backend, fds.tap) {
                 // A hub with nothing else on it: frames go nowhere.
-                (true, _) => "hubport,id=net0,hubid=0".to_string(),
+                (true, _, _) => "hubport,id=net0,hubid=0".to_string(),
+                (false, NetBackend::Stream { socket }, _) => format!(
+                    "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+                    socket.display()
+                ),
+                (
+                    false,
+                    NetBackend::User {
+                        net,
+                        host,
+                        dns,
+                        forwards,
+                    },
+                    _,
+                ) => {
+                    let mut s = format!("user,id=net0,net={net},host={host},dns={dns}");
+                    for f in forwards {
+                        s.push_str(&format!(
+                            ",hostfwd=tcp:{}:{}-{}:{}",
+                            f.host_ip, f.host_port, f.guest_ip, f.guest_port
+                        ));
+                    }
+                    s
+                }
                 // QEMU refuses ifname=, script= and downscript= next to fd=.
-                (false, Some(fd)) => format!("tap,id=net0,fd={fd}"),
-                (false, None) => format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap),
+                (false, NetBackend::Tap, Some(fd)) => format!("tap,id=net0,fd={fd}"),
+                (false, NetBackend::Tap, None) => {
+                    format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap)
+                }
             };
             push(&["-netdev", &netdev]);
             push(&[
@@ -284,6 +309,7 @@ mod tests {
                 tap: "bgrabc123".into(),
                 mac: "06:ba:ac:1e:00:02".into(),
                 unplugged: false,
+                backend: Default::default(),
             }),
             runtime_dir: PathBuf::from("/run/vm"),
             restore: None,
@@ -375,6 +401,43 @@ mod tests {
         assert!(!a.contains("ifname=") && !a.contains("fd=7"), "{a}");
         // The device (and its MAC) is there all the same: the restored machine has it.
         assert!(a.contains("virtio-net-device,netdev=net0,mac=06:ba:ac:1e:00:02"));
+    }
+
+    #[test]
+    fn rootless_backends_replace_the_tap() {
+        let q = Qemu {
+            binary: "qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            tsc_khz: 2599998,
+        };
+        let mut s = spec();
+        s.net.as_mut().unwrap().backend = NetBackend::Stream {
+            socket: "/run/vm/passt.sock".into(),
+        };
+        let a = q.args(&s).join(" ");
+        assert!(
+            a.contains(
+                "-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/run/vm/passt.sock "
+            ),
+            "{a}"
+        );
+        assert!(!a.contains("tap,"), "{a}");
+        s.net.as_mut().unwrap().backend = NetBackend::User {
+            net: "172.30.0.0/24".into(),
+            host: "172.30.0.1".parse().unwrap(),
+            dns: "172.30.0.254".parse().unwrap(),
+            forwards: vec![crate::HostForward {
+                host_ip: "127.0.0.1".parse().unwrap(),
+                host_port: 18080,
+                guest_ip: "172.30.0.2".parse().unwrap(),
+                guest_port: 8080,
+            }],
+        };
+        let a = q.args(&s).join(" ");
+        assert!(
+            a.contains("-netdev user,id=net0,net=172.30.0.0/24,host=172.30.0.1,dns=172.30.0.254,hostfwd=tcp:127.0.0.1:18080-172.30.0.2:8080 "),
+            "{a}"
+        );
     }
 
     #[test]

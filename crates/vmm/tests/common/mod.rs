@@ -160,6 +160,7 @@ pub fn full_spec(runtime_dir: &Path) -> banger_vmm::MachineSpec {
             tap: "bgr0a1b2c3d".into(),
             mac: "06:ba:ac:1e:00:02".into(),
             unplugged: false,
+            backend: Default::default(),
         }),
         runtime_dir: runtime_dir.to_path_buf(),
         restore: None,

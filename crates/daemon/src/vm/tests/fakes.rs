@@ -58,6 +58,8 @@ struct State {
     /// Each launched VMM's runtime directory (what finds it without handles).
     runtime_dirs: std::collections::HashMap<u32, std::path::PathBuf>,
     next_pid: u32,
+    /// The network of each launch, in order.
+    nets: Vec<Option<banger_vmm::NetSpec>>,
 }
 
 /// The fake host and guests.
@@ -91,6 +93,10 @@ impl World {
     /// Forget the log.
     pub fn clear_log(&self) {
         self.lock().log.clear();
+    }
+    /// The network of each launch so far.
+    pub fn nets(&self) -> Vec<Option<banger_vmm::NetSpec>> {
+        self.lock().nets.clone()
     }
     /// Taps that exist now.
     pub fn taps(&self) -> BTreeSet<String> {
@@ -221,6 +227,7 @@ impl Vmm for FakeVmm {
                 s.stalled.insert(pid);
             }
             s.runtime_dirs.insert(pid, rt.clone());
+            s.nets.push(spec.net.clone());
             pid
         };
         self.0
@@ -398,6 +405,14 @@ impl Disks for FakeDisks {
 /// An app over a temporary state directory with fake parts and the default image
 /// already published (so nothing builds), and the world behind the fakes.
 pub fn app_with(config: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<App>, Arc<World>) {
+    app_full(config, None)
+}
+
+/// [`app_with`] in rootless mode with `net` as the user-space stack.
+pub fn app_full(
+    config: impl FnOnce(&mut Config),
+    rootless: Option<crate::vm::userspace::UserNet>,
+) -> (tempfile::TempDir, Arc<App>, Arc<World>) {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::under(dir.path());
     let mut cfg = Config::from_vars(|_| None).unwrap();
@@ -426,14 +441,9 @@ pub fn app_with(config: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Arc<App
         guest: Arc::new(FakeGuest(world.clone())),
         disks: Arc::new(FakeDisks(world.clone())),
     };
-    let app = Arc::new(App::new(
-        layout,
-        cfg,
-        store,
-        "ssh-ed25519 AAAA test".into(),
-        parts,
-    ));
-    (dir, app, world)
+    let mut app = App::new(layout, cfg, store, "ssh-ed25519 AAAA test".into(), parts);
+    app.rootless = rootless;
+    (dir, Arc::new(app), world)
 }
 
 /// [`app_with`] the default configuration, without the world.

@@ -6,6 +6,7 @@ mod crash;
 pub mod fakes;
 mod hostile;
 mod issue19;
+mod rootless;
 mod stall;
 
 use super::{create, delete, query, reconcile, set, start, stop};
