@@ -62,6 +62,12 @@ pub async fn down(app: &App) -> Result<NetworkDownResult> {
             busy.join(" ")
         )));
     }
+    if app.rootless.is_some() {
+        // Rootless mode sets up nothing on the host: each VM's passt went with it.
+        return Ok(NetworkDownResult {
+            removed: vec!["nothing: rootless mode sets up no bridge, tap or nftables table".into()],
+        });
+    }
     let c = &app.config;
     let mut removed = vec![];
     app.privileged
