@@ -274,8 +274,25 @@ pub(crate) async fn launch(
             vmm.launch_with_tap(spec, fd).await
         }
         Attachment::Passt(plan) if plugged => {
-            super::userspace::start_passt(plan, steps).await?;
-            vmm.launch(spec).await
+            match super::userspace::start_passt(plan, steps).await {
+                Ok(()) => vmm.launch(spec).await,
+                Err(e) => {
+                    // passt refuses some hosts (no default route: offline): the VM still
+                    // starts, on QEMU's user-mode networking.
+                    tracing::warn!("{e}; using QEMU's user-mode networking for this start");
+                    steps.progress().send(
+                        "warning",
+                        Some(format!(
+                            "{e}; this VM uses QEMU's user-mode networking instead (banger doctor)"
+                        )),
+                    );
+                    let mut s = spec.clone();
+                    if let Some(n) = s.net.as_mut() {
+                        n.backend = plan.fallback.clone();
+                    }
+                    vmm.launch(&s).await
+                }
+            }
         }
         _ => vmm.launch(spec).await,
     };
@@ -505,7 +522,7 @@ pub(crate) fn tail_text(log: &Path, max: u64) -> String {
 /// (or the host's upstreams without it), or in rootless mode its stack's forwarder.
 pub(crate) async fn guest_dns(app: &App, rec: &VmRecord) -> Vec<std::net::IpAddr> {
     match &app.rootless {
-        Some(net) => super::userspace::guest_dns(app, net, rec.ip),
+        Some(_) => super::userspace::guest_dns(app, rec.ip),
         None => {
             app.dns
                 .servers_for_guests(app.privileged.as_ref(), app.config.subnet.gateway())

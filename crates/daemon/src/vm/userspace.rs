@@ -5,8 +5,8 @@
 //! - **passt** (the default when installed): one `passt` per VM on a unix socket in
 //!   the VM's runtime directory, which QEMU joins with `-netdev stream`. passt
 //!   translates the guest's frames to ordinary sockets of the user (NAT behind the
-//!   host's address), forwards the guest's DNS queries sent to its gateway to the
-//!   host's resolver, and listens for the VM's published ports (`-t`). It runs with
+//!   host's address), forwards the guest's DNS queries (sent to the subnet's last
+//!   address, as with QEMU's stack) to the host's resolver, and listens for the VM's published ports (`-t`). It runs with
 //!   `--one-off`, so it quits when its QEMU goes, and `--no-map-gw`, so the guest
 //!   cannot reach services bound to the host's loopback through its gateway.
 //! - **QEMU's user-mode networking** (libslirp) otherwise: the same addressing inside
@@ -109,6 +109,9 @@ pub(crate) enum Attachment {
 /// One VM's passt: its command line and socket.
 #[derive(Debug, Clone)]
 pub(crate) struct PasstPlan {
+    /// QEMU's user-mode networking with the same forwards, for when passt cannot
+    /// start (it refuses to run on a host without a default route, e.g. offline).
+    pub fallback: NetBackend,
     pub ssh_port: u16,
     pub binary: PathBuf,
     pub socket: PathBuf,
@@ -164,13 +167,11 @@ fn user_dns(app: &App, ip: Ipv4Addr) -> Ipv4Addr {
     }
 }
 
-/// The name servers a rootless guest is given: its gateway (passt forwards what
-/// is sent there to the host's resolver) or the user-mode stack's forwarder.
-pub(crate) fn guest_dns(app: &App, net: &UserNet, ip: Ipv4Addr) -> Vec<IpAddr> {
-    match net {
-        UserNet::Passt(_) => vec![IpAddr::V4(app.config.subnet.gateway())],
-        UserNet::User => vec![IpAddr::V4(user_dns(app, ip))],
-    }
+/// The name server a rootless guest is given: the same address for both stacks
+/// (passt forwards what is sent there to the host's resolver, QEMU's stack answers
+/// there itself), so a start that falls back from passt keeps working DNS.
+pub(crate) fn guest_dns(app: &App, ip: Ipv4Addr) -> Vec<IpAddr> {
+    vec![IpAddr::V4(user_dns(app, ip))]
 }
 
 /// A free loopback TCP port, for the guest's sshd (the stack listens on it from the
@@ -212,11 +213,18 @@ pub(crate) fn attach(
         guest_port: 22,
     });
     let subnet = app.config.subnet;
+    let user = NetBackend::User {
+        net: subnet.to_string(),
+        host: subnet.gateway(),
+        dns: user_dns(app, rec.ip),
+        forwards: forwards.clone(),
+    };
     Ok(match net {
         UserNet::Passt(binary) => {
             let socket = rt_dir.join(PASST_SOCKET);
             let log = rt_dir.join(PASST_LOG);
             Attachment::Passt(PasstPlan {
+                fallback: user,
                 ssh_port: ssh,
                 binary: binary.clone(),
                 args: passt_args(
@@ -225,21 +233,14 @@ pub(crate) fn attach(
                     rec.ip,
                     subnet.prefix,
                     subnet.gateway(),
+                    user_dns(app, rec.ip),
                     &forwards,
                 ),
                 socket,
                 log,
             })
         }
-        UserNet::User => Attachment::User(
-            NetBackend::User {
-                net: subnet.to_string(),
-                host: subnet.gateway(),
-                dns: user_dns(app, rec.ip),
-                forwards,
-            },
-            ssh,
-        ),
+        UserNet::User => Attachment::User(user, ssh),
     })
 }
 
@@ -250,6 +251,7 @@ fn passt_args(
     ip: Ipv4Addr,
     prefix: u8,
     gateway: Ipv4Addr,
+    dns: Ipv4Addr,
     forwards: &[HostForward],
 ) -> Vec<String> {
     let mut a: Vec<String> = [
@@ -276,7 +278,7 @@ fn passt_args(
         "--gateway".into(),
         gateway.to_string(),
         "--dns-forward".into(),
-        gateway.to_string(),
+        dns.to_string(),
         "--udp-ports".into(),
         "none".into(),
     ]);
@@ -398,6 +400,7 @@ mod tests {
             "172.30.0.5".parse().unwrap(),
             24,
             "172.30.0.1".parse().unwrap(),
+            "172.30.0.254".parse().unwrap(),
             &fwd,
         )
         .join(" ");
@@ -406,7 +409,7 @@ mod tests {
             "--no-map-gw",
             "--socket /run/vm/passt.sock",
             "--address 172.30.0.5 --netmask 24 --gateway 172.30.0.1",
-            "--dns-forward 172.30.0.1",
+            "--dns-forward 172.30.0.254",
             "--tcp-ports 127.0.0.1/18080:8080",
         ] {
             assert!(a.contains(want), "{want} in {a}");
