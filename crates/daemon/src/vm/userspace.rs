@@ -324,7 +324,7 @@ pub(crate) async fn start_passt(plan: &PasstPlan, steps: &mut Steps<'_>) -> Resu
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(DaemonError::UserNet(format!(
-                "passt exited ({status}) before the VM started: {} (see banger doctor)",
+                "passt exited ({status}) before the VM started: {}",
                 crate::vm::start::tail_text(&plan.log, 2048).trim()
             )));
         }
