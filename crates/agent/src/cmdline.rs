@@ -18,6 +18,8 @@ pub struct BootParams {
     pub init: Init,
     /// Name servers for /etc/resolv.conf, written in both init modes (`banger.dns=a,b`).
     pub dns: Vec<IpAddr>,
+    /// eth0's MTU (`banger.mtu=65520`), 576 to 65520; the kernel's default otherwise.
+    pub mtu: Option<u32>,
     /// Accelerator probe: print [`PROBE_OK`] and power off (`banger.probe`).
     pub probe: bool,
     /// What the boot is for (`banger.mode=...`); a normal boot without it.
@@ -77,6 +79,7 @@ pub fn parse(cmdline: &str) -> BootParams {
                 })
             }
             key::GATEWAY => p.gateway = v.parse().ok(),
+            key::MTU => p.mtu = v.parse().ok().filter(|m| (576..=65520).contains(m)),
             key::HOSTNAME => p.hostname = Some(v.to_string()),
             key::INIT => {
                 p.init = match v {
@@ -120,6 +123,16 @@ mod tests {
         assert_eq!(p.init, Init::Default);
         assert!(p.dns.is_empty());
         assert_eq!(p.mode, Mode::Boot);
+    }
+
+    #[test]
+    fn parses_an_mtu_in_range_only() {
+        assert_eq!(parse("banger.mtu=65520").mtu, Some(65520));
+        assert_eq!(parse("banger.mtu=1500").mtu, Some(1500));
+        assert_eq!(parse("banger.mtu=65521").mtu, None);
+        assert_eq!(parse("banger.mtu=100").mtu, None);
+        assert_eq!(parse("banger.mtu=x").mtu, None);
+        assert_eq!(parse("quiet").mtu, None);
     }
 
     #[test]

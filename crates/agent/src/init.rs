@@ -164,6 +164,13 @@ fn boot() -> std::io::Result<()> {
         wait_for(Path::new("/sys/class/net/eth0"), Duration::from_secs(5))?;
         netconf::configure("eth0", ip, prefix, params.gateway)?;
         log(&format!("eth0 is {ip}/{prefix}"));
+        if let Some(mtu) = params.mtu {
+            // Not fatal: the default MTU works, only slower.
+            match netconf::set_mtu("eth0", mtu) {
+                Ok(()) => log(&format!("eth0's MTU is {mtu}")),
+                Err(e) => log(&format!("{e}")),
+            }
+        }
     }
 
     for d in ["dev", "proc", "sys"] {

@@ -12,6 +12,7 @@ const SIOCSIFADDR: libc::c_ulong = 0x8916;
 const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
 const SIOCADDRT: libc::c_ulong = 0x890b;
 const SIOCSIFHWADDR: libc::c_ulong = 0x8924;
+const SIOCSIFMTU: libc::c_ulong = 0x8922;
 const RTF_UP: libc::c_ushort = 0x1;
 const RTF_GATEWAY: libc::c_ushort = 0x2;
 
@@ -128,6 +129,18 @@ pub fn reconfigure(
     r.ifr_ifru.ifru_hwaddr = hw;
     s.ioctl(SIOCSIFHWADDR, &mut r, &format!("set the MAC of {dev}"))?;
     configure(dev, ip, prefix, gateway)
+}
+
+/// Set `dev`'s MTU.
+pub fn set_mtu(dev: &str, mtu: u32) -> io::Result<()> {
+    let s = Sock::new()?;
+    let mut r = ifreq(dev);
+    r.ifr_ifru.ifru_mtu = i32::try_from(mtu).map_err(|_| io::Error::other("MTU out of range"))?;
+    s.ioctl(
+        SIOCSIFMTU,
+        &mut r,
+        &format!("set the MTU of {dev} to {mtu}"),
+    )
 }
 
 /// Bring up `lo` (the agent as init has nobody else to do it).

@@ -69,6 +69,9 @@ pub mod cmdline {
     pub const FAST_INIT_MARKER: &str = "the agent is the init; serving the channel";
     /// Name servers for the guest's resolv.conf: `banger.dns=172.30.0.1[,…]`.
     pub const DNS: &str = "banger.dns";
+    /// eth0's MTU when not 1500: `banger.mtu=65520` (rootless mode's passt carries
+    /// frames that large; fewer, larger frames cost far less under emulation).
+    pub const MTU: &str = "banger.mtu";
     /// What the boot is for; a normal boot without it: `banger.mode=export`.
     pub const MODE: &str = "banger.mode";
     /// `banger.mode` value: tar the merged disks onto the export disk, power off.

@@ -290,6 +290,9 @@ pub(crate) async fn launch(
                     if let Some(n) = s.net.as_mut() {
                         n.backend = plan.fallback.clone();
                     }
+                    // QEMU's stack carries 1500-byte frames only.
+                    let mtu = format!(" {}={}", key::MTU, super::userspace::PASST_MTU);
+                    s.cmdline = s.cmdline.replace(&mtu, "");
                     vmm.launch(&s).await
                 }
             }
@@ -397,6 +400,9 @@ pub(crate) fn machine_spec(
     if !dns.is_empty() {
         let list: Vec<String> = dns.iter().map(ToString::to_string).collect();
         cmdline.push_str(&format!(" {}={}", key::DNS, list.join(",")));
+    }
+    if let Some(mtu) = attached.mtu() {
+        cmdline.push_str(&format!(" {}={mtu}", key::MTU));
     }
     if knows_init_modes(&initrd) {
         cmdline.push_str(&format!(" {}={}", key::INIT, init_arg(rec.init)));
