@@ -40,6 +40,8 @@ mod mode;
 mod net_section;
 #[path = "e2e_sections/privsep.rs"]
 mod privsep_section;
+#[path = "e2e_sections/rootless.rs"]
+mod rootless_section;
 mod support;
 #[path = "e2e_sections/system_install.rs"]
 mod system_install_section;
@@ -108,6 +110,7 @@ impl Env {
         run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         let owner = match mode {
             mode::Mode::Privsep => Some(mode::Owner::create(&netns, home.path())),
+            mode::Mode::Rootless => Some(mode::Owner::user("bgrrl", home.path())),
             mode::Mode::Root => {
                 eprintln!("e2e mode root: the CLI and the daemon run as root, privileged operations in-process");
                 None
@@ -127,7 +130,7 @@ impl Env {
         }
         if let Some(o) = &self.owner {
             c.args(["runuser", "-u", &o.user, "--"]);
-            c.env("BANGER_HELPER_SOCKET", o.socket());
+            o.helper_env(&mut c);
             // Somewhere the owner may be (cargo runs tests in the crate's directory).
             c.current_dir(self.home.path());
         }
@@ -170,7 +173,7 @@ impl Env {
             c.env("HOME", o.home());
             c.env("USER", &o.user);
             c.env("LOGNAME", &o.user);
-            c.env("BANGER_HELPER_SOCKET", o.socket());
+            o.helper_env(&mut c);
             c.current_dir(self.home.path());
         }
         c.arg(banger_bin()).args(args);
@@ -184,11 +187,14 @@ impl Env {
     /// in privsep mode, nothing as root.
     fn shell_prefix(&self) -> String {
         match &self.owner {
-            Some(o) => format!(
-                "runuser -u {} -- env BANGER_HELPER_SOCKET={} ",
-                o.user,
-                o.socket().display()
-            ),
+            Some(o) => match o.socket() {
+                Some(sock) => format!(
+                    "runuser -u {} -- env BANGER_HELPER_SOCKET={} ",
+                    o.user,
+                    sock.display()
+                ),
+                None => format!("runuser -u {} -- env -u BANGER_HELPER_SOCKET ", o.user),
+            },
             None => String::new(),
         }
     }
@@ -354,6 +360,8 @@ fn end_to_end() {
         ("agent_cli", agent_cli_section::agent_cli),
         ("agent_json", agent_json_section::agent_json),
         ("system_install", system_install_section::system_install),
+        // Its own user, home and namespaces, with no helper (issue 17).
+        ("rootless", rootless_section::rootless),
         // Ends by deleting the default image (image delete removes its snapshots).
         ("warm", warm_section::warm),
         // Last: it leaves a database no banger of this version opens.

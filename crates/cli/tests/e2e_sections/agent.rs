@@ -239,7 +239,7 @@ fn debs(dir: &std::path::Path, packages: &[&str]) -> Option<std::path::PathBuf> 
 }
 
 /// A root with a static busybox and its applet links, and nothing else.
-fn busybox_root(work: &std::path::Path) -> Option<std::path::PathBuf> {
+pub(crate) fn busybox_root(work: &std::path::Path) -> Option<std::path::PathBuf> {
     let x = debs(&work.join("debs"), &["busybox-static"])?;
     let root = work.join("root");
     for d in ["bin", "etc", "root", "tmp", "proc", "sys", "dev"] {
@@ -256,7 +256,7 @@ fn busybox_root(work: &std::path::Path) -> Option<std::path::PathBuf> {
 
 /// Push `root` as `repo:1`, pull it on the host network, run `args` in a fresh VM of
 /// it; returns the run's output after checking nothing is left.
-fn pull_and_run(
+pub(crate) fn pull_and_run(
     env: &Env,
     work: &std::path::Path,
     root: &std::path::Path,

@@ -33,6 +33,9 @@ pub enum Mode {
     Privsep,
     /// Everything as root, privileged operations in-process.
     Root,
+    /// The CLI and daemon as an owner the test creates, with no helper at all (the
+    /// `rootless` section's own environment; not a `BANGER_E2E_MODE`).
+    Rootless,
 }
 
 impl Mode {
@@ -45,7 +48,8 @@ impl Mode {
     }
 }
 
-/// The test's owner and its root helper; the user is removed on drop.
+/// The test's owner and its root helper (none for a rootless owner); the user is
+/// removed on drop.
 pub struct Owner {
     pub user: String,
     pub uid: u32,
@@ -60,7 +64,15 @@ impl Owner {
     /// Create the user, give it `home` (the test's BANGER_HOME) and start the helper
     /// in `netns`.
     pub fn create(netns: &str, home: &Path) -> Owner {
-        let user = format!("bgrown{}", std::process::id() % 100_000);
+        let mut owner = Owner::user("bgrown", home);
+        owner.start_helper(netns, home);
+        owner
+    }
+
+    /// Create the user `<prefix><pid>` (subordinate ids included) and give it `home`;
+    /// no helper (a rootless owner).
+    pub fn user(prefix: &str, home: &Path) -> Owner {
+        let user = format!("{prefix}{}", std::process::id() % 100_000);
         let dir = tempfile::Builder::new()
             .prefix("banger-e2e-owner-")
             .tempdir_in("/var/tmp")
@@ -86,15 +98,13 @@ impl Owner {
             "useradd gave {user} no subordinate ids (/etc/subuid); unprivileged image builds need them"
         );
         run_ok(Command::new("chown").arg(format!("{uid}:{gid}")).arg(home));
-        let mut owner = Owner {
+        Owner {
             user,
             uid,
             gid,
             dir,
             helper: None,
-        };
-        owner.start_helper(netns, home);
-        owner
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -106,8 +116,22 @@ impl Owner {
         self.path("home")
     }
 
-    /// The helper's socket (`BANGER_HELPER_SOCKET` for the owner's daemon).
-    pub fn socket(&self) -> PathBuf {
+    /// The helper's socket (`BANGER_HELPER_SOCKET` for the owner's daemon), when the
+    /// owner has a helper.
+    pub fn socket(&self) -> Option<PathBuf> {
+        self.helper.as_ref().map(|_| self.helper_socket())
+    }
+
+    /// Point `c` at the helper (`BANGER_HELPER_SOCKET`), or make sure it names none
+    /// (a rootless owner).
+    pub fn helper_env(&self, c: &mut Command) {
+        match self.socket() {
+            Some(sock) => c.env("BANGER_HELPER_SOCKET", sock),
+            None => c.env_remove("BANGER_HELPER_SOCKET"),
+        };
+    }
+
+    fn helper_socket(&self) -> PathBuf {
         self.path("run/helper.sock")
     }
 
@@ -126,7 +150,7 @@ impl Owner {
                  jail_root = \"{}\"\nnft = \"/usr/sbin/nft\"\n",
                 self.uid,
                 self.gid,
-                self.socket().display(),
+                self.helper_socket().display(),
                 self.path("run").display(),
                 home.join("state").display(),
                 self.path("jail").display(),
@@ -153,7 +177,7 @@ impl Owner {
             .unwrap();
         self.helper = Some(child);
         let t = Instant::now();
-        while !self.socket().exists() {
+        while !self.helper_socket().exists() {
             if let Some(Ok(Some(s))) = self.helper.as_mut().map(|c| c.try_wait()) {
                 panic!(
                     "banger-helper exited at start ({s}): {}",
@@ -163,7 +187,7 @@ impl Owner {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
                 "banger-helper did not listen on {} within 30 s",
-                self.socket().display()
+                self.helper_socket().display()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -172,7 +196,7 @@ impl Owner {
             self.user,
             self.uid,
             self.helper_pid(),
-            self.socket().display(),
+            self.helper_socket().display(),
             self.path("helper.log").display()
         );
     }
@@ -312,14 +336,19 @@ fn scan(home: &str, owner_uid: u32, helper_pid: u32) -> Findings {
     let mut bad = vec![];
     let mut seen = BTreeSet::new();
     for p in &procs {
-        let kind =
-            if p.exe == "bangerd" || p.exe.starts_with("qemu-system") || p.exe == "firecracker" {
-                Some(p.exe.clone())
-            } else if p.exe == "banger" {
-                Some("banger".to_string())
-            } else {
-                None
-            };
+        // passt (rootless guest networking; Debian's wrapper execs `passt.avx2`).
+        let kind = if p.exe == "bangerd"
+            || p.exe.starts_with("qemu-system")
+            || p.exe == "firecracker"
+            || p.exe == "passt"
+            || p.exe.starts_with("passt.")
+        {
+            Some(p.exe.clone())
+        } else if p.exe == "banger" {
+            Some("banger".to_string())
+        } else {
+            None
+        };
         let root = p.uids.contains(&0);
         // A VMM is the test's when it runs with its home or on its files (another
         // home's CLI may name the test's files, so the CLI and daemon go by the first).
@@ -409,8 +438,10 @@ impl<'a> Watch<'a> {
         for (kind, _) in seen.iter().filter(|(k, _)| !k.starts_with("banger-helper")) {
             *count.entry(kind.clone()).or_default() += 1;
         }
+        // A rootless owner has no helper (and nothing of the test may be root).
+        let rootless = self.helper_pid == 0;
         assert!(
-            seen.iter().any(|(k, _)| k.starts_with("banger-helper")),
+            rootless || seen.iter().any(|(k, _)| k.starts_with("banger-helper")),
             "section {section}: the helper (pid {}) is gone; its log:\n{}",
             self.helper_pid,
             self.owner.helper_log()
@@ -424,10 +455,14 @@ impl<'a> Watch<'a> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let root = if rootless {
+            "no helper, nothing of banger's root".to_string()
+        } else {
+            format!("banger-helper (pid {}) the only root", self.helper_pid)
+        };
         eprintln!(
-            "=== e2e section {section}: uids checked: {owners} as the owner (uid {}); banger-helper (pid {}) the only root",
-            self.owner_uid,
-            self.helper_pid
+            "=== e2e section {section}: uids checked: {owners} as the owner (uid {}); {root}",
+            self.owner_uid
         );
     }
 }

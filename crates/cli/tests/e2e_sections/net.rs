@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 
 /// The fake upstream: answers `www.banger-e2e.test` A with 198.18.1.7, NODATA for
 /// its other types, NXDOMAIN for everything else; logs each name it is asked.
-const FAKE_UPSTREAM: &str = r#"
+pub(crate) const FAKE_UPSTREAM: &str = r#"
 import socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], 53))
