@@ -81,7 +81,7 @@ pub async fn wait_sshd(info: &SshInfo) -> anyhow::Result<()> {
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(120);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let addr = std::net::SocketAddr::from((info.ip, 22));
+    let addr = std::net::SocketAddr::from((info.ip, info.port.unwrap_or(22)));
     loop {
         let attempt = tokio::time::timeout(
             std::time::Duration::from_secs(2),
