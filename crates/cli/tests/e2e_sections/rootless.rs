@@ -345,6 +345,7 @@ fn published_port_and_restart(env: &Env, uid: u32) {
         ports["ports"].as_array().unwrap().iter().any(|p| p == 8080),
         "{ports}"
     );
+    assert_eq!(ports["rootless"], true, "{ports}");
     let table = ok(env, &["vm", "ports", "web"]);
     assert!(table.contains("127.0.0.1:18080"), "{table}");
     // OpenSSH reaches the guest's sshd too (a loopback port the stack forwards).
