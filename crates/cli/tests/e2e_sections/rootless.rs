@@ -22,9 +22,11 @@
 //!   published again;
 //! - a guest fetches a page from "the internet" by address (NAT'd behind the
 //!   namespace's address) and resolves a name through passt's DNS forwarding;
-//! - `banger doctor` says the mode is rootless;
-//! - `BANGER_ROOTLESS_NET=user`: QEMU user-mode networking, no passt, outbound and
-//!   a published port still work.
+//! - `banger doctor` (and the daemon's log) says the mode is rootless;
+//! - offline (no default route, which passt refuses): a VM still starts, on QEMU's
+//!   user-mode networking, saying so;
+//! - `BANGER_ROOTLESS_NET=user`: QEMU user-mode networking, no passt; outbound, DNS
+//!   and a published port still work.
 //!
 //! Throughout, [`Watch`] samples `/proc`: every bangerd, QEMU, passt and banger of the
 //! test runs as the user (all four uids), and nothing the daemon starts is root. At
@@ -36,7 +38,7 @@
 //! would use it rather than run rootless).
 
 use super::mode::{Mode, Watch};
-use super::{agent_section, git, log, stderr, stdout, Env};
+use super::{agent_section, git, log, run_ok, stderr, stdout, Env};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -74,6 +76,7 @@ pub fn rootless(_suite: &Env) {
     run_status_and_workspace(&env);
     published_port_and_restart(&env, uid);
     outbound_and_dns(&env, &net);
+    offline_falls_back(&env, uid);
     user_mode_fallback(&env, uid);
 
     // Nothing of the user's is left once its VMs are gone and its daemon stopped.
@@ -444,6 +447,11 @@ fn user_mode_fallback(env: &Env, uid: u32) {
         ],
     );
     assert_eq!(page, PAGE_BODY);
+    let www = ok(
+        env,
+        &["vm", "exec", "um", "--", "getent hosts www.banger-e2e.test"],
+    );
+    assert_eq!(www.split_whitespace().next(), Some("198.18.1.7"), "{www}");
     ok(
         env,
         &[
@@ -459,4 +467,37 @@ fn user_mode_fallback(env: &Env, uid: u32) {
     ok(env, &["vm", "delete", "-f", "um"]);
     // The next daemon is a default one again.
     ok(env, &["daemon", "stop"]);
+}
+
+/// No default route (offline): passt refuses to start, and the VM starts anyway on
+/// QEMU's user-mode networking, saying so.
+fn offline_falls_back(env: &Env, uid: u32) {
+    let route = |verb: &str| {
+        run_ok(Command::new("ip").args([
+            "-n",
+            &env.netns,
+            "route",
+            verb,
+            "default",
+            "via",
+            "198.18.7.1",
+        ]))
+    };
+    route("del");
+    let out = env.banger(&["vm", "run", "--", "sh", "-c", "echo offline-ok"]);
+    route("add");
+    assert_eq!(
+        stdout(&out),
+        "offline-ok\n",
+        "{}\n{}",
+        stderr(&out),
+        daemon_log(env)
+    );
+    assert!(
+        stderr(&out).contains("user-mode networking"),
+        "no word of the fallback: {}",
+        stderr(&out)
+    );
+    assert!(passts(uid).is_empty(), "{:?}", passts(uid));
+    env.assert_nothing_left();
 }
