@@ -304,6 +304,12 @@ fn published_port_and_restart(env: &Env, uid: u32) {
     assert!(ip.starts_with("172.30.0."), "{ip}");
     let addrs = ok(env, &["vm", "exec", "web", "--", "ip -4 -o addr show"]);
     assert!(addrs.contains(&format!("{ip}/")), "{ip} not in {addrs}");
+    // passt's link takes 64 KiB frames.
+    let mtu = ok(
+        env,
+        &["vm", "exec", "web", "--", "cat /sys/class/net/eth0/mtu"],
+    );
+    assert_eq!(mtu.trim(), "65520", "the guest's MTU over passt");
     // No bridge, no tap, no nft table: the namespace has only lo and the veth.
     let links = stdout(&in_ns(env, &["ip", "-br", "link"]));
     assert!(
@@ -484,11 +490,18 @@ fn offline_falls_back(env: &Env, uid: u32) {
         ]))
     };
     route("del");
-    let out = env.banger(&["vm", "run", "--", "sh", "-c", "echo offline-ok"]);
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo offline-ok; cat /sys/class/net/eth0/mtu",
+    ]);
     route("add");
     assert_eq!(
         stdout(&out),
-        "offline-ok\n",
+        "offline-ok\n1500\n",
         "{}\n{}",
         stderr(&out),
         daemon_log(env)
