@@ -163,7 +163,7 @@ pub async fn kill_tagged(tag: &str, timeout: Duration) -> usize {
         tracing::warn!(
             pid,
             tag,
-            "killing a VMM that has no handles (its daemon died before recording them)"
+            "killing a leftover process of a VM (a VMM whose daemon died before recording its handles, or a passt that outlived its VMM)"
         );
         id.signal(libc::SIGKILL);
         id.wait_exit(timeout).await;

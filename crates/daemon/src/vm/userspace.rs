@@ -38,6 +38,8 @@ pub const NET_ENV: &str = "BANGER_ROOTLESS_NET";
 /// The guest MTU over passt (its own default): a 65520-byte frame costs QEMU and the
 /// guest about what a 1500-byte one does, so bulk transfers need ~40x fewer of them.
 pub const PASST_MTU: u32 = 65520;
+/// How long a passt whose QEMU is gone gets to quit by itself.
+const PASST_GRACE: Duration = Duration::from_secs(1);
 /// How long passt gets to bind its socket.
 const PASST_READY: Duration = Duration::from_secs(10);
 /// Largest passt log kept.
@@ -361,9 +363,20 @@ fn socket_ready(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// Stop the passt of the VM whose passt socket is `socket`, if one still runs.
+/// Stop the passt of the VM whose passt socket is `socket`, if one still runs. It
+/// quits by itself once its QEMU is gone (`--one-off`), which takes it a moment after
+/// a kill: it gets [`PASST_GRACE`] to do so before it is killed.
 pub(crate) async fn stop_passt(socket: &Path) {
-    banger_vmm::process::kill_tagged(&passt_tag(socket), Duration::from_secs(5)).await;
+    let tag = passt_tag(socket);
+    let t = Instant::now();
+    while !banger_vmm::process::find_tagged(&tag).is_empty() {
+        if t.elapsed() > PASST_GRACE {
+            tracing::debug!(socket = %socket.display(), "passt outlived its QEMU; killing it");
+            banger_vmm::process::kill_tagged(&tag, Duration::from_secs(5)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Record the loopback port of the guest's sshd in its runtime directory (for `vm
