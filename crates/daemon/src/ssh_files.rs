@@ -107,11 +107,7 @@ pub fn pins(app: &App) -> Vec<Pin> {
         .map(|r| Pin {
             name: r.name.to_string(),
             ip: r.ip,
-            port: app
-                .rootless
-                .as_ref()
-                .filter(|_| r.state == banger_model::VmState::Running)
-                .and_then(|_| crate::vm::userspace::ssh_port(&app.layout.vm_runtime(&r.id))),
+            port: crate::vm::userspace::running_ssh_port(app, r),
             key: read_pin(&app.layout.vm_dir(&r.id)),
         })
         .collect()

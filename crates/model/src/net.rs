@@ -67,6 +67,11 @@ impl Subnet {
         u32::MAX << (32 - self.prefix)
     }
 
+    /// The last usable address (the one before the broadcast address).
+    pub fn last_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from((u32::from(self.network) | !self.mask()) - 1)
+    }
+
     /// The host side (bridge) address: the first usable one.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) + 1)
@@ -125,6 +130,9 @@ mod tests {
         let s: Subnet = "172.30.0.77/24".parse().unwrap();
         assert_eq!(s.network, Ipv4Addr::new(172, 30, 0, 0));
         assert_eq!(s.gateway(), Ipv4Addr::new(172, 30, 0, 1));
+        assert_eq!(s.last_host(), Ipv4Addr::new(172, 30, 0, 254));
+        let small: Subnet = "10.9.0.0/29".parse().unwrap();
+        assert_eq!(small.last_host(), Ipv4Addr::new(10, 9, 0, 6));
         assert!("172.30.0.0".parse::<Subnet>().is_err());
         assert!("172.30.0.0/8".parse::<Subnet>().is_err());
         assert!("x/24".parse::<Subnet>().is_err());

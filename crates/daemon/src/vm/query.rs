@@ -2,6 +2,7 @@
 //! `vm.workspace_record` (the one write: what the CLI shipped into a VM).
 
 use super::files;
+use super::userspace::running_ssh_port as rootless_ssh_port;
 use crate::app::App;
 use crate::error::{DaemonError, Result};
 use crate::handles;
@@ -27,14 +28,6 @@ pub fn info_for(app: &App, rec: &VmRecord) -> VmInfo {
     info.ports = super::forward::load(app, &rec.id);
     info.ssh_port = rootless_ssh_port(app, rec);
     info
-}
-
-/// A running rootless VM's loopback ssh port.
-fn rootless_ssh_port(app: &App, rec: &VmRecord) -> Option<u16> {
-    app.rootless
-        .as_ref()
-        .filter(|_| rec.state == VmState::Running)
-        .and_then(|_| super::userspace::ssh_port(&app.layout.vm_runtime(&rec.id)))
 }
 
 /// `vm.list`.

@@ -286,14 +286,7 @@ pub(crate) async fn launch(
                             "{e}; this VM uses QEMU's user-mode networking instead (banger doctor)"
                         )),
                     );
-                    let mut s = spec.clone();
-                    if let Some(n) = s.net.as_mut() {
-                        n.backend = plan.fallback.clone();
-                    }
-                    // QEMU's stack carries 1500-byte frames only.
-                    let mtu = format!(" {}={}", key::MTU, super::userspace::PASST_MTU);
-                    s.cmdline = s.cmdline.replace(&mtu, "");
-                    vmm.launch(&s).await
+                    vmm.launch(&plan.fallback_spec(spec)).await
                 }
             }
         }
@@ -401,8 +394,8 @@ pub(crate) fn machine_spec(
         let list: Vec<String> = dns.iter().map(ToString::to_string).collect();
         cmdline.push_str(&format!(" {}={}", key::DNS, list.join(",")));
     }
-    if let Some(mtu) = attached.mtu() {
-        cmdline.push_str(&format!(" {}={mtu}", key::MTU));
+    if let Some(param) = attached.mtu_param() {
+        cmdline.push_str(&param);
     }
     if knows_init_modes(&initrd) {
         cmdline.push_str(&format!(" {}={}", key::INIT, init_arg(rec.init)));

@@ -22,7 +22,7 @@ use super::stages::{Steps, Undo};
 use crate::app::App;
 use crate::error::{DaemonError, Result};
 use banger_model::VmRecord;
-use banger_vmm::{HostForward, NetBackend};
+use banger_vmm::{HostForward, MachineSpec, NetBackend};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,11 +55,12 @@ pub enum UserNet {
 }
 
 impl UserNet {
-    /// The stack for this host: `BANGER_ROOTLESS_NET`, else passt when it is on the
-    /// `PATH` (or in /usr/bin), else QEMU's user-mode networking.
+    /// The stack for this host: `BANGER_ROOTLESS_NET`, else passt when it is
+    /// installed, else QEMU's user-mode networking.
     pub fn detect() -> UserNet {
         let wanted = std::env::var(NET_ENV).unwrap_or_default();
-        let passt = find_passt();
+        // Found the way `banger doctor` finds it, so both name the same passt.
+        let passt = banger_hostcheck::which::which("passt");
         match (wanted.as_str(), passt) {
             ("user", _) => UserNet::User,
             (_, Some(p)) => UserNet::Passt(p),
@@ -84,17 +85,6 @@ impl UserNet {
             }
         }
     }
-}
-
-fn find_passt() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join("passt"))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// How one start attaches its guest to a network.
@@ -124,6 +114,25 @@ pub(crate) struct PasstPlan {
     pub log: PathBuf,
 }
 
+/// ` banger.mtu=65520`, appended to the guest's command line over passt.
+fn mtu_param() -> String {
+    format!(" {}={PASST_MTU}", banger_contract::cmdline::MTU)
+}
+
+impl PasstPlan {
+    /// `spec` on QEMU's user-mode stack instead, for a start whose passt could not
+    /// run: the same forwards, and the default MTU (that stack carries 1500-byte
+    /// frames only).
+    pub fn fallback_spec(&self, spec: &MachineSpec) -> MachineSpec {
+        let mut s = spec.clone();
+        if let Some(n) = s.net.as_mut() {
+            n.backend = self.fallback.clone();
+        }
+        s.cmdline = s.cmdline.replace(&mtu_param(), "");
+        s
+    }
+}
+
 impl Attachment {
     /// The tap's name ("" without one), as `handles.json` records it.
     pub fn tap(&self) -> &str {
@@ -144,9 +153,10 @@ impl Attachment {
         }
     }
 
-    /// The guest's MTU when not the default.
-    pub fn mtu(&self) -> Option<u32> {
-        matches!(self, Attachment::Passt(_)).then_some(PASST_MTU)
+    /// The kernel command-line parameter for the guest's MTU when not the default
+    /// (` banger.mtu=65520`).
+    pub fn mtu_param(&self) -> Option<String> {
+        matches!(self, Attachment::Passt(_)).then(mtu_param)
     }
 
     /// The loopback port forwarded to the guest's sshd (rootless mode).
@@ -162,16 +172,9 @@ impl Attachment {
 /// The address the user-mode stack's DNS forwarder answers on: the subnet's last
 /// host address, or the one before it when that is the guest's own.
 fn user_dns(app: &App, ip: Ipv4Addr) -> Ipv4Addr {
-    let s = app.config.subnet;
-    let mask = if s.prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(s.prefix))
-    };
-    let broadcast = u32::from(s.network) | !mask;
-    let last = Ipv4Addr::from(broadcast.wrapping_sub(1));
+    let last = app.config.subnet.last_host();
     if last == ip {
-        Ipv4Addr::from(broadcast.wrapping_sub(2))
+        Ipv4Addr::from(u32::from(last) - 1)
     } else {
         last
     }
@@ -392,6 +395,15 @@ pub(crate) fn cleanup(rt_dir: &Path) {
     for f in [PASST_SOCKET, SSH_PORT_FILE] {
         let _ = std::fs::remove_file(rt_dir.join(f));
     }
+}
+
+/// The loopback port of `rec`'s sshd when it runs rootless (what `vm ssh`, `vm show`
+/// and the ssh config use instead of its address).
+pub(crate) fn running_ssh_port(app: &App, rec: &VmRecord) -> Option<u16> {
+    app.rootless
+        .as_ref()
+        .filter(|_| rec.state == banger_model::VmState::Running)
+        .and_then(|_| ssh_port(&app.layout.vm_runtime(&rec.id)))
 }
 
 /// The loopback port of a running rootless VM's sshd, if recorded.
